@@ -1,0 +1,40 @@
+"""Raw completeness: what we stored for a day matches the count the API announced."""
+
+import dagster as dg
+
+from loyalty_assets.defs.ingest.assets import STREAMS
+from loyalty_assets.defs.resources import Warehouse
+
+RAW_COUNT_MATCHES_API = "raw_count_matches_api_total"
+
+
+def _completeness_check(asset_name: str):
+    source = STREAMS[asset_name][1]
+
+    @dg.asset_check(
+        asset=asset_name,
+        name=RAW_COUNT_MATCHES_API,
+        blocking=False,
+        description="Rows fetched in each day's latest window equal the API's total_count.",
+    )
+    def _check(warehouse: Warehouse) -> dg.AssetCheckResult:
+        with warehouse.connect() as conn:
+            rows = conn.execute(
+                """SELECT partition_day, arg_max(fetched, fetched_at), arg_max(total_count, fetched_at)
+                   FROM fetch_log WHERE source = ? GROUP BY partition_day
+                   HAVING arg_max(fetched, fetched_at) <> arg_max(total_count, fetched_at)""",
+                [source],
+            ).fetchall()
+            days = conn.execute(
+                "SELECT count(DISTINCT partition_day) FROM fetch_log WHERE source = ?", [source]
+            ).fetchone()[0]
+        return dg.AssetCheckResult(
+            passed=not rows,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"days_fetched": days, "days_short": len(rows), "examples": str(rows[:5])},
+        )
+
+    return _check
+
+
+raw_checks = [_completeness_check(name) for name in STREAMS]

@@ -1,0 +1,80 @@
+"""Normalized money: canonical order/refund versions, quarantine, and order_facts (RULES.md §2–§4)."""
+
+import datetime as dt
+
+import dagster as dg
+
+from loyalty_assets.defs.ingest.assets import RETRY
+from loyalty_assets.defs.partitions import PROGRAM, daily_partitions, single_run
+from loyalty_assets.defs.resources import Warehouse
+from loyalty_assets.lib.ledger import compute_order_values, prepare_rules
+from loyalty_assets.lib.money import FxTable
+from loyalty_assets.lib.normalize import normalize_magento
+from loyalty_assets.lib.warehouse import run_script
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "order_versions",
+            group_name="money",
+            kinds={"duckdb"},
+            deps=["raw_magento_orders", "raw_magento_creditmemos", "raw_magento_customers"],
+            description="One row per order version with lifecycle signal and money in integer minor units "
+            "(plus refund_versions and customer_versions): what each raw version means.",
+        ),
+        dg.AssetSpec(
+            "quarantine",
+            group_name="money",
+            kinds={"duckdb"},
+            deps=["raw_magento_orders", "raw_magento_creditmemos", "raw_magento_customers"],
+            description="Every record that could not be processed, with a reason code and words for the operator.",
+        ),
+    ],
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    pool="duckdb",
+    retry_policy=RETRY,
+)
+def normalized_orders(context: dg.AssetExecutionContext, warehouse: Warehouse):
+    fx = FxTable.load(PROGRAM.fx_path())
+    today = context.partition_time_window.end.date() - dt.timedelta(days=1)
+    with warehouse.connect() as conn:
+        result = normalize_magento(conn, PROGRAM, fx, today)
+        quarantined_total = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    context.log.info(f"normalized {result}")
+    yield dg.MaterializeResult(
+        asset_key="order_versions",
+        metadata={
+            "orders": result.orders,
+            "refunds": result.refunds,
+            "customers": result.customers,
+            "dagster/partition_row_count": result.orders,
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="quarantine", metadata={"new_rows": result.quarantined, "total_rows": quarantined_total}
+    )
+
+
+@dg.asset(
+    group_name="money",
+    partitions_def=daily_partitions,
+    backfill_policy=single_run,
+    pool="duckdb",
+    retry_policy=RETRY,
+    kinds={"duckdb"},
+    deps=["order_versions", "member_keys"],
+)
+def order_facts(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    """One row per order: its latest known version, lifecycle, money in minor units, refunds and
+    net eligible spend in the program currency, and the member it belongs to."""
+    with warehouse.connect() as conn:
+        conn.execute("BEGIN")
+        compute_order_values(conn, PROGRAM, dt.date(9998, 12, 30), prepare_rules(conn, PROGRAM))
+        run_script(conn, "order_facts")
+        conn.execute("COMMIT")
+        n, lifecycles = conn.execute(
+            "SELECT count(*), string_agg(DISTINCT lifecycle, ',') FROM order_facts"
+        ).fetchone()
+    return dg.MaterializeResult(metadata={"orders": n, "lifecycles": lifecycles or ""})

@@ -1,0 +1,206 @@
+"""Identity resolution (RULES.md §8): keys → connected components → stable member ids.
+
+Union-find over keys. The guard refuses any link that would put two different registered
+customer ids of the same platform tenant in one member through email alone (a shared family
+address); the refusal is recorded as a conflict. Member ids never change once given; when
+components join, the oldest member survives and the merge is recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+
+import duckdb
+
+from loyalty_assets.lib.program import Program
+
+
+def key_type(key: str) -> str:
+    return "email" if "@" in key and key.count(":") < 2 else "customer_id"
+
+
+def tenant_of(customer_key: str) -> str:
+    platform, tenant, _ = customer_key.split(":", 2)
+    return f"{platform}:{tenant}"
+
+
+@dataclass
+class _Components:
+    parent: dict[str, str] = field(default_factory=dict)
+    customers: dict[str, dict[str, str]] = field(default_factory=dict)  # root -> tenant -> customer key
+
+    def add(self, key: str) -> None:
+        if key not in self.parent:
+            self.parent[key] = key
+            self.customers[key] = {tenant_of(key): key} if key_type(key) == "customer_id" else {}
+
+    def find(self, key: str) -> str:
+        root = key
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[key] != root:
+            self.parent[key], key = root, self.parent[key]
+        return root
+
+    def clash(self, a: str, b: str) -> list[tuple[str, str]]:
+        ca, cb = self.customers[self.find(a)], self.customers[self.find(b)]
+        return [(ca[t], cb[t]) for t in sorted(ca.keys() & cb.keys()) if ca[t] != cb[t]]
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if ra > rb:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.customers[ra] = {**self.customers.pop(rb), **self.customers[ra]}
+
+
+@dataclass(frozen=True)
+class IdentitySummary:
+    members: int
+    new_members: int
+    new_keys: int
+    merges: int
+    conflicts: int
+
+
+def new_member_id(program: Program, seed_key: str) -> str:
+    return "M" + hashlib.sha256(f"{program.program_id}|{seed_key}".encode()).hexdigest()[:15].upper()
+
+
+def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date) -> IdentitySummary:
+    """Bring member_keys, member_merges and identity_conflicts up to date with every known record."""
+    records = conn.execute(
+        """
+        SELECT email, customer_key, min(updated_at) AS first_seen FROM (
+            SELECT email, customer_key, updated_at FROM order_versions
+            UNION ALL
+            SELECT email, customer_key, updated_at FROM customer_versions
+        ) WHERE email IS NOT NULL OR customer_key IS NOT NULL
+        GROUP BY ALL ORDER BY first_seen, customer_key NULLS LAST, email
+        """
+    ).fetchall()
+    first_seen: dict[str, dt.datetime] = {}
+    for email, customer_key, seen in records:
+        for key in (customer_key, email):
+            if key and (key not in first_seen or seen < first_seen[key]):
+                first_seen[key] = seen
+
+    cannot = {frozenset(pair) for pair in program.identity.cannot_link}
+    comps = _Components()
+    for key in first_seen:
+        comps.add(key)
+    # conflict key -> (the contested key, the customer/manual keys on each side, reason)
+    conflicts: dict[str, tuple[str, list[str], str]] = {}
+
+    def link(a: str, b: str, forced: bool = False) -> None:
+        if comps.find(a) == comps.find(b):
+            return
+        ra, rb = comps.find(a), comps.find(b)
+        blocked = [
+            sorted(p)
+            for p in cannot
+            if len(p) == 2 and {comps.find(k) for k in p if k in comps.parent} == {ra, rb}
+        ]
+        clashes = [] if forced else comps.clash(a, b)
+        if blocked or clashes:
+            contested = b if key_type(b) == "email" else a
+            sides = list(blocked[0]) if blocked else [clashes[0][0], clashes[0][1]]
+            reason = "cannot_link" if blocked else "same_tenant_customers_share_email"
+            conflicts.setdefault(f"{contested}|{'|'.join(sides)}", (contested, sides, reason))
+            return
+        comps.union(a, b)
+
+    # Registered identities first, so a shared email cannot glue two customers together before
+    # each has its own component; records are taken oldest first, so a contested email stays
+    # with the oldest member.
+    for email, customer_key, _ in records:
+        if email and customer_key:
+            link(customer_key, email)
+    for a, b in program.identity.must_link:
+        comps.add(a)
+        comps.add(b)
+        first_seen.setdefault(a, dt.datetime.now(dt.UTC))
+        first_seen.setdefault(b, dt.datetime.now(dt.UTC))
+        link(a, b, forced=True)
+
+    existing = dict(conn.execute("SELECT key, member_id FROM member_keys").fetchall())
+    resolution = dict(conn.execute("SELECT member_id, survivor_id FROM member_resolution").fetchall())
+    member_seen = dict(
+        conn.execute("SELECT member_id, min(first_seen_at) FROM member_keys GROUP BY 1").fetchall()
+    )
+
+    groups: dict[str, list[str]] = {}
+    for key in first_seen:
+        groups.setdefault(comps.find(key), []).append(key)
+
+    new_keys, merges, assignments = [], [], []
+    final: dict[str, str] = {}
+    new_members = 0
+    for keys in groups.values():
+        keys.sort(key=lambda k: (first_seen[k], k))
+        owners = {resolution.get(existing[k], existing[k]) for k in keys if k in existing}
+        if not owners:
+            survivor = new_member_id(program, keys[0])
+            new_members += 1
+        else:
+            survivor = min(owners, key=lambda m: (member_seen.get(m, first_seen[keys[0]]), m))
+            for absorbed in sorted(owners - {survivor}):
+                linking = sorted(k for k in keys if existing.get(k) is None)
+                rule = (
+                    "must_link"
+                    if any(frozenset((a, b)) & set(keys) for a, b in program.identity.must_link)
+                    else "shared_key"
+                )
+                merges.append((survivor, absorbed, rule, ", ".join(linking[:5]) or ", ".join(keys[:5]), day))
+        for k in keys:
+            final[k] = survivor
+            if k not in existing:
+                new_keys.append((survivor, k, key_type(k), first_seen[k]))
+            elif resolution.get(existing[k], existing[k]) != survivor or existing[k] != survivor:
+                assignments.append((survivor, k))
+
+    conn.execute("BEGIN")
+    try:
+        if new_keys:
+            conn.executemany("INSERT INTO member_keys VALUES (?, ?, ?, ?)", new_keys)
+        if merges:
+            conn.executemany(
+                "INSERT INTO member_merges VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", merges
+            )
+        if assignments:
+            conn.executemany("UPDATE member_keys SET member_id = ? WHERE key = ?", assignments)
+        for contested, sides, reason in conflicts.values():
+            members = sorted({final[k] for k in sides if k in final})
+            cid = hashlib.sha256(f"{contested}|{'|'.join(sides)}".encode()).hexdigest()[:16]
+            conn.execute(
+                "INSERT INTO identity_conflicts VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [
+                    cid,
+                    contested,
+                    key_type(contested),
+                    ",".join(members),
+                    f"{reason}: {' vs '.join(sides)}",
+                    day,
+                ],
+            )
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+    total = conn.execute(
+        "SELECT count(DISTINCT member_id) FROM member_keys WHERE member_id NOT IN (SELECT absorbed_id FROM member_merges)"
+    ).fetchone()[0]
+    return IdentitySummary(total, new_members, len(new_keys), len(merges), len(conflicts))
+
+
+MEMBER_OF_SQL = """
+    coalesce(
+        (SELECT coalesce(r.survivor_id, k.member_id) FROM member_keys k
+         LEFT JOIN member_resolution r ON r.member_id = k.member_id WHERE k.key = {t}.customer_key),
+        (SELECT coalesce(r.survivor_id, k.member_id) FROM member_keys k
+         LEFT JOIN member_resolution r ON r.member_id = k.member_id WHERE k.key = {t}.email))
+"""

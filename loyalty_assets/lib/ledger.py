@@ -1,0 +1,205 @@
+"""Booking the append-only points ledger day by day behind a watermark (RULES.md §5–§6).
+
+A run for day D books every day after the watermark up to D, in order, whatever order partitions
+are run in. Days that have ended (by the sources' clocks minus the safety lag) close; a closed day
+is never booked again, and anything that turns up late for it is booked on the first open day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+
+import duckdb
+
+from loyalty_assets.lib.money import currency_digits, to_minor
+from loyalty_assets.lib.program import Program
+from loyalty_assets.lib.warehouse import run_script
+
+TRIGGER_RANK = {"paid": 1, "fulfilled": 2}
+
+
+class LedgerIntegrityError(RuntimeError):
+    """An entry id already exists with different content: never overwrite, stop loudly."""
+
+
+@dataclass(frozen=True)
+class BookingResult:
+    days_booked: list[dt.date]
+    entries: int
+    points: int
+    closed_through: dt.date | None
+    last_booked_day: dt.date | None
+
+
+def day_end_utc(day: dt.date, program: Program) -> dt.datetime:
+    local = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=program.tz)
+    return local.astimezone(dt.UTC)
+
+
+def day_start_utc(day: dt.date, program: Program) -> dt.datetime:
+    return day_end_utc(day - dt.timedelta(days=1), program)
+
+
+def record_program_version(conn: duckdb.DuckDBPyConnection, program: Program) -> str:
+    conn.execute(
+        "INSERT INTO program_versions VALUES (?, ?, ?, now()) ON CONFLICT DO NOTHING",
+        [program.rule_version, program.program_id, program.canonical_json()],
+    )
+    return program.rule_version
+
+
+def watermark(conn: duckdb.DuckDBPyConnection, program: Program) -> tuple[dt.date | None, dt.date | None]:
+    row = conn.execute(
+        "SELECT closed_through, last_booked_day FROM ledger_watermark WHERE program_id = ?",
+        [program.program_id],
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def first_data_day(conn: duckdb.DuckDBPyConnection, program: Program) -> dt.date | None:
+    row = conn.execute(
+        """SELECT min(least(o, r)) FROM (
+               SELECT (SELECT min(updated_at) FROM order_versions) AS o,
+                      (SELECT min(updated_at) FROM refund_versions) AS r)"""
+    ).fetchone()
+    if not row or row[0] is None:
+        return None
+    return row[0].astimezone(program.tz).date()
+
+
+def days_to_book(conn: duckdb.DuckDBPyConnection, program: Program, target: dt.date) -> list[dt.date]:
+    closed, _ = watermark(conn, program)
+    if closed is not None:
+        start = closed + dt.timedelta(days=1)
+    else:
+        first = first_data_day(conn, program)
+        start = min(first, target) if first else target
+    start = max(start, program.start_date)
+    return [start + dt.timedelta(days=i) for i in range((target - start).days + 1)]
+
+
+def prepare_rules(conn: duckdb.DuckDBPyConnection, program: Program) -> dict:
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE store_multipliers (store_key VARCHAR, multiplier DECIMAL(18, 6))"
+    )
+    if program.earning.store_multipliers:
+        conn.executemany(
+            "INSERT INTO store_multipliers VALUES (?, ?)", list(program.earning.store_multipliers.items())
+        )
+    digits = currency_digits(program.currency)
+    return {
+        "rate": program.earning.points_per_unit,
+        "rounding": program.earning.rounding,
+        "rule_version": program.rule_version,
+        "trigger_rank": TRIGGER_RANK[program.earning.trigger],
+        "min_eligible_minor": to_minor(program.earning.min_eligible, program.currency),
+        "unit": Decimal(1).scaleb(-digits),
+    }
+
+
+def compute_order_values(
+    conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date, rules: dict
+) -> None:
+    """Fill temp tables order_state, order_members and order_values as of the end of `day`."""
+    run_script(conn, "order_state_asof", {"asof": day_end_utc(day, program)})
+    run_script(conn, "order_members")
+    run_script(conn, "order_values", rules)
+
+
+def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
+    clash = conn.execute(
+        """SELECT n.entry_id FROM new_entries n JOIN ledger_journal j USING (entry_id)
+           WHERE j.points <> n.points OR j.kind <> n.kind OR j.booked_on <> n.booked_on
+              OR coalesce(j.order_key, '') <> coalesce(n.order_key, '') LIMIT 5"""
+    ).fetchall()
+    if clash:
+        raise LedgerIntegrityError(
+            f"entry ids already booked with different content: {[c[0] for c in clash]}"
+        )
+    return conn.execute(
+        """INSERT INTO ledger_journal BY NAME
+           SELECT * FROM new_entries n WHERE NOT EXISTS (SELECT 1 FROM ledger_journal j WHERE j.entry_id = n.entry_id)"""
+    ).fetchone()[0]
+
+
+def book_through(
+    conn: duckdb.DuckDBPyConnection, program: Program, target: dt.date, now: dt.datetime
+) -> BookingResult:
+    """Book every open day up to `target`; `now` is the earliest source clock (UTC)."""
+    record_program_version(conn, program)
+    rules = prepare_rules(conn, program)
+    lag = dt.timedelta(seconds=program.ingest.safety_lag_seconds)
+    closed, last_booked = watermark(conn, program)
+    days = days_to_book(conn, program, target)
+    entries = points = 0
+    for day in days:
+        conn.execute("BEGIN")
+        try:
+            compute_order_values(conn, program, day, rules)
+            run_script(
+                conn,
+                "book_order_entries",
+                {"day": day, "program_id": program.program_id, "pending_days": program.earning.pending_days},
+            )
+            n = _insert_entries(conn)
+            entries += n
+            points += (
+                conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
+            )
+            if day_end_utc(day, program) <= now - lag:
+                closed = day
+            last_booked = max(last_booked or day, day)
+            conn.execute(
+                """INSERT INTO ledger_watermark VALUES (?, ?, ?, now())
+                   ON CONFLICT (program_id) DO UPDATE SET closed_through = excluded.closed_through,
+                       last_booked_day = excluded.last_booked_day, updated_at = excluded.updated_at""",
+                [program.program_id, closed, last_booked],
+            )
+            conn.execute("COMMIT")
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise
+    return BookingResult(days, entries, int(points), closed, last_booked)
+
+
+def order_value_mismatches(conn: duckdb.DuckDBPyConnection, program: Program, limit: int = 20) -> list[dict]:
+    """Orders whose entries do not add up to their value at the end of the last booked day."""
+    _, last = watermark(conn, program)
+    if last is None:
+        return []
+    rules = prepare_rules(conn, program)
+    compute_order_values(conn, program, last, rules)
+    rows = conn.execute(
+        "SELECT order_key, value, booked_points FROM order_values WHERE value <> booked_points LIMIT ?",
+        [limit],
+    ).fetchall()
+    return [{"order_key": k, "value": v, "booked": b} for k, v, b in rows]
+
+
+def describe(result: BookingResult) -> str:
+    return json.dumps(
+        {
+            "days_booked": len(result.days_booked),
+            "entries": result.entries,
+            "points": result.points,
+            "closed_through": str(result.closed_through),
+        }
+    )
+
+
+def source_now(conn: duckdb.DuckDBPyConnection, wall_now: dt.datetime) -> dt.datetime:
+    """The earliest current time among the sources' clocks (their HTTP Date headers).
+
+    Each source's last reported server time is carried forward by the wall time elapsed since;
+    without any source (file backfills, tests on a bare warehouse) the wall clock is used.
+    """
+    rows = conn.execute(
+        """SELECT arg_max(server_time, fetched_at), max(fetched_at) FROM fetch_log
+           WHERE server_time IS NOT NULL GROUP BY source"""
+    ).fetchall()
+    if not rows:
+        return wall_now
+    return min(server + max(wall_now - fetched, dt.timedelta(0)) for server, fetched in rows)

@@ -1,0 +1,198 @@
+"""The program configuration (RULES.md §1): one validated YAML file per program.
+
+Validation is strict (unknown keys are errors) because a typo in a loyalty rule silently changes
+what customers are owed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_PROGRAM_FILE = Path(__file__).resolve().parent.parent / "program.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Earning(_Strict):
+    points_per_unit: Decimal = Decimal("1")
+    rounding: Literal["floor", "half_up"] = "floor"
+    trigger: Literal["paid", "fulfilled"] = "paid"
+    pending_days: int = Field(0, ge=0)
+    min_eligible: Decimal = Field(Decimal("0"), ge=0)
+    store_multipliers: dict[str, Decimal] = Field(default_factory=dict)
+    excluded_product_types: list[str] = Field(
+        default_factory=lambda: ["giftcard", "gift_card", "giftcertificate"]
+    )
+
+    @field_validator("points_per_unit")
+    @classmethod
+    def _positive_rate(cls, v: Decimal) -> Decimal:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("store_multipliers")
+    @classmethod
+    def _positive_multipliers(cls, v: dict[str, Decimal]) -> dict[str, Decimal]:
+        for key, m in v.items():
+            if m < 0:
+                raise ValueError(f"multiplier for {key!r} must be >= 0")
+        return v
+
+
+class TierLevel(_Strict):
+    name: str = Field(min_length=1)
+    threshold: Decimal = Field(ge=0)
+
+
+class Tiers(_Strict):
+    metric: Literal["spend", "points"] = "spend"
+    period: Literal["lifetime", "calendar_year", "rolling_365"] = "calendar_year"
+    levels: list[TierLevel] = Field(
+        default_factory=lambda: [
+            TierLevel(name="Bronze", threshold=Decimal("0")),
+            TierLevel(name="Silver", threshold=Decimal("500")),
+            TierLevel(name="Gold", threshold=Decimal("1500")),
+        ]
+    )
+    retention: Literal["none", "next_period"] = "next_period"
+
+    @field_validator("levels")
+    @classmethod
+    def _ordered_levels(cls, v: list[TierLevel]) -> list[TierLevel]:
+        if not v:
+            raise ValueError("at least one level is required")
+        if v[0].threshold != 0:
+            raise ValueError("the first level's threshold must be 0")
+        for a, b in zip(v, v[1:], strict=False):
+            if b.threshold <= a.threshold:
+                raise ValueError(
+                    f"thresholds must increase: {a.name} {a.threshold} then {b.name} {b.threshold}"
+                )
+        if len({lv.name for lv in v}) != len(v):
+            raise ValueError("level names must be unique")
+        return v
+
+
+class Referrals(_Strict):
+    referrer_points: int = Field(500, ge=0)
+
+
+class Expiry(_Strict):
+    inactivity_days: int | None = Field(None, gt=0)
+
+
+class Adjustments(_Strict):
+    max_abs_points: int = Field(10000, gt=0)
+
+
+class Identity(_Strict):
+    match_phone: bool = False
+    must_link: list[tuple[str, str]] = Field(default_factory=list)
+    cannot_link: list[tuple[str, str]] = Field(default_factory=list)
+
+
+class Ingest(_Strict):
+    safety_lag_seconds: int = Field(60, ge=0)
+    refund_wait_days: int = Field(7, ge=0)
+
+
+class Program(_Strict):
+    program_id: str = Field("default", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    timezone: str = "UTC"
+    start_date: dt.date = dt.date(2024, 1, 1)
+    earning: Earning = Field(default_factory=Earning)
+    tiers: Tiers = Field(default_factory=Tiers)
+    referrals: Referrals = Field(default_factory=Referrals)
+    expiry: Expiry = Field(default_factory=Expiry)
+    adjustments: Adjustments = Field(default_factory=Adjustments)
+    identity: Identity = Field(default_factory=Identity)
+    ingest: Ingest = Field(default_factory=Ingest)
+    fx: str = "data/fx_rates.csv"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {v!r}") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _currency_known(self) -> Program:
+        from loyalty_assets.lib.money import currency_digits
+
+        currency_digits(self.currency)
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def canonical_json(self) -> str:
+        """Stable text of the validated config: the input of the rule version hash."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def rule_version(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:12]
+
+    def multiplier(self, store_key: str) -> Decimal:
+        return self.earning.store_multipliers.get(store_key, Decimal("1"))
+
+    def fx_path(self) -> Path:
+        return Path(os.environ.get("LOYALTY_FX_FILE") or self.fx)
+
+
+class ProgramConfigError(ValueError):
+    """The program file is missing, not YAML, or fails validation; the message names the key."""
+
+
+def parse_program(text: str, source: str = "<program>") -> Program:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ProgramConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProgramConfigError(f"{source}: the top level must be a mapping of keys")
+    try:
+        return Program.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{key}: {msg}")
+        raise ProgramConfigError(f"{source}: invalid program configuration: " + "; ".join(problems)) from exc
+
+
+def program_file() -> Path:
+    return Path(os.environ.get("LOYALTY_PROGRAM_FILE") or DEFAULT_PROGRAM_FILE)
+
+
+@cache
+def _load(path: str, mtime: float) -> Program:
+    return parse_program(Path(path).read_text(), source=path)
+
+
+def load_program(path: Path | None = None) -> Program:
+    """Load the program chosen by LOYALTY_PROGRAM_FILE (or the packaged default)."""
+    path = path or program_file()
+    if not path.exists():
+        raise ProgramConfigError(f"program file not found: {path} (LOYALTY_PROGRAM_FILE)")
+    return _load(str(path), path.stat().st_mtime)

@@ -1,0 +1,60 @@
+"""Append-only raw storage: a version is (source, tenant, id, modified time, payload hash)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterable
+
+import duckdb
+import pandas as pd
+import simplejson
+
+
+def payload_text(record: object) -> str:
+    """Native JSON back out, Decimal numbers unchanged (never through float)."""
+    return simplejson.dumps(record, use_decimal=True, sort_keys=True, separators=(",", ":"))
+
+
+def insert_versions(
+    conn: duckdb.DuckDBPyConnection,
+    source: str,
+    tenant: str,
+    records: Iterable[dict],
+    record_id: Callable[[dict], str],
+    modified_at: Callable[[dict], dt.datetime],
+    tz,
+    fetched_at: dt.datetime | None = None,
+) -> tuple[int, int]:
+    """Insert versions not seen before; returns (records offered, new versions)."""
+    fetched_at = fetched_at or dt.datetime.now(dt.UTC)
+    rows = []
+    for rec in records:
+        text = payload_text(rec)
+        mod = modified_at(rec)
+        rows.append(
+            {
+                "source": source,
+                "tenant": tenant,
+                "record_id": str(record_id(rec)),
+                "modified_at": mod,
+                "payload_hash": hashlib.sha256(text.encode()).hexdigest()[:16],
+                "payload": text,
+                "partition_day": mod.astimezone(tz).date(),
+                "fetched_at": fetched_at,
+            }
+        )
+    if not rows:
+        return 0, 0
+    frame = pd.DataFrame(rows).drop_duplicates(subset=["record_id", "modified_at", "payload_hash"])
+    conn.register("_raw", frame)
+    try:
+        new = conn.execute(
+            """INSERT INTO raw_records BY NAME
+               SELECT source, tenant, record_id, modified_at, payload_hash, CAST(payload AS JSON) AS payload,
+                      partition_day, fetched_at FROM _raw
+               ON CONFLICT DO NOTHING"""
+        ).fetchone()[0]
+    finally:
+        conn.unregister("_raw")
+    return len(rows), int(new)

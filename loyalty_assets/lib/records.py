@@ -1,0 +1,82 @@
+"""Canonical records every platform maps onto (RULES.md §2–§4, §8)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+
+LIFECYCLE_RANK = {"pending": 0, "paid": 1, "fulfilled": 2, "refunded": 3, "canceled": 4}
+
+
+class RecordError(ValueError):
+    """A record that cannot be processed: `reason` is the quarantine code, `detail` the words."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def normalize_email(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    email = value.strip().lower()
+    return email if "@" in email else None
+
+
+@dataclass(frozen=True)
+class OrderVersion:
+    order_key: str
+    platform: str
+    tenant: str
+    native_id: str
+    order_number: str
+    store_key: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    status: str  # native status text, for support
+    signal: str  # lifecycle signal of this version alone (LIFECYCLE_RANK key)
+    email: str | None
+    customer_key: str | None  # platform:tenant:id for registered shoppers
+    currency: str
+    subtotal_minor: int
+    discount_minor: int
+    tax_minor: int
+    shipping_minor: int
+    grand_total_minor: int
+    eligible_minor: int  # order currency
+    calc_currency: str  # currency eligible/refund amounts for points are computed in
+    calc_eligible_minor: int
+    fx_rate: Decimal  # recorded rate, program currency per order currency unit
+    calc_rate: Decimal  # applied to calc amounts (1 when they are already program currency)
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RefundVersion:
+    refund_key: str
+    order_key: str
+    platform: str
+    native_id: str
+    updated_at: dt.datetime
+    counts: bool  # refunds money now (e.g. memo state 2)
+    currency: str
+    refunded_eligible_minor: int  # order currency
+    base_currency: str | None
+    refunded_eligible_base_minor: int | None
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CustomerVersion:
+    customer_key: str
+    platform: str
+    native_id: str
+    email: str | None
+    updated_at: dt.datetime
+    created_at: dt.datetime | None

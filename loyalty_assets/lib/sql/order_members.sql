@@ -1,0 +1,9 @@
+-- The member each known order belongs to now: its customer id first, else its email.
+CREATE OR REPLACE TEMP TABLE order_members AS
+SELECT s.order_key,
+       coalesce(rc.survivor_id, kc.member_id, re.survivor_id, ke.member_id) AS member_id
+FROM order_state s
+LEFT JOIN member_keys kc ON kc.key = s.customer_key
+LEFT JOIN member_resolution rc ON rc.member_id = kc.member_id
+LEFT JOIN member_keys ke ON ke.key = s.email
+LEFT JOIN member_resolution re ON re.member_id = ke.member_id;

@@ -1,0 +1,56 @@
+-- Every known order as it stood at the end of a day ($asof = exclusive end, UTC instant):
+-- lifecycle (ranks only move up), refunds counted once by their own id, net eligible spend in
+-- program minor units, and the source version (the record versions that determined it).
+CREATE OR REPLACE TEMP TABLE order_state AS
+WITH ranked AS (
+    SELECT v.*,
+           CASE v.signal WHEN 'pending' THEN 0 WHEN 'paid' THEN 1 WHEN 'fulfilled' THEN 2
+                         WHEN 'refunded' THEN 3 WHEN 'canceled' THEN 4 END AS signal_rank
+    FROM order_versions v
+    WHERE v.updated_at < $asof
+),
+cumulative AS (
+    SELECT *,
+           max(signal_rank) OVER (PARTITION BY order_key ORDER BY updated_at, payload_hash
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS life_rank,
+           row_number() OVER (PARTITION BY order_key ORDER BY updated_at DESC, payload_hash DESC) AS rn
+    FROM ranked
+),
+latest AS (SELECT * FROM cumulative WHERE rn = 1),
+memo_latest AS (
+    SELECT * FROM (
+        SELECT r.*, row_number() OVER (PARTITION BY refund_key ORDER BY updated_at DESC, payload_hash DESC) AS rn
+        FROM refund_versions r
+        WHERE r.updated_at < $asof
+    ) WHERE rn = 1
+),
+refunds AS (
+    SELECT m.order_key,
+           sum(CASE WHEN NOT m.counts THEN 0
+                    WHEN l.calc_currency = l.currency THEN m.refunded_eligible_minor
+                    WHEN m.base_currency = l.calc_currency THEN m.refunded_eligible_base_minor
+                    ELSE 0 END)::BIGINT AS refunded_calc_minor,
+           sum(CASE WHEN m.counts THEN m.refunded_eligible_minor ELSE 0 END)::BIGINT AS refunded_minor,
+           list(m.source_id || '@' || strftime(m.updated_at, '%Y-%m-%dT%H:%M:%S')) AS refs,
+           max(m.updated_at) AS last_refund_at
+    FROM memo_latest m JOIN latest l USING (order_key)
+    GROUP BY m.order_key
+)
+SELECT l.order_key, l.platform, l.store_key, l.order_number, l.created_at, l.updated_at,
+       l.email, l.customer_key, l.currency, l.fx_rate, l.subtotal_minor, l.discount_minor,
+       l.tax_minor, l.shipping_minor, l.grand_total_minor, l.eligible_minor,
+       l.life_rank,
+       CASE l.life_rank WHEN 0 THEN 'pending' WHEN 1 THEN 'paid' WHEN 2 THEN 'fulfilled'
+                        WHEN 3 THEN 'refunded' ELSE 'canceled' END AS lifecycle,
+       coalesce(r.refunded_minor, 0) AS refunded_eligible_minor,
+       CASE WHEN l.life_rank >= 3 THEN 0
+            ELSE round(greatest(l.calc_eligible_minor - coalesce(r.refunded_calc_minor, 0), 0)
+                       * l.to_program_factor)::BIGINT END AS net_eligible_program_minor,
+       -- the tier metric ignores the lifecycle: callers filter on it
+       round(greatest(l.calc_eligible_minor - coalesce(r.refunded_calc_minor, 0), 0)
+             * l.to_program_factor)::BIGINT AS net_program_minor_any,
+       greatest(l.updated_at, coalesce(r.last_refund_at, l.updated_at)) AS occurred_at,
+       substr(sha256(array_to_string(list_sort(
+           list_concat([l.source_id || '@' || strftime(l.updated_at, '%Y-%m-%dT%H:%M:%S')],
+                       coalesce(r.refs, []))), '|')), 1, 16) AS source_version
+FROM latest l LEFT JOIN refunds r USING (order_key);

@@ -1,0 +1,35 @@
+-- What every known order is worth at the end of the day (RULES.md §5), next to what its entries
+-- booked so far add up to. Rate, multiplier, rounding and rule version come from the order's earn
+-- entry once it has one: an order is valued for ever with the rules in force when it first earned.
+CREATE OR REPLACE TEMP TABLE order_values AS
+WITH booked AS (
+    SELECT order_key, sum(points)::BIGINT AS booked_points
+    FROM ledger_journal
+    WHERE order_key IS NOT NULL AND kind IN ('earn', 'adjust', 'clawback')
+    GROUP BY order_key
+),
+earn AS (
+    SELECT order_key, booked_on AS trigger_day, rate, multiplier, rounding, rule_version
+    FROM ledger_journal WHERE kind = 'earn'
+),
+priced AS (
+    SELECT s.*,
+           coalesce(e.rate, $rate) AS use_rate,
+           coalesce(e.multiplier, sm.multiplier, 1) AS use_multiplier,
+           coalesce(e.rounding, $rounding) AS use_rounding,
+           coalesce(e.rule_version, $rule_version) AS use_rule_version,
+           e.trigger_day,
+           coalesce(b.booked_points, 0) AS booked_points,
+           s.life_rank >= $trigger_rank AND s.life_rank < 3 AS earning
+    FROM order_state s
+    LEFT JOIN booked b USING (order_key)
+    LEFT JOIN earn e USING (order_key)
+    LEFT JOIN store_multipliers sm ON sm.store_key = s.store_key
+)
+SELECT *,
+       CASE WHEN NOT earning OR net_eligible_program_minor < $min_eligible_minor THEN 0
+            WHEN use_rounding = 'half_up'
+                 THEN round(net_eligible_program_minor * $unit * use_rate * use_multiplier)::BIGINT
+            ELSE floor(net_eligible_program_minor * $unit * use_rate * use_multiplier)::BIGINT
+       END AS value
+FROM priced;

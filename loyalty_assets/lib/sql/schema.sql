@@ -1,0 +1,248 @@
+-- Warehouse schema (CONTRACT.md §3). Idempotent: every statement may run on every connection open.
+CREATE TABLE IF NOT EXISTS raw_records (
+    source        VARCHAR NOT NULL,      -- e.g. magento.orders
+    tenant        VARCHAR NOT NULL,
+    record_id     VARCHAR NOT NULL,
+    modified_at   TIMESTAMPTZ NOT NULL,
+    payload_hash  VARCHAR NOT NULL,
+    payload       JSON NOT NULL,
+    partition_day DATE NOT NULL,         -- modification day, program timezone
+    fetched_at    TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (source, tenant, record_id, modified_at, payload_hash)
+);
+
+CREATE TABLE IF NOT EXISTS fetch_log (
+    source        VARCHAR NOT NULL,
+    tenant        VARCHAR NOT NULL,
+    partition_day DATE NOT NULL,
+    window_start  TIMESTAMPTZ NOT NULL,
+    window_end    TIMESTAMPTZ NOT NULL,
+    total_count   BIGINT,
+    fetched       BIGINT NOT NULL,
+    new_versions  BIGINT NOT NULL,
+    server_time   TIMESTAMPTZ,
+    fetched_at    TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS order_versions (
+    order_key        VARCHAR NOT NULL,
+    platform         VARCHAR NOT NULL,
+    tenant           VARCHAR NOT NULL,
+    source_id        VARCHAR NOT NULL,   -- native record id
+    order_number     VARCHAR,
+    store_key        VARCHAR NOT NULL,
+    created_at       TIMESTAMPTZ NOT NULL,
+    updated_at       TIMESTAMPTZ NOT NULL,
+    payload_hash     VARCHAR NOT NULL,
+    status           VARCHAR,
+    signal           VARCHAR NOT NULL,
+    email            VARCHAR,
+    customer_key     VARCHAR,
+    currency         VARCHAR NOT NULL,
+    subtotal_minor   BIGINT NOT NULL,
+    discount_minor   BIGINT NOT NULL,
+    tax_minor        BIGINT NOT NULL,
+    shipping_minor   BIGINT NOT NULL,
+    grand_total_minor BIGINT NOT NULL,
+    eligible_minor   BIGINT NOT NULL,
+    calc_currency    VARCHAR NOT NULL,
+    calc_eligible_minor BIGINT NOT NULL,
+    fx_rate          DECIMAL(24, 12) NOT NULL,
+    calc_rate        DECIMAL(24, 12) NOT NULL,
+    to_program_factor DECIMAL(38, 18) NOT NULL, -- calc minor units -> program minor units
+    PRIMARY KEY (order_key, updated_at, payload_hash)
+);
+
+CREATE TABLE IF NOT EXISTS refund_versions (
+    refund_key      VARCHAR NOT NULL,
+    order_key       VARCHAR NOT NULL,
+    platform        VARCHAR NOT NULL,
+    source_id       VARCHAR NOT NULL,
+    updated_at      TIMESTAMPTZ NOT NULL,
+    payload_hash    VARCHAR NOT NULL,
+    counts          BOOLEAN NOT NULL,
+    currency        VARCHAR NOT NULL,
+    refunded_eligible_minor BIGINT NOT NULL,
+    base_currency   VARCHAR,
+    refunded_eligible_base_minor BIGINT,
+    order_known     BOOLEAN NOT NULL,
+    PRIMARY KEY (refund_key, updated_at, payload_hash)
+);
+
+CREATE TABLE IF NOT EXISTS customer_versions (
+    customer_key VARCHAR NOT NULL,
+    platform     VARCHAR NOT NULL,
+    source_id    VARCHAR NOT NULL,
+    email        VARCHAR,
+    created_at   TIMESTAMPTZ,
+    updated_at   TIMESTAMPTZ NOT NULL,
+    payload_hash VARCHAR NOT NULL,
+    PRIMARY KEY (customer_key, updated_at, payload_hash)
+);
+
+CREATE TABLE IF NOT EXISTS quarantine (
+    source        VARCHAR NOT NULL,
+    record_key    VARCHAR NOT NULL,
+    partition_day DATE,
+    reason        VARCHAR NOT NULL,
+    detail        VARCHAR NOT NULL,
+    payload       JSON,
+    seen_at       TIMESTAMPTZ NOT NULL,
+    version_key   VARCHAR NOT NULL,      -- the raw version (or refund) it concerns: one row per problem
+    PRIMARY KEY (source, version_key, reason)
+);
+
+CREATE TABLE IF NOT EXISTS member_keys (
+    member_id     VARCHAR NOT NULL,
+    key           VARCHAR PRIMARY KEY,
+    key_type      VARCHAR NOT NULL,
+    first_seen_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS member_merges (
+    survivor_id VARCHAR NOT NULL,
+    absorbed_id VARCHAR PRIMARY KEY,
+    rule        VARCHAR NOT NULL,
+    evidence    VARCHAR NOT NULL,
+    merged_on   DATE NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS identity_conflicts (
+    conflict_id  VARCHAR PRIMARY KEY,
+    key          VARCHAR NOT NULL,
+    key_type     VARCHAR NOT NULL,
+    member_ids   VARCHAR NOT NULL,
+    reason       VARCHAR NOT NULL,
+    detected_on  DATE NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS program_versions (
+    rule_version  VARCHAR PRIMARY KEY,
+    program_id    VARCHAR NOT NULL,
+    config        JSON NOT NULL,
+    first_used_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS ledger_journal (
+    entry_id        VARCHAR PRIMARY KEY,
+    booked_member_id VARCHAR NOT NULL,
+    kind            VARCHAR NOT NULL CHECK (kind IN ('earn','adjust','clawback','redeem','referral','manual','expire')),
+    points          BIGINT NOT NULL,
+    booked_on       DATE NOT NULL,
+    available_on    DATE NOT NULL,
+    order_key       VARCHAR,
+    source          VARCHAR NOT NULL,
+    source_ref      VARCHAR,
+    source_version  VARCHAR NOT NULL,
+    basis_minor     BIGINT,
+    rate            DECIMAL(18, 6),
+    multiplier      DECIMAL(18, 6),
+    fx_rate         DECIMAL(24, 12),
+    rounding        VARCHAR,
+    rule_version    VARCHAR NOT NULL,
+    occurred_at     TIMESTAMPTZ,
+    description     VARCHAR,
+    journaled_at    TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS ledger_watermark (
+    program_id      VARCHAR PRIMARY KEY,
+    closed_through  DATE,                 -- last day that has ended and been booked
+    last_booked_day DATE,                 -- last day booked at all (may still be open)
+    updated_at      TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS tier_days (
+    member_id    VARCHAR NOT NULL,
+    day          DATE NOT NULL,
+    metric       DECIMAL(18, 2) NOT NULL,  -- current period, as known at the end of day
+    prev_metric  DECIMAL(18, 2) NOT NULL,  -- previous calendar year, as known at the end of day
+    earned_rank  INTEGER NOT NULL,
+    tier_rank    INTEGER NOT NULL,
+    PRIMARY KEY (member_id, day)
+);
+
+CREATE TABLE IF NOT EXISTS vip_tier_changes (
+    change_id  VARCHAR PRIMARY KEY,
+    member_id  VARCHAR NOT NULL,
+    changed_on DATE NOT NULL,
+    from_tier  VARCHAR NOT NULL,
+    to_tier    VARCHAR NOT NULL,
+    reason     VARCHAR NOT NULL,
+    metric     DECIMAL(18, 2) NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS member_status (
+    member_id               VARCHAR PRIMARY KEY,
+    email                   VARCHAR,
+    points_spendable        BIGINT NOT NULL,
+    points_pending          BIGINT NOT NULL,
+    points_earned_lifetime  BIGINT NOT NULL,
+    vip_tier                VARCHAR NOT NULL,
+    tier_metric             DECIMAL(18, 2) NOT NULL,
+    tier_expires_on         DATE,
+    smile_customer_id       VARCHAR,
+    loyaltylion_customer_id VARCHAR,
+    salesforce_id           VARCHAR,
+    as_of                   DATE,
+    updated_at              TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS sync_log (
+    correlation_id  VARCHAR NOT NULL,
+    run_id          VARCHAR,
+    target          VARCHAR NOT NULL,
+    operation       VARCHAR NOT NULL,
+    record_key      VARCHAR,
+    attempt         INTEGER NOT NULL,
+    status          VARCHAR NOT NULL,
+    http_status     INTEGER,
+    message         VARCHAR,
+    payload_summary VARCHAR,
+    started_at      TIMESTAMPTZ NOT NULL,
+    finished_at     TIMESTAMPTZ
+);
+
+-- Members resolved through merge chains: absorbed ids point at their final survivor.
+CREATE OR REPLACE VIEW member_resolution AS
+WITH RECURSIVE chain(member_id, survivor_id, depth) AS (
+    SELECT absorbed_id, survivor_id, 1 FROM member_merges
+    UNION ALL
+    SELECT c.member_id, m.survivor_id, c.depth + 1
+    FROM chain c JOIN member_merges m ON m.absorbed_id = c.survivor_id
+    WHERE c.depth < 100
+)
+SELECT member_id, arg_max(survivor_id, depth) AS survivor_id FROM chain GROUP BY member_id;
+
+CREATE OR REPLACE VIEW ledger_entries AS
+SELECT j.entry_id,
+       coalesce(r.survivor_id, j.booked_member_id) AS member_id,
+       j.kind, j.points, j.booked_on, j.available_on, j.order_key, j.source, j.source_ref,
+       j.basis_minor, j.rate, j.multiplier, j.rule_version, j.occurred_at, j.description,
+       j.booked_member_id, j.fx_rate
+FROM ledger_journal j
+LEFT JOIN member_resolution r ON r.member_id = j.booked_member_id;
+
+-- Latest known version per order with its lifecycle and refunds (CONTRACT.md §3).
+CREATE TABLE IF NOT EXISTS order_facts (
+    order_key                  VARCHAR PRIMARY KEY,
+    platform                   VARCHAR NOT NULL,
+    store_key                  VARCHAR NOT NULL,
+    order_number               VARCHAR,
+    member_id                  VARCHAR,
+    created_at                 TIMESTAMPTZ NOT NULL,
+    updated_at                 TIMESTAMPTZ NOT NULL,
+    lifecycle                  VARCHAR NOT NULL,
+    currency                   VARCHAR NOT NULL,
+    fx_rate                    DECIMAL(24, 12) NOT NULL,
+    subtotal_minor             BIGINT NOT NULL,
+    discount_minor             BIGINT NOT NULL,
+    tax_minor                  BIGINT NOT NULL,
+    shipping_minor             BIGINT NOT NULL,
+    grand_total_minor          BIGINT NOT NULL,
+    eligible_minor             BIGINT NOT NULL,
+    refunded_eligible_minor    BIGINT NOT NULL,
+    net_eligible_program_minor BIGINT NOT NULL,
+    email                      VARCHAR,
+    customer_key               VARCHAR
+);

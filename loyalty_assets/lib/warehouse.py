@@ -1,0 +1,53 @@
+"""Opening the DuckDB warehouse and running the SQL files of lib/sql/ by name."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+
+import duckdb
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+DEFAULT_WAREHOUSE = "data/loyalty.duckdb"
+
+
+def warehouse_path() -> str:
+    return os.environ.get("LOYALTY_WAREHOUSE") or DEFAULT_WAREHOUSE
+
+
+@cache
+def sql(name: str) -> str:
+    return (SQL_DIR / f"{name}.sql").read_text()
+
+
+def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute("SET TimeZone = 'UTC'")
+    conn.execute(sql("schema"))
+
+
+def connect(path: str | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A short-lived connection with the schema in place (read-only ones skip DDL)."""
+    path = path or warehouse_path()
+    if not read_only:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = duckdb.connect(path, read_only=read_only)
+    if read_only:
+        conn.execute("SET TimeZone = 'UTC'")
+    else:
+        ensure_schema(conn)
+    return conn
+
+
+def run_script(conn: duckdb.DuckDBPyConnection, name: str, params: dict | None = None) -> None:
+    """Run a multi-statement SQL file; each statement gets the named parameters it uses."""
+    import re
+
+    params = params or {}
+    for statement in (s.strip() for s in re.split(r";\s*\n", sql(name))):
+        if not statement or all(
+            line.strip().startswith("--") or not line.strip() for line in statement.splitlines()
+        ):
+            continue
+        used = {k: v for k, v in params.items() if re.search(rf"\${k}\b", statement)}
+        conn.execute(statement, used or None)
