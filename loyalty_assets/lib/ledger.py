@@ -125,44 +125,70 @@ def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
     ).fetchone()[0]
 
 
+def data_days(conn: duckdb.DuckDBPyConnection, program: Program, first: dt.date, last: dt.date) -> set[dt.date]:
+    """Days in [first, last] on which some order or refund version was modified (program timezone)."""
+    rows = conn.execute(
+        """SELECT DISTINCT CAST(timezone($tz, updated_at) AS DATE) FROM (
+               SELECT updated_at FROM order_versions UNION ALL SELECT updated_at FROM refund_versions)
+           WHERE updated_at >= $start AND updated_at < $end""",
+        {"tz": program.timezone, "start": day_start_utc(first, program), "end": day_end_utc(last, program)},
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
 def book_through(
     conn: duckdb.DuckDBPyConnection, program: Program, target: dt.date, now: dt.datetime
 ) -> BookingResult:
-    """Book every open day up to `target`; `now` is the earliest source clock (UTC)."""
+    """Book every open day up to `target`; `now` is the earliest source clock (UTC).
+
+    Only days on which something was modified can book anything (values as of a day's end change
+    only with a version of that day), plus the first open day, which picks up late arrivals for
+    closed days; the other days are closed without work.
+    """
     record_program_version(conn, program)
     rules = prepare_rules(conn, program)
     lag = dt.timedelta(seconds=program.ingest.safety_lag_seconds)
     closed, last_booked = watermark(conn, program)
     days = days_to_book(conn, program, target)
+    if not days:
+        return BookingResult([], 0, 0, closed, last_booked)
+    active = data_days(conn, program, days[0], days[-1]) | {days[0], days[-1]}
     entries = points = 0
+    booked = []
     for day in days:
-        conn.execute("BEGIN")
-        try:
-            compute_order_values(conn, program, day, rules)
-            run_script(
-                conn,
-                "book_order_entries",
-                {"day": day, "program_id": program.program_id, "pending_days": program.earning.pending_days},
-            )
-            n = _insert_entries(conn)
-            entries += n
-            points += (
-                conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
-            )
-            if day_end_utc(day, program) <= now - lag:
-                closed = day
-            last_booked = max(last_booked or day, day)
-            conn.execute(
-                """INSERT INTO ledger_watermark VALUES (?, ?, ?, now())
-                   ON CONFLICT (program_id) DO UPDATE SET closed_through = excluded.closed_through,
-                       last_booked_day = excluded.last_booked_day, updated_at = excluded.updated_at""",
-                [program.program_id, closed, last_booked],
-            )
-            conn.execute("COMMIT")
-        except Exception:
-            conn.execute("ROLLBACK")
-            raise
-    return BookingResult(days, entries, int(points), closed, last_booked)
+        ended = day_end_utc(day, program) <= now - lag
+        if day in active:
+            conn.execute("BEGIN")
+            try:
+                compute_order_values(conn, program, day, rules)
+                run_script(
+                    conn,
+                    "book_order_entries",
+                    {"day": day, "program_id": program.program_id, "pending_days": program.earning.pending_days},
+                )
+                n = _insert_entries(conn)
+                entries += n
+                points += conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
+                conn.execute("COMMIT")
+            except Exception:
+                conn.execute("ROLLBACK")
+                raise
+            booked.append(day)
+        if ended:
+            closed = day
+        last_booked = max(last_booked or day, day)
+        if day in active or day == days[-1]:
+            _save_watermark(conn, program, closed, last_booked)
+    return BookingResult(booked, entries, int(points), closed, last_booked)
+
+
+def _save_watermark(conn, program: Program, closed: dt.date | None, last_booked: dt.date | None) -> None:
+    conn.execute(
+        """INSERT INTO ledger_watermark VALUES (?, ?, ?, now())
+           ON CONFLICT (program_id) DO UPDATE SET closed_through = excluded.closed_through,
+               last_booked_day = excluded.last_booked_day, updated_at = excluded.updated_at""",
+        [program.program_id, closed, last_booked],
+    )
 
 
 def order_value_mismatches(conn: duckdb.DuckDBPyConnection, program: Program, limit: int = 20) -> list[dict]:

@@ -146,7 +146,7 @@ class Program(_Strict):
 
     def canonical_json(self) -> str:
         """Stable text of the validated config: the input of the rule version hash."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return json.dumps(_canonical(self.model_dump(mode="python")), sort_keys=True, separators=(",", ":"))
 
     @property
     def rule_version(self) -> str:
@@ -157,6 +157,20 @@ class Program(_Strict):
 
     def fx_path(self) -> Path:
         return Path(os.environ.get("LOYALTY_FX_FILE") or self.fx)
+
+
+def _canonical(value: object) -> object:
+    """JSON-ready with numbers normalized, so '1.0' and '1' give the same rule version."""
+    if isinstance(value, Decimal):
+        text = format(value.normalize(), "f")
+        return text
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
 
 
 class ProgramConfigError(ValueError):

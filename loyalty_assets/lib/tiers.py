@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from dataclasses import dataclass
 
 import duckdb
 
-from loyalty_assets.lib.ledger import compute_order_values, prepare_rules, watermark
+from loyalty_assets.lib.ledger import compute_order_values, data_days, prepare_rules, watermark
 from loyalty_assets.lib.program import Program
 from loyalty_assets.lib.warehouse import run_script
 
@@ -28,18 +29,35 @@ def load_levels(conn: duckdb.DuckDBPyConnection, program: Program) -> None:
     )
 
 
+def _event_days(conn: duckdb.DuckDBPyConnection, program: Program, first: dt.date, last: dt.date) -> set[dt.date]:
+    """Days on which a tier can change: new data, a new calendar year, an order leaving the rolling window."""
+    events = data_days(conn, program, first, last) | {first, last}
+    if program.tiers.period == "calendar_year":
+        events |= {dt.date(y, 1, 1) for y in range(first.year + 1, last.year + 1)}
+    if program.tiers.period == "rolling_365":
+        created = conn.execute(
+            "SELECT DISTINCT CAST(timezone(?, created_at) AS DATE) FROM order_versions", [program.timezone]
+        ).fetchall()
+        events |= {c + dt.timedelta(days=365) for (c,) in created}
+        if program.tiers.retention == "next_period":
+            # an earned level leaves the retention window D-365..D the day after it has been in it 366 days
+            rows = conn.execute("SELECT DISTINCT day FROM tier_days").fetchall()
+            events |= {r + dt.timedelta(days=k) for (r,) in rows for k in (365, 366)}
+    return {d for d in events if first <= d <= last}
+
+
 def evaluate_through(conn: duckdb.DuckDBPyConnection, program: Program) -> TierResult:
-    """Evaluate every booked day not evaluated yet (the last booked day again, as it may be open)."""
+    """Evaluate the booked days not evaluated yet (the last one again, as it may have been open).
+
+    tier_days holds a row per member on each day a tier could change; a row holds until the next
+    one, so days without any event are not evaluated.
+    """
     _, last_booked = watermark(conn, program)
     if last_booked is None:
         return TierResult([], 0)
     done = conn.execute("SELECT max(day) FROM tier_days").fetchone()[0]
-    start_row = conn.execute("SELECT min(booked_on) FROM ledger_journal").fetchone()[0]
-    if done is not None:
-        start = done  # re-evaluate the last day: it may have been open
-    else:
-        start = start_row or last_booked
-    days = [start + dt.timedelta(days=i) for i in range((last_booked - start).days + 1)]
+    first = done if done is not None else conn.execute("SELECT min(booked_on) FROM ledger_journal").fetchone()[0]
+    first = min(first or last_booked, last_booked)
     rules = prepare_rules(conn, program)
     load_levels(conn, program)
     params = {
@@ -50,7 +68,13 @@ def evaluate_through(conn: duckdb.DuckDBPyConnection, program: Program) -> TierR
         "unit": rules["unit"],
     }
     before = conn.execute("SELECT count(*) FROM vip_tier_changes").fetchone()[0]
-    for day in days:
+    queue = sorted(_event_days(conn, program, first, last_booked))
+    evaluated: list[dt.date] = []
+    rolling_retention = program.tiers.period == "rolling_365" and program.tiers.retention == "next_period"
+    while queue:
+        day = heapq.heappop(queue)
+        if evaluated and day <= evaluated[-1]:
+            continue
         conn.execute("BEGIN")
         try:
             compute_order_values(conn, program, day, rules)
@@ -59,8 +83,14 @@ def evaluate_through(conn: duckdb.DuckDBPyConnection, program: Program) -> TierR
         except Exception:
             conn.execute("ROLLBACK")
             raise
+        evaluated.append(day)
+        if rolling_retention:
+            for k in (365, 366):
+                later = day + dt.timedelta(days=k)
+                if later <= last_booked:
+                    heapq.heappush(queue, later)
     after = conn.execute("SELECT count(*) FROM vip_tier_changes").fetchone()[0]
-    return TierResult(days, after - before)
+    return TierResult(evaluated, after - before)
 
 
 def tier_expires_on(

@@ -7,10 +7,9 @@ import dagster as dg
 from loyalty_assets.defs.ingest.assets import RETRY
 from loyalty_assets.defs.partitions import PROGRAM, daily_partitions, single_run
 from loyalty_assets.defs.resources import Warehouse
-from loyalty_assets.lib.ledger import compute_order_values, prepare_rules
+from loyalty_assets.lib.facts import refresh_order_facts
 from loyalty_assets.lib.money import FxTable
 from loyalty_assets.lib.normalize import normalize_magento
-from loyalty_assets.lib.warehouse import run_script
 
 
 @dg.multi_asset(
@@ -70,10 +69,7 @@ def order_facts(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.M
     """One row per order: its latest known version, lifecycle, money in minor units, refunds and
     net eligible spend in the program currency, and the member it belongs to."""
     with warehouse.connect() as conn:
-        conn.execute("BEGIN")
-        compute_order_values(conn, PROGRAM, dt.date(9998, 12, 30), prepare_rules(conn, PROGRAM))
-        run_script(conn, "order_facts")
-        conn.execute("COMMIT")
+        refresh_order_facts(conn, PROGRAM)
         n, lifecycles = conn.execute(
             "SELECT count(*), string_agg(DISTINCT lifecycle, ',') FROM order_facts"
         ).fetchone()

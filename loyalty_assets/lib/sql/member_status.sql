@@ -5,9 +5,13 @@ WITH members AS (
     FROM member_keys k LEFT JOIN member_resolution r ON r.member_id = k.member_id
 ),
 emails AS (
-    SELECT coalesce(r.survivor_id, k.member_id) AS member_id, arg_max(k.key, k.first_seen_at) AS email
-    FROM member_keys k LEFT JOIN member_resolution r ON r.member_id = k.member_id
-    WHERE k.key_type = 'email' GROUP BY 1
+    -- the address the member used most recently (orders or account), not merely the newest key
+    SELECT coalesce(r.survivor_id, k.member_id) AS member_id, arg_max(u.email, u.updated_at) AS email
+    FROM (SELECT email, updated_at FROM order_versions WHERE email IS NOT NULL
+          UNION ALL SELECT email, updated_at FROM customer_versions WHERE email IS NOT NULL) u
+    JOIN member_keys k ON k.key = u.email
+    LEFT JOIN member_resolution r ON r.member_id = k.member_id
+    GROUP BY 1
 ),
 balances AS (
     SELECT member_id,

@@ -33,12 +33,17 @@ ranked AS (
     FROM members mb LEFT JOIN metrics mt USING (member_id)
 ),
 history AS (
-    SELECT coalesce(r.survivor_id, t.member_id) AS member_id, max(t.earned_rank) AS best_rank
-    FROM tier_days t LEFT JOIN member_resolution r ON r.member_id = t.member_id
-    WHERE t.day < CAST($day AS DATE)
-      AND t.day >= CASE $period WHEN 'calendar_year' THEN make_date(year(CAST($day AS DATE)) - 1, 1, 1)
-                                WHEN 'rolling_365' THEN CAST($day AS DATE) - 365
-                                ELSE DATE '0001-01-01' END
+    -- a row holds from its day until the next row: take every row in force during [window start, D)
+    SELECT member_id, max(earned_rank) AS best_rank FROM (
+        SELECT coalesce(r.survivor_id, t.member_id) AS member_id, t.earned_rank,
+               lead(t.day) OVER (PARTITION BY t.member_id ORDER BY t.day) AS next_day
+        FROM tier_days t LEFT JOIN member_resolution r ON r.member_id = t.member_id
+        WHERE t.day < CAST($day AS DATE)
+    )
+    WHERE coalesce(next_day, CAST($day AS DATE)) >
+          CASE $period WHEN 'calendar_year' THEN make_date(year(CAST($day AS DATE)) - 1, 1, 1)
+                       WHEN 'rolling_365' THEN CAST($day AS DATE) - 365
+                       ELSE DATE '0001-01-01' END
     GROUP BY 1
 ),
 previous AS (

@@ -1,0 +1,52 @@
+"""Runs the rule pipeline (lib/ only, no Dagster, no HTTP) over a bare DuckDB for rule tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+
+from loyalty_assets.lib import facts, identity, ledger, normalize, raw, status, tiers
+from loyalty_assets.lib.money import FxTable
+from loyalty_assets.lib.platforms.magento import parse_time
+from loyalty_assets.lib.program import Program
+
+FAR_FUTURE = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+
+
+def land(conn: duckdb.DuckDBPyConnection, program: Program, orders=(), memos=(), customers=()) -> None:
+    """Store Magento payloads as raw versions, as the ingest assets do."""
+    for source, records, id_field in (
+        ("magento.orders", orders, "entity_id"),
+        ("magento.creditmemos", memos, "entity_id"),
+        ("magento.customers", customers, "id"),
+    ):
+        raw.insert_versions(
+            conn, source, "default", list(records), lambda r, f=id_field: r[f],
+            lambda r: parse_time(r.get("updated_at") or r.get("created_at"), "updated_at"), program.tz,
+        )
+
+
+def process(conn: duckdb.DuckDBPyConnection, program: Program, through: dt.date,
+            now: dt.datetime = FAR_FUTURE, fx: FxTable | None = None) -> ledger.BookingResult:
+    """Normalize, resolve identities, book the ledger up to `through`, evaluate tiers, refresh status."""
+    normalize.normalize_magento(conn, program, fx or FxTable.load(None), through)
+    identity.resolve_members(conn, program, through)
+    facts.refresh_order_facts(conn, program)
+    result = ledger.book_through(conn, program, through, now)
+    tiers.evaluate_through(conn, program)
+    status.refresh_member_status(conn, program)
+    return result
+
+
+def entries(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return conn.execute(
+        "SELECT order_key, kind, points, booked_on, available_on FROM ledger_entries ORDER BY booked_on, order_key, kind"
+    ).fetchall()
+
+
+def status_of(conn: duckdb.DuckDBPyConnection, email: str) -> dict:
+    row = conn.execute("SELECT * FROM member_status WHERE email = ?", [email]).fetchone()
+    assert row is not None, f"no member_status row for {email}"
+    cols = [d[0] for d in conn.description]
+    return dict(zip(cols, row, strict=True))

@@ -1,0 +1,256 @@
+"""The points ledger and VIP tiers follow RULES.md §5–§8 exactly: what is booked, on which day, with
+which kind; the watermark (closed days are never booked again, late data lands on the first open
+day); pending points; earn-time rates; tiers with every metric, period and retention option; and
+identity (guest → registered, the same-tenant guard)."""
+
+import datetime as dt
+
+import pytest
+from magento_factory import memo, order
+from pipeline import entries, land, process, status_of
+
+from loyalty_assets.lib import warehouse
+from loyalty_assets.lib.program import parse_program
+
+D = dt.date
+K1, K2 = "magento:default:1", "magento:default:2"
+
+
+@pytest.fixture
+def conn(tmp_path):
+    c = warehouse.connect(str(tmp_path / "w.duckdb"))
+    yield c
+    c.close()
+
+
+def program(**overrides):
+    import yaml
+
+    return parse_program(yaml.safe_dump(overrides))
+
+
+def test_earn_partial_refund_and_rerun_books_nothing(conn):
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", state="new"), order(1, "2024-03-02 10:00:00", subtotal="120.50")],
+         memos=[memo(9, 1, "2024-03-04 12:00:00", subtotal="50.25")])
+    process(conn, p, D(2024, 3, 5))
+    assert entries(conn) == [(K1, "earn", 120, D(2024, 3, 2), D(2024, 3, 2)),
+                             (K1, "clawback", -50, D(2024, 3, 4), D(2024, 3, 4))]  # floor(70.25) = 70
+    again = process(conn, p, D(2024, 3, 5))
+    assert again.entries == 0 and len(entries(conn)) == 2
+    s = status_of(conn, "ann@example.com")
+    assert (s["points_spendable"], s["points_pending"], s["as_of"]) == (70, 0, D(2024, 3, 5))
+
+
+def test_cancel_and_full_refund_are_worth_zero_whatever_the_memos_say(conn):
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00"), order(1, "2024-03-03 10:00:00", state="canceled"),
+                          order(2, "2024-03-01 11:00:00", subtotal="40.00"), order(2, "2024-03-04 09:00:00", state="closed",
+                                                                                  subtotal="40.00")],
+         memos=[memo(7, 2, "2024-03-04 09:00:00", subtotal="10.00")])
+    process(conn, p, D(2024, 3, 5))
+    assert entries(conn) == [(K1, "earn", 100, D(2024, 3, 1), D(2024, 3, 1)), (K2, "earn", 40, D(2024, 3, 1), D(2024, 3, 1)),
+                             (K1, "clawback", -100, D(2024, 3, 3), D(2024, 3, 3)),
+                             (K2, "clawback", -40, D(2024, 3, 4), D(2024, 3, 4))]
+    facts = dict(conn.execute("SELECT order_key, lifecycle FROM order_facts").fetchall())
+    assert facts == {K1: "canceled", K2: "refunded"}
+
+
+def test_lifecycle_never_moves_back_and_unknown_status_keeps_previous(conn):
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", state="complete"),
+                          order(1, "2024-03-02 10:00:00", state="processing"),
+                          order(1, "2024-03-03 10:00:00", state="holded"),
+                          order(1, "2024-03-04 10:00:00", state="closed_exchange_success")])
+    process(conn, p, D(2024, 3, 5))
+    assert conn.execute("SELECT lifecycle FROM order_facts").fetchone()[0] == "fulfilled"
+    assert conn.execute("SELECT reason FROM quarantine").fetchall() == [("unknown_status",)]
+    assert [e[1:3] for e in entries(conn)] == [("earn", 100)]
+
+
+def test_late_credit_memo_is_booked_on_the_first_open_day(conn):
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00")])
+    process(conn, p, D(2024, 3, 5))
+    land(conn, p, memos=[memo(9, 1, "2024-03-02 08:00:00", subtotal="30.00")])  # fetched late, for a closed day
+    assert process(conn, p, D(2024, 3, 4)).entries == 0  # re-running closed days books nothing
+    process(conn, p, D(2024, 3, 6))
+    assert entries(conn)[-1] == (K1, "clawback", -30, D(2024, 3, 6), D(2024, 3, 6))
+
+
+def test_open_day_books_only_what_is_new(conn):
+    p = program()
+    noon = dt.datetime(2024, 3, 5, 12, tzinfo=dt.UTC)
+    land(conn, p, orders=[order(1, "2024-03-05 09:00:00")])
+    r = process(conn, p, D(2024, 3, 5), now=noon)
+    assert r.closed_through is None and r.last_booked_day == D(2024, 3, 5)  # today is still open
+    land(conn, p, orders=[order(1, "2024-03-05 11:00:00", subtotal="150.00")])
+    process(conn, p, D(2024, 3, 5), now=noon)
+    assert sorted(e[1:4] for e in entries(conn)) == [("adjust", 50, D(2024, 3, 5)), ("earn", 100, D(2024, 3, 5))]
+    assert process(conn, p, D(2024, 3, 5), now=noon).entries == 0
+
+
+def test_pending_days_voids_points_refunded_inside_the_window(conn):
+    p = program(earning={"pending_days": 14})
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00"), order(2, "2024-03-01 11:00:00", subtotal="50.00"),
+                          order(2, "2024-03-10 10:00:00", state="canceled", subtotal="50.00")],
+         memos=[memo(9, 1, "2024-03-20 10:00:00", subtotal="20.00")])
+    process(conn, p, D(2024, 3, 5))
+    s = status_of(conn, "ann@example.com")
+    assert (s["points_spendable"], s["points_pending"]) == (0, 150)
+    process(conn, p, D(2024, 3, 16))
+    s = status_of(conn, "ann@example.com")
+    assert (s["points_spendable"], s["points_pending"]) == (100, 0)  # order 2 was canceled inside the window
+    assert (K2, "clawback", -50, D(2024, 3, 10), D(2024, 3, 15)) in entries(conn)
+    process(conn, p, D(2024, 3, 21))
+    assert entries(conn)[-1] == (K1, "clawback", -20, D(2024, 3, 20), D(2024, 3, 20))  # outside the window
+    assert status_of(conn, "ann@example.com")["points_spendable"] == 80
+
+
+def test_trigger_fulfilled(conn):
+    p = program(earning={"trigger": "fulfilled"})
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00"), order(1, "2024-03-03 10:00:00", state="complete")])
+    process(conn, p, D(2024, 3, 5))
+    assert entries(conn) == [(K1, "earn", 100, D(2024, 3, 3), D(2024, 3, 3))]
+
+
+def test_min_eligible_rate_multiplier_and_rounding(conn):
+    p = program(earning={"points_per_unit": "1.5", "rounding": "half_up", "min_eligible": "25",
+                         "store_multipliers": {"magento:default:2": "2"}})
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="10.33", store_id=2),
+                          order(2, "2024-03-01 10:00:00", subtotal="30.33", store_id=2),
+                          order(3, "2024-03-01 10:00:00", subtotal="30.33", store_id=1)])
+    process(conn, p, D(2024, 3, 2))
+    got = {e[0]: e[2] for e in entries(conn)}
+    assert got == {K2: 91, "magento:default:3": 45}  # 30.33*1.5*2 = 90.99 -> 91; 45.495 -> 45; order 1 < 25
+    floor = program(earning={"points_per_unit": "1.5", "store_multipliers": {"magento:default:2": "2"}})
+    assert floor.earning.rounding == "floor"
+
+
+def test_earn_time_rate_is_kept_for_later_refunds(conn):
+    p1 = program(earning={"points_per_unit": "1"})
+    land(conn, p1, orders=[order(1, "2024-03-01 10:00:00")])
+    process(conn, p1, D(2024, 3, 2))
+    p2 = program(earning={"points_per_unit": "3"})
+    land(conn, p2, orders=[order(2, "2024-03-03 10:00:00")], memos=[memo(9, 1, "2024-03-03 10:00:00", subtotal="40.00")])
+    process(conn, p2, D(2024, 3, 4))
+    rows = conn.execute("SELECT order_key, kind, points, rate, rule_version FROM ledger_entries ORDER BY booked_on, order_key").fetchall()
+    assert [(r[0], r[1], r[2], float(r[3])) for r in rows] == [(K1, "earn", 100, 1.0), (K1, "clawback", -40, 1.0), (K2, "earn", 300, 3.0)]
+    assert rows[1][4] == p1.rule_version and rows[2][4] == p2.rule_version
+    assert {r[0] for r in conn.execute("SELECT rule_version FROM program_versions").fetchall()} == {p1.rule_version, p2.rule_version}
+
+
+def test_entry_ids_are_deterministic_and_unique(conn, tmp_path):
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00")], memos=[memo(9, 1, "2024-03-02 10:00:00")])
+    process(conn, p, D(2024, 3, 3))
+    other = warehouse.connect(str(tmp_path / "other.duckdb"))
+    land(other, p, orders=[order(1, "2024-03-01 10:00:00")], memos=[memo(9, 1, "2024-03-02 10:00:00")])
+    process(other, p, D(2024, 3, 3))
+    ids = [r[0] for r in conn.execute("SELECT entry_id FROM ledger_journal ORDER BY entry_id").fetchall()]
+    assert ids == [r[0] for r in other.execute("SELECT entry_id FROM ledger_journal ORDER BY entry_id").fetchall()]
+    assert len(set(ids)) == len(ids) == 2
+    with pytest.raises(Exception, match="PRIMARY KEY|unique|Duplicate"):
+        conn.execute("INSERT INTO ledger_journal SELECT * FROM ledger_journal LIMIT 1")
+
+
+def test_tier_upgrade_retention_next_period_and_expiry(conn):
+    p = program()
+    land(conn, p, orders=[order(1, "2024-06-01 10:00:00", subtotal="600.00")],
+         memos=[memo(9, 1, "2024-07-01 10:00:00", subtotal="500.00")])
+    process(conn, p, D(2024, 7, 2))
+    s = status_of(conn, "ann@example.com")
+    assert (s["vip_tier"], float(s["tier_metric"]), s["tier_expires_on"]) == ("Silver", 100.0, D(2025, 12, 31))
+    process(conn, p, D(2025, 12, 31))
+    assert status_of(conn, "ann@example.com")["vip_tier"] == "Silver"
+    process(conn, p, D(2026, 1, 2))
+    assert status_of(conn, "ann@example.com")["vip_tier"] == "Bronze"
+    changes = conn.execute("SELECT changed_on, from_tier, to_tier, reason FROM vip_tier_changes ORDER BY changed_on").fetchall()
+    assert changes == [(D(2024, 6, 1), "Bronze", "Silver", "upgrade"), (D(2026, 1, 1), "Silver", "Bronze", "retention_expired")]
+
+
+def test_order_of_31_december_first_seen_in_january_counts_for_its_year(conn):
+    p = program()
+    land(conn, p, orders=[order(1, "2025-01-02 10:00:00", created_at="2024-12-31 20:00:00", subtotal="700.00")])
+    process(conn, p, D(2025, 1, 3))
+    s = status_of(conn, "ann@example.com")
+    assert (s["vip_tier"], float(s["tier_metric"]), s["tier_expires_on"]) == ("Silver", 0.0, D(2025, 12, 31))
+
+
+def test_retention_none_downgrades(conn):
+    p = program(tiers={"retention": "none"})
+    land(conn, p, orders=[order(1, "2024-06-01 10:00:00", subtotal="1600.00")],
+         memos=[memo(9, 1, "2024-06-10 10:00:00", subtotal="1200.00")])
+    process(conn, p, D(2024, 6, 11))
+    changes = conn.execute("SELECT changed_on, to_tier, reason FROM vip_tier_changes ORDER BY changed_on").fetchall()
+    assert changes == [(D(2024, 6, 1), "Gold", "upgrade"), (D(2024, 6, 10), "Bronze", "downgrade")]
+    assert status_of(conn, "ann@example.com")["tier_expires_on"] is None
+
+
+def test_rolling_365_with_retention(conn):
+    p = program(tiers={"period": "rolling_365"})
+    land(conn, p, orders=[order(1, "2024-02-01 10:00:00", subtotal="600.00")])
+    process(conn, p, D(2024, 2, 2))
+    s = status_of(conn, "ann@example.com")
+    # earned while the order is in the window D-364..D (through 2025-01-30), then held 365 more days
+    assert (s["vip_tier"], s["tier_expires_on"]) == ("Silver", D(2026, 1, 30))
+    process(conn, p, D(2026, 1, 30))
+    assert status_of(conn, "ann@example.com")["vip_tier"] == "Silver"
+    process(conn, p, D(2026, 2, 2))
+    assert status_of(conn, "ann@example.com")["vip_tier"] == "Bronze"
+    assert conn.execute("SELECT changed_on, reason FROM vip_tier_changes ORDER BY changed_on").fetchall() == [
+        (D(2024, 2, 1), "upgrade"), (D(2026, 1, 31), "retention_expired")]
+
+
+def test_points_metric_and_lifetime_period(conn):
+    p = program(earning={"points_per_unit": "2"}, tiers={"metric": "points", "period": "lifetime"})
+    land(conn, p, orders=[order(1, "2022-03-01 10:00:00", subtotal="300.00")])
+    process(conn, parse_program("start_date: '2022-01-01'\nearning: {points_per_unit: '2'}\n"
+                                "tiers: {metric: points, period: lifetime}"), D(2022, 3, 2))
+    s = status_of(conn, "ann@example.com")
+    assert (s["vip_tier"], float(s["tier_metric"]), s["tier_expires_on"]) == ("Silver", 600.0, None)
+
+
+def test_guest_who_registers_is_one_member_and_ids_are_stable(conn):
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="Kim@Example.com ")])
+    process(conn, p, D(2024, 3, 1))
+    first = conn.execute("SELECT DISTINCT member_id FROM member_keys").fetchall()
+    land(conn, p, orders=[order(2, "2024-03-02 10:00:00", email="kim@example.com", customer_id=42)])
+    process(conn, p, D(2024, 3, 2))
+    assert conn.execute("SELECT DISTINCT member_id FROM member_keys").fetchall() == first
+    s = status_of(conn, "kim@example.com")
+    assert s["member_id"] == first[0][0] and s["points_spendable"] == 200
+
+
+def test_two_customers_of_one_store_sharing_an_email_are_not_merged(conn):
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="family@example.com", customer_id=1),
+                          order(2, "2024-03-02 10:00:00", email="family@example.com", customer_id=2),
+                          order(3, "2024-03-03 10:00:00", email="family@example.com")])
+    process(conn, p, D(2024, 3, 4))
+    members = conn.execute("SELECT key, member_id FROM member_keys ORDER BY key").fetchall()
+    m = dict(members)
+    assert m["magento:default:1"] != m["magento:default:2"]
+    assert m["family@example.com"] == m["magento:default:1"]  # the oldest member keeps the shared email
+    conflict = conn.execute("SELECT key, reason FROM identity_conflicts").fetchall()
+    assert conflict and conflict[0][0] == "family@example.com"
+    by_order = dict(conn.execute("SELECT order_key, member_id FROM order_facts").fetchall())
+    assert by_order["magento:default:3"] == m["magento:default:1"]
+
+
+def test_merge_keeps_the_older_member_and_history_follows(conn):
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="a@example.com"),
+                          order(2, "2024-03-02 10:00:00", email="b@example.com", customer_id=9)])
+    process(conn, p, D(2024, 3, 2))
+    before = dict(conn.execute("SELECT key, member_id FROM member_keys").fetchall())
+    assert before["a@example.com"] != before["b@example.com"]
+    # the registered customer now orders with the first email: the two members are one shopper
+    land(conn, p, orders=[order(3, "2024-03-03 10:00:00", email="a@example.com", customer_id=9)])
+    process(conn, p, D(2024, 3, 3))
+    merge = conn.execute("SELECT survivor_id, absorbed_id FROM member_merges").fetchall()
+    assert merge == [(before["a@example.com"], before["b@example.com"])]
+    assert {r[0] for r in conn.execute("SELECT member_id FROM ledger_entries").fetchall()} == {before["a@example.com"]}
+    assert conn.execute("SELECT count(*) FROM member_status").fetchone()[0] == 1
+    assert status_of(conn, "a@example.com")["points_spendable"] == 300
