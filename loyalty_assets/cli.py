@@ -203,7 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         "open the UI on this data:\n"
         f"  loyalty sandbox --data {seed_dir} --env-file {env_file} &\n"
-        f"  set -a; . {env_file}; set +a; DAGSTER_HOME=$PWD/data/dagster_home dagster dev"
+        f"  set -a; . {env_file}; set +a; dagster dev   # from the repo root"
     )
     return 0 if ok else 1
 
