@@ -13,3 +13,12 @@ daily_partitions = dg.DailyPartitionsDefinition(
 
 # A range of days is one run, booked in order: the ledger's watermark relies on it.
 single_run = dg.BackfillPolicy.single_run()
+
+# DuckDB allows one writer process: every asset that writes the warehouse is in this pool (limit 1).
+RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+WAREHOUSE_ASSET = {
+    "partitions_def": daily_partitions,
+    "backfill_policy": single_run,
+    "pool": "duckdb",
+    "retry_policy": RETRY,
+}

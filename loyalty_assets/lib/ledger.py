@@ -125,7 +125,9 @@ def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
     ).fetchone()[0]
 
 
-def data_days(conn: duckdb.DuckDBPyConnection, program: Program, first: dt.date, last: dt.date) -> set[dt.date]:
+def data_days(
+    conn: duckdb.DuckDBPyConnection, program: Program, first: dt.date, last: dt.date
+) -> set[dt.date]:
     """Days in [first, last] on which some order or refund version was modified (program timezone)."""
     rows = conn.execute(
         """SELECT DISTINCT CAST(timezone($tz, updated_at) AS DATE) FROM (
@@ -164,11 +166,17 @@ def book_through(
                 run_script(
                     conn,
                     "book_order_entries",
-                    {"day": day, "program_id": program.program_id, "pending_days": program.earning.pending_days},
+                    {
+                        "day": day,
+                        "program_id": program.program_id,
+                        "pending_days": program.earning.pending_days,
+                    },
                 )
                 n = _insert_entries(conn)
                 entries += n
-                points += conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
+                points += (
+                    conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
+                )
                 conn.execute("COMMIT")
             except Exception:
                 conn.execute("ROLLBACK")

@@ -111,151 +111,109 @@ def _append(
         conn.unregister("_rows")
 
 
+def _map_pending(conn, source: str, target: str, key_expr: str, mapper, quarantine: list[dict]) -> list[dict]:
+    """Map every raw version not yet processed; a version that cannot be mapped is quarantined."""
+    rows = []
+    for tenant, rid, modified, phash, payload, day in _pending(conn, source, target, key_expr):
+        try:
+            row = mapper(tenant, _loads(payload), day)
+        except RecordError as exc:
+            reason, detail = exc.reason, exc.detail
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            reason, detail = "malformed_record", f"{type(exc).__name__}: {exc}"
+        else:
+            if "quarantine" in row:
+                reason, detail = row.pop("quarantine")
+                quarantine.append(
+                    _quarantine_row(source, tenant, rid, modified, phash, payload, day, reason, detail)
+                )
+            row.update(
+                payload_hash=phash, updated_at=modified
+            )  # the raw version's key time: joins stay exact
+            rows.append(row)
+            continue
+        quarantine.append(_quarantine_row(source, tenant, rid, modified, phash, payload, day, reason, detail))
+    return rows
+
+
 def normalize_magento(
     conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, today: dt.date
 ) -> NormalizeResult:
     quarantine: list[dict] = []
-    orders: list[dict] = []
-    digits_factor: dict[str, Decimal] = {}
     prog_digits = currency_digits(program.currency)
-    for tenant, rid, modified, phash, payload, day in _pending(
+
+    def order_row(tenant: str, payload: object, day: dt.date) -> dict:
+        version = magento.map_order(payload, tenant, program, fx)
+        row = version.row()
+        row["source_id"] = row.pop("native_id")
+        factor = Decimal(1).scaleb(prog_digits - currency_digits(version.calc_currency))
+        row["to_program_factor"] = factor * version.calc_rate
+        return row
+
+    orders = _map_pending(
         conn,
         "magento.orders",
         "order_versions",
         "order_key = 'magento:' || r.tenant || ':' || r.record_id AND t.updated_at = r.modified_at",
-    ):
-        try:
-            version = magento.map_order(_loads(payload), tenant, program, fx)
-        except RecordError as exc:
-            quarantine.append(
-                _quarantine_row(
-                    "magento.orders", tenant, rid, modified, phash, payload, day, exc.reason, exc.detail
-                )
-            )
-            continue
-        except (ValueError, TypeError, AttributeError) as exc:
-            quarantine.append(
-                _quarantine_row(
-                    "magento.orders",
-                    tenant,
-                    rid,
-                    modified,
-                    phash,
-                    payload,
-                    day,
-                    "malformed_record",
-                    f"{type(exc).__name__}: {exc}",
-                )
-            )
-            continue
-        row = version.row()
-        row.pop("native_id")
-        row["source_id"] = version.native_id
-        row["payload_hash"] = phash
-        row["updated_at"] = modified  # the raw version's key time, so joins stay exact
-        key = version.calc_currency
-        if key not in digits_factor:
-            digits_factor[key] = Decimal(1).scaleb(prog_digits - currency_digits(key))
-        row["to_program_factor"] = digits_factor[key] * version.calc_rate
-        orders.append(row)
+        order_row,
+        quarantine,
+    )
     _append(conn, "order_versions", orders, ORDER_COLUMNS)
 
     # Credit memos need their order's lines (to leave out excluded product types): memos whose
     # order was unknown are mapped again on every run until it turns up.
     conn.execute("DELETE FROM refund_versions WHERE platform = 'magento' AND NOT order_known")
-    latest_orders = {
-        key: payload
-        for key, payload in conn.execute(
+    latest_orders = dict(
+        conn.execute(
             """SELECT 'magento:' || tenant || ':' || record_id, arg_max(payload, modified_at)
                FROM raw_records WHERE source = 'magento.orders' GROUP BY 1"""
         ).fetchall()
-    }
-    refunds: list[dict] = []
-    for tenant, rid, modified, phash, payload, day in _pending(
+    )
+
+    def refund_row(tenant: str, memo: object, day: dt.date) -> dict:
+        order_key = f"magento:{tenant}:{memo.get('order_id')}" if isinstance(memo, dict) else None
+        order_payload = latest_orders.get(order_key)
+        excluded = magento.excluded_item_ids(_loads(order_payload), program) if order_payload else None
+        version = magento.map_creditmemo(memo, tenant, program, excluded)
+        row = version.row()
+        row.update(source_id=row.pop("native_id"), order_known=order_payload is not None)
+        if order_payload is None and (today - day).days >= program.ingest.refund_wait_days:
+            # quarantined and kept: if the order ever turns up, the refund still counts
+            row["quarantine"] = (
+                "unknown_order",
+                f"credit memo {version.native_id} refers to order {version.order_key}, still unknown after "
+                f"{program.ingest.refund_wait_days} days",
+            )
+        return row
+
+    refunds = _map_pending(
         conn,
         "magento.creditmemos",
         "refund_versions",
         "refund_key = 'magento:' || r.tenant || ':creditmemo:' || r.record_id AND t.updated_at = r.modified_at",
-    ):
-        try:
-            memo = _loads(payload)
-            order_key = f"magento:{tenant}:{memo.get('order_id')}" if isinstance(memo, dict) else None
-            order_payload = latest_orders.get(order_key)
-            excluded = magento.excluded_item_ids(_loads(order_payload), program) if order_payload else None
-            version = magento.map_creditmemo(memo, tenant, program, excluded)
-        except RecordError as exc:
-            quarantine.append(
-                _quarantine_row(
-                    "magento.creditmemos", tenant, rid, modified, phash, payload, day, exc.reason, exc.detail
-                )
-            )
-            continue
-        except (ValueError, TypeError, AttributeError) as exc:
-            quarantine.append(
-                _quarantine_row(
-                    "magento.creditmemos",
-                    tenant,
-                    rid,
-                    modified,
-                    phash,
-                    payload,
-                    day,
-                    "malformed_record",
-                    f"{type(exc).__name__}: {exc}",
-                )
-            )
-            continue
-        known = order_payload is not None
-        if not known and (today - day).days >= program.ingest.refund_wait_days:
-            quarantine.append(
-                _quarantine_row(
-                    "magento.creditmemos",
-                    tenant,
-                    rid,
-                    modified,
-                    phash,
-                    payload,
-                    day,
-                    "unknown_order",
-                    f"credit memo {rid} refers to order {version.order_key}, still unknown after "
-                    f"{program.ingest.refund_wait_days} days",
-                )
-            )
-            # kept below as well: if the order ever turns up, the refund still counts
-        row = version.row()
-        row.pop("native_id")
-        row.update(source_id=version.native_id, payload_hash=phash, updated_at=modified, order_known=known)
-        refunds.append(row)
+        refund_row,
+        quarantine,
+    )
     _append(conn, "refund_versions", refunds)
 
-    customers: list[dict] = []
-    for tenant, rid, modified, phash, payload, day in _pending(
+    def customer_row(tenant: str, payload: object, day: dt.date) -> dict:
+        c = magento.map_customer(payload, tenant)
+        return {
+            "customer_key": c.customer_key,
+            "platform": c.platform,
+            "source_id": c.native_id,
+            "email": c.email,
+            "created_at": c.created_at,
+        }
+
+    customers = _map_pending(
         conn,
         "magento.customers",
         "customer_versions",
         "customer_key = 'magento:' || r.tenant || ':' || r.record_id AND t.updated_at = r.modified_at",
-    ):
-        try:
-            c = magento.map_customer(_loads(payload), tenant)
-        except RecordError as exc:
-            quarantine.append(
-                _quarantine_row(
-                    "magento.customers", tenant, rid, modified, phash, payload, day, exc.reason, exc.detail
-                )
-            )
-            continue
-        customers.append(
-            {
-                "customer_key": c.customer_key,
-                "platform": c.platform,
-                "source_id": c.native_id,
-                "email": c.email,
-                "created_at": c.created_at,
-                "updated_at": modified,
-                "payload_hash": phash,
-            }
-        )
+        customer_row,
+        quarantine,
+    )
     _append(conn, "customer_versions", customers)
-
     _append(conn, "quarantine", quarantine, ignore_conflicts=True)
     return NormalizeResult(len(orders), len(refunds), len(customers), len(quarantine))

@@ -29,7 +29,9 @@ def load_levels(conn: duckdb.DuckDBPyConnection, program: Program) -> None:
     )
 
 
-def _event_days(conn: duckdb.DuckDBPyConnection, program: Program, first: dt.date, last: dt.date) -> set[dt.date]:
+def _event_days(
+    conn: duckdb.DuckDBPyConnection, program: Program, first: dt.date, last: dt.date
+) -> set[dt.date]:
     """Days on which a tier can change: new data, a new calendar year, an order leaving the rolling window."""
     events = data_days(conn, program, first, last) | {first, last}
     if program.tiers.period == "calendar_year":
@@ -56,7 +58,9 @@ def evaluate_through(conn: duckdb.DuckDBPyConnection, program: Program) -> TierR
     if last_booked is None:
         return TierResult([], 0)
     done = conn.execute("SELECT max(day) FROM tier_days").fetchone()[0]
-    first = done if done is not None else conn.execute("SELECT min(booked_on) FROM ledger_journal").fetchone()[0]
+    first = (
+        done if done is not None else conn.execute("SELECT min(booked_on) FROM ledger_journal").fetchone()[0]
+    )
     first = min(first or last_booked, last_booked)
     rules = prepare_rules(conn, program)
     load_levels(conn, program)

@@ -4,8 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
-from loyalty_assets.defs.ingest.assets import RETRY
-from loyalty_assets.defs.partitions import PROGRAM, daily_partitions, single_run
+from loyalty_assets.defs.partitions import PROGRAM, WAREHOUSE_ASSET
 from loyalty_assets.defs.resources import Warehouse
 from loyalty_assets.lib.identity import resolve_members
 
@@ -34,10 +33,7 @@ from loyalty_assets.lib.identity import resolve_members
             description="Links the guard refused (two registered customers of one store sharing an email).",
         ),
     ],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
-    pool="duckdb",
-    retry_policy=RETRY,
+    **WAREHOUSE_ASSET,
 )
 def member_identity(context: dg.AssetExecutionContext, warehouse: Warehouse):
     day = context.partition_time_window.end.date() - dt.timedelta(days=1)

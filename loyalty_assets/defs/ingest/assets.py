@@ -9,7 +9,7 @@ import datetime as dt
 import dagster as dg
 
 from loyalty_assets.clients.magento import magento_time
-from loyalty_assets.defs.partitions import PROGRAM, daily_partitions, single_run
+from loyalty_assets.defs.partitions import PROGRAM, WAREHOUSE_ASSET
 from loyalty_assets.defs.resources import MagentoResource, Warehouse
 from loyalty_assets.lib.ledger import day_end_utc, day_start_utc
 from loyalty_assets.lib.raw import insert_versions
@@ -20,8 +20,6 @@ STREAMS = {
     "raw_magento_creditmemos": ("creditmemos", "magento.creditmemos", "entity_id"),
     "raw_magento_customers": ("customers", "magento.customers", "id"),
 }
-
-RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
 def days_of(context: dg.AssetExecutionContext) -> list[dt.date]:
@@ -94,10 +92,7 @@ def _raw_asset(name: str, description: str):
     @dg.asset(
         name=name,
         group_name="ingest",
-        partitions_def=daily_partitions,
-        backfill_policy=single_run,
-        pool="duckdb",
-        retry_policy=RETRY,
+        **WAREHOUSE_ASSET,
         kinds={"duckdb", "magento"},
         description=description,
     )

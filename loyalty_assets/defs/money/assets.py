@@ -4,8 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
-from loyalty_assets.defs.ingest.assets import RETRY
-from loyalty_assets.defs.partitions import PROGRAM, daily_partitions, single_run
+from loyalty_assets.defs.partitions import PROGRAM, WAREHOUSE_ASSET
 from loyalty_assets.defs.resources import Warehouse
 from loyalty_assets.lib.facts import refresh_order_facts
 from loyalty_assets.lib.money import FxTable
@@ -30,10 +29,7 @@ from loyalty_assets.lib.normalize import normalize_magento
             description="Every record that could not be processed, with a reason code and words for the operator.",
         ),
     ],
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
-    pool="duckdb",
-    retry_policy=RETRY,
+    **WAREHOUSE_ASSET,
 )
 def normalized_orders(context: dg.AssetExecutionContext, warehouse: Warehouse):
     fx = FxTable.load(PROGRAM.fx_path())
@@ -58,10 +54,7 @@ def normalized_orders(context: dg.AssetExecutionContext, warehouse: Warehouse):
 
 @dg.asset(
     group_name="money",
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
-    pool="duckdb",
-    retry_policy=RETRY,
+    **WAREHOUSE_ASSET,
     kinds={"duckdb"},
     deps=["order_versions", "member_keys"],
 )

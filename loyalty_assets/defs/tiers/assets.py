@@ -2,8 +2,7 @@
 
 import dagster as dg
 
-from loyalty_assets.defs.ingest.assets import RETRY
-from loyalty_assets.defs.partitions import PROGRAM, daily_partitions, single_run
+from loyalty_assets.defs.partitions import PROGRAM, WAREHOUSE_ASSET
 from loyalty_assets.defs.resources import Warehouse
 from loyalty_assets.lib.status import refresh_member_status
 from loyalty_assets.lib.tiers import evaluate_through
@@ -11,10 +10,7 @@ from loyalty_assets.lib.tiers import evaluate_through
 
 @dg.asset(
     group_name="tiers",
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
-    pool="duckdb",
-    retry_policy=RETRY,
+    **WAREHOUSE_ASSET,
     kinds={"duckdb"},
     deps=["ledger_journal", "order_facts"],
 )
@@ -30,10 +26,7 @@ def vip_tier_changes(context: dg.AssetExecutionContext, warehouse: Warehouse) ->
 
 @dg.asset(
     group_name="tiers",
-    partitions_def=daily_partitions,
-    backfill_policy=single_run,
-    pool="duckdb",
-    retry_policy=RETRY,
+    **WAREHOUSE_ASSET,
     kinds={"duckdb"},
     deps=["vip_tier_changes", "ledger_entries"],
 )
