@@ -1,6 +1,11 @@
 """Thin ``requests`` clients for the platforms' REST APIs (no Dagster, no DuckDB), so the
 extraction logic can be tested against the local emulators and reused outside Dagster."""
 
+from loyalty_assets.clients.commercetools import (
+    CommercetoolsClient,
+    ct_time,
+    format_ct_time,
+)
 from loyalty_assets.clients.http import (
     ApiConnectionError,
     ApiError,
@@ -20,21 +25,28 @@ from loyalty_assets.clients.magento import (
     parse_json,
     to_json,
 )
+from loyalty_assets.clients.sfcc import SfccClient, format_sfcc_time, sfcc_time
 
 __all__ = [
     "ApiConnectionError",
     "ApiError",
     "AuthError",
     "ClientError",
+    "CommercetoolsClient",
+    "ct_time",
+    "format_ct_time",
     "HttpClient",
     "MagentoClient",
     "RateLimitedError",
     "RetryPolicy",
     "SearchResult",
     "ServerError",
+    "SfccClient",
     "format_magento_time",
+    "format_sfcc_time",
     "magento_time",
     "parse_json",
     "send",
+    "sfcc_time",
     "to_json",
 ]

@@ -277,6 +277,10 @@ class MagentoClient(HttpClient):
                 )
         return SearchResult(items=items, total_count=total, server_time=server_time, pages=pages)
 
+    def fetch(self, stream: str, start: datetime, end: datetime) -> SearchResult:
+        """The generic ingest name for :meth:`search` (streams: orders, creditmemos, customers)."""
+        return self.search(stream, start, end)
+
     def lookahead(self, entity: str, since: datetime, limit: int) -> SearchResult:
         """Up to ``limit`` records with ``updated_at >= since``, ascending, in one request; lets a
         sensor see whether new data exists (and how much: ``total_count``) without a full scan."""
@@ -313,3 +317,16 @@ __all__ = [
     "parse_json",
     "to_json",
 ]
+
+
+# The generic ingest code sees every platform through these three names.
+ID_FIELDS = {"orders": "entity_id", "creditmemos": "entity_id", "customers": "id"}
+
+
+def record_id(stream: str, record: dict[str, Any]) -> str:
+    return str(record[ID_FIELDS[stream]])
+
+
+def modified_at(stream: str, record: dict[str, Any]) -> datetime:
+    return magento_time(record.get("updated_at") or record.get("created_at"))
+

@@ -1,17 +1,18 @@
 """Resources: the DuckDB warehouse and one per external system, secrets only through EnvVar.
 
 A system whose settings are absent is "not configured": its assets log that and skip, so the code
-location always loads (CONTRACT.md §4).
+location always loads (CONTRACT.md §4). Each commerce resource hands out one client per tenant
+(Magento instance, BigCommerce store hash, commercetools project, SFCC organization).
 """
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from loyalty_assets.clients.magento import MagentoClient
 from loyalty_assets.lib.warehouse import ensure_schema, warehouse_path
 
 
@@ -26,7 +27,7 @@ class Warehouse(DuckDBResource):
 
     @contextmanager
     def read(self):
-        """Read-only when no writer holds the file; sensors and the CLI use it."""
+        """Read-only when no writer holds the file (the CLI's support commands use it)."""
         conn = duckdb.connect(self.database, read_only=True)
         try:
             conn.execute("SET TimeZone = 'UTC'")
@@ -35,7 +36,23 @@ class Warehouse(DuckDBResource):
             conn.close()
 
 
-class MagentoResource(dg.ConfigurableResource):
+class CommerceSource(dg.ConfigurableResource):
+    """What the generic ingest code needs from every commerce platform."""
+
+    @property
+    def platform(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def is_configured(self) -> bool:
+        raise NotImplementedError
+
+    def clients(self) -> Iterator[tuple[str, object]]:
+        """(tenant, client) pairs; each client has fetch/lookahead/server_time."""
+        raise NotImplementedError
+
+
+class MagentoResource(CommerceSource):
     """Magento 2 REST: an admin token (username + password) or an integration access token."""
 
     base_url: str | None = None
@@ -45,13 +62,92 @@ class MagentoResource(dg.ConfigurableResource):
     tenant: str = "default"
 
     @property
+    def platform(self) -> str:
+        return "magento"
+
+    @property
     def is_configured(self) -> bool:
         return bool(self.base_url and (self.access_token or (self.username and self.password)))
 
-    def client(self) -> MagentoClient:
-        return MagentoClient(
-            self.base_url, access_token=self.access_token, username=self.username, password=self.password
+    def client(self):
+        from loyalty_assets.clients.magento import MagentoClient
+
+        return MagentoClient(self.base_url, access_token=self.access_token, username=self.username,
+                             password=self.password)
+
+    def clients(self):
+        yield self.tenant, self.client()
+
+
+class BigCommerceResource(CommerceSource):
+    """BigCommerce stores by hash; `BIGCOMMERCE_ACCESS_TOKEN_<HASH>` overrides the token of one store."""
+
+    api_url: str | None = None
+    store_hashes: str | None = None
+    access_token: str | None = None
+
+    @property
+    def platform(self) -> str:
+        return "bigcommerce"
+
+    @property
+    def hashes(self) -> list[str]:
+        return [h.strip() for h in (self.store_hashes or "").split(",") if h.strip()]
+
+    def token_for(self, store_hash: str) -> str | None:
+        return os.environ.get(f"BIGCOMMERCE_ACCESS_TOKEN_{store_hash.upper()}") or self.access_token
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(self.api_url and self.hashes and all(self.token_for(h) for h in self.hashes))
+
+    def clients(self):
+        from loyalty_assets.clients.bigcommerce import BigCommerceClient
+
+        for store_hash in self.hashes:
+            yield store_hash, BigCommerceClient(self.api_url, store_hash, self.token_for(store_hash))
+
+
+class CommercetoolsResource(CommerceSource):
+    api_url: str | None = None
+    auth_url: str | None = None
+    project_key: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+
+    @property
+    def platform(self) -> str:
+        return "commercetools"
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(self.api_url and self.auth_url and self.project_key and self.client_id and self.client_secret)
+
+    def clients(self):
+        from loyalty_assets.clients.commercetools import CommercetoolsClient
+
+        yield self.project_key, CommercetoolsClient(
+            self.api_url, self.auth_url, self.project_key, self.client_id, self.client_secret
         )
+
+
+class SfccResource(CommerceSource):
+    api_url: str | None = None
+    organization_id: str | None = None
+    access_token: str | None = None
+
+    @property
+    def platform(self) -> str:
+        return "sfcc"
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(self.api_url and self.organization_id and self.access_token)
+
+    def clients(self):
+        from loyalty_assets.clients.sfcc import SfccClient
+
+        yield self.organization_id, SfccClient(self.api_url, self.organization_id, self.access_token)
 
 
 def _env(name: str):
@@ -59,9 +155,8 @@ def _env(name: str):
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
-def build_resources() -> dict:
+def source_resources() -> dict[str, CommerceSource]:
     return {
-        "warehouse": Warehouse(database=warehouse_path()),
         "magento": MagentoResource(
             base_url=_env("MAGENTO_BASE_URL"),
             access_token=_env("MAGENTO_ACCESS_TOKEN"),
@@ -69,7 +164,28 @@ def build_resources() -> dict:
             password=_env("MAGENTO_ADMIN_PASSWORD"),
             tenant=os.environ.get("MAGENTO_TENANT") or "default",
         ),
+        "bigcommerce": BigCommerceResource(
+            api_url=_env("BIGCOMMERCE_API_URL"),
+            store_hashes=os.environ.get("BIGCOMMERCE_STORE_HASHES"),
+            access_token=_env("BIGCOMMERCE_ACCESS_TOKEN"),
+        ),
+        "commercetools": CommercetoolsResource(
+            api_url=_env("COMMERCETOOLS_API_URL"),
+            auth_url=_env("COMMERCETOOLS_AUTH_URL"),
+            project_key=os.environ.get("COMMERCETOOLS_PROJECT_KEY"),
+            client_id=_env("COMMERCETOOLS_CLIENT_ID"),
+            client_secret=_env("COMMERCETOOLS_CLIENT_SECRET"),
+        ),
+        "sfcc": SfccResource(
+            api_url=_env("SFCC_API_URL"),
+            organization_id=os.environ.get("SFCC_ORGANIZATION_ID"),
+            access_token=_env("SFCC_ACCESS_TOKEN"),
+        ),
     }
+
+
+def build_resources() -> dict:
+    return {"warehouse": Warehouse(database=warehouse_path()), **source_resources()}
 
 
 @dg.definitions

@@ -1,13 +1,15 @@
 """Raw versions → canonical order/refund/customer versions, or a quarantine row with the reason.
 
-Every raw version ends up in exactly one place: processed or quarantined. Only versions not seen
-before are mapped, so re-runs are cheap and never double-count.
+Every raw version ends up processed, quarantined, or (a refund whose order is not known yet)
+waiting; `raw_processed` says which. Only versions not seen before are mapped, so re-runs are cheap
+and never double-count; waiting refunds are mapped again on every run until their order turns up.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -15,37 +17,30 @@ import duckdb
 import pandas as pd
 
 from loyalty_assets.lib.money import FxTable, currency_digits
-from loyalty_assets.lib.platforms import magento
+from loyalty_assets.lib.platforms import bigcommerce, commercetools, magento, sfcc
 from loyalty_assets.lib.program import Program
 from loyalty_assets.lib.records import RecordError
 
+ORDER_MAPPERS = {
+    "magento.orders": magento.map_order,
+    "bigcommerce.orders": bigcommerce.map_order,
+    "commercetools.orders": commercetools.map_order,
+    "sfcc.orders": sfcc.map_order,
+}
+REFUND_SOURCES = ("magento.creditmemos", "bigcommerce.refunds", "commercetools.payments")
+CUSTOMER_MAPPERS = {
+    "magento.customers": magento.map_customer,
+    "bigcommerce.customers": bigcommerce.map_customer,
+    "commercetools.customers": commercetools.map_customer,
+}
+ALL_SOURCES = (*ORDER_MAPPERS, *REFUND_SOURCES, *CUSTOMER_MAPPERS)
+
 ORDER_COLUMNS = [
-    "order_key",
-    "platform",
-    "tenant",
-    "source_id",
-    "order_number",
-    "store_key",
-    "created_at",
-    "updated_at",
-    "payload_hash",
-    "status",
-    "signal",
-    "email",
-    "customer_key",
-    "currency",
-    "subtotal_minor",
-    "discount_minor",
-    "tax_minor",
-    "shipping_minor",
-    "grand_total_minor",
-    "eligible_minor",
-    "calc_currency",
-    "calc_eligible_minor",
-    "fx_rate",
-    "calc_rate",
-    "to_program_factor",
-]
+    "order_key", "platform", "tenant", "source_id", "order_number", "store_key", "created_at", "updated_at",
+    "payload_hash", "status", "signal", "email", "customer_key", "currency", "subtotal_minor", "discount_minor",
+    "tax_minor", "shipping_minor", "grand_total_minor", "eligible_minor", "calc_currency", "calc_eligible_minor",
+    "fx_rate", "calc_rate", "to_program_factor",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -54,55 +49,39 @@ class NormalizeResult:
     refunds: int
     customers: int
     quarantined: int
-
-
-def _pending(conn: duckdb.DuckDBPyConnection, source: str, target: str, key_expr: str) -> list[tuple]:
-    return conn.execute(
-        f"""SELECT r.tenant, r.record_id, r.modified_at, r.payload_hash, r.payload, r.partition_day
-            FROM raw_records r
-            WHERE r.source = ?
-              AND NOT EXISTS (SELECT 1 FROM {target} t WHERE t.{key_expr} AND t.payload_hash = r.payload_hash)
-              AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.source = r.source AND q.reason <> 'unknown_order'
-                              AND q.version_key = r.tenant || ':' || r.record_id || '@' || strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S') || '#' || r.payload_hash)
-            ORDER BY r.modified_at, r.record_id""",
-        [source],
-    ).fetchall()
+    waiting: int
 
 
 def version_key(tenant: str, record_id: str, modified_at: dt.datetime, payload_hash: str) -> str:
     return f"{tenant}:{record_id}@{modified_at.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%S}#{payload_hash}"
 
 
-def _quarantine_row(source, tenant, record_id, modified_at, payload_hash, payload, day, reason, detail):
-    return {
-        "source": source,
-        "record_key": f"{source.split('.')[0]}:{tenant}:{record_id}",
-        "partition_day": day,
-        "reason": reason,
-        "detail": detail,
-        "payload": payload,
-        "seen_at": dt.datetime.now(dt.UTC),
-        "version_key": version_key(tenant, record_id, modified_at, payload_hash),
-    }
+VERSION_KEY_SQL = "r.tenant || ':' || r.record_id || '@' || strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S') || '#' || r.payload_hash"
+
+
+def _pending(conn: duckdb.DuckDBPyConnection, source: str) -> list[tuple]:
+    return conn.execute(
+        f"""SELECT r.tenant, r.record_id, r.modified_at, r.payload_hash, r.payload, r.partition_day
+            FROM raw_records r
+            WHERE r.source = ? AND NOT EXISTS (
+                SELECT 1 FROM raw_processed p WHERE p.source = r.source AND p.version_key = {VERSION_KEY_SQL})
+            ORDER BY r.modified_at, r.record_id""",
+        [source],
+    ).fetchall()
 
 
 def _loads(payload: str) -> object:
     return json.loads(payload, parse_float=Decimal)
 
 
-def _append(
-    conn: duckdb.DuckDBPyConnection,
-    table: str,
-    rows: list[dict],
-    columns: list[str] | None = None,
-    ignore_conflicts: bool = False,
-) -> None:
+def _append(conn: duckdb.DuckDBPyConnection, table: str, rows: list[dict], columns: list[str] | None = None,
+            ignore_conflicts: bool = False) -> None:
     if not rows:
         return
     frame = pd.DataFrame(rows, columns=columns or list(rows[0].keys()))
     for col in frame.columns:
         if frame[col].map(lambda v: isinstance(v, Decimal)).any():
-            frame[col] = frame[col].map(str)
+            frame[col] = frame[col].map(lambda v: None if v is None else str(v))
     conn.register("_rows", frame)
     try:
         conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
@@ -111,109 +90,143 @@ def _append(
         conn.unregister("_rows")
 
 
-def _map_pending(conn, source: str, target: str, key_expr: str, mapper, quarantine: list[dict]) -> list[dict]:
-    """Map every raw version not yet processed; a version that cannot be mapped is quarantined."""
-    rows = []
-    for tenant, rid, modified, phash, payload, day in _pending(conn, source, target, key_expr):
+class _Batch:
+    """What one normalization pass writes: mapped rows, quarantine rows, raw_processed outcomes."""
+
+    def __init__(self) -> None:
+        self.orders: list[dict] = []
+        self.refunds: list[dict] = []
+        self.customers: list[dict] = []
+        self.quarantine: list[dict] = []
+        self.outcomes: list[dict] = []
+
+    def outcome(self, source: str, vkey: str, outcome: str) -> None:
+        self.outcomes.append({"source": source, "version_key": vkey, "outcome": outcome,
+                              "processed_at": dt.datetime.now(dt.UTC)})
+
+    def quarantined(self, source, tenant, rid, payload, day, vkey, reason, detail) -> None:
+        platform = source.split(".")[0]
+        self.quarantine.append({
+            "source": source, "record_key": f"{platform}:{tenant}:{rid}", "partition_day": day,
+            "reason": reason, "detail": detail, "payload": payload, "seen_at": dt.datetime.now(dt.UTC),
+            "version_key": vkey,
+        })
+
+
+def _each(conn, batch: _Batch, source: str, handle: Callable[[str, object, dt.date, str, dict], str]) -> None:
+    """Map every pending raw version of `source`; any error quarantines that version alone."""
+    for tenant, rid, modified, phash, payload, day in _pending(conn, source):
+        vkey = version_key(tenant, rid, modified, phash)
+        raw = {"payload_hash": phash, "updated_at": modified, "raw_version_key": vkey}
         try:
-            row = mapper(tenant, _loads(payload), day)
+            outcome = handle(tenant, _loads(payload), day, rid, raw)
         except RecordError as exc:
-            reason, detail = exc.reason, exc.detail
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            reason, detail = "malformed_record", f"{type(exc).__name__}: {exc}"
-        else:
-            if "quarantine" in row:
-                reason, detail = row.pop("quarantine")
-                quarantine.append(
-                    _quarantine_row(source, tenant, rid, modified, phash, payload, day, reason, detail)
-                )
-            row.update(
-                payload_hash=phash, updated_at=modified
-            )  # the raw version's key time: joins stay exact
-            rows.append(row)
-            continue
-        quarantine.append(_quarantine_row(source, tenant, rid, modified, phash, payload, day, reason, detail))
-    return rows
+            batch.quarantined(source, tenant, rid, payload, day, vkey, exc.reason, exc.detail)
+            outcome = "quarantined"
+        except (ValueError, TypeError, AttributeError, KeyError, ArithmeticError) as exc:
+            batch.quarantined(source, tenant, rid, payload, day, vkey, "malformed_record", f"{type(exc).__name__}: {exc}")
+            outcome = "quarantined"
+        batch.outcome(source, vkey, outcome)
 
 
-def normalize_magento(
-    conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, today: dt.date
-) -> NormalizeResult:
-    quarantine: list[dict] = []
+class _Orders:
+    """The latest raw payload of each known order, loaded per platform on first use."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection):
+        self.conn = conn
+        self._by_source: dict[str, dict[str, str]] = {}
+        self._ct_payments: dict[str, str] | None = None
+
+    def latest(self, source: str) -> dict[str, str]:
+        if source not in self._by_source:
+            platform = source.split(".")[0]
+            self._by_source[source] = dict(self.conn.execute(
+                f"""SELECT '{platform}:' || tenant || ':' || record_id, arg_max(payload, modified_at)
+                    FROM raw_records WHERE source = ? GROUP BY 1""", [source]).fetchall())
+        return self._by_source[source]
+
+    def get(self, source: str, order_key: str) -> dict | None:
+        payload = self.latest(source).get(order_key)
+        return _loads(payload) if payload else None
+
+    def commercetools_order_of_payment(self, tenant: str, payment_id: str) -> str | None:
+        if self._ct_payments is None:
+            self._ct_payments = {}
+            for key, payload in self.latest("commercetools.orders").items():
+                ten = key.split(":")[1]
+                for pid in commercetools.payment_ids(_loads(payload)):
+                    self._ct_payments[f"{ten}:{pid}"] = key
+        return self._ct_payments.get(f"{tenant}:{payment_id}")
+
+
+def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, today: dt.date) -> NormalizeResult:
+    """Map every raw version not processed yet, for every platform."""
+    batch = _Batch()
     prog_digits = currency_digits(program.currency)
 
-    def order_row(tenant: str, payload: object, day: dt.date) -> dict:
-        version = magento.map_order(payload, tenant, program, fx)
-        row = version.row()
-        row["source_id"] = row.pop("native_id")
-        factor = Decimal(1).scaleb(prog_digits - currency_digits(version.calc_currency))
-        row["to_program_factor"] = factor * version.calc_rate
-        return row
+    for source, mapper in ORDER_MAPPERS.items():
+        def order_row(tenant, payload, day, rid, raw, mapper=mapper) -> str:
+            version = mapper(payload, tenant, program, fx)
+            row = version.row()
+            row["source_id"] = row.pop("native_id")
+            factor = Decimal(1).scaleb(prog_digits - currency_digits(version.calc_currency))
+            row["to_program_factor"] = factor * version.calc_rate
+            row.update(payload_hash=raw["payload_hash"], updated_at=raw["updated_at"])  # exact raw key time
+            batch.orders.append(row)
+            return "processed"
 
-    orders = _map_pending(
-        conn,
-        "magento.orders",
-        "order_versions",
-        "order_key = 'magento:' || r.tenant || ':' || r.record_id AND t.updated_at = r.modified_at",
-        order_row,
-        quarantine,
-    )
-    _append(conn, "order_versions", orders, ORDER_COLUMNS)
+        _each(conn, batch, source, order_row)
+    _append(conn, "order_versions", batch.orders, ORDER_COLUMNS)
 
-    # Credit memos need their order's lines (to leave out excluded product types): memos whose
-    # order was unknown are mapped again on every run until it turns up.
-    conn.execute("DELETE FROM refund_versions WHERE platform = 'magento' AND NOT order_known")
-    latest_orders = dict(
-        conn.execute(
-            """SELECT 'magento:' || tenant || ':' || record_id, arg_max(payload, modified_at)
-               FROM raw_records WHERE source = 'magento.orders' GROUP BY 1"""
-        ).fetchall()
-    )
+    # Refunds need their order (its lines, currency and totals). Those waiting for an unknown order
+    # are mapped again now, since the order may have arrived.
+    conn.execute("DELETE FROM refund_versions WHERE NOT order_known")
+    conn.execute("DELETE FROM raw_processed WHERE outcome = 'waiting'")
+    orders = _Orders(conn)
 
-    def refund_row(tenant: str, memo: object, day: dt.date) -> dict:
-        order_key = f"magento:{tenant}:{memo.get('order_id')}" if isinstance(memo, dict) else None
-        order_payload = latest_orders.get(order_key)
-        excluded = magento.excluded_item_ids(_loads(order_payload), program) if order_payload else None
-        version = magento.map_creditmemo(memo, tenant, program, excluded)
-        row = version.row()
-        row.update(source_id=row.pop("native_id"), order_known=order_payload is not None)
-        if order_payload is None and (today - day).days >= program.ingest.refund_wait_days:
+    def refund_rows(source: str, tenant: str, payload, day, rid, raw) -> str:
+        if source == "magento.creditmemos":
+            order_key = f"magento:{tenant}:{payload.get('order_id')}" if isinstance(payload, dict) else None
+            order = orders.get("magento.orders", order_key)
+            excluded_ids = magento.excluded_item_ids(order, program) if order else None
+            rows = [magento.map_creditmemo(payload, tenant, program, excluded_ids)]
+        elif source == "bigcommerce.refunds":
+            order_key = f"bigcommerce:{tenant}:{bigcommerce.refund_order_id(payload)}"
+            order = orders.get("bigcommerce.orders", order_key)
+            rows = bigcommerce.map_refund(payload, tenant, program, order)
+        else:
+            order_key = orders.commercetools_order_of_payment(tenant, str(payload.get("id")))
+            order = orders.get("commercetools.orders", order_key) if order_key else None
+            rows = commercetools.map_payment(payload, tenant, program, order, order_key.split(":", 2)[2] if order_key else None)
+        known = order is not None
+        for version in rows:
+            row = version.row()
+            row.update(source_id=row.pop("native_id"), order_known=known, **raw)
+            batch.refunds.append(row)
+        if known or not rows:
+            return "processed"
+        if (today - day).days >= program.ingest.refund_wait_days:
             # quarantined and kept: if the order ever turns up, the refund still counts
-            row["quarantine"] = (
-                "unknown_order",
-                f"credit memo {version.native_id} refers to order {version.order_key}, still unknown after "
-                f"{program.ingest.refund_wait_days} days",
-            )
-        return row
+            batch.quarantined(source, tenant, rid, json.dumps(payload, default=str), day, raw["raw_version_key"],
+                              "unknown_order", f"refund {rid} refers to order {order_key or '(no order lists this payment)'},"
+                              f" still unknown after {program.ingest.refund_wait_days} days")
+        return "waiting"
 
-    refunds = _map_pending(
-        conn,
-        "magento.creditmemos",
-        "refund_versions",
-        "refund_key = 'magento:' || r.tenant || ':creditmemo:' || r.record_id AND t.updated_at = r.modified_at",
-        refund_row,
-        quarantine,
-    )
-    _append(conn, "refund_versions", refunds)
+    for source in REFUND_SOURCES:
+        _each(conn, batch, source, lambda *a, s=source: refund_rows(s, *a))
+    _append(conn, "refund_versions", batch.refunds)
 
-    def customer_row(tenant: str, payload: object, day: dt.date) -> dict:
-        c = magento.map_customer(payload, tenant)
-        return {
-            "customer_key": c.customer_key,
-            "platform": c.platform,
-            "source_id": c.native_id,
-            "email": c.email,
-            "created_at": c.created_at,
-        }
+    for source, mapper in CUSTOMER_MAPPERS.items():
+        def customer_row(tenant, payload, day, rid, raw, mapper=mapper) -> str:
+            c = mapper(payload, tenant)
+            batch.customers.append({"customer_key": c.customer_key, "platform": c.platform, "source_id": c.native_id,
+                                    "email": c.email, "created_at": c.created_at, "updated_at": raw["updated_at"],
+                                    "payload_hash": raw["payload_hash"]})
+            return "processed"
 
-    customers = _map_pending(
-        conn,
-        "magento.customers",
-        "customer_versions",
-        "customer_key = 'magento:' || r.tenant || ':' || r.record_id AND t.updated_at = r.modified_at",
-        customer_row,
-        quarantine,
-    )
-    _append(conn, "customer_versions", customers)
-    _append(conn, "quarantine", quarantine, ignore_conflicts=True)
-    return NormalizeResult(len(orders), len(refunds), len(customers), len(quarantine))
+        _each(conn, batch, source, customer_row)
+    _append(conn, "customer_versions", batch.customers)
+    _append(conn, "quarantine", batch.quarantine, ignore_conflicts=True)
+    _append(conn, "raw_processed", batch.outcomes, ignore_conflicts=True)
+    waiting = sum(1 for o in batch.outcomes if o["outcome"] == "waiting")
+    return NormalizeResult(len(batch.orders), len(batch.refunds), len(batch.customers), len(batch.quarantine), waiting)

@@ -13,6 +13,7 @@ them what they all need and must behave identically:
   500/503, slow responses, connections dropped after the handler ran) so client retry code is tested
   against real sockets;
 * the ``/_sandbox/`` control surface (state, faults, clock), which is never subject to faults.
+* optional HTTPS (``ssl_context``, e.g. from a ``trustme`` CA) for clients that only speak https.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import logging
 import random
 import re
 import socket
+import ssl
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -498,8 +501,12 @@ class Emulator:
         faults: FaultInjector | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ):
         self.clock = clock or EmulatorClock()
+        # HTTPS when given (Salesforce: simple-salesforce only speaks https); the TLS handshake runs
+        # in the connection's own thread, so a client that stalls it cannot block the accept loop.
+        self.ssl_context = ssl_context
         self.faults = faults or FaultInjector()
         self.host, self._requested_port = host, port
         self.router = Router()
@@ -565,6 +572,7 @@ class Emulator:
             return self
         server = _EmulatorHTTPServer((self.host, self._requested_port), _EmulatorRequestHandler)
         server.emulator = self
+        server.ssl_context = self.ssl_context
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -600,7 +608,8 @@ class Emulator:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def __enter__(self) -> Self:
         return self.start()
@@ -723,6 +732,7 @@ class _EmulatorHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     emulator: Emulator
+    ssl_context: ssl.SSLContext | None = None
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._connections: set[socket.socket] = set()
@@ -742,6 +752,14 @@ class _EmulatorHTTPServer(ThreadingHTTPServer):
             except OSError:
                 pass
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that rejects our certificate or hangs up mid-handshake is not a server bug.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ssl.SSLError | ConnectionError | TimeoutError):
+            log.debug("%s connection from %s failed: %s", self.emulator.name, client_address, exc)
+            return
+        super().handle_error(request, client_address)
+
 
 class _EmulatorRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like the real APIs behind requests.Session
@@ -754,6 +772,9 @@ class _EmulatorRequestHandler(BaseHTTPRequestHandler):
     server: _EmulatorHTTPServer
 
     def setup(self) -> None:
+        if self.server.ssl_context is not None:
+            self.request.settimeout(self.timeout)
+            self.request = self.server.ssl_context.wrap_socket(self.request, server_side=True)
         super().setup()
         self.server.track(self.connection, True)
 

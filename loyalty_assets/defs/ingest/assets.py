@@ -1,25 +1,40 @@
-"""Raw Magento payloads by modification day, append-only by version (DESIGN.md §2).
+"""Raw commerce payloads by modification day, append-only by version (DESIGN.md §2).
 
-Each day is fetched as its own window so that every version a record had at the end of each day
-is kept: the API only ever answers with a record's state as of the window's end.
+Each day is fetched as its own window so that every version a record had at the end of each day is
+kept: an API only ever answers with a record's state as of the window's end. Refunds are their own
+streams (Magento credit memos, BigCommerce v3 refunds, commercetools payments), never inferred.
 """
 
 import datetime as dt
+import importlib
 
 import dagster as dg
 
-from loyalty_assets.clients.magento import magento_time
 from loyalty_assets.defs.partitions import PROGRAM, WAREHOUSE_ASSET
-from loyalty_assets.defs.resources import MagentoResource, Warehouse
 from loyalty_assets.lib.ledger import day_end_utc, day_start_utc
 from loyalty_assets.lib.raw import insert_versions
 
+# platform -> streams, in the order they are fetched
 STREAMS = {
-    # asset name: (Magento entity, raw source name, id field)
-    "raw_magento_orders": ("orders", "magento.orders", "entity_id"),
-    "raw_magento_creditmemos": ("creditmemos", "magento.creditmemos", "entity_id"),
-    "raw_magento_customers": ("customers", "magento.customers", "id"),
+    "magento": ("orders", "creditmemos", "customers"),
+    "bigcommerce": ("orders", "refunds", "customers"),
+    "commercetools": ("orders", "payments", "customers"),
+    "sfcc": ("orders",),
 }
+DESCRIPTIONS = {
+    "orders": "Every version of every {p} order, native JSON, by the day it was modified.",
+    "creditmemos": "Every version of every {p} credit memo (refund), native JSON, by modification day.",
+    "refunds": "Every {p} v3 refund, native JSON, by the day it was created.",
+    "payments": "Every version of every {p} payment (refund transactions live here), native JSON, by modification day.",
+    "customers": "Every version of every {p} customer account, native JSON, by modification day.",
+}
+
+
+def asset_name(platform: str, stream: str) -> str:
+    return f"raw_{platform}_{stream}"
+
+
+RAW_ASSETS = {asset_name(p, s): (p, s) for p, streams in STREAMS.items() for s in streams}
 
 
 def days_of(context: dg.AssetExecutionContext) -> list[dt.date]:
@@ -28,90 +43,60 @@ def days_of(context: dg.AssetExecutionContext) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((window.end.date() - start).days)]
 
 
-def fetch_stream(
-    context: dg.AssetExecutionContext, magento: MagentoResource, warehouse: Warehouse, asset_name: str
-) -> dg.MaterializeResult:
-    entity, source, id_field = STREAMS[asset_name]
-    if not magento.is_configured:
-        context.log.info("Magento is not configured (MAGENTO_BASE_URL and credentials): skipped")
+def fetch_stream(context: dg.AssetExecutionContext, platform: str, stream: str) -> dg.MaterializeResult:
+    source = getattr(context.resources, platform)
+    warehouse = context.resources.warehouse
+    if not source.is_configured:
+        context.log.info(f"{platform} is not configured: skipped")
         return dg.MaterializeResult(metadata={"configured": False, "new_versions": 0})
+    api = importlib.import_module(f"loyalty_assets.clients.{platform}")
     lag = dt.timedelta(seconds=PROGRAM.ingest.safety_lag_seconds)
+    name = f"{platform}.{stream}"
     fetched = new = 0
     totals_ok = True
-    with magento.client() as client:
-        for day in days_of(context):
-            now = client.server_time()
-            start, end = day_start_utc(day, PROGRAM), min(day_end_utc(day, PROGRAM), now - lag)
-            if start >= end:
-                context.log.info(
-                    f"{source} {day}: window not open yet at server time {now:%Y-%m-%d %H:%M:%S}"
-                )
-                continue
-            result = client.search(entity, start, end)
-            # The connection is opened only after the API call: never hold the writer lock over HTTP.
-            with warehouse.connect() as conn:
-                offered, added = insert_versions(
-                    conn,
-                    source,
-                    magento.tenant,
-                    result.items,
-                    record_id=lambda r: r[id_field],
-                    modified_at=lambda r: magento_time(r.get("updated_at") or r.get("created_at")),
-                    tz=PROGRAM.tz,
-                )
-                conn.execute(
-                    "INSERT INTO fetch_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
-                    [
-                        source,
-                        magento.tenant,
-                        day,
-                        start,
-                        end,
-                        result.total_count,
-                        offered,
-                        added,
-                        result.server_time,
-                    ],
-                )
-            totals_ok &= offered == result.total_count
-            fetched += offered
-            new += added
-            context.log.debug(f"{source} {day}: {offered} records ({added} new versions)")
+    for tenant, client in source.clients():
+        with client:
+            for day in days_of(context):
+                now = client.server_time()
+                start, end = day_start_utc(day, PROGRAM), min(day_end_utc(day, PROGRAM), now - lag)
+                if start >= end:
+                    context.log.info(f"{name} {tenant} {day}: window not open yet at server time {now:%Y-%m-%d %H:%M:%S}")
+                    continue
+                result = client.fetch(stream, start, end)
+                # The connection is opened only after the API call: never hold the writer lock over HTTP.
+                with warehouse.connect() as conn:
+                    offered, added = insert_versions(
+                        conn, name, tenant, result.items,
+                        record_id=lambda r: api.record_id(stream, r),
+                        modified_at=lambda r: api.modified_at(stream, r),
+                        tz=PROGRAM.tz,
+                    )
+                    conn.execute(
+                        "INSERT INTO fetch_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+                        [name, tenant, day, start, end, result.total_count, offered, added, result.server_time],
+                    )
+                totals_ok &= result.total_count is None or offered == result.total_count
+                fetched += offered
+                new += added
     return dg.MaterializeResult(
-        metadata={
-            "configured": True,
-            "fetched": fetched,
-            "new_versions": new,
-            "counts_match_api": totals_ok,
-            "dagster/partition_row_count": new,
-        }
+        metadata={"configured": True, "fetched": fetched, "new_versions": new, "counts_match_api": totals_ok,
+                  "dagster/partition_row_count": new}
     )
 
 
-def _raw_asset(name: str, description: str):
+def _raw_asset(platform: str, stream: str):
     @dg.asset(
-        name=name,
+        name=asset_name(platform, stream),
         group_name="ingest",
+        required_resource_keys={"warehouse", platform},
+        kinds={"duckdb", platform},
+        description=DESCRIPTIONS[stream].format(p=platform),
         **WAREHOUSE_ASSET,
-        kinds={"duckdb", "magento"},
-        description=description,
     )
-    def _asset(
-        context: dg.AssetExecutionContext, magento: MagentoResource, warehouse: Warehouse
-    ) -> dg.MaterializeResult:
-        return fetch_stream(context, magento, warehouse, name)
+    def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        return fetch_stream(context, platform, stream)
 
     return _asset
 
 
-raw_magento_orders = _raw_asset(
-    "raw_magento_orders", "Every version of every Magento order, native JSON, by the day it was modified."
-)
-raw_magento_creditmemos = _raw_asset(
-    "raw_magento_creditmemos",
-    "Every version of every Magento credit memo (refund), native JSON, by modification day.",
-)
-raw_magento_customers = _raw_asset(
-    "raw_magento_customers",
-    "Every version of every Magento customer account, native JSON, by modification day.",
-)
+raw_assets = [_raw_asset(p, s) for p, s in RAW_ASSETS.values()]

@@ -4,11 +4,12 @@ import datetime as dt
 
 import dagster as dg
 
+from loyalty_assets.defs.ingest.assets import RAW_ASSETS
 from loyalty_assets.defs.partitions import PROGRAM, WAREHOUSE_ASSET
 from loyalty_assets.defs.resources import Warehouse
 from loyalty_assets.lib.facts import refresh_order_facts
 from loyalty_assets.lib.money import FxTable
-from loyalty_assets.lib.normalize import normalize_magento
+from loyalty_assets.lib.normalize import normalize
 
 
 @dg.multi_asset(
@@ -17,7 +18,7 @@ from loyalty_assets.lib.normalize import normalize_magento
             "order_versions",
             group_name="money",
             kinds={"duckdb"},
-            deps=["raw_magento_orders", "raw_magento_creditmemos", "raw_magento_customers"],
+            deps=list(RAW_ASSETS),
             description="One row per order version with lifecycle signal and money in integer minor units "
             "(plus refund_versions and customer_versions): what each raw version means.",
         ),
@@ -25,7 +26,7 @@ from loyalty_assets.lib.normalize import normalize_magento
             "quarantine",
             group_name="money",
             kinds={"duckdb"},
-            deps=["raw_magento_orders", "raw_magento_creditmemos", "raw_magento_customers"],
+            deps=list(RAW_ASSETS),
             description="Every record that could not be processed, with a reason code and words for the operator.",
         ),
     ],
@@ -35,7 +36,7 @@ def normalized_orders(context: dg.AssetExecutionContext, warehouse: Warehouse):
     fx = FxTable.load(PROGRAM.fx_path())
     today = context.partition_time_window.end.date() - dt.timedelta(days=1)
     with warehouse.connect() as conn:
-        result = normalize_magento(conn, PROGRAM, fx, today)
+        result = normalize(conn, PROGRAM, fx, today)
         quarantined_total = conn.execute("SELECT count(*) FROM quarantine").fetchone()[0]
     context.log.info(f"normalized {result}")
     yield dg.MaterializeResult(

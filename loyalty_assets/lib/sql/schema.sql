@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS refund_versions (
     base_currency   VARCHAR,
     refunded_eligible_base_minor BIGINT,
     order_known     BOOLEAN NOT NULL,
+    raw_version_key VARCHAR NOT NULL,     -- the raw version it came from (a payment holds several refunds)
     PRIMARY KEY (refund_key, updated_at, payload_hash)
 );
 
@@ -78,6 +79,16 @@ CREATE TABLE IF NOT EXISTS customer_versions (
     updated_at   TIMESTAMPTZ NOT NULL,
     payload_hash VARCHAR NOT NULL,
     PRIMARY KEY (customer_key, updated_at, payload_hash)
+);
+
+-- Which raw versions have been mapped, and how: every raw version is processed, quarantined, or
+-- (a refund whose order is unknown yet) waiting, and waiting ones are mapped again on every run.
+CREATE TABLE IF NOT EXISTS raw_processed (
+    source       VARCHAR NOT NULL,
+    version_key  VARCHAR NOT NULL,
+    outcome      VARCHAR NOT NULL CHECK (outcome IN ('processed', 'quarantined', 'waiting')),
+    processed_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (source, version_key)
 );
 
 CREATE TABLE IF NOT EXISTS quarantine (
