@@ -1,6 +1,7 @@
 """Thin ``requests`` clients for the platforms' REST APIs (no Dagster, no DuckDB), so the
 extraction logic can be tested against the local emulators and reused outside Dagster."""
 
+from loyalty_assets.clients.bigcommerce import BigCommerceClient
 from loyalty_assets.clients.commercetools import (
     CommercetoolsClient,
     ct_time,
@@ -31,6 +32,7 @@ __all__ = [
     "ApiConnectionError",
     "ApiError",
     "AuthError",
+    "BigCommerceClient",
     "ClientError",
     "CommercetoolsClient",
     "ct_time",

@@ -43,7 +43,7 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
     if payload.get("taxation") == "gross":
         product_total -= amount(payload, "adjustedMerchandizeTotalTax")
     adjustments = sum(
-        (amount(a, "orderPriceAdjustments.price", allow_negative=True)
+        (amount(a, "price", allow_negative=True)
          for a in payload.get("orderPriceAdjustments") or [] if isinstance(a, dict)),
         Decimal(0),
     )

@@ -1,0 +1,177 @@
+"""BigCommerce, commercetools and SFCC payloads onto canonical order facts and refunds (RULES.md §2–§4),
+starting from the vendors' real example payloads."""
+
+import copy
+import datetime as dt
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from loyalty_assets.lib.money import FxTable
+from loyalty_assets.lib.platforms import bigcommerce, commercetools, sfcc
+from loyalty_assets.lib.program import parse_program
+from loyalty_assets.lib.records import RecordError
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
+PROGRAM = parse_program("{}")
+EUR_FX = FxTable({"EUR": [(dt.date(2010, 1, 1), Decimal("1.10"))], "JPY": [(dt.date(2010, 1, 1), Decimal("0.0067"))]})
+
+
+def real(path: str):
+    return json.loads((REAL / path).read_text(), parse_float=Decimal)
+
+
+# ---------------------------------------------------------------- BigCommerce
+
+
+def bc_order(**changes) -> dict:
+    order = copy.deepcopy(real("bigcommerce/orders_v2_list.json")[0])
+    order.update(changes)
+    return order
+
+
+def test_bigcommerce_real_order():
+    v = bigcommerce.map_order(bc_order(), "abc123", PROGRAM, FxTable({}))
+    assert v.order_key == "bigcommerce:abc123:100" and v.store_key == "bigcommerce:abc123:1"
+    assert v.signal == "paid" and v.customer_key == "bigcommerce:abc123:20" and v.email == "janedoe@example.com"
+    assert (v.currency, v.subtotal_minor, v.eligible_minor, v.grand_total_minor) == ("USD", 33632, 33632, 36195)
+    assert v.created_at == dt.datetime(2018, 1, 10, 21, 5, 30, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    "status_id, signal",
+    [(0, "pending"), (1, "pending"), (7, "pending"), (12, "pending"), (3, "paid"), (8, "paid"), (9, "paid"),
+     (11, "paid"), (13, "paid"), (14, "paid"), (2, "fulfilled"), (10, "fulfilled"), (5, "canceled"),
+     (6, "canceled"), (4, "refunded")],
+)
+def test_bigcommerce_status_table(status_id, signal):
+    assert bigcommerce.map_order(bc_order(status_id=status_id), "h", PROGRAM, FxTable({})).signal == signal
+
+
+def test_bigcommerce_guest_discounts_excluded_lines_and_unknown_status():
+    order = bc_order(customer_id=0, discount_amount="10.0000", coupon_discount="5.5000")
+    order["products"] = [
+        {"id": 1, "type": "physical", "quantity": 1, "total_ex_tax": "300.0000", "applied_discounts": []},
+        {"id": 2, "type": "giftcertificate", "quantity": 1, "total_ex_tax": "25.0000",
+         "applied_discounts": [{"amount": "5.0000"}]},
+    ]
+    v = bigcommerce.map_order(order, "h", PROGRAM, FxTable({}))
+    assert v.customer_key is None and v.email == "janedoe@example.com"
+    assert v.eligible_minor == 33632 - 1000 - 550 - 2000  # giftcertificate line after its discount
+    with pytest.raises(RecordError) as err:
+        bigcommerce.map_order(bc_order(status_id=99), "h", PROGRAM, FxTable({}))
+    assert err.value.reason == "unknown_status"
+    with pytest.raises(RecordError) as err:
+        bigcommerce.map_order(bc_order(subtotal_ex_tax="12,00"), "h", PROGRAM, FxTable({}))
+    assert err.value.reason == "bad_amount"
+
+
+def test_bigcommerce_multicurrency_uses_store_default_rate():
+    order = bc_order(default_currency_code="EUR", currency_code="EUR", store_default_currency_code="USD",
+                     store_default_to_transactional_exchange_rate="0.9200000000")
+    v = bigcommerce.map_order(order, "h", PROGRAM, FxTable({}))
+    assert v.currency == "EUR" and v.calc_rate == Decimal(1) / Decimal("0.92")
+
+
+def test_bigcommerce_refund_from_real_payload():
+    refund = real("bigcommerce/refund_v3_get.json")["data"]
+    order = bc_order(id=180)
+    order["products"] = [{"id": 87, "type": "physical", "quantity": 2, "total_ex_tax": "100.0000",
+                          "applied_discounts": [{"amount": "10.0000"}]}]
+    (r,) = bigcommerce.map_refund(refund, "h", PROGRAM, order)
+    assert r.refund_key == "bigcommerce:h:refund:12" and r.order_key == "bigcommerce:h:180" and r.counts
+    assert r.refunded_eligible_minor == 4500  # 1 x (100 - 10) / 2
+    refund["items"][0]["requested_amount"] = Decimal("33.333")
+    order["is_tax_inclusive_pricing"] = True
+    order["subtotal_ex_tax"], order["subtotal_inc_tax"] = "100.0000", "120.0000"
+    (r,) = bigcommerce.map_refund(refund, "h", PROGRAM, order)
+    assert r.refunded_eligible_minor == 2778  # 33.333 x 100/120 = 27.7775 -> 27.78
+
+
+# ---------------------------------------------------------------- commercetools
+
+
+def ct_order(**changes) -> dict:
+    order = copy.deepcopy(real("commercetools/orders_query.json")["results"][0])
+    order.update(changes)
+    return order
+
+
+def cents(amount: int, currency: str = "EUR", digits: int = 2) -> dict:
+    return {"type": "centPrecision", "currencyCode": currency, "centAmount": amount, "fractionDigits": digits}
+
+
+def test_commercetools_real_order_converted_with_fx():
+    v = commercetools.map_order(ct_order(), "proj", PROGRAM, EUR_FX)
+    assert v.order_key == "commercetools:proj:92f5a867-bf19-47ab-982c-6720a03a3921"
+    assert v.customer_key == "commercetools:proj:7297c742-d8b0-484b-aadc-1d0ba6769dc9"
+    assert (v.signal, v.currency, v.eligible_minor, v.calc_rate) == ("pending", "EUR", 1000, Decimal("1.10"))
+    assert v.store_key == "commercetools:proj:default"
+    with pytest.raises(RecordError) as err:
+        commercetools.map_order(ct_order(), "proj", PROGRAM, FxTable({}))
+    assert err.value.reason == "no_fx_rate"
+
+
+@pytest.mark.parametrize(
+    "states, signal",
+    [({"orderState": "Cancelled", "paymentState": "Paid"}, "canceled"),
+     ({"orderState": "Complete"}, "fulfilled"), ({"shipmentState": "Delivered", "paymentState": "Paid"}, "fulfilled"),
+     ({"paymentState": "Paid"}, "paid"), ({"paymentState": "BalanceDue"}, "pending")],
+)
+def test_commercetools_lifecycle_precedence(states, signal):
+    assert commercetools.map_order(ct_order(**states), "p", PROGRAM, EUR_FX).signal == signal
+
+
+def test_commercetools_taxed_net_minus_shipping_and_payment_refunds():
+    order = ct_order(
+        taxedPrice={"totalNet": cents(12000), "totalGross": cents(14400)},
+        taxedShippingPrice={"totalNet": cents(1000), "totalGross": cents(1200)},
+        shippingInfo={"price": cents(1000)}, store={"typeId": "store", "key": "eu-shop"},
+        paymentInfo={"payments": [{"typeId": "payment", "id": "pay-1"}]}, customerEmail="X@Y.com",
+    )
+    v = commercetools.map_order(order, "p", PROGRAM, EUR_FX)
+    assert (v.eligible_minor, v.store_key, v.email) == (11000, "commercetools:p:eu-shop", "x@y.com")
+    payment = copy.deepcopy(real("commercetools/payments_query.json")["results"][0])
+    payment["transactions"] += [
+        {"id": "t-ok", "type": "Refund", "state": "Success", "amount": cents(2400)},
+        {"id": "t-pending", "type": "Refund", "state": "Pending", "amount": cents(1200)},
+    ]
+    rows = commercetools.map_payment(payment, "p", PROGRAM, order, order["id"])
+    assert [(r.native_id, r.counts, r.refunded_eligible_minor) for r in rows] == [
+        ("t-ok", True, 1833), ("t-pending", False, 917)]  # 2400 x 11000/14400 = 1833.33
+    assert rows[0].order_key == f"commercetools:p:{order['id']}"
+
+
+def test_commercetools_jpy_has_no_minor_digits():
+    order = ct_order(totalPrice=cents(5000, "JPY", 0))
+    order["lineItems"] = []
+    v = commercetools.map_order(order, "p", PROGRAM, EUR_FX)
+    assert (v.currency, v.eligible_minor, v.calc_rate) == ("JPY", 5000, Decimal("0.0067"))
+
+
+# ---------------------------------------------------------------- SFCC
+
+
+def sfcc_order(**changes) -> dict:
+    order = copy.deepcopy(real("sfcc/orders_get.json")["data"][0])
+    order.update(changes)
+    return order
+
+
+def test_sfcc_real_order():
+    v = sfcc.map_order(sfcc_order(), "f_ecom_zzzz_001", PROGRAM, FxTable({}))
+    assert v.order_key == "sfcc:f_ecom_zzzz_001:00000410" and v.store_key == "sfcc:f_ecom_zzzz_001:ShoppingSite"
+    assert (v.signal, v.customer_key, v.email, v.eligible_minor, v.grand_total_minor) == (
+        "pending", None, "no-reply@salesforce.com", 9900, 11024)
+
+
+def test_sfcc_gross_taxation_adjustments_and_states():
+    order = sfcc_order(taxation="gross", productTotal=Decimal("103.95"), adjustedMerchandizeTotalTax=Decimal("4.95"),
+                       orderPriceAdjustments=[{"price": Decimal("-10.00")}], paymentStatus="paid",
+                       customerInfo={"email": "a@b.co", "guest": False, "customerNo": "0001"})
+    v = sfcc.map_order(order, "org", PROGRAM, FxTable({}))
+    assert (v.eligible_minor, v.signal, v.customer_key) == (8900, "paid", "sfcc:org:0001")
+    assert sfcc.map_order(sfcc_order(shippingStatus="shipped"), "o", PROGRAM, FxTable({})).signal == "fulfilled"
+    assert sfcc.map_order(sfcc_order(status="failed"), "o", PROGRAM, FxTable({})).signal == "canceled"
