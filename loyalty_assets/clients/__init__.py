@@ -18,6 +18,7 @@ from loyalty_assets.clients.http import (
     ServerError,
     send,
 )
+from loyalty_assets.clients.loyaltylion import LoyaltyLionClient
 from loyalty_assets.clients.magento import (
     MagentoClient,
     SearchResult,
@@ -27,27 +28,40 @@ from loyalty_assets.clients.magento import (
     to_json,
 )
 from loyalty_assets.clients.sfcc import SfccClient, format_sfcc_time, sfcc_time
+from loyalty_assets.clients.smile import (
+    BalanceWouldBeNegativeError,
+    Pacer,
+    SmileClient,
+    UncertainOutcomeError,
+    choose_customer,
+)
 
 __all__ = [
     "ApiConnectionError",
     "ApiError",
     "AuthError",
+    "BalanceWouldBeNegativeError",
     "BigCommerceClient",
     "ClientError",
     "CommercetoolsClient",
+    "choose_customer",
     "ct_time",
     "format_ct_time",
     "HttpClient",
+    "LoyaltyLionClient",
     "MagentoClient",
+    "Pacer",
     "RateLimitedError",
     "RetryPolicy",
     "SearchResult",
+    "SmileClient",
     "ServerError",
     "SfccClient",
     "format_magento_time",
     "format_sfcc_time",
     "magento_time",
     "parse_json",
+    "UncertainOutcomeError",
     "send",
     "sfcc_time",
     "to_json",

@@ -46,7 +46,11 @@ log = logging.getLogger(__name__)
 
 STREAMS = ("orders", "refunds", "customers")
 #: stream -> the field that says when a record (version) was last modified
-MODIFIED_FIELDS: dict[str, str] = {"orders": "date_modified", "refunds": "created", "customers": "date_modified"}
+MODIFIED_FIELDS: dict[str, str] = {
+    "orders": "date_modified",
+    "refunds": "created",
+    "customers": "date_modified",
+}
 MAX_PAGE_SIZE = 250
 
 

@@ -113,6 +113,13 @@ class FxTable:
             series.sort()
         return cls(rates)
 
+    def merged(self, other: FxTable) -> FxTable:
+        """Rates of both tables; where both have a day, this table's rate wins."""
+        rates = {c: dict(series) for c, series in other.rates.items()}
+        for c, series in self.rates.items():
+            rates.setdefault(c, {}).update(dict(series))
+        return FxTable({c: sorted(days.items()) for c, days in rates.items()})
+
     def rate(self, currency: str, day: dt.date) -> Decimal | None:
         best = None
         for d, r in self.rates.get(currency.upper(), []):

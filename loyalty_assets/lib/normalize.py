@@ -163,6 +163,12 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
     """Map every raw version not processed yet, for every platform."""
     batch = _Batch()
     prog_digits = currency_digits(program.currency)
+    # A missing FX rate may have been added since: those versions are tried again.
+    conn.execute(
+        """DELETE FROM raw_processed p WHERE outcome = 'quarantined' AND EXISTS (
+               SELECT 1 FROM quarantine q WHERE q.source = p.source AND q.version_key = p.version_key
+               AND q.reason IN ('no_fx_rate'))"""
+    )
 
     for source, mapper in ORDER_MAPPERS.items():
         def order_row(tenant, payload, day, rid, raw, mapper=mapper) -> str:
@@ -227,6 +233,9 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
         _each(conn, batch, source, customer_row)
     _append(conn, "customer_versions", batch.customers)
     _append(conn, "quarantine", batch.quarantine, ignore_conflicts=True)
+    solved = [(o["source"], o["version_key"]) for o in batch.outcomes if o["outcome"] == "processed"]
+    if solved:
+        conn.executemany("DELETE FROM quarantine WHERE reason = 'no_fx_rate' AND source = ? AND version_key = ?", solved)
     _append(conn, "raw_processed", batch.outcomes, ignore_conflicts=True)
     waiting = sum(1 for o in batch.outcomes if o["outcome"] == "waiting")
     return NormalizeResult(len(batch.orders), len(batch.refunds), len(batch.customers), len(batch.quarantine), waiting)

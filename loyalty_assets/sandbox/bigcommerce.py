@@ -78,7 +78,15 @@ STATUS_CODES_URL = "https://developer.bigcommerce.com/api-docs/getting-started/a
 _STORE = r"/stores/(?P<store_hash>[A-Za-z0-9_-]+)"
 _NEVER = datetime.min.replace(tzinfo=UTC)
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_ORDER_SORTS = {"id", "customer_id", "date_created", "date_modified", "status_id", "channel_id", "external_id"}
+_ORDER_SORTS = {
+    "id",
+    "customer_id",
+    "date_created",
+    "date_modified",
+    "status_id",
+    "channel_id",
+    "external_id",
+}
 _CUSTOMER_SORTS = {"date_created", "date_modified", "last_name"}
 _DATE_FIELDS = {"date_created", "date_modified", "created", "date_shipped"}
 
@@ -652,7 +660,9 @@ class BigCommerceEmulator(Emulator):
             )
         stream = str(body.get("stream") or body.get("entity"))
         try:
-            added = self._add(str(body.get("store_hash")), stream, body["records"], runtime=True, source="control")
+            added = self._add(
+                str(body.get("store_hash")), stream, body["records"], runtime=True, source="control"
+            )
         except ValueError as exc:
             return json_response({"message": str(exc)}, 400)
         return json_response({"added": added})

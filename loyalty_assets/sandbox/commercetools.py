@@ -40,11 +40,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
+import operator
 import re
 import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -120,7 +122,12 @@ def _invalid_input(message: str) -> Abort:
 def ct_timestamp(value: Any) -> datetime | None:
     """A commercetools ISO-8601 timestamp (``2017-01-04T19:54:49.797Z``) as an aware UTC datetime;
     None when ``value`` is not one."""
-    if not isinstance(value, str) or not _ISO_LIKE.match(value.strip()):
+    return _parse_timestamp(value) if isinstance(value, str) else None
+
+
+@functools.lru_cache(maxsize=65536)  # queries compare the same few timestamps over and over
+def _parse_timestamp(value: str) -> datetime | None:
+    if not _ISO_LIKE.match(value.strip()):
         return None
     try:
         return parse_instant(value)
@@ -489,6 +496,59 @@ def evaluate(node: Node, record: Any) -> bool:
     raise AssertionError(kind)
 
 
+_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def compile_predicate(node: Node) -> Callable[[Any], bool]:
+    """A parsed predicate as a closure (same semantics as :func:`evaluate`), with timestamp
+    literals parsed once: queries run it over every record of a project on every page."""
+    kind = node[0]
+    if kind in ("and", "or"):
+        parts = [compile_predicate(n) for n in node[1]]
+        combine = all if kind == "and" else any
+        return lambda record: combine(p(record) for p in parts)
+    if kind == "not":
+        inner = compile_predicate(node[1])
+        return lambda record: not inner(record)
+    if kind == "nested":
+        field, sub = node[1], compile_predicate(node[2])
+        return lambda record: (
+            isinstance(record, dict)
+            and any(isinstance(v, dict) and sub(v) for v in _scalars(record.get(field)))
+        )
+    if kind != "cmp":
+        return lambda record: evaluate(node, record)
+    _, field, op, literal = node
+    literal_ts = ct_timestamp(literal)
+    compare = _OPERATORS[op]
+
+    def test(value: Any) -> bool:
+        if literal_ts is not None and isinstance(value, str):
+            value_ts = ct_timestamp(value)
+            if value_ts is not None:
+                return compare(value_ts, literal_ts)
+        return _compare(value, op, literal)
+
+    def check(record: Any) -> bool:
+        if not isinstance(record, dict):
+            return False
+        value = record.get(field)
+        if value is None:
+            return False
+        if isinstance(value, list):
+            return all(test(v) for v in value) if op == "!=" else any(test(v) for v in value)
+        return test(value)
+
+    return check
+
+
 def upper_bound(node: Node, field: str = "lastModifiedAt") -> tuple[datetime, bool] | None:
     """The upper bound a predicate puts on ``field`` for every matching record: (instant, strict).
 
@@ -725,6 +785,7 @@ class CommercetoolsEmulator(Emulator):
         Raises :class:`PredicateError` for a bad predicate."""
         where = list(where)
         predicates = [parse_predicate(w, variables) for w in where]
+        matchers = [compile_predicate(p) for p in predicates]
         sorts = [parse_sort(s) for s in sort]
         asof, strict = self.clock.now(), False
         if predicates:
@@ -734,7 +795,7 @@ class CommercetoolsEmulator(Emulator):
         rows = [
             r
             for r in self.records_as_of(project_key, entity, asof, strict=strict)
-            if all(evaluate(p, r) for p in predicates) and _in_store(entity, r, store_key)
+            if all(m(r) for m in matchers) and _in_store(entity, r, store_key)
         ]
         for path, descending in reversed(sorts):  # stable sort: last key first
             rows.sort(key=lambda r, p=path: _sort_key(_path_value(r, p)), reverse=descending)
@@ -1057,6 +1118,7 @@ __all__ = [
     "CommercetoolsEmulator",
     "PredicateError",
     "ct_error",
+    "compile_predicate",
     "ct_timestamp",
     "evaluate",
     "format_ct_timestamp",

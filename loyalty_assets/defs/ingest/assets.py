@@ -11,6 +11,7 @@ import importlib
 import dagster as dg
 
 from loyalty_assets.defs.partitions import PROGRAM, WAREHOUSE_ASSET
+from loyalty_assets.lib.landing import landing_dir, load_landing
 from loyalty_assets.lib.ledger import day_end_utc, day_start_utc
 from loyalty_assets.lib.raw import insert_versions
 
@@ -100,3 +101,24 @@ def _raw_asset(platform: str, stream: str):
 
 
 raw_assets = [_raw_asset(p, s) for p, s in RAW_ASSETS.values()]
+
+
+@dg.asset(
+    group_name="ingest",
+    required_resource_keys={"warehouse"},
+    kinds={"duckdb"},
+    **WAREHOUSE_ASSET,
+)
+def raw_landing_files(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """Export files dropped under the landing directory (CONTRACT.md §2 layout), loaded into the raw
+    versions as if the APIs had returned them: a historical backfill without any API."""
+    root = landing_dir()
+    if not root.is_dir():
+        context.log.info(f"no landing directory at {root}: skipped")
+        return dg.MaterializeResult(metadata={"files": 0, "new_versions": 0})
+    with context.resources.warehouse.connect() as conn:
+        result = load_landing(conn, PROGRAM, root)
+    return dg.MaterializeResult(
+        metadata={"files": result.files, "records": result.records, "new_versions": result.new_versions,
+                  "bad_files": result.bad_files, "dagster/partition_row_count": result.new_versions}
+    )

@@ -16,6 +16,7 @@ import dagster as dg
 from loyalty_assets.defs.ingest.assets import STREAMS
 from loyalty_assets.defs.jobs import loyalty_job
 from loyalty_assets.defs.partitions import PROGRAM
+from loyalty_assets.lib.landing import days_covered, discover, fingerprint, landing_dir
 
 LOOKAHEAD = 200
 
@@ -84,3 +85,43 @@ def _delta_sensor(platform: str):
 
 
 delta_sensors = [_delta_sensor(p) for p in STREAMS]
+
+
+@dg.sensor(
+    job=loyalty_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Watches the landing directory for new export files and requests ONE run for the range of "
+    "days they cover (a year of history is one run, not 365).",
+)
+def landing_files_sensor(context: dg.SensorEvaluationContext):
+    root = landing_dir()
+    if not root.is_dir():
+        return dg.SkipReason(f"no landing directory at {root}")
+    seen = json.loads(context.cursor) if context.cursor else {}
+    current = {str(f.path): (f, fingerprint(f.path)) for f in discover(root)}
+    new = {path: pair for path, pair in current.items() if seen.get(path) != pair[1]}
+    if not new:
+        return dg.SkipReason("no new or changed files")
+    first = last = None
+    for f, _ in new.values():
+        try:
+            span = days_covered(f, PROGRAM.tz)
+        except (ValueError, UnicodeDecodeError):
+            span = None  # a broken file is quarantined by the run; it still needs one
+        if span is None:
+            continue
+        first = span[0] if first is None else min(first, span[0])
+        last = span[1] if last is None else max(last, span[1])
+    today = dt.datetime.now(PROGRAM.tz).date()
+    first = max(first or today, PROGRAM.start_date)
+    last = min(max(last or today, first), today)
+    digest = hashlib.sha256("|".join(f"{p}={fp}" for p, (_, fp) in sorted(new.items())).encode()).hexdigest()[:16]
+    request = dg.RunRequest(
+        run_key=f"landing:{digest}",
+        tags={"dagster/asset_partition_range_start": first.isoformat(),
+              "dagster/asset_partition_range_end": last.isoformat(),
+              "loyalty/trigger": "landing_files_sensor"},
+    )
+    cursor = {path: fp for path, (_, fp) in current.items()}
+    return dg.SensorResult(run_requests=[request], cursor=json.dumps(cursor, sort_keys=True))

@@ -8,6 +8,7 @@ from loyalty_assets.defs.ingest.assets import RAW_ASSETS
 from loyalty_assets.defs.partitions import PROGRAM, WAREHOUSE_ASSET
 from loyalty_assets.defs.resources import Warehouse
 from loyalty_assets.lib.facts import refresh_order_facts
+from loyalty_assets.lib.landing import landing_dir
 from loyalty_assets.lib.money import FxTable
 from loyalty_assets.lib.normalize import normalize
 
@@ -18,7 +19,7 @@ from loyalty_assets.lib.normalize import normalize
             "order_versions",
             group_name="money",
             kinds={"duckdb"},
-            deps=list(RAW_ASSETS),
+            deps=[*RAW_ASSETS, "raw_landing_files"],
             description="One row per order version with lifecycle signal and money in integer minor units "
             "(plus refund_versions and customer_versions): what each raw version means.",
         ),
@@ -26,14 +27,14 @@ from loyalty_assets.lib.normalize import normalize
             "quarantine",
             group_name="money",
             kinds={"duckdb"},
-            deps=list(RAW_ASSETS),
+            deps=[*RAW_ASSETS, "raw_landing_files"],
             description="Every record that could not be processed, with a reason code and words for the operator.",
         ),
     ],
     **WAREHOUSE_ASSET,
 )
 def normalized_orders(context: dg.AssetExecutionContext, warehouse: Warehouse):
-    fx = FxTable.load(PROGRAM.fx_path())
+    fx = FxTable.load(PROGRAM.fx_path()).merged(FxTable.load(landing_dir() / "fx_rates.csv"))
     today = context.partition_time_window.end.date() - dt.timedelta(days=1)
     with warehouse.connect() as conn:
         result = normalize(conn, PROGRAM, fx, today)

@@ -11,6 +11,17 @@ CREATE TABLE IF NOT EXISTS raw_records (
     PRIMARY KEY (source, tenant, record_id, modified_at, payload_hash)
 );
 
+CREATE TABLE IF NOT EXISTS landing_files (
+    path       VARCHAR NOT NULL,
+    sha256     VARCHAR NOT NULL,
+    source     VARCHAR NOT NULL,
+    records    BIGINT NOT NULL,
+    new_versions BIGINT NOT NULL,
+    loaded_at  TIMESTAMPTZ NOT NULL,
+    error      VARCHAR,
+    PRIMARY KEY (path, sha256)
+);
+
 CREATE TABLE IF NOT EXISTS fetch_log (
     source        VARCHAR NOT NULL,
     tenant        VARCHAR NOT NULL,

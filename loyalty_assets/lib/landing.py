@@ -1,0 +1,148 @@
+"""Historical backfill from export files: the seed layout (CONTRACT.md §2) dropped under a landing
+directory is loaded into raw_records without any API, as the same versions the APIs would give."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib
+import json
+import os
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+
+from loyalty_assets.lib.program import Program
+from loyalty_assets.lib.raw import insert_versions
+
+DEFAULT_LANDING = "data/landing"
+
+# (platform, stream) for each folder pattern; tenant folders sit between platform and stream
+LAYOUT = {
+    "magento": ("orders", "creditmemos", "customers"),
+    "bigcommerce": ("orders", "refunds", "customers"),
+    "commercetools": ("orders", "payments", "customers"),
+    "sfcc": ("orders",),
+}
+
+
+def landing_dir() -> Path:
+    return Path(os.environ.get("LOYALTY_LANDING_DIR") or DEFAULT_LANDING)
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    path: Path
+    platform: str
+    tenant: str
+    stream: str
+
+    @property
+    def source(self) -> str:
+        return f"{self.platform}.{self.stream}"
+
+
+def discover(root: Path) -> list[LandingFile]:
+    """Every *.json file of the seed layout under root (other files are ignored)."""
+    found = []
+    magento_tenant = os.environ.get("MAGENTO_TENANT") or "default"
+    for platform, streams in LAYOUT.items():
+        base = root / platform
+        if not base.is_dir():
+            continue
+        for stream in streams:
+            if platform == "magento":
+                found += [LandingFile(p, platform, magento_tenant, stream) for p in sorted((base / stream).glob("*.json"))]
+            else:
+                for tenant_dir in sorted(d for d in base.iterdir() if d.is_dir()):
+                    found += [LandingFile(p, platform, tenant_dir.name, stream)
+                              for p in sorted((tenant_dir / stream).glob("*.json"))]
+    return found
+
+
+def fingerprint(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def read_records(f: LandingFile) -> list[dict]:
+    data = json.loads(f.path.read_text(), parse_float=Decimal)
+    if isinstance(data, dict) and isinstance(data.get("data"), list):  # an API envelope saved as is
+        data = data["data"]
+    if isinstance(data, dict) and isinstance(data.get("results"), list):
+        data = data["results"]
+    if isinstance(data, dict) and isinstance(data.get("items"), list):
+        data = data["items"]
+    if not isinstance(data, list):
+        raise ValueError("expected a JSON array of records")
+    return data
+
+
+def days_covered(f: LandingFile, tz) -> tuple[dt.date, dt.date] | None:
+    """First and last modification day of the records in a file (None if it has none readable)."""
+    api = importlib.import_module(f"loyalty_assets.clients.{f.platform}")
+    days = []
+    for rec in read_records(f):
+        try:
+            days.append(api.modified_at(f.stream, rec).astimezone(tz).date())
+        except (KeyError, ValueError, TypeError, AttributeError):
+            continue
+    return (min(days), max(days)) if days else None
+
+
+@dataclass(frozen=True)
+class LandingResult:
+    files: int
+    records: int
+    new_versions: int
+    bad_files: int
+
+
+def load_landing(conn: duckdb.DuckDBPyConnection, program: Program, root: Path | None = None) -> LandingResult:
+    """Load files not loaded before (by content hash); a bad file or record is quarantined, never fatal."""
+    root = root or landing_dir()
+    files = records = new = bad = 0
+    for f in discover(root):
+        digest = hashlib.sha256(f.path.read_bytes()).hexdigest()
+        if conn.execute("SELECT 1 FROM landing_files WHERE sha256 = ? AND path = ?", [digest, str(f.path)]).fetchone():
+            continue
+        api = importlib.import_module(f"loyalty_assets.clients.{f.platform}")
+        try:
+            data = read_records(f)
+        except (ValueError, UnicodeDecodeError) as exc:
+            _quarantine(conn, f, str(f.path), digest, "malformed_record", f"landing file {f.path}: {exc}", None)
+            conn.execute("INSERT INTO landing_files VALUES (?, ?, ?, 0, 0, now(), ?)", [str(f.path), digest, f.source, str(exc)])
+            bad += 1
+            continue
+        good = []
+        for n, rec in enumerate(data):
+            try:
+                api.record_id(f.stream, rec)
+                api.modified_at(f.stream, rec)
+                good.append(rec)
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                _quarantine(conn, f, f"{f.path}#{n}", digest, "malformed_record",
+                            f"record {n} of {f.path.name} has no usable id or modification time: {exc}", rec)
+        offered, added = insert_versions(
+            conn, f.source, f.tenant, good,
+            record_id=lambda r, s=f.stream, a=api: a.record_id(s, r),
+            modified_at=lambda r, s=f.stream, a=api: a.modified_at(s, r),
+            tz=program.tz,
+        )
+        conn.execute("INSERT INTO landing_files VALUES (?, ?, ?, ?, ?, now(), NULL)",
+                     [str(f.path), digest, f.source, len(data), added])
+        files += 1
+        records += len(data)
+        new += added
+    return LandingResult(files, records, new, bad)
+
+
+def _quarantine(conn, f: LandingFile, key: str, digest: str, reason: str, detail: str, payload) -> None:
+    from loyalty_assets.lib.raw import payload_text
+
+    conn.execute(
+        "INSERT INTO quarantine VALUES (?, ?, NULL, ?, ?, ?, now(), ?) ON CONFLICT DO NOTHING",
+        [f.source, key, reason, detail, payload_text(payload) if payload is not None else None, f"landing:{digest}:{key}"],
+    )
