@@ -7,9 +7,11 @@ sharing one replay clock and one fault configuration, and hands out the environm
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
+import tempfile
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +22,14 @@ from loyalty_assets.sandbox.httpserver import Emulator, EmulatorClock, FaultInje
 from loyalty_assets.sandbox.magento import DEFAULT_PASSWORD, DEFAULT_USERNAME, MagentoEmulator
 
 log = logging.getLogger(__name__)
+
+# platform -> (module, class, role); each class takes (seed_dir | None, *, clock, faults)
+EMULATORS = {
+    "magento": ("loyalty_assets.sandbox.magento", "MagentoEmulator", "source"),
+    "bigcommerce": ("loyalty_assets.sandbox.bigcommerce", "BigCommerceEmulator", "source"),
+    "commercetools": ("loyalty_assets.sandbox.commercetools", "CommercetoolsEmulator", "source"),
+    "sfcc": ("loyalty_assets.sandbox.sfcc", "SfccEmulator", "source"),
+}
 
 STATE_FILE_NAME = "sandbox_state.json"
 STATE_FORMAT_VERSION = 1
@@ -53,6 +63,8 @@ class Sandbox:
         self.seed = seed
         self.clock = EmulatorClock(now, frozen=not tick)
         self.magento: MagentoEmulator | None = None
+        self._emulators: dict[str, Emulator] = {}
+        self._cert_dir: Path | None = None
         self._started = False
         if self.data_dir is not None and not self.data_dir.is_dir():
             raise FileNotFoundError(f"sandbox seed directory {self.data_dir} does not exist")
@@ -62,7 +74,13 @@ class Sandbox:
     @property
     def emulators(self) -> dict[str, Emulator]:
         """The running emulators by platform name."""
-        return {name: emu for name, emu in (("magento", self.magento),) if emu is not None}
+        return dict(self._emulators)
+
+    def __getattr__(self, name: str) -> Emulator | None:
+        # sandbox.bigcommerce, sandbox.smile, ...: the emulator of that platform, or None
+        if name in EMULATORS:
+            return self.__dict__.get("_emulators", {}).get(name)
+        raise AttributeError(name)
 
     def _faults(self, platform: str) -> FaultInjector:
         # One reproducible random stream per platform, so adding a platform does not reshuffle others.
@@ -72,13 +90,25 @@ class Sandbox:
         """Build and start the emulators; load persisted state when ``state_dir`` holds some."""
         if self._started:
             return self
-        magento_dir = self.data_dir / "magento" if self.data_dir is not None else None
-        if self.data_dir is None or (magento_dir is not None and magento_dir.is_dir()):
-            self.magento = MagentoEmulator(
-                magento_dir if magento_dir is not None and magento_dir.is_dir() else None,
-                clock=self.clock,
-                faults=self._faults("magento"),
+        for name, (module, cls, role) in EMULATORS.items():
+            seed = self.data_dir / name if self.data_dir is not None else None
+            has_seed = seed is not None and seed.is_dir()
+            # Sources run when the seed directory has their data (an empty Magento without any seed
+            # directory, for tests); targets always run, since they receive our pushes.
+            wanted = (
+                has_seed
+                or (role == "target" and self.data_dir is not None)
+                or (name == "magento" and self.data_dir is None)
             )
+            if not wanted:
+                continue
+            kwargs: dict[str, Any] = {"clock": self.clock, "faults": self._faults(name)}
+            if name == "salesforce":
+                self._cert_dir = self._cert_dir or Path(tempfile.mkdtemp(prefix="loyalty-sandbox-ca-"))
+                kwargs["cert_dir"] = self.state_dir or self._cert_dir
+            emulator_cls = getattr(importlib.import_module(module), cls)
+            self._emulators[name] = emulator_cls(seed if has_seed else None, **kwargs)
+        self.magento = self._emulators.get("magento")
         self._load_state()
         try:
             for emulator in self.emulators.values():
@@ -125,6 +155,9 @@ class Sandbox:
                     "MAGENTO_TENANT": "default",
                 }
             )
+        for name, emulator in self._emulators.items():
+            if name != "magento":
+                env.update(emulator.env())
         if self.data_dir is not None and (self.data_dir / "fx_rates.csv").is_file():
             env["LOYALTY_FX_FILE"] = str(self.data_dir / "fx_rates.csv")
         return env
