@@ -17,7 +17,7 @@ native records unchanged (money exactly as seeded: ``centAmount`` + ``fractionDi
   answers 400 ``InvalidInput``;
 * repeated ``sort`` (``lastModifiedAt asc``, ``id asc``, ``createdAt desc``; the direction is
   required). Without ``sort`` rows come in id order (real order is unspecified);
-* ``limit`` default 20, 1..500, ``offset`` 0..10 000, both 400 beyond (so deep scans must use keyset
+* ``limit`` default 20, 0..500, ``offset`` 0..10 000, both 400 beyond (so deep scans must use keyset
   paging); ``withTotal`` (default true; ``false`` removes ``total``); ``total`` capped at 10 000 when
   a ``where`` is given (release note 2020-10-12);
 * versions: the same id may appear several times with different ``lastModifiedAt``/``version``. A
@@ -972,7 +972,7 @@ class CommercetoolsEmulator(Emulator):
         entity = request.path_params["entity"]
         project_key = self._project(request, entity)
         query = request.query
-        limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        limit = _int_param(request, "limit", DEFAULT_LIMIT, 0, MAX_LIMIT)
         offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
         with_total_raw = (request.arg("withTotal") or "true").strip().lower()
         if with_total_raw not in ("true", "false"):

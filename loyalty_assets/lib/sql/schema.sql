@@ -210,6 +210,52 @@ CREATE TABLE IF NOT EXISTS member_status (
     updated_at              TIMESTAMPTZ NOT NULL
 );
 
+-- Outbox (DESIGN.md §4): every intended write to a target, recorded before it is sent.
+CREATE TABLE IF NOT EXISTS outbox (
+    batch_id             VARCHAR PRIMARY KEY,
+    target               VARCHAR NOT NULL,
+    member_id            VARCHAR NOT NULL,
+    operation            VARCHAR NOT NULL,
+    points               BIGINT NOT NULL,
+    entries              INTEGER NOT NULL,
+    status               VARCHAR NOT NULL CHECK (status IN ('pending', 'sending', 'sent', 'noop', 'blocked',
+                                                            'awaiting_customer', 'failed')),
+    attempts             INTEGER NOT NULL,
+    external_customer_id VARCHAR,
+    external_ref         VARCHAR,
+    last_error           VARCHAR,
+    created_at           TIMESTAMPTZ NOT NULL,
+    updated_at           TIMESTAMPTZ NOT NULL,
+    sent_at              TIMESTAMPTZ
+);
+
+CREATE TABLE IF NOT EXISTS outbox_entries (
+    target   VARCHAR NOT NULL,
+    entry_id VARCHAR NOT NULL,
+    batch_id VARCHAR NOT NULL,
+    PRIMARY KEY (target, entry_id)
+);
+
+-- A member's record in a target (Smile.io / LoyaltyLion customer, Salesforce Contact or Lead).
+CREATE TABLE IF NOT EXISTS target_links (
+    target      VARCHAR NOT NULL,
+    member_id   VARCHAR NOT NULL,
+    external_id VARCHAR NOT NULL,
+    matched_by  VARCHAR NOT NULL,
+    linked_at   TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (target, member_id)
+);
+
+-- What was last pushed successfully per record, so only changed rows are sent again.
+CREATE TABLE IF NOT EXISTS sync_state (
+    target      VARCHAR NOT NULL,
+    object      VARCHAR NOT NULL,
+    record_key  VARCHAR NOT NULL,
+    values_hash VARCHAR NOT NULL,
+    pushed_at   TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (target, object, record_key)
+);
+
 CREATE TABLE IF NOT EXISTS sync_log (
     correlation_id  VARCHAR NOT NULL,
     run_id          VARCHAR,

@@ -1,0 +1,145 @@
+"""The outbox (DESIGN.md §4): what must reach a target, recorded before it is sent.
+
+One batch per member per run and target: the net of the member's new spendable entries, so a
+backfill of a year is one call per member, not per order. The entry ids stay here; the target only
+sees the batch id (Smile.io `internal_note`), which is how an uncertain outcome is settled later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from dataclasses import dataclass
+
+import duckdb
+
+OPEN_STATUSES = ("pending", "sending", "awaiting_customer", "failed")
+
+
+@dataclass(frozen=True)
+class Batch:
+    batch_id: str
+    member_id: str
+    points: int
+    entries: int
+    status: str  # 'sending' here means a previous attempt's outcome is unknown
+    attempts: int
+    email: str | None
+    external_customer_id: str | None
+
+
+def prepare_batches(conn: duckdb.DuckDBPyConnection, target: str, as_of: dt.date, exclude_sources: tuple[str, ...]) -> int:
+    """Put every spendable entry not yet given to `target` into this run's per-member batches."""
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE push_new AS
+           SELECT e.member_id, e.entry_id, e.points FROM ledger_entries e
+           WHERE e.booked_on <= $as_of AND e.available_on <= $as_of
+             AND NOT list_contains($exclude, e.source)
+             AND NOT EXISTS (SELECT 1 FROM outbox_entries o WHERE o.target = $target AND o.entry_id = e.entry_id)""",
+        {"as_of": as_of, "exclude": list(exclude_sources), "target": target},
+    )
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE push_batches AS
+           SELECT substr(sha256($target || '|' || member_id || '|' || string_agg(entry_id, ',' ORDER BY entry_id)), 1, 24)
+                      AS batch_id,
+                  member_id, sum(points)::BIGINT AS points, count(*)::INTEGER AS entries
+           FROM push_new GROUP BY member_id""",
+        {"target": target},
+    )
+    conn.execute(
+        """INSERT INTO outbox (batch_id, target, member_id, operation, points, entries, status, attempts,
+                               created_at, updated_at)
+           SELECT batch_id, $target, member_id, 'points_transaction', points, entries,
+                  CASE WHEN points = 0 THEN 'noop' ELSE 'pending' END, 0, now(), now()
+           FROM push_batches ON CONFLICT DO NOTHING""",
+        {"target": target},
+    )
+    conn.execute(
+        """INSERT INTO outbox_entries
+           SELECT $target, n.entry_id, b.batch_id FROM push_new n JOIN push_batches b USING (member_id)
+           ON CONFLICT DO NOTHING""",
+        {"target": target},
+    )
+    return conn.execute("SELECT count(*) FROM push_batches").fetchone()[0]
+
+
+def open_batches(conn: duckdb.DuckDBPyConnection, target: str) -> list[Batch]:
+    rows = conn.execute(
+        """SELECT o.batch_id, o.member_id, o.points, o.entries, o.status, o.attempts, s.email,
+                  coalesce(o.external_customer_id, l.external_id)
+           FROM outbox o
+           LEFT JOIN member_status s USING (member_id)
+           LEFT JOIN target_links l ON l.target = o.target AND l.member_id = o.member_id
+           WHERE o.target = ? AND o.status IN ('pending', 'sending', 'awaiting_customer', 'failed')
+           ORDER BY o.created_at, o.batch_id""",
+        [target],
+    ).fetchall()
+    return [Batch(*r) for r in rows]
+
+
+def mark_sending(conn: duckdb.DuckDBPyConnection, target: str, batches: list[Batch], run_id: str | None) -> dict[str, str]:
+    """Record the attempt before the call: a crash after this leaves 'sending' = outcome unknown."""
+    now = dt.datetime.now(dt.UTC)
+    correlation = {b.batch_id: str(uuid.uuid4()) for b in batches}
+    conn.executemany(
+        "UPDATE outbox SET status = 'sending', attempts = attempts + 1, updated_at = ? WHERE batch_id = ?",
+        [(now, b.batch_id) for b in batches],
+    )
+    conn.executemany(
+        "INSERT INTO sync_log VALUES (?, ?, ?, 'points_transaction', ?, ?, 'started', NULL, NULL, ?, ?, NULL)",
+        [(correlation[b.batch_id], run_id, target, b.batch_id, b.attempts + 1, summary(b), now) for b in batches],
+    )
+    return correlation
+
+
+@dataclass(frozen=True)
+class Outcome:
+    batch_id: str
+    status: str  # sent / blocked / awaiting_customer / failed / sending (still unknown)
+    http_status: int | None = None
+    message: str | None = None
+    external_customer_id: str | None = None
+    external_ref: str | None = None
+    matched_by: str | None = None
+
+
+def record_outcomes(conn: duckdb.DuckDBPyConnection, target: str, batches: list[Batch], outcomes: list[Outcome],
+                    correlation: dict[str, str]) -> None:
+    now = dt.datetime.now(dt.UTC)
+    by_id = {b.batch_id: b for b in batches}
+    for o in outcomes:
+        conn.execute(
+            """UPDATE outbox SET status = ?, last_error = ?, external_customer_id = coalesce(?, external_customer_id),
+                      external_ref = coalesce(?, external_ref), updated_at = ?,
+                      sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END
+               WHERE batch_id = ?""",
+            [o.status, None if o.status == "sent" else o.message, o.external_customer_id, o.external_ref, now,
+             o.status, now, o.batch_id],
+        )
+        if o.external_customer_id and o.matched_by:
+            conn.execute(
+                "INSERT INTO target_links VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [target, by_id[o.batch_id].member_id, o.external_customer_id, o.matched_by, now],
+            )
+        conn.execute(
+            """UPDATE sync_log SET status = ?, http_status = ?, message = ?, finished_at = ?
+               WHERE correlation_id = ?""",
+            [o.status, o.http_status, o.message, now, correlation[o.batch_id]],
+        )
+
+
+def summary(b: Batch) -> str:
+    """What the sync log may show: no emails, no tokens."""
+    return f"member={b.member_id} points={b.points:+d} entries={b.entries} email={mask_email(b.email)}"
+
+
+def mask_email(email: str | None) -> str:
+    if not email or "@" not in email:
+        return "-"
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain[:1]}***.{domain.rsplit('.', 1)[-1]}"
+
+
+def entry_digest(entry_ids: list[str]) -> str:
+    return hashlib.sha256(",".join(sorted(entry_ids)).encode()).hexdigest()[:24]
