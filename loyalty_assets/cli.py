@@ -59,13 +59,14 @@ def prepare_instance() -> str:
 
 
 def _configured_report(resources: dict) -> list[str]:
-    magento = resources["magento"]
-    lines = [f"  source magento: {'configured' if magento.is_configured else 'not configured (skipped)'}"]
-    for name, var in (("bigcommerce", "BIGCOMMERCE_API_URL"), ("commercetools", "COMMERCETOOLS_API_URL"),
-                      ("sfcc", "SFCC_API_URL"), ("smile", "SMILE_API_URL"), ("loyaltylion", "LOYALTYLION_API_URL"),
-                      ("salesforce", "SALESFORCE_INSTANCE_URL")):
+    lines = []
+    for name in ("magento", "bigcommerce", "commercetools", "sfcc", "smile", "loyaltylion", "salesforce"):
         kind = "target" if name in ("smile", "loyaltylion", "salesforce") else "source"
-        state = "set but not supported by this version (skipped)" if os.environ.get(var) else "not configured (skipped)"
+        resource = resources.get(name)
+        if resource is None:
+            state = "not supported by this version (skipped)"
+        else:
+            state = "configured" if resource.is_configured else "not configured (skipped)"
         lines.append(f"  {kind} {name}: {state}")
     return lines
 
@@ -158,6 +159,9 @@ def _summary(warehouse: str) -> list[str]:
         merges, = q("SELECT count(*) FROM member_merges")
         conflicts, = q("SELECT count(*) FROM identity_conflicts")
         as_of, = q("SELECT max(as_of) FROM member_status")
+        pushes = conn.execute(
+            "SELECT target || ' ' || status, count(*) FROM outbox GROUP BY 1 ORDER BY 1"
+        ).fetchall()
     finally:
         conn.close()
     fmt = lambda rows: ", ".join(f"{k} {v}" for k, v in rows) or "none"  # noqa: E731
@@ -167,7 +171,7 @@ def _summary(warehouse: str) -> list[str]:
         f"  balances as of {as_of}: {spendable or 0} spendable, {pending or 0} pending",
         f"  tiers: {fmt(tiers)}; {changes} tier changes",
         f"  quarantine: {fmt(quarantine)}",
-        "  pushes: Smile.io, LoyaltyLion and Salesforce sync are not built yet (skipped)",
+        f"  pushes: {fmt(pushes)}",
     ]
 
 

@@ -575,7 +575,8 @@ def test_sandbox_env_and_env_file(tmp_path: Path) -> None:
     (seed / "fx_rates.csv").write_text("date,currency,rate_to_program\n2024-05-01,EUR,1.08\n")
     with Sandbox(seed, now=NOW) as sandbox:
         env = sandbox.env()
-        assert set(env) == {
+        # the seed has only Magento data: no other source is offered; targets always run
+        assert {k for k in env if not k.startswith(("SMILE_", "LOYALTYLION_", "SALESFORCE_"))} == {
             "MAGENTO_BASE_URL",
             "MAGENTO_ADMIN_USERNAME",
             "MAGENTO_ADMIN_PASSWORD",

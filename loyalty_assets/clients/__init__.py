@@ -27,6 +27,18 @@ from loyalty_assets.clients.magento import (
     parse_json,
     to_json,
 )
+from loyalty_assets.clients.salesforce import (
+    ApiUsage,
+    RecordError,
+    RecordResult,
+    RequestLimitExceeded,
+    SalesforceApiError,
+    SalesforceAuthError,
+    SalesforceClient,
+    connect_salesforce,
+    connect_salesforce_from_env,
+    salesforce_settings,
+)
 from loyalty_assets.clients.sfcc import SfccClient, format_sfcc_time, sfcc_time
 from loyalty_assets.clients.smile import (
     BalanceWouldBeNegativeError,
@@ -65,4 +77,14 @@ __all__ = [
     "send",
     "sfcc_time",
     "to_json",
+    "ApiUsage",
+    "RecordError",
+    "RecordResult",
+    "RequestLimitExceeded",
+    "SalesforceApiError",
+    "SalesforceAuthError",
+    "SalesforceClient",
+    "connect_salesforce",
+    "connect_salesforce_from_env",
+    "salesforce_settings",
 ]

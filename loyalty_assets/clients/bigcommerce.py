@@ -182,6 +182,9 @@ class BigCommerceClient(HttpClient):
         self._reset_seconds: float = 0.0
         self._rate_seen_at: float = 0.0
         self.paced_sleeps = 0  # how often the client waited for a window before a call
+        # A session hook (not a per-request one, which would replace the session's own hooks)
+        # sees every attempt, including those the shared retry loop repeats.
+        self.session.hooks["response"].append(self._observe)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, store_hash={self.store_hash!r})"
@@ -226,10 +229,7 @@ class BigCommerceClient(HttpClient):
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         self._pace()
-        hooks = dict(kwargs.pop("hooks", None) or {})
-        extra = hooks.get("response") or []
-        hooks["response"] = [self._observe, *(extra if isinstance(extra, list) else [extra])]
-        return super().request(method, path, hooks=hooks, **kwargs)
+        return super().request(method, path, **kwargs)
 
     def _path(self, version: str, suffix: str) -> str:
         return f"stores/{self.store_hash}/{version}/{suffix}"
@@ -307,7 +307,8 @@ class BigCommerceClient(HttpClient):
             for order in items:
                 if not isinstance(order.get("products"), list):
                     order["products"] = self.order_products(order["id"])
-        return SearchResult(items=items, total_count=len(items), server_time=server_time, pages=pages)
+        # v2 announces no total (only /v2/orders/count, which would cost a call and race the scan).
+        return SearchResult(items=items, total_count=None, server_time=server_time, pages=pages)  # type: ignore[arg-type]
 
     # ----- refunds (v3)
 
@@ -323,7 +324,7 @@ class BigCommerceClient(HttpClient):
     def _fetch_refunds(self, start: datetime, end: datetime) -> SearchResult:
         items: list[dict[str, Any]] = []
         seen: set[tuple[str, datetime]] = set()
-        page, pages, total = 1, 0, 0
+        page, pages, total, dropped = 1, 0, 0, 0
         while True:
             params = {
                 "created:min": format_iso(_floor_second(start)),
@@ -335,14 +336,14 @@ class BigCommerceClient(HttpClient):
             pages += 1
             pagination = meta.get("pagination") or {}
             total = int(pagination.get("total") or total)
-            self._collect("refunds", rows, start, end, seen, items)
+            dropped += self._collect("refunds", rows, start, end, seen, items)
             total_pages = pagination.get("total_pages")
             if not rows or len(rows) < self.page_size:
                 break
             if isinstance(total_pages, int) and page >= total_pages:
                 break
             page += 1
-        return SearchResult(items=items, total_count=total, server_time=server_time, pages=pages)
+        return SearchResult(items=items, total_count=total - dropped, server_time=server_time, pages=pages)
 
     # ----- customers (v3)
 
@@ -369,18 +370,17 @@ class BigCommerceClient(HttpClient):
             "limit": self.page_size,
         }
         after: str | None = None
-        pages, total = 0, 0
+        pages, total, dropped = 0, 0, 0
         while True:
             params = dict(base, after=after) if after else base
             rows, meta, server_time = self._v3_page("customers", params)
             pages += 1
-            if pages == 1:
-                total = int((meta.get("pagination") or {}).get("total") or 0)
-            self._collect("customers", rows, start, end, seen, items)
+            total = int((meta.get("pagination") or {}).get("total") or total)
+            dropped += self._collect("customers", rows, start, end, seen, items)
             after = self._next_cursor(meta) if rows else None
             if not after:
                 break
-        return SearchResult(items=items, total_count=total, server_time=server_time, pages=pages)
+        return SearchResult(items=items, total_count=total - dropped, server_time=server_time, pages=pages)
 
     @staticmethod
     def _collect(
@@ -390,19 +390,29 @@ class BigCommerceClient(HttpClient):
         end: datetime,
         seen: set[tuple[str, datetime]],
         items: list[dict[str, Any]],
-    ) -> None:
+    ) -> int:
+        """Keep the new rows inside ``[start, end)``; returns how many the server counted that lie
+        outside it (its bounds are inclusive whole seconds), so totals can be compared exactly."""
+        outside = 0
         for row in rows:
             key = (record_id(stream, row), modified_at(stream, row))
-            if key not in seen and start <= key[1] < end:
+            if not start <= key[1] < end:
+                outside += 1
+            elif key not in seen:
                 seen.add(key)
                 items.append(row)
+        return outside
 
     # ----- public reads
 
     def fetch(self, stream: str, start: datetime, end: datetime) -> SearchResult:
         """Every record of ``stream`` (``orders``, ``refunds``, ``customers``) modified within
         ``[start, end)`` exactly, ascending by modification time, deduplicated on ``(id,
-        modified)``; orders carry their line items inline as ``"products": [...]``."""
+        modified)``; orders carry their line items inline as ``"products": [...]``.
+
+        ``total_count`` is None for orders (v2 announces no total); for refunds and customers it is
+        the server's total less the rows it counted outside the half-open window, so it equals
+        ``len(items)`` unless rows changed during the scan."""
         _check_stream(stream)
         if start.tzinfo is None or end.tzinfo is None:
             raise ValueError("start and end must be timezone-aware")

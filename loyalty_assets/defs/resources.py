@@ -184,8 +184,17 @@ def source_resources() -> dict[str, CommerceSource]:
     }
 
 
+def target_resources() -> dict:
+    from loyalty_assets.defs.sync.assets import LoyaltyLionResource, SmileResource
+
+    return {
+        "smile": SmileResource(api_url=_env("SMILE_API_URL"), api_key=_env("SMILE_API_KEY")),
+        "loyaltylion": LoyaltyLionResource(api_url=_env("LOYALTYLION_API_URL"), api_key=_env("LOYALTYLION_API_KEY")),
+    }
+
+
 def build_resources() -> dict:
-    return {"warehouse": Warehouse(database=warehouse_path()), **source_resources()}
+    return {"warehouse": Warehouse(database=warehouse_path()), **source_resources(), **target_resources()}
 
 
 @dg.definitions

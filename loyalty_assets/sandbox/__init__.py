@@ -29,6 +29,8 @@ EMULATORS = {
     "bigcommerce": ("loyalty_assets.sandbox.bigcommerce", "BigCommerceEmulator", "source"),
     "commercetools": ("loyalty_assets.sandbox.commercetools", "CommercetoolsEmulator", "source"),
     "sfcc": ("loyalty_assets.sandbox.sfcc", "SfccEmulator", "source"),
+    "smile": ("loyalty_assets.sandbox.smile", "SmileEmulator", "target"),
+    "loyaltylion": ("loyalty_assets.sandbox.loyaltylion", "LoyaltyLionEmulator", "target"),
 }
 
 STATE_FILE_NAME = "sandbox_state.json"
@@ -103,6 +105,10 @@ class Sandbox:
             if not wanted:
                 continue
             kwargs: dict[str, Any] = {"clock": self.clock, "faults": self._faults(name)}
+            if name == "bigcommerce":
+                # an Enterprise-sized quota: the demo fetches every order's products; the 150-per-30s
+                # default of the emulator is exercised by its own tests
+                kwargs["rate_limit"] = (1500, 30.0)
             if name == "salesforce":
                 self._cert_dir = self._cert_dir or Path(tempfile.mkdtemp(prefix="loyalty-sandbox-ca-"))
                 kwargs["cert_dir"] = self.state_dir or self._cert_dir

@@ -20,7 +20,9 @@ shapes, auth and paging rules, and reproduces the quirks our connector must surv
   ``-Requests-Quota``, ``-Time-Reset-Ms`` and ``-Time-Window-Ms``; once the quota of the current
   window is used up, 429 until the window rolls. The window rolls when *either* the emulator clock
   or real (monotonic) time has moved past it: advancing a frozen test clock rolls it at once, and a
-  frozen clock can never deadlock a client that waits as told;
+  frozen clock can never deadlock a client that really sleeps. ``Time-Reset-Ms`` counts on real
+  time when the clock is real, else on the emulator clock (so a client that waits exactly that long,
+  on either timeline, finds the window rolled);
 * versions: a record id may appear several times with different modification times (orders
   ``date_modified`` RFC-2822, refunds ``created``, customers ``date_modified`` ISO-8601). A list
   request is answered with each record as it stood at ``asof = min(upper bound of the modification
@@ -332,7 +334,12 @@ class BigCommerceEmulator(Emulator):
                 window.used += 1
             if consume and not allowed:
                 self._rate_limited += 1
-            elapsed = self._window_elapsed(window, now_clock, now_mono)
+            # Time-Reset-Ms is measured on the timeline clients wait on: real time when the clock is
+            # real, else the emulator clock (a test's fake sleep advances it by exactly that much).
+            if self.clock.mode == "real":
+                elapsed = now_mono - window.started_mono
+            else:
+                elapsed = (now_clock - window.started_clock).total_seconds()
             left = quota - window.used
         reset_ms = max(0, math.ceil((seconds - elapsed) * 1000))
         return allowed, {

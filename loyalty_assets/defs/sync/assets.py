@@ -1,0 +1,91 @@
+"""Sync assets: the ledger reaches Smile.io, LoyaltyLion (and Salesforce) exactly once (RULES.md §9)."""
+
+import dagster as dg
+
+from loyalty_assets.defs.partitions import PROGRAM, WAREHOUSE_ASSET
+from loyalty_assets.defs.sync.loyalty_platforms import (
+    LoyaltyLionTarget,
+    PushCounts,
+    SmileTarget,
+    chunks,
+    push_one,
+)
+from loyalty_assets.lib.ledger import watermark
+from loyalty_assets.lib.outbox import mark_sending, open_batches, prepare_batches, record_outcomes
+
+
+def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.MaterializeResult:
+    name = target_cls.name
+    warehouse = context.resources.warehouse
+    if not resource.is_configured:
+        context.log.info(f"{name} is not configured: skipped")
+        return dg.MaterializeResult(metadata={"configured": False})
+    with warehouse.connect() as conn:
+        _, as_of = watermark(conn, PROGRAM)
+        if as_of is None:
+            return dg.MaterializeResult(metadata={"configured": True, "batches": 0})
+        conn.execute("BEGIN")
+        prepared = prepare_batches(conn, name, as_of, exclude_sources=(name,))
+        conn.execute("COMMIT")
+        work = open_batches(conn, name)
+    counts = PushCounts()
+    with resource.client() as client:
+        target = target_cls(client)
+        for chunk in chunks(work):
+            with warehouse.connect() as conn:
+                correlation = mark_sending(conn, name, chunk, context.run_id)
+            outcomes = [push_one(target, b) for b in chunk]  # HTTP, no DuckDB connection held
+            with warehouse.connect() as conn:
+                record_outcomes(conn, name, chunk, outcomes, correlation)
+            for o in outcomes:
+                counts.add(o.status)
+    context.log.info(f"{name}: {prepared} new batches; {counts}")
+    return dg.MaterializeResult(
+        metadata={"configured": True, "new_batches": prepared, "attempted": len(work), **vars(counts)}
+    )
+
+
+class SmileResource(dg.ConfigurableResource):
+    api_url: str | None = None
+    api_key: str | None = None
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(self.api_url and self.api_key)
+
+    def client(self):
+        from loyalty_assets.clients.smile import SmileClient
+
+        return SmileClient(self.api_url, self.api_key)
+
+
+class LoyaltyLionResource(dg.ConfigurableResource):
+    api_url: str | None = None
+    api_key: str | None = None
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(self.api_url and self.api_key)
+
+    def client(self):
+        from loyalty_assets.clients.loyaltylion import LoyaltyLionClient
+
+        return LoyaltyLionClient(self.api_url, self.api_key)
+
+
+@dg.asset(
+    group_name="sync", kinds={"duckdb", "smile"}, deps=["member_status", "ledger_entries"],
+    required_resource_keys={"warehouse", "smile"}, **WAREHOUSE_ASSET,
+)
+def smile_points_push(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """Spendable points sent to Smile.io as one points transaction per member per run (outbox, exactly once)."""
+    return push_points(context, context.resources.smile, SmileTarget)
+
+
+@dg.asset(
+    group_name="sync", kinds={"duckdb", "loyaltylion"}, deps=["member_status", "ledger_entries"],
+    required_resource_keys={"warehouse", "loyaltylion"}, **WAREHOUSE_ASSET,
+)
+def loyaltylion_points_push(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """Spendable points sent to LoyaltyLion (add/remove points by merchant id), through the outbox."""
+    return push_points(context, context.resources.loyaltylion, LoyaltyLionTarget)
