@@ -30,7 +30,7 @@ def land(conn: duckdb.DuckDBPyConnection, program: Program, orders=(), memos=(),
 def process(conn: duckdb.DuckDBPyConnection, program: Program, through: dt.date,
             now: dt.datetime = FAR_FUTURE, fx: FxTable | None = None) -> ledger.BookingResult:
     """Normalize, resolve identities, book the ledger up to `through`, evaluate tiers, refresh status."""
-    normalize.normalize_magento(conn, program, fx or FxTable.load(None), through)
+    normalize.normalize(conn, program, fx or FxTable.load(None), through)
     identity.resolve_members(conn, program, through)
     facts.refresh_order_facts(conn, program)
     result = ledger.book_through(conn, program, through, now)
