@@ -31,6 +31,7 @@ EMULATORS = {
     "sfcc": ("loyalty_assets.sandbox.sfcc", "SfccEmulator", "source"),
     "smile": ("loyalty_assets.sandbox.smile", "SmileEmulator", "target"),
     "loyaltylion": ("loyalty_assets.sandbox.loyaltylion", "LoyaltyLionEmulator", "target"),
+    "salesforce": ("loyalty_assets.sandbox.salesforce", "SalesforceEmulator", "target"),
 }
 
 STATE_FILE_NAME = "sandbox_state.json"

@@ -1,0 +1,171 @@
+"""Shared fixtures for the Dagster-level tests: a tmp DuckDB warehouse, the Magento sandbox loaded
+from handmade payloads and frozen at a fixed instant, the resources pointed at both, and
+`materialize_range`, which runs the whole asset graph (assets and checks) for an inclusive range of
+daily partitions as ONE run, the way `loyalty run` and a single-run backfill do.
+
+Everything talks real HTTP to the emulator on 127.0.0.1; nothing is written into the working
+directory (fixtures that run product code chdir into tmp_path first).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Iterator, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import simplejson
+
+from loyalty_assets.defs.resources import MagentoResource, Warehouse
+from loyalty_assets.sandbox import Sandbox
+
+# The default program (USD, UTC, start 2024-01-01); all seed data lives in 2024.
+SANDBOX_NOW = dt.datetime(2024, 3, 7, 12, 0, 0, tzinfo=dt.UTC)
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+# Settings of every source and target (CONTRACT.md §4) and of the program/instance: tests start
+# from none of them, so only what a test configures is configured.
+PLATFORM_ENV_PREFIXES = (
+    "MAGENTO_",
+    "BIGCOMMERCE_",
+    "COMMERCETOOLS_",
+    "SFCC_",
+    "SMILE_",
+    "LOYALTYLION_",
+    "SALESFORCE_",
+    "LOYALTY_",
+    "DAGSTER_PG_",
+)
+
+
+@pytest.fixture
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tmp cwd and no environment that would point product code at real state."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    for name in list(os.environ):
+        if name == "DAGSTER_HOME" or name.startswith(PLATFORM_ENV_PREFIXES):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOYALTY_WAREHOUSE", str(tmp_path / "env-warehouse.duckdb"))
+    return cwd
+
+
+@pytest.fixture
+def warehouse_path(tmp_path: Path, isolated_env: Path) -> Path:
+    return tmp_path / "loyalty.duckdb"
+
+
+def write_seed(
+    seed_dir: Path,
+    orders: Sequence[dict] = (),
+    creditmemos: Sequence[dict] = (),
+    customers: Sequence[dict] = (),
+) -> Path:
+    """A seed directory in the CONTRACT.md §2 layout: magento/{orders,creditmemos,customers}/x.json."""
+    for entity, records in (("orders", orders), ("creditmemos", creditmemos), ("customers", customers)):
+        folder = seed_dir / "magento" / entity
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "x.json").write_text(simplejson.dumps(list(records), use_decimal=True))
+    return seed_dir
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[Callable[..., Sandbox]]:
+    """Factory: ``sandbox(orders=[...], creditmemos=[...], customers=[...], now=...)`` writes a seed
+    directory and starts a Sandbox on it with its replay clock frozen at ``now``."""
+    started: list[Sandbox] = []
+
+    def start(
+        orders: Sequence[dict] = (),
+        creditmemos: Sequence[dict] = (),
+        customers: Sequence[dict] = (),
+        now: dt.datetime = SANDBOX_NOW,
+    ) -> Sandbox:
+        seed = write_seed(tmp_path / f"seed{len(started)}", orders, creditmemos, customers)
+        box = Sandbox(seed, now=now).start()
+        started.append(box)
+        return box
+
+    yield start
+    for box in started:
+        box.stop()
+
+
+def magento_resource(box: Sandbox) -> MagentoResource:
+    env = box.env()
+    return MagentoResource(
+        base_url=env["MAGENTO_BASE_URL"],
+        username=env["MAGENTO_ADMIN_USERNAME"],
+        password=env["MAGENTO_ADMIN_PASSWORD"],
+        tenant="default",
+    )
+
+
+def unconfigured_resources() -> dict[str, Any]:
+    """Every resource key of the location, none configured (each system then skips itself)."""
+    from loyalty_assets.defs.resources import BigCommerceResource, CommercetoolsResource, SfccResource
+    from loyalty_assets.defs.sync.assets import LoyaltyLionResource, SmileResource
+
+    return {
+        "magento": MagentoResource(),
+        "bigcommerce": BigCommerceResource(),
+        "commercetools": CommercetoolsResource(),
+        "sfcc": SfccResource(),
+        "smile": SmileResource(),
+        "loyaltylion": LoyaltyLionResource(),
+    }
+
+
+def build_test_resources(box: Sandbox, warehouse: Path) -> dict[str, Any]:
+    """The resources dict of the code location, pointed at the sandbox and a tmp warehouse."""
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    return {
+        **unconfigured_resources(),
+        "warehouse": Warehouse(database=str(warehouse)),
+        "magento": magento_resource(box),
+    }
+
+
+@cache
+def location_definitions() -> dg.Definitions:
+    """The code location exactly as `dagster dev` loads it (loyalty_assets.definitions)."""
+    from loyalty_assets.definitions import defs
+
+    return defs() if callable(defs) else defs
+
+
+def graph_assets() -> list[dg.AssetsDefinition]:
+    """Every asset and asset check of the location (checks are AssetsDefinitions too)."""
+    definitions = location_definitions()
+    return [*definitions.assets, *definitions.asset_checks]
+
+
+def materialize_range(
+    start: dt.date | str,
+    end: dt.date | str,
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance | None = None,
+    raise_on_error: bool = False,
+) -> dg.ExecuteInProcessResult:
+    """The whole graph for the inclusive range ``start..end`` of daily partitions, as one run.
+    Failures are returned, not raised, so tests can show which check failed and why."""
+    return dg.materialize(
+        graph_assets(),
+        resources=resources,
+        instance=instance,
+        tags={RANGE_START_TAG: str(start), RANGE_END_TAG: str(end)},
+        raise_on_error=raise_on_error,
+    )
+
+
+def blocking_check_failures(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [
+        f"{e.asset_key.to_user_string()}:{e.check_name} {e.metadata}"
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+    ]
