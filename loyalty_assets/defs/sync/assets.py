@@ -10,6 +10,7 @@ from loyalty_assets.defs.sync.loyalty_platforms import (
     chunks,
     push_one,
 )
+from loyalty_assets.defs.sync.salesforce import push_salesforce
 from loyalty_assets.lib.ledger import watermark
 from loyalty_assets.lib.outbox import mark_sending, open_batches, prepare_batches, record_outcomes
 
@@ -89,3 +90,19 @@ def smile_points_push(context: dg.AssetExecutionContext) -> dg.MaterializeResult
 def loyaltylion_points_push(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Spendable points sent to LoyaltyLion (add/remove points by merchant id), through the outbox."""
     return push_points(context, context.resources.loyaltylion, LoyaltyLionTarget)
+
+
+@dg.asset(
+    group_name="sync", kinds={"duckdb", "salesforce"}, deps=["member_status", "ledger_entries", "vip_tier_changes"],
+    required_resource_keys={"warehouse", "salesforce"}, **WAREHOUSE_ASSET,
+)
+def salesforce_push(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """Members (Lead, then Contact), ledger entries and tier changes upserted to Salesforce by external id;
+    only rows whose values changed since the last successful push."""
+    resource = context.resources.salesforce
+    if not resource.is_configured:
+        context.log.info("salesforce is not configured: skipped")
+        return dg.MaterializeResult(metadata={"configured": False})
+    summary = push_salesforce(context, resource, context.resources.warehouse)
+    context.log.info(f"salesforce: {summary}")
+    return dg.MaterializeResult(metadata={"configured": True, **summary})

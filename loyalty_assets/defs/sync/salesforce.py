@@ -1,0 +1,205 @@
+"""Pushing members, ledger entries and tier changes to Salesforce (RULES.md §9, CONTRACT.md §5).
+
+Members are Leads until their first `earn` entry, then Contacts (the Lead is marked converted through
+its Status field: the REST API has no lead conversion call). Everything is upserted by external id,
+which makes a resend harmless; only rows whose pushed values changed since the last successful push
+are sent. Names, e-mail and consent belong to Salesforce: they are written only when a record is
+created (Salesforce requires LastName), never overwritten. The daily API allowance is read from
+`Sforce-Limit-Info` and the push stops below a safety margin, leaving the rest for the next run.
+"""
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from decimal import Decimal
+
+import dagster as dg
+
+SAFETY_MAX_FRACTION = 0.8
+MEMBER_FIELDS = ("Loyalty_Points_Spendable__c", "Loyalty_Points_Pending__c", "Loyalty_VIP_Tier__c",
+                 "Loyalty_Lifetime_Spend__c", "Loyalty_Referral_Url__c")
+
+
+class SalesforceResource(dg.ConfigurableResource):
+    instance_url: str | None = None
+    session_id: str | None = None
+    login_url: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ca_bundle: str | None = None
+
+    @property
+    def is_configured(self) -> bool:
+        return bool((self.instance_url and self.session_id) or
+                    (self.client_id and self.client_secret and self.username and self.password))
+
+    def client(self, on_call=None):
+        from loyalty_assets.clients.salesforce import connect_salesforce
+
+        return connect_salesforce(
+            instance_url=self.instance_url, session_id=self.session_id,
+            login_url=self.login_url or "https://login.salesforce.com", client_id=self.client_id,
+            client_secret=self.client_secret, username=self.username, password=self.password,
+            ca_bundle=self.ca_bundle, on_call=on_call,
+        )
+
+
+def _hash(values: dict) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+MEMBERS_SQL = """
+WITH earned AS (SELECT DISTINCT member_id FROM ledger_entries WHERE kind = 'earn'),
+spend AS (
+    SELECT member_id, sum(net_eligible_program_minor) AS spend_minor FROM order_facts
+    WHERE lifecycle IN ('paid', 'fulfilled') GROUP BY member_id
+)
+SELECT s.member_id, s.email, s.points_spendable, s.points_pending, s.vip_tier,
+       coalesce(sp.spend_minor, 0) AS spend_minor, e.member_id IS NOT NULL AS has_earn,
+       st.values_hash AS pushed_hash, st.object AS pushed_object
+FROM member_status s
+LEFT JOIN earned e USING (member_id)
+LEFT JOIN spend sp USING (member_id)
+LEFT JOIN sync_state st ON st.target = 'salesforce' AND st.record_key = s.member_id
+     AND st.object IN ('Contact', 'Lead')
+     AND st.pushed_at = (SELECT max(pushed_at) FROM sync_state x WHERE x.target = 'salesforce'
+                         AND x.record_key = s.member_id AND x.object IN ('Contact', 'Lead'))
+"""
+
+TRANSACTIONS_SQL = """
+SELECT e.entry_id AS key, e.member_id, e.kind AS type, e.points, NULL AS tier, e.order_key,
+       coalesce(e.occurred_at, CAST(e.booked_on AS TIMESTAMPTZ)) AS occurred_at, e.description
+FROM ledger_entries e
+WHERE e.member_id IN (SELECT DISTINCT member_id FROM ledger_entries WHERE kind = 'earn')
+  AND NOT EXISTS (SELECT 1 FROM sync_state st WHERE st.target = 'salesforce'
+                  AND st.object = 'Loyalty_Transaction__c' AND st.record_key = e.entry_id)
+UNION ALL
+SELECT c.change_id, coalesce(r.survivor_id, c.member_id), 'tier_change', NULL, c.to_tier, NULL,
+       CAST(c.changed_on AS TIMESTAMPTZ), c.from_tier || ' -> ' || c.to_tier || ' (' || c.reason || ')'
+FROM vip_tier_changes c LEFT JOIN member_resolution r ON r.member_id = c.member_id
+WHERE NOT EXISTS (SELECT 1 FROM sync_state st WHERE st.target = 'salesforce'
+                  AND st.object = 'Loyalty_Transaction__c' AND st.record_key = c.change_id)
+"""
+
+
+def _member_values(row: dict) -> dict:
+    return {
+        "Loyalty_Points_Spendable__c": int(row["points_spendable"]),
+        "Loyalty_Points_Pending__c": int(row["points_pending"]),
+        "Loyalty_VIP_Tier__c": row["vip_tier"],
+        # currency field: a decimal string, never through float
+        "Loyalty_Lifetime_Spend__c": str(Decimal(int(row["spend_minor"])).scaleb(-2)),
+        "Loyalty_Referral_Url__c": None,
+    }
+
+
+def plan_salesforce(conn) -> dict:
+    """What must be sent: changed members (Lead or Contact), lead conversions, new transactions."""
+    cur = conn.execute(MEMBERS_SQL)
+    cols = [d[0] for d in cur.description]
+    leads, contacts, conversions = [], [], []
+    for values in (dict(zip(cols, r, strict=True)) for r in cur.fetchall()):
+        obj = "Contact" if values["has_earn"] else "Lead"
+        fields = _member_values(values)
+        digest = _hash({"object": obj, **fields})
+        if digest == values["pushed_hash"]:
+            continue
+        record = {"Loyalty_Member_Id__c": values["member_id"], **fields}
+        item = {"record": record, "hash": digest, "email": values["email"], "member_id": values["member_id"]}
+        (contacts if obj == "Contact" else leads).append(item)
+        if obj == "Contact" and values["pushed_object"] == "Lead":
+            conversions.append(values["member_id"])
+    cur = conn.execute(TRANSACTIONS_SQL)
+    cols = [d[0] for d in cur.description]
+    transactions = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    return {"leads": leads, "contacts": contacts, "conversions": conversions, "transactions": transactions}
+
+
+def _creation_fields(item: dict, obj: str) -> dict:
+    email = item["email"] or ""
+    fields = {"LastName": (email.split("@")[0] or item["member_id"])[:80], "Email": email or None}
+    if obj == "Lead":
+        fields["Company"] = "Loyalty member"
+    return fields
+
+
+def upsert_members(client, obj: str, items: list[dict]) -> list:
+    """Upsert without CRM-owned fields; records that do not exist yet are created with them."""
+    results = client.upsert_records(obj, "Loyalty_Member_Id__c", [i["record"] for i in items])
+    missing = [i for i, r in zip(items, results, strict=True)
+               if not r.success and "REQUIRED_FIELD_MISSING" in r.error_codes]
+    if missing:
+        created = client.upsert_records(obj, "Loyalty_Member_Id__c",
+                                        [{**i["record"], **_creation_fields(i, obj)} for i in missing])
+        by_key = {r.key: r for r in created}
+        results = [by_key.get(r.key, r) for r in results]
+    return results
+
+
+def push_salesforce(context, resource, warehouse) -> dict:
+    from loyalty_assets.clients.salesforce import RequestLimitExceeded
+
+    calls = []
+    now = dt.datetime.now(dt.UTC)
+    with warehouse.connect() as conn:
+        plan = plan_salesforce(conn)
+    log_rows, state_rows = [], []
+    stopped = None
+
+    def record(obj: str, operation: str, items_keys: list[tuple[str, str | None]], results: list) -> None:
+        for (key, hash_), result in zip(items_keys, results, strict=True):
+            status = "sent" if result.success else "failed"
+            message = None if result.success else "; ".join(f"{e.status_code}: {e.message}" for e in result.errors)
+            log_rows.append((str(uuid.uuid4()), context.run_id, "salesforce", f"upsert {obj}", key, 1, status,
+                             None, message, f"{obj} {key}", now, dt.datetime.now(dt.UTC)))
+            if result.success:
+                state_rows.append(("salesforce", obj, key, hash_ or "", dt.datetime.now(dt.UTC)))
+
+    with resource.client(on_call=calls.append) as client:
+        try:
+            for obj in ("Lead", "Contact"):
+                items = plan["leads" if obj == "Lead" else "contacts"]
+                if not items:
+                    continue
+                usage = client.limits()
+                if usage is not None and not usage.allows(len(items) // 200 + 2, max_fraction=SAFETY_MAX_FRACTION):
+                    stopped = f"API usage {usage.used}/{usage.max}: stopped below the safety margin"
+                    break
+                record(obj, "upsert", [(i["member_id"], i["hash"]) for i in items], upsert_members(client, obj, items))
+            if plan["conversions"] and not stopped:
+                records = [{"Loyalty_Member_Id__c": m, "Status": "Closed - Converted"} for m in plan["conversions"]]
+                results = client.upsert_records("Lead", "Loyalty_Member_Id__c", records)
+                record("Lead", "convert", [(m, "converted") for m in plan["conversions"]], results)
+            txns = plan["transactions"]
+            if txns and not stopped:
+                records = [{
+                    "Transaction_Id__c": t["key"], "Contact__r": {"Loyalty_Member_Id__c": t["member_id"]},
+                    "Type__c": t["type"], "Points__c": t["points"], "Tier__c": t["tier"],
+                    "Order_Key__c": t["order_key"], "Occurred_At__c": t["occurred_at"].isoformat(),
+                    "Description__c": (t["description"] or "")[:255],
+                } for t in txns]
+                results = client.upsert_records("Loyalty_Transaction__c", "Transaction_Id__c", records)
+                record("Loyalty_Transaction__c", "upsert", [(t["key"], "sent") for t in txns], results)
+        except RequestLimitExceeded as exc:
+            stopped = f"REQUEST_LIMIT_EXCEEDED: {exc}"  # never retried blindly: the next run continues
+    for c in calls:
+        log_rows.append((str(uuid.uuid4()), context.run_id, "salesforce", f"{c.method} {c.operation}", c.path,
+                         c.attempt, "ok" if c.status and c.status < 400 else "error", c.status, None,
+                         f"{c.elapsed_ms:.0f} ms", now, now))
+    with warehouse.connect() as conn:
+        if log_rows:
+            conn.executemany("INSERT INTO sync_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", log_rows)
+        if state_rows:
+            conn.executemany(
+                """INSERT INTO sync_state VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (target, object, record_key) DO UPDATE SET values_hash = excluded.values_hash,
+                       pushed_at = excluded.pushed_at""",
+                state_rows,
+            )
+    failed = sum(1 for r in log_rows if r[6] == "failed")
+    return {"leads": len(plan["leads"]), "contacts": len(plan["contacts"]), "conversions": len(plan["conversions"]),
+            "transactions": len(plan["transactions"]), "calls": len(calls), "failed_records": failed,
+            "stopped": stopped or ""}
