@@ -1,0 +1,104 @@
+"""Sync to Smile.io, LoyaltyLion and Salesforce (RULES.md §9, DESIGN.md §4), through Dagster against the
+sandbox emulators over HTTP: one points transaction per member per run, exactly once even when a
+response is lost after the write was applied; a 422 leaves the batch blocked with its reason; a member
+without a customer waits and is sent later; Salesforce gets Contacts and transactions by external id
+and only what changed; the sync log never holds an email address or a token."""
+
+import datetime as dt
+
+import duckdb
+import requests
+from conftest import materialize_range, unconfigured_resources
+from magento_factory import memo, order
+
+from loyalty_assets.defs.resources import MagentoResource, Warehouse
+from loyalty_assets.defs.sync.assets import LoyaltyLionResource, SmileResource
+from loyalty_assets.defs.sync.salesforce import SalesforceResource
+
+D = dt.date
+
+
+def resources_for(box, warehouse):
+    env = box.env()
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    return {
+        **unconfigured_resources(),
+        "warehouse": Warehouse(database=str(warehouse)),
+        "magento": MagentoResource(base_url=env["MAGENTO_BASE_URL"], username=env["MAGENTO_ADMIN_USERNAME"],
+                                   password=env["MAGENTO_ADMIN_PASSWORD"]),
+        "smile": SmileResource(api_url=env["SMILE_API_URL"], api_key=env["SMILE_API_KEY"]),
+        "loyaltylion": LoyaltyLionResource(api_url=env["LOYALTYLION_API_URL"], api_key=env["LOYALTYLION_API_KEY"]),
+        "salesforce": SalesforceResource(instance_url=env["SALESFORCE_INSTANCE_URL"],
+                                         session_id=env["SALESFORCE_SESSION_ID"],
+                                         ca_bundle=env["SALESFORCE_CA_BUNDLE"]),
+    }
+
+
+def query(warehouse, sql, params=None):
+    conn = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return conn.execute(sql, params or []).fetchall()
+    finally:
+        conn.close()
+
+
+def test_points_reach_smile_and_salesforce_exactly_once(sandbox, warehouse_path):
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="120.00", customer_id=5),
+                          order(2, "2024-03-02 10:00:00", email="bo@example.com", subtotal="80.00")])
+    (ann,) = box.smile.add_customers([{"email": "ann@example.com", "created_at": "2024-01-01T00:00:00Z"}])
+    resources = resources_for(box, warehouse_path)
+
+    result = materialize_range("2024-03-01", "2024-03-06", resources)
+    assert result.success
+    txns = box.smile.transactions(ann["id"])
+    assert [t["points_change"] for t in txns] == [120]
+    assert query(warehouse_path, "SELECT target, status, points FROM outbox WHERE target = 'smile' ORDER BY points") == [
+        ("smile", "awaiting_customer", 80), ("smile", "sent", 120)]
+    batch = query(warehouse_path, "SELECT batch_id FROM outbox WHERE status = 'sent' AND target = 'smile'")[0][0]
+    assert txns[0]["internal_note"] == batch
+
+    contacts = {r["Loyalty_Member_Id__c"]: r for r in box.salesforce.records("Contact")}
+    assert sorted(int(c["Loyalty_Points_Spendable__c"]) for c in contacts.values()) == [80, 120]
+    assert len(box.salesforce.records("Loyalty_Transaction__c")) == 2
+    logged = query(warehouse_path, "SELECT string_agg(coalesce(payload_summary, '') || coalesce(message, ''), ' ') FROM sync_log")[0][0]
+    assert "@example.com" not in logged and box.smile.api_key not in logged
+
+    # the same range again: nothing new is sent anywhere
+    sf_upserts = len(query(warehouse_path, "SELECT 1 FROM sync_log WHERE target = 'salesforce' AND operation LIKE 'upsert%'"))
+    assert materialize_range("2024-03-01", "2024-03-06", resources).success
+    assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [120]
+    assert len(query(warehouse_path, "SELECT 1 FROM sync_log WHERE target = 'salesforce' AND operation LIKE 'upsert%'"
+                     )) == sf_upserts
+
+    # the second shopper joins Smile: the waiting batch goes out on the next run
+    (bo,) = box.smile.add_customers([{"email": "bo@example.com", "created_at": "2024-01-01T00:00:00Z"}])
+    assert materialize_range("2024-03-06", "2024-03-06", resources).success
+    assert [t["points_change"] for t in box.smile.transactions(bo["id"])] == [80]
+    assert query(warehouse_path, "SELECT count(*) FROM outbox WHERE target = 'smile' AND status = 'sent'") == [(2,)]
+
+
+def test_lost_response_is_settled_without_sending_twice_and_422_blocks(sandbox, warehouse_path):
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00")],
+                  creditmemos=[memo(9, 1, "2024-03-05 10:00:00", subtotal="90.00")],
+                  now=dt.datetime(2024, 3, 3, 12, tzinfo=dt.UTC))
+    (ann,) = box.smile.add_customers([{"email": "ann@example.com", "created_at": "2024-01-01T00:00:00Z"}])
+    resources = resources_for(box, warehouse_path)
+    # the write is applied but its response never arrives
+    box.smile.faults.set_script([{"drop": True, "method": "POST", "path": "/v1/points_transactions"}])
+    assert materialize_range("2024-03-01", "2024-03-02", resources).success
+    assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [100]
+    assert query(warehouse_path, "SELECT status, attempts FROM outbox WHERE target = 'smile'") == [("sending", 1)]
+    assert materialize_range("2024-03-02", "2024-03-02", resources).success
+    assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [100]  # found, not resent
+    assert query(warehouse_path, "SELECT status FROM outbox WHERE target = 'smile'") == [("sent",)]
+
+    # the shopper spends 50 in Smile, then 90 of the order is refunded: -90 would go below zero
+    env = box.env()
+    requests.post(f"{env['SMILE_API_URL']}/points_transactions", timeout=5,
+                  headers={"Authorization": f"Bearer {env['SMILE_API_KEY']}"},
+                  json={"points_transaction": {"customer_id": ann["id"], "points_change": -50}}).raise_for_status()
+    box.clock.set(dt.datetime(2024, 3, 7, 12, tzinfo=dt.UTC))
+    assert materialize_range("2024-03-03", "2024-03-06", resources).success
+    blocked = query(warehouse_path, "SELECT points, last_error FROM outbox WHERE target = 'smile' AND status = 'blocked'")
+    assert len(blocked) == 1 and blocked[0][0] == -90 and "refused" in blocked[0][1]
+    assert box.smile.balance(ann["id"]) == 50  # nothing half-applied
