@@ -108,17 +108,9 @@ def magento_resource(box: Sandbox) -> MagentoResource:
 
 def unconfigured_resources() -> dict[str, Any]:
     """Every resource key of the location, none configured (each system then skips itself)."""
-    from loyalty_assets.defs.resources import BigCommerceResource, CommercetoolsResource, SfccResource
-    from loyalty_assets.defs.sync.assets import LoyaltyLionResource, SmileResource
+    from loyalty_assets.defs.resources import unconfigured_resources as location_unconfigured
 
-    return {
-        "magento": MagentoResource(),
-        "bigcommerce": BigCommerceResource(),
-        "commercetools": CommercetoolsResource(),
-        "sfcc": SfccResource(),
-        "smile": SmileResource(),
-        "loyaltylion": LoyaltyLionResource(),
-    }
+    return location_unconfigured()
 
 
 def build_test_resources(box: Sandbox, warehouse: Path) -> dict[str, Any]:

@@ -204,6 +204,18 @@ def target_resources() -> dict:
     }
 
 
+def unconfigured_resources() -> dict:
+    """Every external-system resource key of the location, none configured (each then skips itself)."""
+    from loyalty_assets.defs.sync.assets import LoyaltyLionResource, SmileResource
+    from loyalty_assets.defs.sync.salesforce import SalesforceResource
+
+    return {
+        "magento": MagentoResource(), "bigcommerce": BigCommerceResource(), "commercetools": CommercetoolsResource(),
+        "sfcc": SfccResource(), "smile": SmileResource(), "loyaltylion": LoyaltyLionResource(),
+        "salesforce": SalesforceResource(),
+    }
+
+
 def build_resources() -> dict:
     return {"warehouse": Warehouse(database=warehouse_path()), **source_resources(), **target_resources()}
 
