@@ -8,6 +8,7 @@ location always loads (CONTRACT.md §4). Each commerce resource hands out one cl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -21,6 +22,8 @@ class Warehouse(DuckDBResource):
 
     @contextmanager
     def connect(self):
+        # DuckDB creates the file but not its folder; without one the resource would retry for minutes
+        Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with self.get_connection() as conn:
             ensure_schema(conn)
             yield conn
@@ -72,8 +75,9 @@ class MagentoResource(CommerceSource):
     def client(self):
         from loyalty_assets.clients.magento import MagentoClient
 
-        return MagentoClient(self.base_url, access_token=self.access_token, username=self.username,
-                             password=self.password)
+        return MagentoClient(
+            self.base_url, access_token=self.access_token, username=self.username, password=self.password
+        )
 
     def clients(self):
         yield self.tenant, self.client()
@@ -121,13 +125,18 @@ class CommercetoolsResource(CommerceSource):
 
     @property
     def is_configured(self) -> bool:
-        return bool(self.api_url and self.auth_url and self.project_key and self.client_id and self.client_secret)
+        return bool(
+            self.api_url and self.auth_url and self.project_key and self.client_id and self.client_secret
+        )
 
     def clients(self):
         from loyalty_assets.clients.commercetools import CommercetoolsClient
 
-        yield self.project_key, CommercetoolsClient(
-            self.api_url, self.auth_url, self.project_key, self.client_id, self.client_secret
+        yield (
+            self.project_key,
+            CommercetoolsClient(
+                self.api_url, self.auth_url, self.project_key, self.client_id, self.client_secret
+            ),
         )
 
 
@@ -200,7 +209,9 @@ def target_resources() -> dict:
             ca_bundle=os.environ.get("SALESFORCE_CA_BUNDLE"),
         ),
         "smile": SmileResource(api_url=_env("SMILE_API_URL"), api_key=_env("SMILE_API_KEY")),
-        "loyaltylion": LoyaltyLionResource(api_url=_env("LOYALTYLION_API_URL"), api_key=_env("LOYALTYLION_API_KEY")),
+        "loyaltylion": LoyaltyLionResource(
+            api_url=_env("LOYALTYLION_API_URL"), api_key=_env("LOYALTYLION_API_KEY")
+        ),
     }
 
 
@@ -210,8 +221,12 @@ def unconfigured_resources() -> dict:
     from loyalty_assets.defs.sync.salesforce import SalesforceResource
 
     return {
-        "magento": MagentoResource(), "bigcommerce": BigCommerceResource(), "commercetools": CommercetoolsResource(),
-        "sfcc": SfccResource(), "smile": SmileResource(), "loyaltylion": LoyaltyLionResource(),
+        "magento": MagentoResource(),
+        "bigcommerce": BigCommerceResource(),
+        "commercetools": CommercetoolsResource(),
+        "sfcc": SfccResource(),
+        "smile": SmileResource(),
+        "loyaltylion": LoyaltyLionResource(),
         "salesforce": SalesforceResource(),
     }
 

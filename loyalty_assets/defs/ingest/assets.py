@@ -61,27 +61,47 @@ def fetch_stream(context: dg.AssetExecutionContext, platform: str, stream: str) 
                 now = client.server_time()
                 start, end = day_start_utc(day, PROGRAM), min(day_end_utc(day, PROGRAM), now - lag)
                 if start >= end:
-                    context.log.info(f"{name} {tenant} {day}: window not open yet at server time {now:%Y-%m-%d %H:%M:%S}")
+                    context.log.info(
+                        f"{name} {tenant} {day}: window not open yet at server time {now:%Y-%m-%d %H:%M:%S}"
+                    )
                     continue
                 result = client.fetch(stream, start, end)
                 # The connection is opened only after the API call: never hold the writer lock over HTTP.
                 with warehouse.connect() as conn:
                     offered, added = insert_versions(
-                        conn, name, tenant, result.items,
+                        conn,
+                        name,
+                        tenant,
+                        result.items,
                         record_id=lambda r: api.record_id(stream, r),
                         modified_at=lambda r: api.modified_at(stream, r),
                         tz=PROGRAM.tz,
                     )
                     conn.execute(
                         "INSERT INTO fetch_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
-                        [name, tenant, day, start, end, result.total_count, offered, added, result.server_time],
+                        [
+                            name,
+                            tenant,
+                            day,
+                            start,
+                            end,
+                            result.total_count,
+                            offered,
+                            added,
+                            result.server_time,
+                        ],
                     )
                 totals_ok &= result.total_count is None or offered == result.total_count
                 fetched += offered
                 new += added
     return dg.MaterializeResult(
-        metadata={"configured": True, "fetched": fetched, "new_versions": new, "counts_match_api": totals_ok,
-                  "dagster/partition_row_count": new}
+        metadata={
+            "configured": True,
+            "fetched": fetched,
+            "new_versions": new,
+            "counts_match_api": totals_ok,
+            "dagster/partition_row_count": new,
+        }
     )
 
 
@@ -119,6 +139,11 @@ def raw_landing_files(context: dg.AssetExecutionContext) -> dg.MaterializeResult
     with context.resources.warehouse.connect() as conn:
         result = load_landing(conn, PROGRAM, root)
     return dg.MaterializeResult(
-        metadata={"files": result.files, "records": result.records, "new_versions": result.new_versions,
-                  "bad_files": result.bad_files, "dagster/partition_row_count": result.new_versions}
+        metadata={
+            "files": result.files,
+            "records": result.records,
+            "new_versions": result.new_versions,
+            "bad_files": result.bad_files,
+            "dagster/partition_row_count": result.new_versions,
+        }
     )

@@ -14,6 +14,7 @@ def _completeness_check(asset_name: str):
     source = f"{platform}.{stream}"
 
     @dg.asset_check(
+        pool="duckdb",
         asset=asset_name,
         name=RAW_COUNT_MATCHES_API,
         blocking=False,

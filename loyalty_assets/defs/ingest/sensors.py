@@ -116,12 +116,16 @@ def landing_files_sensor(context: dg.SensorEvaluationContext):
     today = dt.datetime.now(PROGRAM.tz).date()
     first = max(first or today, PROGRAM.start_date)
     last = min(max(last or today, first), today)
-    digest = hashlib.sha256("|".join(f"{p}={fp}" for p, (_, fp) in sorted(new.items())).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("|".join(f"{p}={fp}" for p, (_, fp) in sorted(new.items())).encode()).hexdigest()[
+        :16
+    ]
     request = dg.RunRequest(
         run_key=f"landing:{digest}",
-        tags={"dagster/asset_partition_range_start": first.isoformat(),
-              "dagster/asset_partition_range_end": last.isoformat(),
-              "loyalty/trigger": "landing_files_sensor"},
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+            "loyalty/trigger": "landing_files_sensor",
+        },
     )
     cursor = {path: fp for path, (_, fp) in current.items()}
     return dg.SensorResult(run_requests=[request], cursor=json.dumps(cursor, sort_keys=True))

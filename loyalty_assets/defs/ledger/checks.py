@@ -11,6 +11,7 @@ ORDER_ENTRIES_SUM_TO_VALUE = "order_entries_sum_to_value"
 
 
 @dg.asset_check(
+    pool="duckdb",
     asset="ledger_journal",
     name=ENTRY_IDS_UNIQUE,
     blocking=True,
@@ -26,6 +27,7 @@ def entry_ids_unique(warehouse: Warehouse) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(
+    pool="duckdb",
     asset="ledger_journal",
     name=ORDER_ENTRIES_SUM_TO_VALUE,
     blocking=True,

@@ -10,6 +10,7 @@ QUARANTINE_RATE_LIMIT = 0.05
 
 
 @dg.asset_check(
+    pool="duckdb",
     asset="order_facts",
     name=MONEY_TOTALS_ADD_UP,
     blocking=False,
@@ -32,6 +33,7 @@ def money_totals_add_up(warehouse: Warehouse) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(
+    pool="duckdb",
     asset="quarantine",
     name=QUARANTINE_RATE,
     blocking=False,

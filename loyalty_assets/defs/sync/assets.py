@@ -75,8 +75,11 @@ class LoyaltyLionResource(dg.ConfigurableResource):
 
 
 @dg.asset(
-    group_name="sync", kinds={"duckdb", "smile"}, deps=["member_status", "ledger_entries"],
-    required_resource_keys={"warehouse", "smile"}, **WAREHOUSE_ASSET,
+    group_name="sync",
+    kinds={"duckdb", "smile"},
+    deps=["member_status", "ledger_entries"],
+    required_resource_keys={"warehouse", "smile"},
+    **WAREHOUSE_ASSET,
 )
 def smile_points_push(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Spendable points sent to Smile.io as one points transaction per member per run (outbox, exactly once)."""
@@ -84,8 +87,11 @@ def smile_points_push(context: dg.AssetExecutionContext) -> dg.MaterializeResult
 
 
 @dg.asset(
-    group_name="sync", kinds={"duckdb", "loyaltylion"}, deps=["member_status", "ledger_entries"],
-    required_resource_keys={"warehouse", "loyaltylion"}, **WAREHOUSE_ASSET,
+    group_name="sync",
+    kinds={"duckdb", "loyaltylion"},
+    deps=["member_status", "ledger_entries"],
+    required_resource_keys={"warehouse", "loyaltylion"},
+    **WAREHOUSE_ASSET,
 )
 def loyaltylion_points_push(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Spendable points sent to LoyaltyLion (add/remove points by merchant id), through the outbox."""
@@ -93,8 +99,11 @@ def loyaltylion_points_push(context: dg.AssetExecutionContext) -> dg.Materialize
 
 
 @dg.asset(
-    group_name="sync", kinds={"duckdb", "salesforce"}, deps=["member_status", "ledger_entries", "vip_tier_changes"],
-    required_resource_keys={"warehouse", "salesforce"}, **WAREHOUSE_ASSET,
+    group_name="sync",
+    kinds={"duckdb", "salesforce"},
+    deps=["member_status", "ledger_entries", "vip_tier_changes"],
+    required_resource_keys={"warehouse", "salesforce"},
+    **WAREHOUSE_ASSET,
 )
 def salesforce_push(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Members (Lead, then Contact), ledger entries and tier changes upserted to Salesforce by external id;

@@ -50,8 +50,10 @@ class SmileTarget:
 
     def send(self, customer_id: str, batch: Batch) -> str:
         txn = self.client.create_points_transaction(
-            int(customer_id), int(batch.points),
-            description=f"Loyalty points update ({batch.entries} entries)", internal_note=batch.batch_id,
+            int(customer_id),
+            int(batch.points),
+            description=f"Loyalty points update ({batch.entries} entries)",
+            internal_note=batch.batch_id,
         )
         return str(txn.get("id"))
 
@@ -89,20 +91,33 @@ def push_one(target, batch: Batch) -> Outcome:
             customer = target.find_customer(batch.email)
             matched_by = "email"
         if customer is None:
-            return Outcome(batch.batch_id, "awaiting_customer", message=f"no {target.name} customer for this member yet")
+            return Outcome(
+                batch.batch_id, "awaiting_customer", message=f"no {target.name} customer for this member yet"
+            )
         if batch.status == "sending":
             ref = target.settle(customer, batch.batch_id)
             if ref is not None:
-                return Outcome(batch.batch_id, "sent", 200, "found after an uncertain outcome", customer, ref, matched_by)
+                return Outcome(
+                    batch.batch_id, "sent", 200, "found after an uncertain outcome", customer, ref, matched_by
+                )
         ref = target.send(customer, batch)
         return Outcome(batch.batch_id, "sent", 201, None, customer, ref, matched_by)
     except BalanceWouldBeNegativeError as exc:
         return Outcome(batch.batch_id, "blocked", exc.status, f"refused: {exc}", customer, None, matched_by)
     except UncertainOutcomeError as exc:
-        return Outcome(batch.batch_id, "sending", exc.status, f"outcome unknown, will check before resending: {exc}",
-                       customer, None, matched_by)
+        return Outcome(
+            batch.batch_id,
+            "sending",
+            exc.status,
+            f"outcome unknown, will check before resending: {exc}",
+            customer,
+            None,
+            matched_by,
+        )
     except ApiError as exc:
-        return Outcome(batch.batch_id, "failed", exc.status, f"{type(exc).__name__}: {exc}", batch.external_customer_id)
+        return Outcome(
+            batch.batch_id, "failed", exc.status, f"{type(exc).__name__}: {exc}", batch.external_customer_id
+        )
 
 
 def chunks(items: list, size: int = CHUNK) -> Iterator[list]:

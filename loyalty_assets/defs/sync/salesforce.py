@@ -17,8 +17,13 @@ from decimal import Decimal
 import dagster as dg
 
 SAFETY_MAX_FRACTION = 0.8
-MEMBER_FIELDS = ("Loyalty_Points_Spendable__c", "Loyalty_Points_Pending__c", "Loyalty_VIP_Tier__c",
-                 "Loyalty_Lifetime_Spend__c", "Loyalty_Referral_Url__c")
+MEMBER_FIELDS = (
+    "Loyalty_Points_Spendable__c",
+    "Loyalty_Points_Pending__c",
+    "Loyalty_VIP_Tier__c",
+    "Loyalty_Lifetime_Spend__c",
+    "Loyalty_Referral_Url__c",
+)
 
 
 class SalesforceResource(dg.ConfigurableResource):
@@ -33,17 +38,24 @@ class SalesforceResource(dg.ConfigurableResource):
 
     @property
     def is_configured(self) -> bool:
-        return bool((self.instance_url and self.session_id) or
-                    (self.client_id and self.client_secret and self.username and self.password))
+        return bool(
+            (self.instance_url and self.session_id)
+            or (self.client_id and self.client_secret and self.username and self.password)
+        )
 
     def client(self, on_call=None):
         from loyalty_assets.clients.salesforce import connect_salesforce
 
         return connect_salesforce(
-            instance_url=self.instance_url, session_id=self.session_id,
-            login_url=self.login_url or "https://login.salesforce.com", client_id=self.client_id,
-            client_secret=self.client_secret, username=self.username, password=self.password,
-            ca_bundle=self.ca_bundle, on_call=on_call,
+            instance_url=self.instance_url,
+            session_id=self.session_id,
+            login_url=self.login_url or "https://login.salesforce.com",
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            username=self.username,
+            password=self.password,
+            ca_bundle=self.ca_bundle,
+            on_call=on_call,
         )
 
 
@@ -129,11 +141,15 @@ def _creation_fields(item: dict, obj: str) -> dict:
 def upsert_members(client, obj: str, items: list[dict]) -> list:
     """Upsert without CRM-owned fields; records that do not exist yet are created with them."""
     results = client.upsert_records(obj, "Loyalty_Member_Id__c", [i["record"] for i in items])
-    missing = [i for i, r in zip(items, results, strict=True)
-               if not r.success and "REQUIRED_FIELD_MISSING" in r.error_codes]
+    missing = [
+        i
+        for i, r in zip(items, results, strict=True)
+        if not r.success and "REQUIRED_FIELD_MISSING" in r.error_codes
+    ]
     if missing:
-        created = client.upsert_records(obj, "Loyalty_Member_Id__c",
-                                        [{**i["record"], **_creation_fields(i, obj)} for i in missing])
+        created = client.upsert_records(
+            obj, "Loyalty_Member_Id__c", [{**i["record"], **_creation_fields(i, obj)} for i in missing]
+        )
         by_key = {r.key: r for r in created}
         results = [by_key.get(r.key, r) for r in results]
     return results
@@ -152,9 +168,25 @@ def push_salesforce(context, resource, warehouse) -> dict:
     def record(obj: str, operation: str, items_keys: list[tuple[str, str | None]], results: list) -> None:
         for (key, hash_), result in zip(items_keys, results, strict=True):
             status = "sent" if result.success else "failed"
-            message = None if result.success else "; ".join(f"{e.status_code}: {e.message}" for e in result.errors)
-            log_rows.append((str(uuid.uuid4()), context.run_id, "salesforce", f"upsert {obj}", key, 1, status,
-                             None, message, f"{obj} {key}", now, dt.datetime.now(dt.UTC)))
+            message = (
+                None if result.success else "; ".join(f"{e.status_code}: {e.message}" for e in result.errors)
+            )
+            log_rows.append(
+                (
+                    str(uuid.uuid4()),
+                    context.run_id,
+                    "salesforce",
+                    f"upsert {obj}",
+                    key,
+                    1,
+                    status,
+                    None,
+                    message,
+                    f"{obj} {key}",
+                    now,
+                    dt.datetime.now(dt.UTC),
+                )
+            )
             if result.success:
                 state_rows.append(("salesforce", obj, key, hash_ or "", dt.datetime.now(dt.UTC)))
 
@@ -165,30 +197,59 @@ def push_salesforce(context, resource, warehouse) -> dict:
                 if not items:
                     continue
                 usage = client.limits()
-                if usage is not None and not usage.allows(len(items) // 200 + 2, max_fraction=SAFETY_MAX_FRACTION):
+                if usage is not None and not usage.allows(
+                    len(items) // 200 + 2, max_fraction=SAFETY_MAX_FRACTION
+                ):
                     stopped = f"API usage {usage.used}/{usage.max}: stopped below the safety margin"
                     break
-                record(obj, "upsert", [(i["member_id"], i["hash"]) for i in items], upsert_members(client, obj, items))
+                record(
+                    obj,
+                    "upsert",
+                    [(i["member_id"], i["hash"]) for i in items],
+                    upsert_members(client, obj, items),
+                )
             if plan["conversions"] and not stopped:
-                records = [{"Loyalty_Member_Id__c": m, "Status": "Closed - Converted"} for m in plan["conversions"]]
+                records = [
+                    {"Loyalty_Member_Id__c": m, "Status": "Closed - Converted"} for m in plan["conversions"]
+                ]
                 results = client.upsert_records("Lead", "Loyalty_Member_Id__c", records)
                 record("Lead", "convert", [(m, "converted") for m in plan["conversions"]], results)
             txns = plan["transactions"]
             if txns and not stopped:
-                records = [{
-                    "Transaction_Id__c": t["key"], "Contact__r": {"Loyalty_Member_Id__c": t["member_id"]},
-                    "Type__c": t["type"], "Points__c": t["points"], "Tier__c": t["tier"],
-                    "Order_Key__c": t["order_key"], "Occurred_At__c": t["occurred_at"].isoformat(),
-                    "Description__c": (t["description"] or "")[:255],
-                } for t in txns]
+                records = [
+                    {
+                        "Transaction_Id__c": t["key"],
+                        "Contact__r": {"Loyalty_Member_Id__c": t["member_id"]},
+                        "Type__c": t["type"],
+                        "Points__c": t["points"],
+                        "Tier__c": t["tier"],
+                        "Order_Key__c": t["order_key"],
+                        "Occurred_At__c": t["occurred_at"].isoformat(),
+                        "Description__c": (t["description"] or "")[:255],
+                    }
+                    for t in txns
+                ]
                 results = client.upsert_records("Loyalty_Transaction__c", "Transaction_Id__c", records)
                 record("Loyalty_Transaction__c", "upsert", [(t["key"], "sent") for t in txns], results)
         except RequestLimitExceeded as exc:
             stopped = f"REQUEST_LIMIT_EXCEEDED: {exc}"  # never retried blindly: the next run continues
     for c in calls:
-        log_rows.append((str(uuid.uuid4()), context.run_id, "salesforce", f"{c.method} {c.operation}", c.path,
-                         c.attempt, "ok" if c.status and c.status < 400 else "error", c.status, None,
-                         f"{c.elapsed_ms:.0f} ms", now, now))
+        log_rows.append(
+            (
+                str(uuid.uuid4()),
+                context.run_id,
+                "salesforce",
+                f"{c.method} {c.operation}",
+                c.path,
+                c.attempt,
+                "ok" if c.status and c.status < 400 else "error",
+                c.status,
+                None,
+                f"{c.elapsed_ms:.0f} ms",
+                now,
+                now,
+            )
+        )
     with warehouse.connect() as conn:
         if log_rows:
             conn.executemany("INSERT INTO sync_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", log_rows)
@@ -200,6 +261,12 @@ def push_salesforce(context, resource, warehouse) -> dict:
                 state_rows,
             )
     failed = sum(1 for r in log_rows if r[6] == "failed")
-    return {"leads": len(plan["leads"]), "contacts": len(plan["contacts"]), "conversions": len(plan["conversions"]),
-            "transactions": len(plan["transactions"]), "calls": len(calls), "failed_records": failed,
-            "stopped": stopped or ""}
+    return {
+        "leads": len(plan["leads"]),
+        "contacts": len(plan["contacts"]),
+        "conversions": len(plan["conversions"]),
+        "transactions": len(plan["transactions"]),
+        "calls": len(calls),
+        "failed_records": failed,
+        "stopped": stopped or "",
+    }

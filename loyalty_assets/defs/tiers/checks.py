@@ -9,6 +9,7 @@ NO_NEGATIVE_SPENDABLE = "no_negative_spendable"
 
 
 @dg.asset_check(
+    pool="duckdb",
     asset="member_status",
     name=BALANCES_EQUAL_ENTRY_SUMS,
     blocking=True,
@@ -31,6 +32,7 @@ def balances_equal_entry_sums(warehouse: Warehouse) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(
+    pool="duckdb",
     asset="member_status",
     name=NO_NEGATIVE_SPENDABLE,
     blocking=False,

@@ -1,0 +1,222 @@
+"""Contract: the graph runs on a PostgreSQL-backed Dagster instance and the `duckdb` pool is
+enforced there (DESIGN.md §3 "Instance", "Concurrency", "PostgreSQL in tests"; CONTRACT.md §4;
+issue 2 item 9).
+
+The server is the one named by DAGSTER_PG_* when set, else 127.0.0.1:5432 as `postgres` (trust
+auth); each test works in a throwaway database it creates and drops. Without a reachable server the
+tests skip saying why, unless LOYALTY_REQUIRE_POSTGRES=1 (CI), where they fail instead.
+
+Pool enforcement is shown on the warehouse job's own executor (in-process, like `loyalty run`):
+with the pool's single slot held by another run, the materialization waits on the pool and writes
+nothing; once the slot is freed it completes, never holding more than one slot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import dagster as dg
+import duckdb
+import pytest
+from conftest import blocking_check_failures, build_test_resources, location_definitions, materialize_range
+from magento_factory import memo, order
+
+psycopg2 = pytest.importorskip("psycopg2")
+
+DAY = dt.date(2024, 3, 5)
+POOL = "duckdb"
+
+
+def _server() -> dict[str, str]:
+    return {
+        "host": os.environ.get("DAGSTER_PG_HOST") or "127.0.0.1",
+        "port": os.environ.get("DAGSTER_PG_PORT") or "5432",
+        "user": os.environ.get("DAGSTER_PG_USER") or "postgres",
+        "password": os.environ.get("DAGSTER_PG_PASSWORD") or "",
+        "admin_db": os.environ.get("DAGSTER_PG_DB") or "postgres",
+    }
+
+
+def _connect(server: dict[str, str], dbname: str):
+    return psycopg2.connect(
+        host=server["host"],
+        port=int(server["port"]),
+        user=server["user"],
+        password=server["password"] or None,
+        dbname=dbname,
+        connect_timeout=5,
+    )
+
+
+@pytest.fixture
+def pg_url() -> Iterator[tuple[str, dict[str, str], str]]:
+    """A fresh, empty database on the server: (SQLAlchemy URL, server settings, database name)."""
+    server = _server()
+    try:
+        admin = _connect(server, server["admin_db"])
+    except psycopg2.OperationalError as exc:
+        reason = (
+            f"no PostgreSQL server at {server['host']}:{server['port']} as {server['user']}: {exc}".strip()
+        )
+        if os.environ.get("LOYALTY_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"LOYALTY_REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(reason)
+    admin.autocommit = True
+    name = f"loyalty_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    auth = quote(server["user"]) + (f":{quote(server['password'])}" if server["password"] else "")
+    url = f"postgresql+psycopg2://{auth}@{server['host']}:{server['port']}/{name}"
+    try:
+        yield url, server, name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def pg_instance(pg_url) -> Iterator[dg.DagsterInstance]:
+    url, _, _ = pg_url
+    overrides = {
+        "storage": {"postgres": {"postgres_url": url}},
+        "concurrency": {"pools": {"default_limit": 1}},
+    }
+    with dg.instance_for_test(overrides=overrides) as instance:
+        yield instance
+
+
+@pytest.fixture
+def resources(sandbox, warehouse_path):
+    box = sandbox(
+        orders=[
+            order(1, "2024-03-05 09:00:00", subtotal="120.00", email="ann@example.com"),
+            order(2, "2024-03-05 10:00:00", subtotal="40.00", email="bob@example.com"),
+        ],
+        creditmemos=[memo(10, 1, "2024-03-05 15:00:00", subtotal="20.00")],
+    )
+    return build_test_resources(box, warehouse_path), warehouse_path
+
+
+def _query(pg_url, sql: str, params: tuple = ()) -> list[tuple]:
+    _, server, name = pg_url
+    conn = _connect(server, name)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def test_instance_uses_postgres_with_pools_limited_to_one(pg_instance, pg_url) -> None:
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
+
+    assert isinstance(pg_instance.run_storage, PostgresRunStorage)
+    assert isinstance(pg_instance.event_log_storage, PostgresEventLogStorage)
+    assert pg_instance.event_log_storage.supports_global_concurrency_limits
+    assert pg_instance.event_log_storage.get_pool_config().default_pool_limit == 1
+    assert ("runs",) in _query(
+        pg_url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+    )
+
+
+def test_partition_materializes_on_postgres_and_history_is_stored_there(
+    pg_instance, pg_url, resources
+) -> None:
+    res, warehouse = resources
+    result = materialize_range(DAY, DAY, res, instance=pg_instance)
+    assert blocking_check_failures(result) == []
+    assert result.success
+
+    assert _query(pg_url, "SELECT status FROM runs WHERE run_id = %s", (result.run_id,)) == [("SUCCESS",)]
+    materialized = {
+        row[0]
+        for row in _query(
+            pg_url,
+            "SELECT asset_key FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
+            (result.run_id,),
+        )
+    }
+    every_asset = {key.to_string() for a in location_definitions().assets for key in a.keys}
+    assert materialized == every_asset
+    record = pg_instance.get_latest_materialization_event(dg.AssetKey("ledger_journal"))
+    assert record is not None and record.run_id == result.run_id
+
+    conn = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        # 120 - 20 refunded on the same day = 100 points for Ann, 40 for Bob.
+        assert conn.execute("SELECT sum(points) FROM ledger_entries").fetchone()[0] == 140
+    finally:
+        conn.close()
+
+
+def test_duckdb_pool_blocks_the_run_until_its_only_slot_is_free(pg_instance, resources) -> None:
+    res, warehouse = resources
+    storage = pg_instance.event_log_storage
+
+    # Another run (a stand-in for a concurrent `loyalty run`) holds the pool's only slot.
+    blocker = "blocker-" + uuid.uuid4().hex[:8]
+    storage.initialize_concurrency_limit_to_default(POOL)
+    assert storage.get_concurrency_info(POOL).slot_count == 1
+    assert storage.claim_concurrency_slot(POOL, blocker, "writes_the_warehouse").is_claimed
+
+    outcome: dict[str, object] = {}
+    max_claimed = 0
+
+    def run() -> None:
+        try:
+            outcome["result"] = materialize_range(DAY, DAY, res, instance=pg_instance)
+        except BaseException as exc:  # surfaced by the assertions below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        waiting: set[str] = set()
+        while time.monotonic() < deadline and not waiting and thread.is_alive():
+            waiting = storage.get_concurrency_info(POOL).pending_run_ids - {blocker}
+            time.sleep(0.2)
+        assert waiting, f"the run never queued on the {POOL} pool: {outcome}"
+        time.sleep(4)
+        info = storage.get_concurrency_info(POOL)
+        assert thread.is_alive(), f"the run finished while the pool was full: {outcome}"
+        assert info.active_run_ids == {blocker}
+        assert info.pending_run_ids - {blocker} == waiting
+        (run_id,) = waiting
+        assert not pg_instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        ).records, "an asset materialized while its pool was full"
+        assert not warehouse.exists() or _raw_rows(warehouse) == 0
+    finally:
+        storage.free_concurrency_slots_for_run(blocker)
+
+    while thread.is_alive() and time.monotonic() < deadline + 120:
+        max_claimed = max(max_claimed, storage.get_concurrency_info(POOL).active_slot_count)
+        thread.join(0.2)
+    assert not thread.is_alive(), "the run did not finish after the slot was freed"
+    assert "error" not in outcome, outcome.get("error")
+    result = outcome["result"]
+    assert isinstance(result, dg.ExecuteInProcessResult)
+    assert result.run_id == run_id
+    assert blocking_check_failures(result) == []
+    assert result.success
+    assert max_claimed <= 1
+    assert _raw_rows(warehouse) == 3
+    # The run gave its slot back: the pool is free for the next writer.
+    assert storage.get_concurrency_info(POOL).active_slot_count == 0
+
+
+def _raw_rows(warehouse) -> int:
+    conn = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return conn.execute("SELECT count(*) FROM raw_records").fetchone()[0]
+    finally:
+        conn.close()
