@@ -15,6 +15,7 @@ import json
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,37 @@ SUMMARY_KEYS = {
     "credit_memo_versions",
     "malformed_records",
     "fx_rate_rows",
+}
+PLATFORM_SUMMARY_KEYS = {
+    "multi_platform_shoppers",
+    "bigcommerce_stores",
+    "bigcommerce_orders",
+    "bigcommerce_order_versions",
+    "bigcommerce_refunds",
+    "bigcommerce_customers",
+    "bigcommerce_customer_versions",
+    "bigcommerce_malformed_records",
+    "commercetools_orders",
+    "commercetools_order_versions",
+    "commercetools_payments",
+    "commercetools_payment_versions",
+    "commercetools_refund_transactions",
+    "commercetools_customers",
+    "commercetools_malformed_records",
+    "sfcc_orders",
+    "sfcc_order_versions",
+    "sfcc_malformed_records",
+    "smile_customers",
+    "smile_points_transactions",
+    "smile_reward_fulfillments",
+    "smile_referrals",
+    "loyaltylion_customers",
+    "loyaltylion_transactions",
+    "loyaltylion_referrals",
+    "salesforce_contacts",
+    "salesforce_adjustment_requests",
+    "total_orders",
+    "total_malformed_records",
 }
 
 
@@ -111,7 +143,10 @@ def test_same_seed_writes_byte_identical_files(tmp_path):
         b, customers=40, days=20, start=START, seed=3
     )
     generate(c, customers=40, days=20, start=START, seed=4)
-    for name in FILES:
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert len(files) > len(FILES)
+    for name in files:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     assert (a / FILES[0]).read_bytes() != (c / FILES[0]).read_bytes()
 
@@ -120,7 +155,7 @@ def test_layout_and_summary(seed_dir, orders, memos, customers):
     root, summary = seed_dir
     for name in FILES:
         assert (root / name).is_file(), name
-    assert set(summary) == SUMMARY_KEYS
+    assert set(summary) == SUMMARY_KEYS | PLATFORM_SUMMARY_KEYS
     assert (summary["start"], summary["end"]) == ("2024-03-01", "2024-04-29")
     assert summary["shoppers"] == 100
     assert summary["order_versions"] == len(orders)
@@ -462,3 +497,382 @@ def test_malformed_records_are_present(orders, memos, versions):
     for memo in memos:
         if memo["order_id"] in versions:
             assert _parse(memo["created_at"]) >= _parse(versions[memo["order_id"]][0]["created_at"])
+
+
+# -- other platforms (CONTRACT.md §2) ----------------------------------------------------------------
+BC_STATUS_IDS = set(range(15))
+
+
+def _array(path: Path) -> list[dict]:
+    return json.loads(path.read_text(), parse_float=Decimal)
+
+
+def _only(root: Path, pattern: str) -> Path:
+    found = sorted(root.glob(pattern))
+    assert len(found) == 1, (pattern, found)
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def bc(seed_dir) -> dict[str, dict[str, list[dict]]]:
+    root = seed_dir[0] / "bigcommerce"
+    return {
+        d.name: {s: _array(_only(d, f"{s}/*.json")) for s in ("orders", "refunds", "customers")}
+        for d in sorted(root.iterdir())
+    }
+
+
+@pytest.fixture(scope="module")
+def ct(seed_dir) -> dict[str, list[dict]]:
+    (project,) = sorted((seed_dir[0] / "commercetools").iterdir())
+    return {e: _array(_only(project, f"{e}/*.json")) for e in ("orders", "payments", "customers")}
+
+
+@pytest.fixture(scope="module")
+def sfcc_orders(seed_dir) -> list[dict]:
+    (org,) = sorted((seed_dir[0] / "sfcc").iterdir())
+    assert org.name.startswith("f_ecom_")
+    return _array(_only(org, "orders/*.json"))
+
+
+def _bc_time(value: str) -> datetime:
+    return parsedate_to_datetime(value).replace(tzinfo=None)
+
+
+def _iso(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).replace(tzinfo=None)
+
+
+def _in_range(moment: datetime) -> bool:
+    return datetime(2024, 3, 1) <= moment < datetime(2024, 4, 30)
+
+
+def _versions(records: list[dict], key: str) -> dict:
+    by_id: dict = defaultdict(list)
+    for record in records:
+        by_id[record[key]].append(record)
+    return by_id
+
+
+def test_every_platform_has_its_seed_layout(seed_dir, bc, ct, sfcc_orders):
+    root, summary = seed_dir
+    assert len(bc) == 2 == summary["bigcommerce_stores"]
+    for name in (
+        "smile/customers",
+        "smile/points_transactions",
+        "smile/reward_fulfillments",
+        "smile/referrals",
+        "loyaltylion/customers",
+        "loyaltylion/transactions",
+        "loyaltylion/referrals",
+        "salesforce/Contact",
+        "salesforce/Loyalty_Adjustment_Request__c",
+    ):
+        assert isinstance(_array(_only(root, f"{name}/*.json")), list), name
+    assert summary["bigcommerce_order_versions"] == sum(len(s["orders"]) for s in bc.values())
+    assert summary["bigcommerce_refunds"] == sum(len(s["refunds"]) for s in bc.values())
+    assert summary["commercetools_order_versions"] == len(ct["orders"])
+    assert summary["commercetools_orders"] == len({o["id"] for o in ct["orders"]})
+    assert summary["commercetools_payment_versions"] == len(ct["payments"])
+    assert summary["sfcc_order_versions"] == len(sfcc_orders)
+    assert (
+        summary["total_orders"]
+        == summary["orders"]
+        + summary["bigcommerce_orders"]
+        + summary["commercetools_orders"]
+        + summary["sfcc_orders"]
+    )
+    shares = {
+        p: summary[f"{p}_orders"] / summary["total_orders"] for p in ("bigcommerce", "commercetools", "sfcc")
+    }
+    shares["magento"] = summary["orders"] / summary["total_orders"]
+    assert 0.3 < shares.pop("magento") < 0.6 and all(0.04 < v < 0.4 for v in shares.values()), shares
+    versions = sum(summary[k] for k in summary if k.endswith("order_versions"))
+    assert 0 < summary["total_malformed_records"] <= 0.03 * versions
+
+
+def test_bigcommerce_orders_have_native_shapes(bc):
+    currencies, multi = set(), False
+    for store in bc.values():
+        for order in store["orders"]:
+            for key in (
+                "subtotal_ex_tax",
+                "subtotal_inc_tax",
+                "total_ex_tax",
+                "total_inc_tax",
+                "total_tax",
+                "shipping_cost_ex_tax",
+                "discount_amount",
+                "coupon_discount",
+            ):
+                assert isinstance(order[key], str), key
+                assert order[key] == "abc" or len(order[key].split(".")[-1]) == 4, key
+            assert isinstance(order["is_tax_inclusive_pricing"], bool)
+            assert isinstance(order["customer_id"], int) and isinstance(order["channel_id"], int)
+            assert _bc_time(order["date_created"]) <= _bc_time(order["date_modified"])
+            assert order["date_modified"].endswith("+0000")
+            currencies.add(order["default_currency_code"])
+            if order["default_currency_code"] != "USD":
+                assert order["store_default_currency_code"] == "USD"
+                assert Decimal(order["store_default_to_transactional_exchange_rate"]) != 1
+                multi = True
+            for product in order["products"]:
+                assert product["order_id"] == order["id"]
+                assert product["type"] in ("physical", "digital", "giftcertificate")
+                assert isinstance(product["price_ex_tax"], str) and isinstance(product["quantity"], int)
+                assert isinstance(product["applied_discounts"], list)
+            if order["status_id"] in BC_STATUS_IDS and order["subtotal_ex_tax"][0].isdigit():
+                top = [p for p in order["products"] if p["parent_order_product_id"] is None]
+                assert Decimal(order["subtotal_ex_tax"]) == sum(Decimal(p["total_ex_tax"]) for p in top)
+                assert Decimal(order["total_inc_tax"]) == Decimal(order["total_ex_tax"]) + Decimal(
+                    order["total_tax"]
+                )
+        for customer in store["customers"]:
+            assert {"id", "email", "first_name", "last_name", "date_created", "date_modified"} <= set(
+                customer
+            )
+            assert _in_range(_iso(customer["date_modified"]))
+    assert {"USD", "EUR", "CAD"} <= currencies and multi
+    types = {p["type"] for s in bc.values() for o in s["orders"] for p in o["products"]}
+    assert types == {"physical", "digital", "giftcertificate"}
+    assert any(p["parent_order_product_id"] for s in bc.values() for o in s["orders"] for p in o["products"])
+    assert any(o["is_tax_inclusive_pricing"] for s in bc.values() for o in s["orders"])
+
+
+def test_bigcommerce_versions_and_refunds(bc):
+    chains, guests = set(), 0
+    for store in bc.values():
+        versions = _versions(store["orders"], "id")
+        products = {p["id"]: o["id"] for o in store["orders"] for p in o["products"]}
+        for vs in versions.values():
+            stamps = [_bc_time(v["date_modified"]) for v in vs]
+            assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+            assert all(_in_range(t) for t in stamps)
+            chains.add(tuple(v["status_id"] for v in vs))
+            guests += vs[0]["customer_id"] == 0
+        orphans = 0
+        for refund in store["refunds"]:
+            assert isinstance(refund["total_amount"], int | Decimal) and _in_range(_iso(refund["created"]))
+            if refund["order_id"] not in versions:
+                orphans += 1
+                continue
+            vs = versions[refund["order_id"]]
+            assert _iso(refund["created"]) >= _bc_time(vs[0]["date_created"])
+            later = [v["status_id"] for v in vs if _bc_time(v["date_modified"]) > _iso(refund["created"])]
+            assert later and later[0] in (4, 14)
+            for item in refund["items"]:
+                assert item["item_type"] in ("PRODUCT", "SHIPPING")
+                if item["item_type"] == "PRODUCT":
+                    assert products[item["item_id"]] == refund["order_id"]
+                    assert item["requested_amount"] is None or isinstance(
+                        item["requested_amount"], int | Decimal
+                    )
+        assert orphans <= 1
+    assert (
+        sum(r["order_id"] not in _versions(s["orders"], "id") for s in bc.values() for r in s["refunds"]) == 1
+    )
+    assert {(11, 2, 10), (11, 2, 4), (11, 2, 14), (11, 2, 14, 4), (7, 5)} <= chains
+    assert guests
+    requested = {r["items"][0]["requested_amount"] is None for s in bc.values() for r in s["refunds"]}
+    assert requested == {True, False}
+
+
+def _cents(money: dict) -> int:
+    assert money["type"] == "centPrecision" and isinstance(money["centAmount"], int)
+    return money["centAmount"]
+
+
+def _ct_malformed(order: dict) -> bool:
+    cents = order["totalPrice"]["centAmount"]
+    return not isinstance(cents, int) or cents < 0 or "customerEmail" not in order
+
+
+def test_commercetools_orders_have_native_shapes_and_versions(ct):
+    versions = _versions(ct["orders"], "id")
+    currencies, states, untaxed = set(), set(), 0
+    for vs in versions.values():
+        assert [v["version"] for v in vs] == list(range(1, len(vs) + 1))
+        stamps = [_iso(v["lastModifiedAt"]) for v in vs]
+        assert stamps == sorted(stamps) and all(_in_range(t) for t in stamps)
+        assert _iso(vs[0]["createdAt"]) <= stamps[0]
+        assert all(v["lastModifiedAt"].endswith("Z") and len(v["lastModifiedAt"]) == 24 for v in vs)
+        states.add(tuple((v["orderState"], v["paymentState"], v.get("shipmentState")) for v in vs))
+        order = vs[-1]
+        if _ct_malformed(order):
+            continue
+        cur = order["totalPrice"]["currencyCode"]
+        currencies.add((cur, order["totalPrice"]["fractionDigits"]))
+        lines = sum(_cents(li["totalPrice"]) for li in order["lineItems"])
+        shipping = _cents(order["shippingInfo"]["price"]) if "shippingInfo" in order else 0
+        assert _cents(order["totalPrice"]) == lines + shipping
+        if "taxedPrice" in order:
+            assert _cents(order["taxedPrice"]["totalNet"]) == _cents(order["totalPrice"])
+            assert _cents(order["taxedPrice"]["totalGross"]) >= _cents(order["taxedPrice"]["totalNet"])
+        else:
+            untaxed += 1
+        assert order["store"]["key"] and order["paymentInfo"]["payments"][0]["typeId"] == "payment"
+        assert all(li["productType"]["key"] for li in order["lineItems"])
+    assert {("EUR", 2), ("GBP", 2), ("JPY", 0)} <= currencies and untaxed
+    assert (
+        ("Open", "Pending", None),
+        ("Confirmed", "Paid", "Ready"),
+        ("Confirmed", "Paid", "Shipped"),
+        ("Complete", "Paid", "Delivered"),
+    ) in states
+    assert any(s[-1][0] == "Cancelled" for s in states)
+    keys = {li["productType"]["key"] for o in ct["orders"] for li in o["lineItems"]}
+    assert "giftcard" in keys
+
+
+def test_a_commercetools_guest_order_is_reassigned_to_a_customer(ct):
+    customers = {c["id"]: c for c in ct["customers"]}
+    reassigned = [
+        vs
+        for vs in _versions(ct["orders"], "id").values()
+        if "customerId" not in vs[0] and "customerId" in vs[-1]
+    ]
+    assert reassigned
+    for vs in reassigned:
+        customer = customers[vs[-1]["customerId"]]
+        assert _norm(customer["email"]) == _norm(vs[-1]["customerEmail"])
+        assert _iso(customer["createdAt"]) <= _iso(vs[-1]["lastModifiedAt"])
+        assert vs[-1]["version"] > vs[-2]["version"]
+
+
+def test_commercetools_refund_transactions_in_several_states(ct):
+    referenced = {p["id"] for o in ct["orders"] for p in o["paymentInfo"]["payments"]}
+    payments = _versions(ct["payments"], "id")
+    states = set()
+    for pid, vs in payments.items():
+        assert [v["version"] for v in vs] == list(range(1, len(vs) + 1)) or pid not in referenced
+        stamps = [_iso(v["lastModifiedAt"]) for v in vs]
+        assert stamps == sorted(stamps) and all(_in_range(t) for t in stamps)
+        assert len({v["createdAt"] for v in vs}) == 1
+        for txn in vs[-1]["transactions"]:
+            _cents(txn["amount"])
+            if txn["type"] == "Refund":
+                states.add(txn["state"])
+    assert {"Initial", "Pending", "Success", "Failure"} <= states
+    assert len(set(payments) - referenced) == 1  # a refund for an order that never exists
+    changed = [
+        vs for vs in payments.values() if len({tuple(t["state"] for t in v["transactions"]) for v in vs}) > 2
+    ]
+    assert changed
+
+
+def test_sfcc_orders_have_native_shapes_and_versions(sfcc_orders):
+    versions = _versions(sfcc_orders, "orderNo")
+    final = set()
+    for vs in versions.values():
+        stamps = [_iso(v["lastModified"]) for v in vs]
+        assert stamps == sorted(stamps) and all(_in_range(t) for t in stamps)
+        assert _iso(vs[0]["creationDate"]) <= stamps[0]
+        final.add(vs[-1]["status"])
+        order = vs[-1]
+        assert order["taxation"] in ("net", "gross") and order["siteId"]
+        assert isinstance(order["customerInfo"]["guest"], bool)
+        if (
+            isinstance(order["productTotal"], str)
+            or order["productTotal"] < 0
+            or "email" not in order["customerInfo"]
+        ):
+            continue
+        for key in ("productTotal", "productSubTotal", "orderTotal", "taxTotal", "shippingTotal"):
+            assert isinstance(order[key], int | Decimal), key
+        adjust = sum(_dec(a["price"]) for a in order.get("orderPriceAdjustments", []))
+        assert adjust <= 0
+        if order["taxation"] == "net":
+            assert _dec(order["orderTotal"]) == _dec(order["productTotal"]) + adjust + _dec(
+                order["shippingTotal"]
+            ) + _dec(order["taxTotal"])
+    assert {"completed", "cancelled", "failed", "new"} <= final
+    assert {o["currency"] for o in sfcc_orders} == {"USD", "EUR"}
+    assert any(o.get("orderPriceAdjustments") for o in sfcc_orders)
+
+
+def _platform_emails(root: Path, bc, ct, sfcc_orders) -> dict[str, set[str]]:
+    emails = defaultdict(set)
+    for order in _load(root, "orders"):
+        if order.get("customer_email"):
+            emails["magento"].add(order["customer_email"])
+    for store in bc.values():
+        emails["bigcommerce"] |= {o["billing_address"]["email"] for o in store["orders"]}
+    emails["commercetools"] = {o["customerEmail"] for o in ct["orders"] if "customerEmail" in o}
+    emails["sfcc"] = {o["customerInfo"]["email"] for o in sfcc_orders if "email" in o["customerInfo"]}
+    return emails
+
+
+def test_the_same_person_shops_on_several_platforms(seed_dir, bc, ct, sfcc_orders):
+    emails = _platform_emails(seed_dir[0], bc, ct, sfcc_orders)
+    platforms_of = defaultdict(set)
+    spellings = defaultdict(set)
+    for platform, values in emails.items():
+        for email in values:
+            if email:
+                platforms_of[_norm(email)].add(platform)
+                spellings[_norm(email)].add(email)
+    shared = [e for e, p in platforms_of.items() if len(p) >= 2]
+    assert len(shared) >= 10 and any(len(platforms_of[e]) >= 3 for e in shared)
+    assert seed_dir[1]["multi_platform_shoppers"] >= 10
+    # the same person types the address differently from one platform to the next
+    assert any(
+        {"magento", "bigcommerce", "commercetools"} <= platforms_of[e] and len(spellings[e]) >= 2
+        for e in shared
+    )
+
+
+def test_loyalty_platforms_and_salesforce(seed_dir, bc, ct, sfcc_orders):
+    root = seed_dir[0]
+    shopper_emails = {_norm(e) for v in _platform_emails(root, bc, ct, sfcc_orders).values() for e in v if e}
+    smile = {
+        e: _array(_only(root, f"smile/{e}/*.json"))
+        for e in ("customers", "points_transactions", "reward_fulfillments", "referrals")
+    }
+    emails = [_norm(c["email"]) for c in smile["customers"]]
+    assert len(emails) != len(set(emails))  # Smile emails are not unique
+    assert sum(e in shopper_emails for e in emails) > len(emails) / 2
+    smile_ids = {c["id"] for c in smile["customers"]}
+    assert smile["points_transactions"] and all(
+        t["points_change"] < 0 and t["customer_id"] in smile_ids for t in smile["points_transactions"]
+    )
+    assert all(f["customer_id"] in smile_ids for f in smile["reward_fulfillments"])
+    refs = smile["referrals"]
+    assert any(_norm(r["receiver_customer_email"]) == _norm(r["sender_customer"]["email"]) for r in refs)
+    assert any(_norm(r["receiver_customer_email"]) != _norm(r["sender_customer"]["email"]) for r in refs)
+    lion = {
+        e: _array(_only(root, f"loyaltylion/{e}/*.json")) for e in ("customers", "transactions", "referrals")
+    }
+    assert lion["customers"] and all(isinstance(c["merchant_id"], str) for c in lion["customers"])
+    assert any(t["points_approved"] < 0 for t in lion["transactions"]) and lion["referrals"]
+    contacts = _array(_only(root, "salesforce/Contact/*.json"))
+    assert all(
+        len(c["Id"]) == 18 and c["Id"].startswith("003") and "HasOptedOutOfEmail" in c for c in contacts
+    )
+    requests = _array(_only(root, "salesforce/Loyalty_Adjustment_Request__c/*.json"))
+    contact_ids = {c["Id"] for c in contacts}
+    assert all(r["Status__c"] == "New" and r["Contact__c"] in contact_ids for r in requests)
+    assert any("Reason__c" not in r for r in requests)
+    assert any(abs(r["Points__c"]) > 10000 for r in requests)
+    assert any(r["Points__c"] < 0 for r in requests)
+
+
+def test_every_platform_has_its_malformed_records(bc, ct, sfcc_orders):
+    bc_orders = [o for s in bc.values() for o in s["orders"]]
+    assert any(o["subtotal_ex_tax"] == "abc" for o in bc_orders)
+    assert any(o["subtotal_ex_tax"].startswith("-") for o in bc_orders)
+    assert any(o["customer_id"] == 0 and not o["billing_address"]["email"] for o in bc_orders)
+    assert any(o["status_id"] not in BC_STATUS_IDS for o in bc_orders)
+    assert any(not isinstance(o["totalPrice"]["centAmount"], int) for o in ct["orders"])
+    assert any(
+        isinstance(o["totalPrice"]["centAmount"], int) and o["totalPrice"]["centAmount"] < 0
+        for o in ct["orders"]
+    )
+    assert any("customerEmail" not in o and "customerId" not in o for o in ct["orders"])
+    assert any(isinstance(o["productTotal"], str) for o in sfcc_orders)
+    assert any(not isinstance(o["productTotal"], str) and o["productTotal"] < 0 for o in sfcc_orders)
+    assert any("email" not in o["customerInfo"] for o in sfcc_orders)
+
+
+def test_chf_orders_are_rare(orders):
+    per_order = {o["entity_id"]: o["order_currency_code"] for o in orders}
+    assert 0 < sum(c == "CHF" for c in per_order.values()) <= 0.04 * len(per_order)
