@@ -11,9 +11,13 @@ import requests
 from conftest import materialize_range, unconfigured_resources
 from magento_factory import memo, order
 
-from loyalty_assets.defs.resources import MagentoResource, Warehouse
-from loyalty_assets.defs.sync.assets import LoyaltyLionResource, SmileResource
-from loyalty_assets.defs.sync.salesforce import SalesforceResource
+from loyalty_assets.defs.resources import (
+    LoyaltyLionResource,
+    MagentoResource,
+    SalesforceResource,
+    SmileResource,
+    Warehouse,
+)
 
 D = dt.date
 

@@ -159,6 +159,67 @@ class SfccResource(CommerceSource):
         yield self.organization_id, SfccClient(self.api_url, self.organization_id, self.access_token)
 
 
+class SmileResource(dg.ConfigurableResource):
+    api_url: str | None = None
+    api_key: str | None = None
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(self.api_url and self.api_key)
+
+    def client(self):
+        from loyalty_assets.clients.smile import SmileClient
+
+        return SmileClient(self.api_url, self.api_key)
+
+
+class LoyaltyLionResource(dg.ConfigurableResource):
+    api_url: str | None = None
+    api_key: str | None = None
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(self.api_url and self.api_key)
+
+    def client(self):
+        from loyalty_assets.clients.loyaltylion import LoyaltyLionClient
+
+        return LoyaltyLionClient(self.api_url, self.api_key)
+
+
+class SalesforceResource(dg.ConfigurableResource):
+    instance_url: str | None = None
+    session_id: str | None = None
+    login_url: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ca_bundle: str | None = None
+
+    @property
+    def is_configured(self) -> bool:
+        return bool(
+            (self.instance_url and self.session_id)
+            or (self.client_id and self.client_secret and self.username and self.password)
+        )
+
+    def client(self, on_call=None):
+        from loyalty_assets.clients.salesforce import connect_salesforce
+
+        return connect_salesforce(
+            instance_url=self.instance_url,
+            session_id=self.session_id,
+            login_url=self.login_url or "https://login.salesforce.com",
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            username=self.username,
+            password=self.password,
+            ca_bundle=self.ca_bundle,
+            on_call=on_call,
+        )
+
+
 def _env(name: str):
     """EnvVar when the variable is set, so an unset system is 'not configured' rather than an error."""
     return dg.EnvVar(name) if os.environ.get(name) else None
@@ -194,9 +255,6 @@ def source_resources() -> dict[str, CommerceSource]:
 
 
 def target_resources() -> dict:
-    from loyalty_assets.defs.sync.assets import LoyaltyLionResource, SmileResource
-    from loyalty_assets.defs.sync.salesforce import SalesforceResource
-
     return {
         "salesforce": SalesforceResource(
             instance_url=os.environ.get("SALESFORCE_INSTANCE_URL"),
@@ -217,8 +275,6 @@ def target_resources() -> dict:
 
 def unconfigured_resources() -> dict:
     """Every external-system resource key of the location, none configured (each then skips itself)."""
-    from loyalty_assets.defs.sync.assets import LoyaltyLionResource, SmileResource
-    from loyalty_assets.defs.sync.salesforce import SalesforceResource
 
     return {
         "magento": MagentoResource(),

@@ -16,9 +16,14 @@ import duckdb
 
 from loyalty_assets.lib.program import Program
 
+TARGET_KEY_TYPES = {"smile": "smile_customer_id", "loyaltylion": "loyaltylion_customer_id",
+                    "salesforce": "salesforce_id"}
+
 
 def key_type(key: str) -> str:
-    return "email" if "@" in key and key.count(":") < 2 else "customer_id"
+    if "@" in key and key.count(":") < 2:
+        return "email"
+    return TARGET_KEY_TYPES.get(key.split(":", 1)[0], "customer_id")
 
 
 def tenant_of(customer_key: str) -> str:
@@ -34,7 +39,7 @@ class _Components:
     def add(self, key: str) -> None:
         if key not in self.parent:
             self.parent[key] = key
-            self.customers[key] = {tenant_of(key): key} if key_type(key) == "customer_id" else {}
+            self.customers[key] = {} if key_type(key) == "email" else {tenant_of(key): key}
 
     def find(self, key: str) -> str:
         root = key

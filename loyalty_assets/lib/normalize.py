@@ -17,7 +17,7 @@ import duckdb
 import pandas as pd
 
 from loyalty_assets.lib.money import FxTable, currency_digits
-from loyalty_assets.lib.platforms import bigcommerce, commercetools, magento, sfcc
+from loyalty_assets.lib.platforms import bigcommerce, commercetools, loyalty, magento, sfcc
 from loyalty_assets.lib.program import Program
 from loyalty_assets.lib.records import RecordError
 
@@ -32,6 +32,8 @@ CUSTOMER_MAPPERS = {
     "magento.customers": magento.map_customer,
     "bigcommerce.customers": bigcommerce.map_customer,
     "commercetools.customers": commercetools.map_customer,
+    "smile.customers": loyalty.map_smile_customer,
+    "loyaltylion.customers": loyalty.map_loyaltylion_customer,
 }
 ALL_SOURCES = (*ORDER_MAPPERS, *REFUND_SOURCES, *CUSTOMER_MAPPERS)
 

@@ -67,7 +67,9 @@ def prepare_batches(conn: duckdb.DuckDBPyConnection, target: str, as_of: dt.date
 def open_batches(conn: duckdb.DuckDBPyConnection, target: str) -> list[Batch]:
     rows = conn.execute(
         """SELECT o.batch_id, o.member_id, o.points, o.entries, o.status, o.attempts, s.email,
-                  coalesce(o.external_customer_id, l.external_id)
+                  coalesce(o.external_customer_id, l.external_id,
+                           CASE o.target WHEN 'smile' THEN s.smile_customer_id
+                                         WHEN 'loyaltylion' THEN s.loyaltylion_customer_id END)
            FROM outbox o
            LEFT JOIN member_status s USING (member_id)
            LEFT JOIN target_links l ON l.target = o.target AND l.member_id = o.member_id

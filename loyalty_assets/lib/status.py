@@ -26,7 +26,7 @@ def refresh_member_status(conn: duckdb.DuckDBPyConnection, program: Program) -> 
         conn.execute(
             """INSERT INTO member_status
                SELECT member_id, email, points_spendable, points_pending, points_earned_lifetime,
-                      list_extract(?, tier_rank + 1), tier_metric, NULL, NULL, NULL, NULL, ?, now()
+                      list_extract(?, tier_rank + 1), tier_metric, NULL, smile_id, loyaltylion_id, salesforce_id, ?, now()
                FROM member_status_new""",
             [names, as_of],
         )

@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 
 from loyalty_assets.defs.ingest.assets import RAW_ASSETS
+from loyalty_assets.defs.ingest.pulls import PULL_ASSETS
 from loyalty_assets.defs.partitions import PROGRAM, WAREHOUSE_ASSET
 from loyalty_assets.defs.resources import Warehouse
 from loyalty_assets.lib.facts import refresh_order_facts
@@ -19,7 +20,7 @@ from loyalty_assets.lib.normalize import normalize
             "order_versions",
             group_name="money",
             kinds={"duckdb"},
-            deps=[*RAW_ASSETS, "raw_landing_files"],
+            deps=[*RAW_ASSETS, *PULL_ASSETS, "raw_landing_files"],
             description="One row per order version with lifecycle signal and money in integer minor units "
             "(plus refund_versions and customer_versions): what each raw version means.",
         ),
@@ -27,7 +28,7 @@ from loyalty_assets.lib.normalize import normalize
             "quarantine",
             group_name="money",
             kinds={"duckdb"},
-            deps=[*RAW_ASSETS, "raw_landing_files"],
+            deps=[*RAW_ASSETS, *PULL_ASSETS, "raw_landing_files"],
             description="Every record that could not be processed, with a reason code and words for the operator.",
         ),
     ],

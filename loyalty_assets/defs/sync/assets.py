@@ -46,34 +46,6 @@ def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.M
     )
 
 
-class SmileResource(dg.ConfigurableResource):
-    api_url: str | None = None
-    api_key: str | None = None
-
-    @property
-    def is_configured(self) -> bool:
-        return bool(self.api_url and self.api_key)
-
-    def client(self):
-        from loyalty_assets.clients.smile import SmileClient
-
-        return SmileClient(self.api_url, self.api_key)
-
-
-class LoyaltyLionResource(dg.ConfigurableResource):
-    api_url: str | None = None
-    api_key: str | None = None
-
-    @property
-    def is_configured(self) -> bool:
-        return bool(self.api_url and self.api_key)
-
-    def client(self):
-        from loyalty_assets.clients.loyaltylion import LoyaltyLionClient
-
-        return LoyaltyLionClient(self.api_url, self.api_key)
-
-
 @dg.asset(
     group_name="sync",
     kinds={"duckdb", "smile"},

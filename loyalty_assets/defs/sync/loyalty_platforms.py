@@ -4,15 +4,16 @@ Each attempt is recorded (outbox status `sending` + a `sync_log` row) before the
 after; the DuckDB connection is never held during HTTP. A batch left `sending` by a crash or an
 uncertain response is settled by looking its id up in the target (Smile `internal_note`,
 LoyaltyLion adjustment reason) before anything is sent again. A 422 (balance would go negative)
-leaves the batch `blocked` with the reason; a member without a customer in the target stays
-`awaiting_customer` and is retried on every run. Nothing is dropped.
+leaves the batch `blocked` with the reason; a member without a customer in the target (its pulled
+customers, linked by identity) stays `awaiting_customer` and is retried on every run. Nothing is
+dropped.
 """
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from loyalty_assets.clients.http import ApiError
-from loyalty_assets.clients.smile import BalanceWouldBeNegativeError, UncertainOutcomeError, choose_customer
+from loyalty_assets.clients.smile import BalanceWouldBeNegativeError, UncertainOutcomeError
 from loyalty_assets.lib.outbox import Batch, Outcome
 
 CHUNK = 100
@@ -38,12 +39,6 @@ class SmileTarget:
     def __init__(self, client):
         self.client = client
 
-    def find_customer(self, email: str | None) -> str | None:
-        if not email:
-            return None
-        chosen = choose_customer(self.client.customers_by_email(email))
-        return str(chosen["id"]) if chosen else None
-
     def settle(self, customer_id: str, batch_id: str) -> str | None:
         txn = self.client.find_transaction_by_note(int(customer_id), batch_id)
         return str(txn["id"]) if txn else None
@@ -64,12 +59,6 @@ class LoyaltyLionTarget:
     def __init__(self, client):
         self.client = client
 
-    def find_customer(self, email: str | None) -> str | None:
-        if not email:
-            return None
-        found = sorted(self.client.customers_by_email(email), key=lambda c: str(c.get("merchant_id")))
-        return str(found[0]["merchant_id"]) if found else None
-
     def settle(self, customer_id: str, batch_id: str) -> str | None:
         adjustment = self.client.find_adjustment(customer_id, batch_id)
         return str(adjustment.get("id", batch_id)) if adjustment else None
@@ -83,13 +72,11 @@ class LoyaltyLionTarget:
 
 
 def push_one(target, batch: Batch) -> Outcome:
-    """One batch: find the customer, settle an unknown earlier outcome, else send."""
+    """One batch: settle an unknown earlier outcome, else send, to the member's customer in the
+    target (from the pulled customers, linked to the member by identity)."""
+    customer = batch.external_customer_id
+    matched_by = "identity"
     try:
-        customer = batch.external_customer_id
-        matched_by = None
-        if customer is None:
-            customer = target.find_customer(batch.email)
-            matched_by = "email"
         if customer is None:
             return Outcome(
                 batch.batch_id, "awaiting_customer", message=f"no {target.name} customer for this member yet"

@@ -14,8 +14,6 @@ import json
 import uuid
 from decimal import Decimal
 
-import dagster as dg
-
 SAFETY_MAX_FRACTION = 0.8
 MEMBER_FIELDS = (
     "Loyalty_Points_Spendable__c",
@@ -24,39 +22,6 @@ MEMBER_FIELDS = (
     "Loyalty_Lifetime_Spend__c",
     "Loyalty_Referral_Url__c",
 )
-
-
-class SalesforceResource(dg.ConfigurableResource):
-    instance_url: str | None = None
-    session_id: str | None = None
-    login_url: str | None = None
-    client_id: str | None = None
-    client_secret: str | None = None
-    username: str | None = None
-    password: str | None = None
-    ca_bundle: str | None = None
-
-    @property
-    def is_configured(self) -> bool:
-        return bool(
-            (self.instance_url and self.session_id)
-            or (self.client_id and self.client_secret and self.username and self.password)
-        )
-
-    def client(self, on_call=None):
-        from loyalty_assets.clients.salesforce import connect_salesforce
-
-        return connect_salesforce(
-            instance_url=self.instance_url,
-            session_id=self.session_id,
-            login_url=self.login_url or "https://login.salesforce.com",
-            client_id=self.client_id,
-            client_secret=self.client_secret,
-            username=self.username,
-            password=self.password,
-            ca_bundle=self.ca_bundle,
-            on_call=on_call,
-        )
 
 
 def _hash(values: dict) -> str:

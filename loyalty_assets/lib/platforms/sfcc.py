@@ -63,7 +63,9 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
         email=email,
         customer_key=customer_key,
         currency=currency,
-        subtotal_minor=to_minor(amount(payload, "productSubTotal"), currency),
+        # with gross taxation the product subtotal includes its tax: order_facts keeps it ex tax
+        subtotal_minor=to_minor(amount(payload, "productSubTotal") - (
+            amount(payload, "merchandizeTotalTax") if payload.get("taxation") == "gross" else Decimal(0)), currency),
         discount_minor=to_minor(-adjustments, currency),
         tax_minor=to_minor(amount(payload, "taxTotal"), currency),
         shipping_minor=to_minor(amount(payload, "shippingTotal"), currency),
