@@ -42,17 +42,21 @@ PLATFORM_ENV_PREFIXES = (
 )
 
 
-@pytest.fixture
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A tmp cwd and no environment that would point product code at real state."""
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
+def isolate(monkeypatch: pytest.MonkeyPatch, cwd: Path) -> None:
+    """Run product code from ``cwd`` with no source, target, program or instance settings."""
+    cwd.mkdir(parents=True, exist_ok=True)
     monkeypatch.chdir(cwd)
     for name in list(os.environ):
         if name == "DAGSTER_HOME" or name.startswith(PLATFORM_ENV_PREFIXES):
             monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("LOYALTY_WAREHOUSE", str(tmp_path / "env-warehouse.duckdb"))
-    return cwd
+    monkeypatch.setenv("LOYALTY_WAREHOUSE", str(cwd.parent / "env-warehouse.duckdb"))
+
+
+@pytest.fixture
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tmp cwd and no environment that would point product code at real state."""
+    isolate(monkeypatch, tmp_path / "cwd")
+    return tmp_path / "cwd"
 
 
 @pytest.fixture
@@ -114,8 +118,8 @@ def unconfigured_resources() -> dict[str, Any]:
 
 
 def build_test_resources(box: Sandbox, warehouse: Path) -> dict[str, Any]:
-    """The resources dict of the code location, pointed at the sandbox and a tmp warehouse."""
-    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    """The resources dict of the code location with only Magento configured (pointed at the
+    sandbox) and the warehouse in tmp; every other source and target is "not configured"."""
     return {
         **unconfigured_resources(),
         "warehouse": Warehouse(database=str(warehouse)),

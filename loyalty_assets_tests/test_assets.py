@@ -13,6 +13,7 @@ for a closed day is booked on the first open day, never on the closed one.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,12 +23,17 @@ import pytest
 from conftest import (
     RANGE_END_TAG,
     RANGE_START_TAG,
+    SANDBOX_NOW,
     blocking_check_failures,
     build_test_resources,
+    isolate,
     location_definitions,
     materialize_range,
+    write_seed,
 )
 from magento_factory import memo, order
+
+from loyalty_assets.sandbox import Sandbox
 
 D1, D2, D3, D4 = (dt.date(2024, 3, 4) + dt.timedelta(days=i) for i in range(4))
 ANN, BOB, CARA, DAN = "ann@example.com", "bob@example.com", "cara@example.com", "dan@example.com"
@@ -159,21 +165,38 @@ def _assert_clean(result: dg.ExecuteInProcessResult) -> None:
     }, "every blocking check must have been evaluated in the run"
 
 
-@pytest.fixture
-def seeded(sandbox, warehouse_path):
-    box = sandbox(**seed())
-    return box, warehouse_path, build_test_resources(box, warehouse_path)
-
-
 @pytest.fixture(scope="module")
 def _instance():
     with dg.instance_for_test() as instance:
         yield instance
 
 
-def test_range_books_exact_ledger_balances_facts_and_quarantine(seeded, _instance) -> None:
-    box, warehouse, resources = seeded
-    result = materialize_range(D1, D3, resources, instance=_instance)
+@pytest.fixture(scope="module")
+def booked(tmp_path_factory, _instance) -> tuple[Path, dg.ExecuteInProcessResult, int]:
+    """D1..D3 materialized once for the module: (the warehouse, the result, runs it took)."""
+    root = tmp_path_factory.mktemp("booked")
+    runs_before = _instance.get_runs_count()
+    with pytest.MonkeyPatch.context() as mp:
+        isolate(mp, root / "cwd")
+        with Sandbox(write_seed(root / "seed", **seed()), now=SANDBOX_NOW) as box:
+            resources = build_test_resources(box, root / "loyalty.duckdb")
+            result = materialize_range(D1, D3, resources, instance=_instance)
+    return root / "loyalty.duckdb", result, _instance.get_runs_count() - runs_before
+
+
+@pytest.fixture
+def seeded(booked, sandbox, warehouse_path):
+    """A copy of the booked warehouse and a fresh sandbox on the same seed, for tests that go on."""
+    _assert_clean(booked[1])
+    for suffix in ("", ".wal"):
+        if Path(f"{booked[0]}{suffix}").exists():
+            shutil.copyfile(f"{booked[0]}{suffix}", f"{warehouse_path}{suffix}")
+    box = sandbox(**seed())
+    return box, warehouse_path, build_test_resources(box, warehouse_path)
+
+
+def test_range_books_exact_ledger_balances_facts_and_quarantine(booked) -> None:
+    warehouse, result, _ = booked
     _assert_clean(result)
 
     assert _entries(warehouse) == EXPECTED_ENTRIES
@@ -334,12 +357,10 @@ def test_range_books_exact_ledger_balances_facts_and_quarantine(seeded, _instanc
     ]
 
 
-def test_one_run_covers_the_whole_range(seeded, _instance) -> None:
-    _, _, resources = seeded
-    runs_before = _instance.get_runs_count()
-    result = materialize_range(D1, D3, resources, instance=_instance)
+def test_one_run_covers_the_whole_range(booked, _instance) -> None:
+    _, result, runs = booked
     _assert_clean(result)
-    assert _instance.get_runs_count() == runs_before + 1
+    assert runs == 1
     run = _instance.get_run_by_id(result.run_id)
     assert run.tags[RANGE_START_TAG] == D1.isoformat() and run.tags[RANGE_END_TAG] == D3.isoformat()
 
@@ -357,11 +378,9 @@ def test_one_run_covers_the_whole_range(seeded, _instance) -> None:
 
 def test_rematerializing_the_same_range_books_nothing_new(seeded, _instance) -> None:
     _, warehouse, resources = seeded
-    _assert_clean(materialize_range(D1, D3, resources, instance=_instance))
     before = _rows(warehouse, "SELECT * FROM ledger_journal ORDER BY entry_id")
     raw_before = _rows(warehouse, "SELECT count(*) FROM raw_records")
     _assert_clean(materialize_range(D1, D3, resources, instance=_instance))
-    _assert_clean(materialize_range(D2, D2, resources, instance=_instance))
     assert _rows(warehouse, "SELECT * FROM ledger_journal ORDER BY entry_id") == before
     assert _rows(warehouse, "SELECT count(*) FROM raw_records") == raw_before
     assert _entries(warehouse) == EXPECTED_ENTRIES
@@ -396,7 +415,6 @@ def _assert_late_clawback_on(warehouse: Path, day: dt.date) -> None:
 
 def test_late_credit_memo_is_booked_on_the_first_open_day_not_the_closed_one(seeded, _instance) -> None:
     box, warehouse, resources = seeded
-    _assert_clean(materialize_range(D1, D3, resources, instance=_instance))
     _add_late_memo(box)
 
     # One run re-fetches the memo's closed day and runs the next day: the clawback lands on D4.
@@ -408,7 +426,6 @@ def test_late_credit_memo_is_booked_on_the_first_open_day_not_the_closed_one(see
 def test_refetching_a_closed_day_with_late_data_books_nothing_and_passes_checks(seeded, _instance) -> None:
     """What the delta sensor does for a late record: it requests the record's own (closed) day."""
     box, warehouse, resources = seeded
-    _assert_clean(materialize_range(D1, D3, resources, instance=_instance))
     _add_late_memo(box)
 
     # Re-fetching D2 stores the memo but must neither rebook the closed day nor fail the run: the

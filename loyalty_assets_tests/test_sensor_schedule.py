@@ -176,3 +176,18 @@ def test_schedule_runs_shortly_after_midnight_in_the_program_timezone_for_the_wh
     assert daily_loyalty_schedule.job_name == "loyalty_job"
     assert magento_delta_sensor.job_name == "loyalty_job"
     assert SANDBOX_NOW.tzinfo is dt.UTC
+
+
+def test_record_committed_late_just_behind_the_cursor_is_still_requested(magento) -> None:
+    """DESIGN.md §2: the delta query overlaps the cursor. A slower Magento transaction can commit
+    a record whose updated_at is a little older than one already seen; within the safety lag
+    (ingest.safety_lag_seconds) it must still be requested, or it is lost once its day is closed."""
+    box, resource = magento
+    box.magento.add_records("orders", [order(5, "2024-03-07 11:59:50", email="fay@example.com")])
+    first = tick(resource)
+    assert "2024-03-07" in [day for day, _ in requested(first)]
+
+    box.magento.add_records("orders", [order(6, "2024-03-07 11:59:30", email="gus@example.com")])
+    late = tick(resource, first.cursor)
+    assert [day for day, _ in requested(late)] == ["2024-03-07"]
+    assert requested(tick(resource, late.cursor)) == []

@@ -1,7 +1,8 @@
 """Delta sensors, one per commerce platform: poll for records modified since the cursor and request a
 run for every day they touch.
 
-The cursor (JSON, per tenant and stream: the last modification time and the ids seen at that time)
+The cursor (JSON, per tenant and stream: the last modification time and the versions seen within the
+look-back window)
 advances only through the SensorResult; run keys come from the data, so a repeated tick requests
 nothing twice. Sensors never open DuckDB.
 """
@@ -22,14 +23,13 @@ LOOKAHEAD = 200
 
 
 def _fresh(api, stream: str, items: list[dict], state: dict) -> list[tuple[dt.datetime, str]]:
-    last = dt.datetime.fromisoformat(state["modified"]) if state.get("modified") else None
-    seen = set(state.get("ids", []))
+    """Records not seen by an earlier tick (the query looks back over the lag window)."""
+    seen = set(state.get("seen", []))
     out = []
     for rec in items:
         t, rid = api.modified_at(stream, rec), api.record_id(stream, rec)
-        if last is not None and (t < last or (t == last and rid in seen)):
-            continue
-        out.append((t, rid))
+        if f"{rid}@{t.isoformat()}" not in seen:
+            out.append((t, rid))
     return out
 
 
@@ -40,20 +40,23 @@ def evaluate_delta(platform: str, source, cursor_text: str | None) -> dg.SensorR
     cursor = json.loads(cursor_text) if cursor_text else {}
     start = dt.datetime.combine(PROGRAM.start_date, dt.time(), tzinfo=PROGRAM.tz).astimezone(dt.UTC)
     changes: dict[str, list[str]] = {}
+    lag = dt.timedelta(seconds=PROGRAM.ingest.safety_lag_seconds)
     for tenant, client in source.clients():
         with client:
             for stream in STREAMS[platform]:
                 key = f"{tenant}/{stream}"
                 state = cursor.get(key, {})
-                since = dt.datetime.fromisoformat(state["modified"]) if state.get("modified") else start
+                # Look back over the safety lag: a slow save can commit a record stamped a little
+                # before one already seen. What was seen in that window is in the cursor.
+                since = dt.datetime.fromisoformat(state["modified"]) - lag if state.get("modified") else start
                 fresh = _fresh(api, stream, client.lookahead(stream, since, LOOKAHEAD).items, state)
                 if not fresh:
                     continue
-                newest = max(t for t, _ in fresh)
-                ids = {rid for t, rid in fresh if t == newest}
-                if state.get("modified") and dt.datetime.fromisoformat(state["modified"]) == newest:
-                    ids |= set(state.get("ids", []))
-                cursor[key] = {"modified": newest.isoformat(), "ids": sorted(ids)}
+                newest = max([t for t, _ in fresh] + ([dt.datetime.fromisoformat(state["modified"])]
+                                                      if state.get("modified") else []))
+                seen = {s for s in state.get("seen", []) if dt.datetime.fromisoformat(s.split("@", 1)[1]) >= newest - lag}
+                seen |= {f"{rid}@{t.isoformat()}" for t, rid in fresh if t >= newest - lag}
+                cursor[key] = {"modified": newest.isoformat(), "seen": sorted(seen)}
                 for t, rid in fresh:
                     day = t.astimezone(PROGRAM.tz).date()
                     if day >= PROGRAM.start_date:
