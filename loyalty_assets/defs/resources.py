@@ -25,7 +25,7 @@ class Warehouse(DuckDBResource):
         # DuckDB creates the file but not its folder; without one the resource would retry for minutes
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         with self.get_connection() as conn:
-            ensure_schema(conn)
+            ensure_schema(conn, self.database)
             yield conn
 
     @contextmanager

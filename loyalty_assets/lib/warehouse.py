@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import cache
 from pathlib import Path
@@ -21,9 +22,19 @@ def sql(name: str) -> str:
     return (SQL_DIR / f"{name}.sql").read_text()
 
 
-def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
+def ensure_schema(conn: duckdb.DuckDBPyConnection, path: str | None = None) -> None:
+    """Create what is missing. The DDL runs only when schema.sql differs from what this file last
+    ran (one small query otherwise: the DDL costs more than a day's inserts)."""
     conn.execute("SET TimeZone = 'UTC'")
-    conn.execute(sql("schema"))
+    digest = hashlib.sha256(sql("schema").encode()).hexdigest()[:16]
+    try:
+        rows = conn.execute("SELECT digest FROM schema_info").fetchall()
+    except duckdb.CatalogException:
+        rows = []
+    if rows and rows[0][0] == digest:
+        return
+    conn.execute(sql("schema")).fetchall()
+    conn.execute("CREATE OR REPLACE TABLE schema_info AS SELECT ? AS digest, now() AS applied_at", [digest]).fetchall()
 
 
 def connect(path: str | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -35,7 +46,7 @@ def connect(path: str | None = None, read_only: bool = False) -> duckdb.DuckDBPy
     if read_only:
         conn.execute("SET TimeZone = 'UTC'")
     else:
-        ensure_schema(conn)
+        ensure_schema(conn, path)
     return conn
 
 

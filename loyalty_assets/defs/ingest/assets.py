@@ -57,43 +57,20 @@ def fetch_stream(context: dg.AssetExecutionContext, platform: str, stream: str) 
     totals_ok = True
     for tenant, client in source.clients():
         with client:
+            now = client.server_time()  # then carried forward by every response's Date header
+            pending: list[tuple] = []
             for day in days_of(context):
-                now = client.server_time()
                 start, end = day_start_utc(day, PROGRAM), min(day_end_utc(day, PROGRAM), now - lag)
                 if start >= end:
-                    context.log.info(
-                        f"{name} {tenant} {day}: window not open yet at server time {now:%Y-%m-%d %H:%M:%S}"
-                    )
+                    context.log.info(f"{name} {tenant} {day}: window not open yet at server time {now:%Y-%m-%d %H:%M:%S}")
                     continue
                 result = client.fetch(stream, start, end)
-                # The connection is opened only after the API call: never hold the writer lock over HTTP.
-                with warehouse.connect() as conn:
-                    offered, added = insert_versions(
-                        conn,
-                        name,
-                        tenant,
-                        result.items,
-                        record_id=lambda r: api.record_id(stream, r),
-                        modified_at=lambda r: api.modified_at(stream, r),
-                        tz=PROGRAM.tz,
-                    )
-                    conn.execute(
-                        "INSERT INTO fetch_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
-                        [
-                            name,
-                            tenant,
-                            day,
-                            start,
-                            end,
-                            result.total_count,
-                            offered,
-                            added,
-                            result.server_time,
-                        ],
-                    )
-                totals_ok &= result.total_count is None or offered == result.total_count
-                fetched += offered
-                new += added
+                now = max(now, result.server_time)
+                pending.append((day, start, end, result))
+                if len(pending) >= FLUSH_DAYS:
+                    fetched, new, totals_ok = _store(warehouse, api, name, stream, tenant, pending, fetched, new, totals_ok)
+                    pending = []
+            fetched, new, totals_ok = _store(warehouse, api, name, stream, tenant, pending, fetched, new, totals_ok)
     return dg.MaterializeResult(
         metadata={
             "configured": True,
@@ -103,6 +80,31 @@ def fetch_stream(context: dg.AssetExecutionContext, platform: str, stream: str) 
             "dagster/partition_row_count": new,
         }
     )
+
+
+FLUSH_DAYS = 31  # days fetched before one write: short connections, bounded memory
+
+
+def _store(warehouse, api, name, stream, tenant, pending, fetched, new, totals_ok):
+    """Write fetched days in one short connection (never held over HTTP)."""
+    if not pending:
+        return fetched, new, totals_ok
+    with warehouse.connect() as conn:
+        for day, start, end, result in pending:
+            offered, added = insert_versions(
+                conn, name, tenant, result.items,
+                record_id=lambda r: api.record_id(stream, r),
+                modified_at=lambda r: api.modified_at(stream, r),
+                tz=PROGRAM.tz,
+            )
+            conn.execute(
+                "INSERT INTO fetch_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+                [name, tenant, day, start, end, result.total_count, offered, added, result.server_time],
+            ).fetchall()  # consumed: the next day's insert registers a frame on this connection
+            totals_ok &= result.total_count is None or offered == result.total_count
+            fetched += offered
+            new += added
+    return fetched, new, totals_ok
 
 
 def _raw_asset(platform: str, stream: str):
