@@ -113,7 +113,8 @@ def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
     clash = conn.execute(
         """SELECT n.entry_id FROM new_entries n JOIN ledger_journal j USING (entry_id)
            WHERE j.points <> n.points OR j.kind <> n.kind OR j.booked_on <> n.booked_on
-              OR coalesce(j.order_key, '') <> coalesce(n.order_key, '') LIMIT 5"""
+              OR coalesce(j.order_key, '') <> coalesce(n.order_key, '')
+              OR coalesce(j.event_key, '') <> coalesce(n.event_key, '') LIMIT 5"""
     ).fetchall()
     if clash:
         raise LedgerIntegrityError(
@@ -131,7 +132,8 @@ def data_days(
     """Days in [first, last] on which some order or refund version was modified (program timezone)."""
     rows = conn.execute(
         """SELECT DISTINCT CAST(timezone($tz, updated_at) AS DATE) FROM (
-               SELECT updated_at FROM order_versions UNION ALL SELECT updated_at FROM refund_versions)
+               SELECT updated_at FROM order_versions UNION ALL SELECT updated_at FROM refund_versions
+               UNION ALL SELECT updated_at FROM loyalty_events)
            WHERE updated_at >= $start AND updated_at < $end""",
         {"tz": program.timezone, "start": day_start_utc(first, program), "end": day_end_utc(last, program)},
     ).fetchall()
@@ -173,10 +175,16 @@ def book_through(
                     },
                 )
                 n = _insert_entries(conn)
+                points += conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
                 entries += n
-                points += (
-                    conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
-                )
+                # then the events that are not orders (redemptions, manual adjustments)
+                run_script(conn, "book_event_entries", {
+                    "asof": day_end_utc(day, program), "day": day, "program_id": program.program_id,
+                    "rule_version": program.rule_version,
+                })
+                n = _insert_entries(conn)
+                points += conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
+                entries += n
                 conn.execute("COMMIT")
             except Exception:
                 conn.execute("ROLLBACK")

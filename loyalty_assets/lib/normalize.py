@@ -17,7 +17,7 @@ import duckdb
 import pandas as pd
 
 from loyalty_assets.lib.money import FxTable, currency_digits
-from loyalty_assets.lib.platforms import bigcommerce, commercetools, loyalty, magento, sfcc
+from loyalty_assets.lib.platforms import bigcommerce, commercetools, events, loyalty, magento, sfcc
 from loyalty_assets.lib.program import Program
 from loyalty_assets.lib.records import RecordError
 
@@ -35,7 +35,8 @@ CUSTOMER_MAPPERS = {
     "smile.customers": loyalty.map_smile_customer,
     "loyaltylion.customers": loyalty.map_loyaltylion_customer,
 }
-ALL_SOURCES = (*ORDER_MAPPERS, *REFUND_SOURCES, *CUSTOMER_MAPPERS)
+EVENT_SOURCES = ("smile.points_transactions", "loyaltylion.transactions", "salesforce.adjustment_requests")
+ALL_SOURCES = (*ORDER_MAPPERS, *REFUND_SOURCES, *CUSTOMER_MAPPERS, *EVENT_SOURCES, "salesforce.contacts")
 
 ORDER_COLUMNS = [
     "order_key", "platform", "tenant", "source_id", "order_number", "store_key", "created_at", "updated_at",
@@ -52,6 +53,7 @@ class NormalizeResult:
     customers: int
     quarantined: int
     waiting: int
+    events: int = 0
 
 
 def version_key(tenant: str, record_id: str, modified_at: dt.datetime, payload_hash: str) -> str:
@@ -99,6 +101,7 @@ class _Batch:
         self.orders: list[dict] = []
         self.refunds: list[dict] = []
         self.customers: list[dict] = []
+        self.events: list[dict] = []
         self.quarantine: list[dict] = []
         self.outcomes: list[dict] = []
 
@@ -233,11 +236,37 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
             return "processed"
 
         _each(conn, batch, source, customer_row)
+    def contact_row(tenant, payload, day, rid, raw) -> str:
+        contact_id, email = events.salesforce_contact_email(payload)
+        batch.customers.append({"customer_key": f"salesforce:{tenant}:{contact_id}", "platform": "salesforce",
+                                "source_id": contact_id, "email": email, "created_at": None,
+                                "updated_at": raw["updated_at"], "payload_hash": raw["payload_hash"]})
+        return "processed"
+
+    _each(conn, batch, "salesforce.contacts", contact_row)
     _append(conn, "customer_versions", batch.customers)
+
+    # Points events that are not orders; our own pushes, read back from the platforms, are skipped.
+    ours = {r[0] for r in conn.execute("SELECT batch_id FROM outbox").fetchall()}
+    event_mappers = {
+        "smile.points_transactions": lambda p, t: events.smile_redemption(p, t, ours),
+        "loyaltylion.transactions": lambda p, t: events.loyaltylion_redemption(p, t, ours),
+        "salesforce.adjustment_requests": lambda p, t: events.adjustment_request(p, t, program),
+    }
+    for source, mapper in event_mappers.items():
+        def event_row(tenant, payload, day, rid, raw, mapper=mapper) -> str:
+            event = mapper(payload, tenant)
+            if event is not None:
+                batch.events.append({**event.row(), "updated_at": raw["updated_at"], "payload_hash": raw["payload_hash"]})
+            return "processed"
+
+        _each(conn, batch, source, event_row)
+    _append(conn, "loyalty_events", batch.events)
     _append(conn, "quarantine", batch.quarantine, ignore_conflicts=True)
     solved = [(o["source"], o["version_key"]) for o in batch.outcomes if o["outcome"] == "processed"]
     if solved:
         conn.executemany("DELETE FROM quarantine WHERE reason = 'no_fx_rate' AND source = ? AND version_key = ?", solved)
     _append(conn, "raw_processed", batch.outcomes, ignore_conflicts=True)
     waiting = sum(1 for o in batch.outcomes if o["outcome"] == "waiting")
-    return NormalizeResult(len(batch.orders), len(batch.refunds), len(batch.customers), len(batch.quarantine), waiting)
+    return NormalizeResult(len(batch.orders), len(batch.refunds), len(batch.customers), len(batch.quarantine), waiting,
+                           len(batch.events))

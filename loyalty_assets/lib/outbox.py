@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import uuid
 from dataclasses import dataclass
 
@@ -145,3 +146,18 @@ def mask_email(email: str | None) -> str:
 
 def entry_digest(entry_ids: list[str]) -> str:
     return hashlib.sha256(",".join(sorted(entry_ids)).encode()).hexdigest()[:24]
+
+
+def dry_run() -> bool:
+    """LOYALTY_SYNC_DRY_RUN=1: pushes write what they would send to sync_log and send nothing."""
+    return os.environ.get("LOYALTY_SYNC_DRY_RUN", "").lower() in ("1", "true", "yes")
+
+
+def record_dry_run(conn: duckdb.DuckDBPyConnection, target: str, batches: list[Batch], run_id: str | None) -> None:
+    now = dt.datetime.now(dt.UTC)
+    conn.executemany(
+        "INSERT INTO sync_log VALUES (?, ?, ?, 'points_transaction', ?, 0, 'dry_run', NULL, ?, ?, ?, ?)",
+        [(str(uuid.uuid4()), run_id, target, b.batch_id,
+          "would send" if b.external_customer_id else "would wait for a customer", summary(b), now, now)
+         for b in batches],
+    )

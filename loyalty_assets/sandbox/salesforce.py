@@ -1066,6 +1066,12 @@ class SalesforceEmulator(Emulator):
                     )
                 except SfError as exc:
                     raise ValueError(f"{source}: {sobject}[{index}]: {exc}") from exc
+                # An exported record keeps its own dates (they are read-only through the API).
+                stored = self._records[obj.name].get(record_id)
+                created = record.get("CreatedDate")
+                if stored is not None and created:
+                    stored["CreatedDate"] = created
+                    stored["LastModifiedDate"] = stored["SystemModstamp"] = record.get("LastModifiedDate") or created
                 ids.append(record_id)
         return ids
 

@@ -1,50 +1,77 @@
-"""Pulls from the loyalty platforms: raw input like orders, upstream of identity and the ledger
-(DESIGN.md §4). Their list endpoints filter by update time only, so each run reads the customers as
-they are now and keeps every version not seen before."""
+"""Pulls from the loyalty platforms and Salesforce: raw input like orders, upstream of identity and
+the ledger (DESIGN.md §4). Their list endpoints filter by update time only, so each run reads the
+records as they are now and keeps every version not seen before."""
 
 import dagster as dg
 
 from loyalty_assets.defs.partitions import PROGRAM, WAREHOUSE_ASSET
-from loyalty_assets.lib.platforms.common import iso_time
+from loyalty_assets.lib.platforms.events import modified
 from loyalty_assets.lib.raw import insert_versions
 
-# asset name -> (resource key, stream)
-PULL_ASSETS = {
-    "raw_smile_customers": ("smile", "customers"),
-    "raw_loyaltylion_customers": ("loyaltylion", "customers"),
-}
+CONTACT_SOQL = "SELECT Id, Email, Loyalty_Member_Id__c, HasOptedOutOfEmail, LastModifiedDate FROM Contact"
+REQUEST_SOQL = (
+    "SELECT Id, Contact__c, Contact__r.Loyalty_Member_Id__c, Points__c, Reason__c, Status__c, LastModifiedDate "
+    "FROM Loyalty_Adjustment_Request__c WHERE Status__c = 'New'"
+)
+
+# asset name -> (resource key, raw source, how to read it, id field, modification fields, description)
+PULLS = {
+    "raw_smile_customers": ("smile", "smile.customers", lambda c: c.customers(), "id", ("updated_at", "created_at"),
+                            "Every version of every Smile.io customer (its id becomes an identity key of the member)."),
+    "raw_smile_points_transactions": (
+        "smile", "smile.points_transactions", lambda c: c.points_transactions(), "id", ("updated_at", "created_at"),
+        "Smile.io points transactions: those that spend points are redemptions (`redeem` entries)."),
+    "raw_loyaltylion_customers": (
+        "loyaltylion", "loyaltylion.customers", lambda c: c.customers(), "id", ("updated_at", "created_at"),
+        "Every version of every LoyaltyLion customer (its merchant id becomes an identity key)."),
+    "raw_loyaltylion_transactions": (
+        "loyaltylion", "loyaltylion.transactions", lambda c: c.transactions(), "id", ("updated_at", "created_at"),
+        "LoyaltyLion transactions: claimed rewards are redemptions (`redeem` entries), voided ones give points back."),
+    "raw_salesforce_contacts": (
+        "salesforce", "salesforce.contacts", lambda c: c.query_all(CONTACT_SOQL), "Id", ("LastModifiedDate", "CreatedDate"),
+        "Salesforce Contacts (their ids become identity keys; consent stays Salesforce's)."),
+    "raw_salesforce_adjustment_requests": (
+        "salesforce", "salesforce.adjustment_requests", lambda c: c.query_all(REQUEST_SOQL), "Id",
+        ("LastModifiedDate", "CreatedDate"),
+        "New Loyalty_Adjustment_Request__c records: validated and booked as `manual` entries."),
+}  # fmt: skip
+PULL_ASSETS = list(PULLS)
 
 
-def pull_customers(context: dg.AssetExecutionContext, key: str) -> dg.MaterializeResult:
+def pull(context: dg.AssetExecutionContext, name: str) -> dg.MaterializeResult:
+    key, source, read, id_field, fields, _ = PULLS[name]
     resource = getattr(context.resources, key)
     if not resource.is_configured:
         context.log.info(f"{key} is not configured: skipped")
         return dg.MaterializeResult(metadata={"configured": False})
     with resource.client() as client:
-        items = client.customers()  # full list: a customer created with an old date is still found
+        items = read(client)  # the full list: a record created with an old date is still found
+    items = [{k: v for k, v in r.items() if k != "attributes"} for r in items]
     with context.resources.warehouse.connect() as conn:
         offered, added = insert_versions(
-            conn, f"{key}.customers", "default", items,
-            record_id=lambda r: r["id"],
-            modified_at=lambda r: iso_time(r.get("updated_at") or r.get("created_at"), "updated_at"),
+            conn, source, "default", items,
+            record_id=lambda r: r[id_field],
+            modified_at=lambda r: modified(r, *fields),
             tz=PROGRAM.tz,
         )
-    return dg.MaterializeResult(metadata={"configured": True, "customers": offered, "new_versions": added})
+    return dg.MaterializeResult(metadata={"configured": True, "records": offered, "new_versions": added})
 
 
-def _pull_asset(name: str, key: str):
+def _pull_asset(name: str):
+    key, _, _, _, _, description = PULLS[name]
+
     @dg.asset(
         name=name,
         group_name="ingest",
         required_resource_keys={"warehouse", key},
         kinds={"duckdb", key},
-        description=f"Every version of every {key} customer (its id becomes an identity key of the member).",
+        description=description,
         **WAREHOUSE_ASSET,
     )
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        return pull_customers(context, key)
+        return pull(context, name)
 
     return _asset
 
 
-pull_assets = [_pull_asset(name, key) for name, (key, _) in PULL_ASSETS.items()]
+pull_assets = [_pull_asset(name) for name in PULLS]

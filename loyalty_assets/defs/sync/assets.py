@@ -10,9 +10,17 @@ from loyalty_assets.defs.sync.loyalty_platforms import (
     chunks,
     push_one,
 )
-from loyalty_assets.defs.sync.salesforce import push_salesforce
+from loyalty_assets.defs.sync.reconciliation import store_reconciliation
+from loyalty_assets.defs.sync.salesforce import plan_salesforce, push_salesforce
 from loyalty_assets.lib.ledger import watermark
-from loyalty_assets.lib.outbox import mark_sending, open_batches, prepare_batches, record_outcomes
+from loyalty_assets.lib.outbox import (
+    dry_run,
+    mark_sending,
+    open_batches,
+    prepare_batches,
+    record_dry_run,
+    record_outcomes,
+)
 
 
 def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.MaterializeResult:
@@ -29,6 +37,11 @@ def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.M
         prepared = prepare_batches(conn, name, as_of, exclude_sources=(name,))
         conn.execute("COMMIT")
         work = open_batches(conn, name)
+    if dry_run():
+        with warehouse.connect() as conn:
+            record_dry_run(conn, name, work, context.run_id)
+        context.log.info(f"{name}: dry run, {len(work)} batches written to sync_log, nothing sent")
+        return dg.MaterializeResult(metadata={"configured": True, "dry_run": True, "would_send": len(work)})
     counts = PushCounts()
     with resource.client() as client:
         target = target_cls(client)
@@ -84,6 +97,33 @@ def salesforce_push(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     if not resource.is_configured:
         context.log.info("salesforce is not configured: skipped")
         return dg.MaterializeResult(metadata={"configured": False})
+    if dry_run():
+        with context.resources.warehouse.connect() as conn:
+            plan = plan_salesforce(conn)
+        counts = {k: len(v) for k, v in plan.items()}
+        context.log.info(f"salesforce: dry run, would send {counts}")
+        return dg.MaterializeResult(metadata={"configured": True, "dry_run": True, **counts})
     summary = push_salesforce(context, resource, context.resources.warehouse)
     context.log.info(f"salesforce: {summary}")
     return dg.MaterializeResult(metadata={"configured": True, **summary})
+
+
+@dg.asset(
+    group_name="sync", kinds={"duckdb"}, deps=["smile_points_push", "loyaltylion_points_push"],
+    required_resource_keys={"warehouse", "smile", "loyaltylion"}, **WAREHOUSE_ASSET,
+)
+def reconciliation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """Each member's spendable balance next to Smile.io's and LoyaltyLion's after this run's pushes:
+    the drift nothing here explains (points not delivered yet are an explanation)."""
+    metadata = {}
+    for target in ("smile", "loyaltylion"):
+        resource = getattr(context.resources, target)
+        if not resource.is_configured:
+            continue
+        with resource.client() as client:
+            customers = client.customers()  # read after the pushes, never with a connection open
+        with context.resources.warehouse.connect() as conn:
+            compared, drifting = store_reconciliation(conn, target, customers)
+        metadata[f"{target}_members_compared"] = compared
+        metadata[f"{target}_members_with_drift"] = drifting
+    return dg.MaterializeResult(metadata=metadata or {"configured": False})

@@ -62,6 +62,41 @@ WHERE NOT EXISTS (SELECT 1 FROM sync_state st WHERE st.target = 'salesforce'
 """
 
 
+REQUESTS_SQL = """
+WITH latest AS (
+    SELECT * FROM (
+        SELECT e.*, row_number() OVER (PARTITION BY event_key ORDER BY updated_at DESC, payload_hash DESC) AS rn
+        FROM loyalty_events e WHERE kind = 'manual' AND source = 'salesforce'
+    ) WHERE rn = 1
+),
+entries AS (
+    SELECT event_key, arg_max(entry_id, journaled_at) AS entry_id, sum(points) AS points, max(booked_on) AS booked_on
+    FROM ledger_journal WHERE event_key IS NOT NULL GROUP BY event_key
+)
+SELECT l.source_ref, l.status, l.reason, e.entry_id, e.points, e.booked_on,
+       l.updated_at < $booked_until AS decided
+FROM latest l LEFT JOIN entries e USING (event_key)
+WHERE NOT EXISTS (SELECT 1 FROM sync_state st WHERE st.target = 'salesforce'
+                  AND st.object = 'Loyalty_Adjustment_Request__c' AND st.record_key = l.source_ref)
+"""
+
+
+def request_results(conn, booked_until) -> list[tuple[str, dict]]:
+    """Adjustment requests to mark Applied (booked) or Rejected (invalid, or no such member)."""
+    out = []
+    for ref, status, reason, entry_id, points, booked_on, decided in conn.execute(
+        REQUESTS_SQL, {"booked_until": booked_until}
+    ).fetchall():
+        if status == "valid" and entry_id:
+            out.append((ref, {"Status__c": "Applied", "Ledger_Entry_Id__c": entry_id,
+                              "Result__c": f"Booked {points:+d} points on {booked_on}"}))
+        elif status == "rejected":
+            out.append((ref, {"Status__c": "Rejected", "Result__c": (reason or "invalid")[:255]}))
+        elif decided:
+            out.append((ref, {"Status__c": "Rejected", "Result__c": "No loyalty member is linked to this Contact"}))
+    return out
+
+
 def _member_values(row: dict) -> dict:
     return {
         "Loyalty_Points_Spendable__c": int(row["points_spendable"]),
@@ -121,12 +156,20 @@ def upsert_members(client, obj: str, items: list[dict]) -> list:
 
 
 def push_salesforce(context, resource, warehouse) -> dict:
-    from loyalty_assets.clients.salesforce import RequestLimitExceeded
+    from loyalty_assets.clients.salesforce import (
+        RecordError,
+        RecordResult,
+        RequestLimitExceeded,
+        SalesforceApiError,
+    )
 
     calls = []
     now = dt.datetime.now(dt.UTC)
     with warehouse.connect() as conn:
         plan = plan_salesforce(conn)
+        last = conn.execute("SELECT max(last_booked_day) FROM ledger_watermark").fetchone()[0]
+        booked_until = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) if last else None
+        plan["requests"] = request_results(conn, booked_until) if booked_until else []
     log_rows, state_rows = [], []
     stopped = None
 
@@ -196,6 +239,14 @@ def push_salesforce(context, resource, warehouse) -> dict:
                 ]
                 results = client.upsert_records("Loyalty_Transaction__c", "Transaction_Id__c", records)
                 record("Loyalty_Transaction__c", "upsert", [(t["key"], "sent") for t in txns], results)
+            for ref, fields in plan["requests"] if not stopped else []:
+                try:
+                    client.update_record("Loyalty_Adjustment_Request__c", ref, fields)
+                    outcome = RecordResult(key=ref, success=True)
+                except SalesforceApiError as exc:
+                    outcome = RecordResult(key=ref, success=False,
+                                           errors=(RecordError(exc.error_code or "ERROR", str(exc), ()),))
+                record("Loyalty_Adjustment_Request__c", "update", [(ref, fields["Status__c"])], [outcome])
         except RequestLimitExceeded as exc:
             stopped = f"REQUEST_LIMIT_EXCEEDED: {exc}"  # never retried blindly: the next run continues
     for c in calls:

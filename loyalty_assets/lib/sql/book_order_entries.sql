@@ -34,6 +34,7 @@ SELECT substr(sha256(concat_ws('|', $program_id, k.order_key, CAST($day AS VARCH
            k.order_number, ' (', k.lifecycle,
            CASE WHEN k.refunded_eligible_minor > 0 THEN ', refunds counted' ELSE '' END,
            '): worth ', k.value, ' pts, ', k.booked_points, ' booked before') AS description,
-       now() AS journaled_at
+       now() AS journaled_at,
+       NULL AS event_key
 FROM kinded k
 LEFT JOIN order_members m USING (order_key);

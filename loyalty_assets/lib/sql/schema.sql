@@ -102,6 +102,24 @@ CREATE TABLE IF NOT EXISTS raw_processed (
     PRIMARY KEY (source, version_key)
 );
 
+-- Points events that are not orders (RULES.md §6): redemptions pulled from Smile.io/LoyaltyLion,
+-- adjustment requests from Salesforce. Versioned like orders: booked as of a day's end.
+CREATE TABLE IF NOT EXISTS loyalty_events (
+    event_key       VARCHAR NOT NULL,
+    kind            VARCHAR NOT NULL CHECK (kind IN ('redeem', 'manual')),
+    source          VARCHAR NOT NULL,       -- smile / loyaltylion / salesforce
+    source_ref      VARCHAR NOT NULL,       -- the platform's own id
+    member_key      VARCHAR,                -- identity key of the member (e.g. smile:default:42)
+    member_id_hint  VARCHAR,                -- a member id given by the source (Salesforce external id)
+    points          BIGINT NOT NULL,        -- what the event is worth now (0 once canceled / rejected)
+    status          VARCHAR NOT NULL,       -- valid / canceled / rejected
+    reason          VARCHAR,
+    description     VARCHAR,
+    updated_at      TIMESTAMPTZ NOT NULL,
+    payload_hash    VARCHAR NOT NULL,
+    PRIMARY KEY (event_key, updated_at, payload_hash)
+);
+
 CREATE TABLE IF NOT EXISTS quarantine (
     source        VARCHAR NOT NULL,
     record_key    VARCHAR NOT NULL,
@@ -164,7 +182,8 @@ CREATE TABLE IF NOT EXISTS ledger_journal (
     rule_version    VARCHAR NOT NULL,
     occurred_at     TIMESTAMPTZ,
     description     VARCHAR,
-    journaled_at    TIMESTAMPTZ NOT NULL
+    journaled_at    TIMESTAMPTZ NOT NULL,
+    event_key       VARCHAR                 -- for entries not from orders: the event they book
 );
 
 CREATE TABLE IF NOT EXISTS ledger_watermark (
@@ -254,6 +273,20 @@ CREATE TABLE IF NOT EXISTS sync_state (
     values_hash VARCHAR NOT NULL,
     pushed_at   TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (target, object, record_key)
+);
+
+-- Each member's spendable balance next to the loyalty platform's, after the run's pushes.
+CREATE TABLE IF NOT EXISTS reconciliation (
+    target        VARCHAR NOT NULL,
+    member_id     VARCHAR NOT NULL,
+    external_id   VARCHAR NOT NULL,
+    ours          BIGINT NOT NULL,      -- member_status.points_spendable
+    theirs        BIGINT NOT NULL,      -- the platform's balance
+    unsent        BIGINT NOT NULL,      -- spendable points not delivered yet (outbox not sent, blocked, ...)
+    drift         BIGINT NOT NULL,      -- theirs - (ours - unsent): what nothing here explains
+    explanation   VARCHAR,
+    checked_at    TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (target, member_id)
 );
 
 CREATE TABLE IF NOT EXISTS sync_log (

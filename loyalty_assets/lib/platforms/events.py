@@ -1,0 +1,112 @@
+"""Loyalty-platform and CRM records that move points without an order (RULES.md §6, §9):
+redemptions in Smile.io / LoyaltyLion and adjustment requests in Salesforce."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from loyalty_assets.lib.platforms.common import iso_time, native_id
+from loyalty_assets.lib.program import Program
+from loyalty_assets.lib.records import RecordError, normalize_email
+
+
+@dataclass(frozen=True)
+class LoyaltyEvent:
+    event_key: str
+    kind: str
+    source: str
+    source_ref: str
+    member_key: str | None
+    member_id_hint: str | None
+    points: int
+    status: str
+    reason: str | None
+    description: str | None
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+def smile_redemption(txn: dict, tenant: str, ours: set[str]) -> LoyaltyEvent | None:
+    """A Smile points transaction that spent points (not one of our own pushes)."""
+    if not isinstance(txn, dict):
+        raise RecordError("malformed_record", "points transaction is not a JSON object")
+    tid = native_id(txn, "id")
+    if txn.get("internal_note") in ours:
+        return None  # our own push, read back
+    change = txn.get("points_change")
+    if isinstance(change, bool) or not isinstance(change, int):
+        raise RecordError("bad_amount", f"points_change is not an integer: {change!r}")
+    if change >= 0:
+        return None  # Smile's own earning rules are not ours to book
+    return LoyaltyEvent(
+        event_key=f"smile:{tenant}:redemption:{tid}", kind="redeem", source="smile", source_ref=tid,
+        member_key=f"smile:{tenant}:{native_id(txn, 'customer_id')}", member_id_hint=None, points=change,
+        status="valid", reason=None, description=str(txn.get("description") or "Redeemed in Smile.io")[:200],
+    )
+
+
+def loyaltylion_redemption(txn: dict, tenant: str, ours: set[str]) -> LoyaltyEvent | None:
+    """A LoyaltyLion claimed reward; voided, it is worth 0 (a positive redeem entry gives the points back)."""
+    if not isinstance(txn, dict):
+        raise RecordError("malformed_record", "transaction is not a JSON object")
+    tid = native_id(txn, "id")
+    if txn.get("resource") != "claimed_reward":
+        return None
+    claimed = txn.get("claimed_reward") if isinstance(txn.get("claimed_reward"), dict) else {}
+    if (txn.get("reason") or claimed.get("note")) in ours:
+        return None
+    cost = claimed.get("point_cost", -(txn.get("points_approved") or 0))
+    if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
+        raise RecordError("bad_amount", f"claimed reward point_cost is not a positive integer: {cost!r}")
+    customer = txn.get("customer") if isinstance(txn.get("customer"), dict) else {}
+    canceled = claimed.get("state") in ("void", "voided", "canceled", "cancelled", "refunded")
+    return LoyaltyEvent(
+        event_key=f"loyaltylion:{tenant}:claimed_reward:{claimed.get('id') or tid}", kind="redeem",
+        source="loyaltylion", source_ref=str(claimed.get("id") or tid),
+        member_key=f"loyaltylion:{tenant}:{native_id(customer, 'merchant_id')}", member_id_hint=None,
+        points=0 if canceled else -cost, status="canceled" if canceled else "valid", reason=None,
+        description=f"Redeemed in LoyaltyLion: {(claimed.get('reward') or {}).get('title') or 'reward'}"[:200],
+    )
+
+
+def adjustment_request(req: dict, tenant: str, program: Program) -> LoyaltyEvent:
+    """A Salesforce adjustment request, validated (RULES.md §9): reason present, |points| within the
+    limit; an invalid one is worth 0 and carries the reason it is rejected for."""
+    if not isinstance(req, dict):
+        raise RecordError("malformed_record", "adjustment request is not a JSON object")
+    rid = native_id(req, "Id")
+    contact = req.get("Contact__c")
+    relation = req.get("Contact__r") if isinstance(req.get("Contact__r"), dict) else {}
+    points = req.get("Points__c")
+    problems = []
+    if isinstance(points, bool) or points is None or int(points) != points:
+        problems.append(f"Points__c is not a whole number: {points!r}")
+        points = 0
+    points = int(points)
+    if not str(req.get("Reason__c") or "").strip():
+        problems.append("Reason__c is empty")
+    if abs(points) > program.adjustments.max_abs_points:
+        problems.append(f"|Points__c| {abs(points)} is above adjustments.max_abs_points {program.adjustments.max_abs_points}")
+    if points == 0 and not problems:
+        problems.append("Points__c is 0")
+    if not contact and not relation.get("Loyalty_Member_Id__c"):
+        problems.append("no Contact__c")
+    return LoyaltyEvent(
+        event_key=f"salesforce:{tenant}:adjustment:{rid}", kind="manual", source="salesforce", source_ref=rid,
+        member_key=f"salesforce:{tenant}:{contact}" if contact else None,
+        member_id_hint=relation.get("Loyalty_Member_Id__c"),
+        points=0 if problems else points, status="rejected" if problems else "valid",
+        reason="; ".join(problems) or None, description=str(req.get("Reason__c") or "")[:200] or None,
+    )
+
+
+def salesforce_contact_email(contact: dict) -> tuple[str, str | None]:
+    return native_id(contact, "Id"), normalize_email(contact.get("Email"))
+
+
+def modified(record: dict, *fields: str):
+    for f in fields:
+        if isinstance(record, dict) and record.get(f):
+            return iso_time(str(record[f]).replace("+0000", "+00:00"), f)
+    raise RecordError("malformed_record", f"no {' / '.join(fields)}")
