@@ -106,3 +106,56 @@ def test_lost_response_is_settled_without_sending_twice_and_422_blocks(sandbox, 
     blocked = query(warehouse_path, "SELECT points, last_error FROM outbox WHERE target = 'smile' AND status = 'blocked'")
     assert len(blocked) == 1 and blocked[0][0] == -90 and "refused" in blocked[0][1]
     assert box.smile.balance(ann["id"]) == 50  # nothing half-applied
+
+
+def test_adjustment_requests_and_redemptions_reach_the_ledger_and_back(tmp_path, warehouse_path):
+    import simplejson
+    from conftest import write_seed
+
+    from loyalty_assets.sandbox import Sandbox
+
+    seed = write_seed(tmp_path / "seed", orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00")])
+    for sobject, records in {
+        "Contact": [{"Id": "003000000000001AAA", "LastName": "Ann", "Email": "ANN@example.com",
+                     "CreatedDate": "2024-02-01T00:00:00.000+0000"}],
+        "Loyalty_Adjustment_Request__c": [
+            {"Id": "a0A000000000001AAA", "Contact__c": "003000000000001AAA", "Points__c": 250,
+             "Reason__c": "Goodwill: late delivery", "Status__c": "New", "CreatedDate": "2024-03-02T09:00:00.000+0000"},
+            {"Id": "a0A000000000002AAA", "Contact__c": "003000000000001AAA", "Points__c": 25000,
+             "Reason__c": "Typo", "Status__c": "New", "CreatedDate": "2024-03-02T10:00:00.000+0000"},
+        ],
+    }.items():
+        (seed / "salesforce" / sobject).mkdir(parents=True)
+        (seed / "salesforce" / sobject / "x.json").write_text(simplejson.dumps(records))
+    (seed / "smile" / "customers").mkdir(parents=True)
+    (seed / "smile" / "customers" / "x.json").write_text(simplejson.dumps(
+        [{"id": 77, "email": "ann@example.com", "state": "member", "points_balance": 40,
+          "created_at": "2024-01-01T00:00:00.000Z", "updated_at": "2024-01-01T00:00:00.000Z"}]))
+    (seed / "smile" / "points_transactions").mkdir(parents=True)
+    (seed / "smile" / "points_transactions" / "x.json").write_text(simplejson.dumps(
+        [{"id": 9001, "customer_id": 77, "points_change": -30, "description": "Redeemed 30 points for $3 off",
+          "internal_note": None, "created_at": "2024-03-03T08:00:00.000Z", "updated_at": "2024-03-03T08:00:00.000Z"}]))
+    with Sandbox(seed, now=dt.datetime(2024, 3, 7, 12, tzinfo=dt.UTC)) as box:
+        resources = resources_for(box, warehouse_path)
+        assert materialize_range("2024-03-01", "2024-03-06", resources).success
+
+        entries = query(warehouse_path, "SELECT kind, points, source, source_ref FROM ledger_entries ORDER BY booked_on, kind")
+        assert entries == [("earn", 100, "magento", "000000001"), ("manual", 250, "salesforce", "a0A000000000001AAA"),
+                           ("redeem", -30, "smile", "9001")]
+        # Smile gets the member's new spendable points, except the redemption it made itself
+        assert [t["points_change"] for t in box.smile.transactions(77) if t.get("internal_note")] == [350]
+        applied, rejected = (box.salesforce.get_record("Loyalty_Adjustment_Request__c", i)
+                             for i in ("a0A000000000001AAA", "a0A000000000002AAA"))
+        manual_id = query(warehouse_path, "SELECT entry_id FROM ledger_entries WHERE kind = 'manual'")[0][0]
+        assert (applied["Status__c"], applied["Ledger_Entry_Id__c"]) == ("Applied", manual_id)
+        assert rejected["Status__c"] == "Rejected" and "max_abs_points" in rejected["Result__c"]
+        status = query(warehouse_path, "SELECT points_spendable, smile_customer_id, salesforce_id FROM member_status")
+        assert status == [(320, "77", "003000000000001AAA")]
+        # Smile's balance (40 before + 350 pushed; its own redemption happened before) vs ours (320)
+        recon = query(warehouse_path, "SELECT ours, theirs, unsent FROM reconciliation WHERE target = 'smile'")
+        assert recon == [(320, 390, 0)]
+
+        # a second run books nothing, sends nothing, and leaves the requests as they are
+        assert materialize_range("2024-03-06", "2024-03-06", resources).success
+        assert len(query(warehouse_path, "SELECT 1 FROM ledger_entries")) == 3
+        assert [t["points_change"] for t in box.smile.transactions(77) if t.get("internal_note")] == [350]
