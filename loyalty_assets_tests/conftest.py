@@ -165,3 +165,13 @@ def blocking_check_failures(result: dg.ExecuteInProcessResult) -> list[str]:
         for e in result.get_asset_check_evaluations()
         if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
     ]
+
+
+def sandbox_resources(box: Sandbox, warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Every resource of the location configured from the sandbox's env file, as `loyalty run` does."""
+    from loyalty_assets.defs.resources import build_resources
+
+    for key, value in box.env().items():
+        monkeypatch.setenv(key, value)
+    warehouse.parent.mkdir(parents=True, exist_ok=True)
+    return {**build_resources(), "warehouse": Warehouse(database=str(warehouse))}
