@@ -159,3 +159,61 @@ def test_adjustment_requests_and_redemptions_reach_the_ledger_and_back(tmp_path,
         assert materialize_range("2024-03-06", "2024-03-06", resources).success
         assert len(query(warehouse_path, "SELECT 1 FROM ledger_entries")) == 3
         assert [t["points_change"] for t in box.smile.transactions(77) if t.get("internal_note")] == [350]
+
+
+def test_salesforce_collections_up_to_2000_rows_bulk_above_and_nothing_when_unchanged(tmp_path):
+    """⌈n/200⌉ sObject Collections calls per object for n ≤ 2,000 changed rows, one Bulk 2.0 job above,
+    and a second push with nothing changed sends nothing."""
+    import types
+
+    from loyalty_assets.defs.sync.salesforce import push_salesforce
+    from loyalty_assets.lib import warehouse as wh
+    from loyalty_assets.sandbox.salesforce import SalesforceEmulator
+
+    path = tmp_path / "w.duckdb"
+
+    def members(n: int, points: int) -> None:
+        conn = wh.connect(str(path))
+        conn.execute("DELETE FROM member_status")
+        conn.execute(
+            """INSERT INTO member_status SELECT 'M' || lpad(CAST(i AS VARCHAR), 5, '0'), 'm' || i || '@example.com',
+                      ?, 0, ?, 'Bronze', 0, NULL, NULL, NULL, NULL, DATE '2024-03-01', now()
+               FROM range(?) t(i)""", [points, points, n])
+        conn.execute(
+            """INSERT INTO ledger_journal (entry_id, booked_member_id, kind, points, booked_on, available_on, order_key,
+                      source, source_version, rule_version, journaled_at)
+               SELECT 'E' || lpad(CAST(i AS VARCHAR), 5, '0'), 'M' || lpad(CAST(i AS VARCHAR), 5, '0'), 'earn', ?,
+                      DATE '2024-03-01', DATE '2024-03-01', 'o' || i, 'magento', 'v', 'r', now()
+               FROM range(?) t(i) ON CONFLICT DO NOTHING""", [points, n])
+        conn.close()
+
+    def calls(operation_like: str, sobject: str) -> int:
+        conn = wh.connect(str(path))
+        try:
+            return conn.execute("SELECT count(*) FROM sync_log WHERE operation LIKE ? AND record_key LIKE ?",
+                                [operation_like, f"%/{sobject}%"]).fetchone()[0]
+        finally:
+            conn.close()
+
+    with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
+        env = emulator.env()
+        resource = SalesforceResource(instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
+                                      ca_bundle=env["SALESFORCE_CA_BUNDLE"])
+        ctx = types.SimpleNamespace(run_id="test")
+        members(450, 10)
+        summary = push_salesforce(ctx, resource, Warehouse(database=str(path)))
+        assert (summary["contacts"], summary["transactions"], summary["failed_records"]) == (450, 450, 0)
+        assert calls("%collections%", "Contact") == 3
+        assert calls("%collections%", "Loyalty_Transaction__c") == 3
+        assert len(emulator.records("Contact")) == 450
+
+        before = calls("%", "")
+        assert push_salesforce(ctx, resource, Warehouse(database=str(path)))["calls"] == 0
+        assert calls("%", "") == before
+
+        members(2500, 20)  # 2,500 changed Contacts (and 2,050 new transactions): Bulk API 2.0
+        summary = push_salesforce(ctx, resource, Warehouse(database=str(path)))
+        assert summary["failed_records"] == 0 and summary["contacts"] == 2500
+        assert calls("%collections%", "Contact") == 3  # no new Collections calls for Contact
+        assert 0 < calls("%", "jobs/ingest") <= 10 * 2
+        assert {int(c["Loyalty_Points_Spendable__c"]) for c in emulator.records("Contact")} == {20}

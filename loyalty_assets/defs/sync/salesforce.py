@@ -36,7 +36,7 @@ spend AS (
 )
 SELECT s.member_id, s.email, s.points_spendable, s.points_pending, s.vip_tier,
        coalesce(sp.spend_minor, 0) AS spend_minor, e.member_id IS NOT NULL AS has_earn,
-       st.values_hash AS pushed_hash, st.object AS pushed_object
+       st.values_hash AS pushed_hash, st.object AS pushed_object, s.salesforce_id
 FROM member_status s
 LEFT JOIN earned e USING (member_id)
 LEFT JOIN spend sp USING (member_id)
@@ -120,7 +120,9 @@ def plan_salesforce(conn) -> dict:
         if digest == values["pushed_hash"]:
             continue
         record = {"Loyalty_Member_Id__c": values["member_id"], **fields}
-        item = {"record": record, "hash": digest, "email": values["email"], "member_id": values["member_id"]}
+        # never pushed as this object and not a Contact the CRM already has: it will be created
+        new = values["pushed_object"] != obj and not (obj == "Contact" and values["salesforce_id"])
+        item = {"record": record, "hash": digest, "email": values["email"], "member_id": values["member_id"], "new": new}
         (contacts if obj == "Contact" else leads).append(item)
         if obj == "Contact" and values["pushed_object"] == "Lead":
             conversions.append(values["member_id"])
@@ -139,8 +141,11 @@ def _creation_fields(item: dict, obj: str) -> dict:
 
 
 def upsert_members(client, obj: str, items: list[dict]) -> list:
-    """Upsert without CRM-owned fields; records that do not exist yet are created with them."""
-    results = client.upsert_records(obj, "Loyalty_Member_Id__c", [i["record"] for i in items])
+    """Upsert; names and e-mail (CRM-owned) only for records this creates. A record thought to exist
+    that does not (deleted in the CRM) is created on a second pass."""
+    results = client.upsert_records(
+        obj, "Loyalty_Member_Id__c", [{**i["record"], **_creation_fields(i, obj)} if i["new"] else i["record"] for i in items]
+    )
     missing = [
         i
         for i, r in zip(items, results, strict=True)
