@@ -162,6 +162,12 @@ def _summary(warehouse: str) -> list[str]:
         pushes = conn.execute(
             "SELECT target || ' ' || status, count(*) FROM outbox GROUP BY 1 ORDER BY 1"
         ).fetchall()
+        salesforce = conn.execute(
+            "SELECT object, count(*) FROM sync_state WHERE target = 'salesforce' GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        drift = conn.execute(
+            "SELECT target, count(*), count(*) FILTER (WHERE drift <> 0), coalesce(sum(drift), 0) FROM reconciliation GROUP BY 1"
+        ).fetchall()
     finally:
         conn.close()
     fmt = lambda rows: ", ".join(f"{k} {v}" for k, v in rows) or "none"  # noqa: E731
@@ -172,6 +178,9 @@ def _summary(warehouse: str) -> list[str]:
         f"  tiers: {fmt(tiers)}; {changes} tier changes",
         f"  quarantine: {fmt(quarantine)}",
         f"  pushes: {fmt(pushes)}",
+        f"  salesforce records in sync: {fmt(salesforce)}",
+        "  reconciliation: " + (", ".join(f"{t} {n} members compared, {d} with drift ({p:+d} points)"
+                                          for t, n, d, p in drift) or "not run"),
     ]
 
 
