@@ -1,0 +1,91 @@
+"""A seed directory mixing every platform (CONTRACT.md §2) gives each member exactly the balance and
+tier RULES.md implies, whichever platform the orders came from and in which currency (issue 3): the
+same shopper on Magento, BigCommerce, commercetools and SFCC with differently typed emails is one
+member; BigCommerce refunds and commercetools refund payments lower the right orders; EUR and JPY are
+converted with the FX table of the creation day."""
+
+import datetime as dt
+from decimal import Decimal
+
+import duckdb
+import simplejson
+from conftest import materialize_range, sandbox_resources
+from magento_factory import order
+
+from loyalty_assets.sandbox import Sandbox
+
+NOW = dt.datetime(2024, 3, 8, 12, tzinfo=dt.UTC)
+
+
+def cents(amount: int, currency: str, digits: int = 2) -> dict:
+    return {"type": "centPrecision", "currencyCode": currency, "centAmount": amount, "fractionDigits": digits}
+
+
+def write(seed, rel: str, records: list) -> None:
+    path = seed / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(simplejson.dumps(records, use_decimal=True))
+
+
+def bc_order(oid: int, modified: str, status_id: int, subtotal: str, email: str, customer_id: int = 0) -> dict:
+    return {
+        "id": oid, "customer_id": customer_id, "status_id": status_id, "status": str(status_id), "channel_id": 1,
+        "date_created": "Fri, 01 Mar 2024 10:00:00 +0000", "date_modified": modified,
+        "subtotal_ex_tax": subtotal, "subtotal_inc_tax": subtotal, "total_ex_tax": subtotal, "total_inc_tax": subtotal,
+        "total_tax": "0.0000", "shipping_cost_ex_tax": "0.0000", "discount_amount": "0.0000", "coupon_discount": "0.0000",
+        "default_currency_code": "USD", "currency_code": "USD", "is_tax_inclusive_pricing": False,
+        "billing_address": {"email": email},
+        "products": [{"id": oid * 10, "order_id": oid, "type": "physical", "quantity": 2, "total_ex_tax": subtotal,
+                      "price_ex_tax": str(Decimal(subtotal) / 2), "applied_discounts": []}],
+    }
+
+
+def test_one_shopper_on_four_platforms_in_three_currencies(tmp_path, isolated_env, monkeypatch):
+    seed = tmp_path / "seed"
+    # Magento: 100.00 USD paid
+    write(seed, "magento/orders/o.json", [order(1, "2024-03-01 10:00:00", subtotal="100.00", email="Kim@Example.com")])
+    # BigCommerce: 80.00 USD shipped, then one of its two items refunded (computed from the order line)
+    write(seed, "bigcommerce/store1/orders/o.json", [
+        bc_order(7, "Fri, 01 Mar 2024 11:00:00 +0000", 11, "80.0000", " kim@example.com"),
+        bc_order(7, "Sat, 02 Mar 2024 09:00:00 +0000", 2, "80.0000", " kim@example.com")])
+    write(seed, "bigcommerce/store1/refunds/r.json", [
+        {"id": 3, "order_id": 7, "created": "2024-03-03T08:00:00+00:00", "total_amount": 40,
+         "items": [{"item_type": "PRODUCT", "item_id": 70, "quantity": 1, "requested_amount": None}]}])
+    # commercetools: 50.00 EUR net (60.00 gross) paid, 12.00 gross refunded -> 10.00 EUR eligible back
+    ct_order = {
+        "id": "ct-1", "version": 1, "createdAt": "2024-03-01T12:00:00.000Z", "lastModifiedAt": "2024-03-01T12:00:00.000Z",
+        "customerEmail": "KIM@example.com ", "orderState": "Confirmed", "paymentState": "Paid",
+        "totalPrice": cents(6000, "EUR"), "taxedPrice": {"totalNet": cents(5000, "EUR"), "totalGross": cents(6000, "EUR")},
+        "lineItems": [], "paymentInfo": {"payments": [{"typeId": "payment", "id": "pay-1"}]},
+    }
+    write(seed, "commercetools/proj/orders/o.json", [ct_order])
+    write(seed, "commercetools/proj/payments/p.json", [
+        {"id": "pay-1", "version": 2, "createdAt": "2024-03-01T12:00:00.000Z", "lastModifiedAt": "2024-03-04T10:00:00.000Z",
+         "amountPlanned": cents(6000, "EUR"),
+         "transactions": [{"id": "t1", "type": "Charge", "state": "Success", "amount": cents(6000, "EUR")},
+                          {"id": "t2", "type": "Refund", "state": "Success", "amount": cents(1200, "EUR")}]}])
+    # SFCC: 5,000 JPY paid on the organization's JPY site
+    write(seed, "sfcc/org1/orders/o.json", [{
+        "orderNo": "0001", "siteId": "JP", "currency": "JPY", "creationDate": "2024-03-02T00:00:00.000Z",
+        "lastModified": "2024-03-02T01:00:00.000Z", "status": "new", "paymentStatus": "paid", "shippingStatus": "not_shipped",
+        "customerInfo": {"email": "kim@EXAMPLE.com", "guest": True}, "productTotal": 5000, "productSubTotal": 5000,
+        "taxation": "net", "orderTotal": 5000, "taxTotal": 0, "shippingTotal": 0}])
+    (seed / "fx_rates.csv").write_text(
+        "date,currency,rate_to_program\n2024-02-28,EUR,1.100000\n2024-03-02,EUR,2.000000\n2024-03-01,JPY,0.006700\n")
+
+    with Sandbox(seed, now=NOW) as box:
+        monkeypatch.setenv("LOYALTY_FX_FILE", str(seed / "fx_rates.csv"))
+        result = materialize_range("2024-03-01", "2024-03-05", sandbox_resources(box, tmp_path / "w.duckdb", monkeypatch))
+        assert result.success
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    members = conn.execute("SELECT member_id, email, points_spendable, vip_tier, tier_metric FROM member_status").fetchall()
+    facts = dict(conn.execute("SELECT order_key, net_eligible_program_minor FROM order_facts").fetchall())
+    conn.close()
+    # one member; EUR at the rate of its creation day (1.10, not the later 2.00); JPY 5000 x 0.0067
+    assert facts == {"magento:default:1": 10000, "bigcommerce:store1:7": 4000, "commercetools:proj:ct-1": 4400,
+                     "sfcc:org1:0001": 3350}
+    assert len(members) == 1
+    (_, email, spendable, tier, metric) = members[0]
+    assert email == "kim@example.com"
+    assert spendable == 100 + 40 + 44 + 33  # floor per order: 33.50 -> 33
+    assert (tier, float(metric)) == ("Bronze", 217.5)
