@@ -80,7 +80,7 @@ def test_points_reach_smile_and_salesforce_exactly_once(sandbox, warehouse_path)
     assert [t["points_change"] for t in box.smile.transactions(bo["id"])] == [80]
     assert query(warehouse_path, "SELECT count(*) FROM outbox WHERE target = 'smile' AND status = 'sent'") == [(2,)]
     # the pusher never sent Smile.io more than 10 requests in any second
-    assert 0 < box.smile.limiter.peak_arrivals <= 10
+    assert 0 < max(box.smile.limiter.peak_arrivals.values()) <= 10
 
 
 def test_lost_response_is_settled_without_sending_twice_and_422_blocks(sandbox, warehouse_path):
