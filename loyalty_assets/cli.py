@@ -221,6 +221,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from loyalty_assets.lib.support import MemberNotFound, explain
+    from loyalty_assets.lib.warehouse import warehouse_path
+
+    conn = duckdb.connect(warehouse_path(), read_only=True)
+    try:
+        print(explain(conn, args.email))
+        return 0
+    except MemberNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from loyalty_assets.lib.program import load_program
+    from loyalty_assets.lib.support import MemberNotFound, forget
+    from loyalty_assets.lib.warehouse import connect
+
+    conn = connect()
+    try:
+        erasure = forget(conn, args.email, load_program().program_id)
+    except MemberNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+    print(f"member {erasure.member_id} pseudonymized as {erasure.pseudonym}")
+    print("rows rewritten: " + ", ".join(f"{t} {n}" for t, n in erasure.rows_rewritten.items()))
+    print(f"deletion requests queued for the targets: {erasure.deletions_queued}")
+    return 0
+
+
 def _program_start() -> dt.date:
     from loyalty_assets.lib.program import load_program
 
@@ -260,6 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-rate", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser("explain", help="where did my points go? a member's identities, balance, tier and every entry")
+    p.add_argument("email")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("forget", help="right to erasure: pseudonymize a member's personal data in the warehouse")
+    p.add_argument("email")
+    p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser("run", help="materialize the whole graph for an inclusive range of days")
     p.add_argument("--start", type=_date, required=True)

@@ -289,6 +289,23 @@ CREATE TABLE IF NOT EXISTS reconciliation (
     PRIMARY KEY (target, member_id)
 );
 
+-- Right to erasure: who was pseudonymized when, and the deletions the targets still owe.
+CREATE TABLE IF NOT EXISTS erasures (
+    member_id    VARCHAR PRIMARY KEY,
+    pseudonym    VARCHAR NOT NULL,
+    erased_at    TIMESTAMPTZ NOT NULL,
+    rows_rewritten JSON NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS deletion_requests (
+    target       VARCHAR NOT NULL,
+    external_id  VARCHAR NOT NULL,
+    member_id    VARCHAR NOT NULL,
+    status       VARCHAR NOT NULL,      -- queued / done
+    requested_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (target, external_id)
+);
+
 CREATE TABLE IF NOT EXISTS sync_log (
     correlation_id  VARCHAR NOT NULL,
     run_id          VARCHAR,

@@ -1,0 +1,221 @@
+"""Support tools (CONTRACT.md §1): `explain` answers "where did my points go?" from the warehouse
+alone; `forget` pseudonymizes a member's personal data everywhere in it (right to erasure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+import duckdb
+
+from loyalty_assets.lib.records import normalize_email
+
+
+class MemberNotFound(LookupError):
+    pass
+
+
+def find_member(conn: duckdb.DuckDBPyConnection, email: str) -> str:
+    key = normalize_email(email)
+    row = conn.execute(
+        """SELECT coalesce(r.survivor_id, k.member_id) FROM member_keys k
+           LEFT JOIN member_resolution r ON r.member_id = k.member_id WHERE k.key = ?""",
+        [key],
+    ).fetchall()
+    if not row:
+        raise MemberNotFound(f"no member has the email {email!r}")
+    return row[0][0]
+
+
+def member_ids(conn: duckdb.DuckDBPyConnection, member_id: str) -> list[str]:
+    """The member and every member merged into it."""
+    rows = conn.execute("SELECT member_id FROM member_resolution WHERE survivor_id = ?", [member_id]).fetchall()
+    return [member_id, *(r[0] for r in rows)]
+
+
+def explain(conn: duckdb.DuckDBPyConnection, email: str) -> str:
+    """A support agent's answer: who, what balance and tier and why, every entry with its reason and
+    what was pushed where and when. The entries listed add up to the balance shown."""
+    member = find_member(conn, email)
+    ids = member_ids(conn, member)
+    lines = []
+    status = conn.execute(
+        """SELECT email, points_spendable, points_pending, points_earned_lifetime, vip_tier, tier_metric,
+                  tier_expires_on, as_of, smile_customer_id, loyaltylion_customer_id, salesforce_id
+           FROM member_status WHERE member_id = ?""",
+        [member],
+    ).fetchall()
+    lines.append(f"Member {member}")
+    keys = conn.execute(
+        "SELECT key_type, key, first_seen_at FROM member_keys WHERE member_id IN (SELECT unnest(?)) ORDER BY first_seen_at",
+        [ids],
+    ).fetchall()
+    lines.append("Identities:")
+    lines += [f"  {kt:24s} {k}  (first seen {seen:%Y-%m-%d})" for kt, k, seen in keys]
+    for survivor, absorbed, rule, evidence, day in conn.execute(
+        "SELECT * FROM member_merges WHERE survivor_id = ? ORDER BY merged_on", [member]
+    ).fetchall():
+        lines.append(f"  merged {absorbed} into {survivor} on {day} ({rule}: {evidence})")
+    if status:
+        (s_email, spendable, pending, lifetime, tier, metric, expires, as_of, smile, lion, sf) = status[0]
+        lines.append(f"Balance as of {as_of}: {spendable} spendable, {pending} pending "
+                     f"({spendable + pending} in all; {lifetime} earned over the lifetime)")
+        why = f"metric {metric} this period"
+        change = conn.execute(
+            """SELECT changed_on, from_tier, to_tier, reason, metric FROM vip_tier_changes
+               WHERE member_id IN (SELECT unnest(?)) ORDER BY changed_on DESC LIMIT 1""",
+            [ids],
+        ).fetchall()
+        if change:
+            c = change[0]
+            why += f"; last change {c[1]} -> {c[2]} on {c[0]} ({c[3]}, metric {c[4]})"
+        lines.append(f"Tier: {tier} ({why}{'; held until ' + str(expires) if expires else ''})")
+        lines.append(f"Linked: Smile.io {smile or '-'}, LoyaltyLion {lion or '-'}, Salesforce {sf or '-'}")
+    entries = conn.execute(
+        """SELECT e.booked_on, e.available_on, e.kind, e.points, coalesce(e.order_key, e.source || ':' || e.source_ref),
+                  e.description, e.entry_id
+           FROM ledger_entries e WHERE e.member_id = ? ORDER BY e.booked_on, e.occurred_at, e.entry_id""",
+        [member],
+    ).fetchall()
+    pushes = {}
+    for entry_id, target, state, sent_at in conn.execute(
+        """SELECT oe.entry_id, o.target, o.status, o.sent_at FROM outbox_entries oe JOIN outbox o USING (batch_id)
+           WHERE o.member_id IN (SELECT unnest(?))""",
+        [ids],
+    ).fetchall():
+        pushes.setdefault(entry_id, []).append(f"{target} {state}{' ' + f'{sent_at:%Y-%m-%d %H:%M}' if sent_at else ''}")
+    for entry_id, pushed_at in conn.execute(
+        """SELECT record_key, pushed_at FROM sync_state WHERE target = 'salesforce' AND object = 'Loyalty_Transaction__c'
+           AND record_key IN (SELECT entry_id FROM ledger_entries WHERE member_id = ?)""",
+        [member],
+    ).fetchall():
+        pushes.setdefault(entry_id, []).append(f"salesforce sent {pushed_at:%Y-%m-%d %H:%M}")
+    lines.append(f"Entries ({len(entries)}):")
+    running = 0
+    for booked, available, kind, points, ref, description, entry_id in entries:
+        running += points
+        avail = "" if available == booked else f" (spendable from {available})"
+        sent = "; ".join(pushes.get(entry_id, [])) or "not pushed"
+        lines.append(f"  {booked} {kind:8s} {points:+7d} = {running:7d}  {ref}{avail}")
+        lines.append(f"      {description or ''} [{entry_id}; {sent}]")
+    lines.append(f"Sum of entries: {running}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- forget
+
+PERSONAL_KEY = re.compile(r"(name|phone|telephone|street|address1|address2|postcode|postal|city|birth|dob|company)",
+                          re.IGNORECASE)
+
+
+def pseudonym(program_id: str, member_id: str) -> str:
+    return f"forgotten-{hashlib.sha256(f'{program_id}|{member_id}'.encode()).hexdigest()[:12]}@example.invalid"
+
+
+def _scrub(value, emails: set[str], alias: str):
+    """Personal data out of one JSON value: the member's e-mails anywhere, names/phones/addresses by key."""
+    if isinstance(value, dict):
+        return {k: (_blank(v) if PERSONAL_KEY.search(k) else _scrub(v, emails, alias)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, emails, alias) for v in value]
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in emails or any(e in lowered for e in emails):
+            return alias
+    return value
+
+
+def _blank(value):
+    """Every text inside a personal field (a street may be a list of lines)."""
+    if isinstance(value, str):
+        return "forgotten" if value else value
+    if isinstance(value, list):
+        return [_blank(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _blank(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class Erasure:
+    member_id: str
+    pseudonym: str
+    rows_rewritten: dict[str, int]
+    deletions_queued: int
+
+
+def forget(conn: duckdb.DuckDBPyConnection, email: str, program_id: str) -> Erasure:
+    """Pseudonymize the member everywhere in the warehouse (amounts and keys stay usable), record the
+    erasure, and queue deletions in the targets that hold the member. The one permitted in-place
+    rewrite of the append-only tables."""
+    import simplejson
+
+    member = find_member(conn, email)
+    ids = member_ids(conn, member)
+    alias = pseudonym(program_id, member)
+    emails = {r[0] for r in conn.execute(
+        "SELECT key FROM member_keys WHERE member_id IN (SELECT unnest(?)) AND key_type = 'email'", [ids]).fetchall()}
+    keys = {r[0] for r in conn.execute("SELECT key FROM member_keys WHERE member_id IN (SELECT unnest(?))", [ids]).fetchall()}
+    counts: dict[str, int] = {}
+    conn.execute("BEGIN")
+    try:
+        # the member's own records (its orders and accounts, found through identity), and anything
+        # else that mentions one of its e-mails
+        own = {tuple(r) for r in conn.execute(
+            """SELECT platform || '.orders', tenant, source_id FROM order_versions
+               WHERE customer_key IN (SELECT unnest($keys)) OR email IN (SELECT unnest($emails))
+               UNION SELECT platform || '.customers', split_part(customer_key, ':', 2), source_id FROM customer_versions
+               WHERE customer_key IN (SELECT unnest($keys)) OR email IN (SELECT unnest($emails))""",
+            {"keys": sorted(keys), "emails": sorted(emails)}).fetchall()}
+        for table, key_cols in (("raw_records", "source, tenant, record_id, modified_at, payload_hash"),
+                                ("quarantine", "source, version_key, reason")):
+            rows = conn.execute(f"SELECT {key_cols}, payload FROM {table} WHERE payload IS NOT NULL").fetchall()
+            changed = 0
+            for *pk, payload in rows:
+                text = str(payload)
+                low = text.lower()
+                mine = table == "raw_records" and (pk[0], pk[1], pk[2]) in own
+                if not mine and not any(e in low for e in emails):
+                    continue
+                scrubbed = simplejson.dumps(_scrub(json.loads(text, parse_float=Decimal), emails, alias),
+                                            use_decimal=True, sort_keys=True, separators=(",", ":"))
+                where = " AND ".join(f"{c.strip()} = ?" for c in key_cols.split(","))
+                conn.execute(f"UPDATE {table} SET payload = ? WHERE {where}", [scrubbed, *pk])
+                changed += 1
+            counts[table] = changed
+        for table in ("order_versions", "customer_versions", "order_facts", "member_status"):
+            counts[table] = conn.execute(
+                f"UPDATE {table} SET email = ? WHERE lower(trim(email)) IN (SELECT unnest(?))", [alias, sorted(emails)]
+            ).fetchone()[0]
+        counts["member_keys"] = 0
+        for e in sorted(emails):
+            target_key = alias if counts["member_keys"] == 0 else f"{alias}#{counts['member_keys']}"
+            counts["member_keys"] += conn.execute("UPDATE member_keys SET key = ? WHERE key = ?", [target_key, e]).fetchone()[0]
+        counts["sync_log"] = conn.execute(
+            "UPDATE sync_log SET payload_summary = regexp_replace(payload_summary, 'email=[^ ]*', 'email=forgotten') "
+            "WHERE record_key IN (SELECT batch_id FROM outbox WHERE member_id IN (SELECT unnest(?)))", [ids]
+        ).fetchone()[0]
+        counts["identity_conflicts"] = conn.execute(
+            "UPDATE identity_conflicts SET key = ? WHERE key IN (SELECT unnest(?))", [alias, sorted(emails)]
+        ).fetchone()[0]
+        targets = conn.execute(
+            """SELECT split_part(key, ':', 1), split_part(key, ':', 3) FROM member_keys
+               WHERE member_id IN (SELECT unnest(?)) AND key_type IN ('smile_customer_id', 'loyaltylion_customer_id',
+                                                                       'salesforce_id')""",
+            [ids],
+        ).fetchall()
+        now = dt.datetime.now(dt.UTC)
+        for target, external_id in targets:
+            conn.execute("INSERT INTO deletion_requests VALUES (?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
+                         [target, external_id, member, now])
+        conn.execute("INSERT INTO erasures VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                     [member, alias, now, json.dumps(counts, sort_keys=True)])
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+    return Erasure(member, alias, counts, len(targets))

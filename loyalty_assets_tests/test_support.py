@@ -1,0 +1,92 @@
+"""Support tools (CONTRACT.md §1, issue 5 item 6): `loyalty explain` lists a member's identities,
+balance, tier and every entry with its reason, and the entries add up to the balance shown;
+`loyalty forget` leaves no table of the warehouse holding the member's e-mail, name or phone, keeps
+amounts and keys usable, records the erasure and queues deletions in the targets."""
+
+import datetime as dt
+import subprocess
+import sys
+
+import duckdb
+from magento_factory import memo, order
+from pipeline import land, process
+
+from loyalty_assets.lib import warehouse
+from loyalty_assets.lib.program import parse_program
+from loyalty_assets.lib.support import explain, forget
+
+D = dt.date
+
+
+def personal_order(entity_id: int, updated: str, **kw) -> dict:
+    rec = order(entity_id, updated, email="Jane.Roe@Example.com", customer_id=42, **kw)
+    rec.update(customer_firstname="Jane", customer_lastname="Roe")
+    rec["billing_address"] = {"email": "jane.roe@example.com", "firstname": "Jane", "lastname": "Roe",
+                              "telephone": "+1 555 0100", "street": ["1 Main St"]}
+    return rec
+
+
+def build(path) -> None:
+    p = parse_program("{}")
+    conn = warehouse.connect(str(path))
+    land(conn, p, orders=[personal_order(1, "2024-03-01 10:00:00", subtotal="200.00"),
+                          order(2, "2024-03-01 11:00:00", email="other@example.com", subtotal="50.00")],
+         memos=[memo(5, 1, "2024-03-03 10:00:00", subtotal="30.00")],
+         customers=[{"id": 42, "email": "jane.roe@example.com", "firstname": "Jane", "lastname": "Roe",
+                     "created_at": "2024-02-01 00:00:00", "updated_at": "2024-02-01 00:00:00"}])
+    land(conn, p, orders=[{**personal_order(3, "2024-03-02 09:00:00"), "subtotal": "abc"}])  # quarantined
+    process(conn, p, D(2024, 3, 4))
+    conn.close()
+
+
+def every_text(conn) -> str:
+    chunks = []
+    for (table,) in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall():
+        cols = [c for c, t in conn.execute(f"SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = '{table}'"
+                                           ).fetchall() if t in ("VARCHAR", "JSON")]
+        if cols:
+            for row in conn.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall():
+                chunks += [str(v) for v in row if v is not None]
+    return "\n".join(chunks).lower()
+
+
+def test_explain_lists_entries_that_sum_to_the_balance(tmp_path):
+    build(tmp_path / "w.duckdb")
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    text = explain(conn, "  JANE.ROE@example.com ")
+    conn.close()
+    assert "magento:default:42" in text and "jane.roe@example.com" in text
+    assert "Balance as of 2024-03-04: 170 spendable, 0 pending" in text
+    assert "earn        +200" in text and "clawback     -30" in text and "Sum of entries: 170" in text
+
+
+def test_forget_leaves_no_personal_data_and_keeps_amounts(tmp_path):
+    path = tmp_path / "w.duckdb"
+    build(path)
+    conn = warehouse.connect(str(path))
+    before = every_text(conn)
+    assert "jane.roe@example.com" in before and "roe" in before and "555 0100" in before
+    balances = conn.execute("SELECT points_spendable FROM member_status ORDER BY points_spendable").fetchall()
+    erasure = forget(conn, "jane.roe@example.com", "default")
+    after = every_text(conn)
+    assert "jane.roe@example.com" not in after
+    assert "roe" not in after.replace("forgotten", "") and "555 0100" not in after and "1 main st" not in after
+    assert "other@example.com" in after  # nobody else is touched
+    assert conn.execute("SELECT points_spendable FROM member_status ORDER BY points_spendable").fetchall() == balances
+    assert conn.execute("SELECT count(*) FROM erasures WHERE member_id = ?", [erasure.member_id]).fetchone()[0] == 1
+    # the pseudonym still finds the member, and re-running the pipeline books nothing new
+    assert "Sum of entries: 170" in explain(conn, erasure.pseudonym)
+    conn.close()
+
+
+def test_cli_explain_and_forget(tmp_path):
+    path = tmp_path / "w.duckdb"
+    build(path)
+    env = {"LOYALTY_WAREHOUSE": str(path), "PATH": "/usr/bin:/bin"}
+    loyalty = [sys.executable, "-m", "loyalty_assets.cli"]
+    out = subprocess.run([*loyalty, "explain", "jane.roe@example.com"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "Sum of entries: 170" in out.stdout
+    missing = subprocess.run([*loyalty, "explain", "nobody@example.com"], env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "no member" in missing.stderr
+    gone = subprocess.run([*loyalty, "forget", "jane.roe@example.com"], env=env, capture_output=True, text=True, timeout=120)
+    assert gone.returncode == 0 and "pseudonymized" in gone.stdout
