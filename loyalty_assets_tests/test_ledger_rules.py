@@ -254,3 +254,19 @@ def test_merge_keeps_the_older_member_and_history_follows(conn):
     assert {r[0] for r in conn.execute("SELECT member_id FROM ledger_entries").fetchall()} == {before["a@example.com"]}
     assert conn.execute("SELECT count(*) FROM member_status").fetchone()[0] == 1
     assert status_of(conn, "a@example.com")["points_spendable"] == 300
+
+
+def test_expiry_after_inactivity_books_the_spendable_balance_negative(conn):
+    p = program(expiry={"inactivity_days": 30}, earning={"pending_days": 10})
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00"),
+                          order(2, "2024-03-05 10:00:00", subtotal="40.00", email="bo@example.com"),
+                          order(3, "2024-04-01 10:00:00", subtotal="10.00", email="bo@example.com")])
+    process(conn, p, D(2024, 5, 20))
+    expired = conn.execute(
+        "SELECT s.email, e.points, e.booked_on FROM ledger_entries e JOIN member_status s USING (member_id) "
+        "WHERE e.kind = 'expire' ORDER BY 1").fetchall()
+    # L = max(last activity, last available_on of a positive entry): ann 2024-03-11 (+30 = 04-10);
+    # bo's second order on 04-01 is activity, available 04-11 -> expires 05-11
+    assert expired == [("ann@example.com", -100, D(2024, 4, 10)), ("bo@example.com", -50, D(2024, 5, 11))]
+    assert status_of(conn, "ann@example.com")["points_spendable"] == 0
+    assert process(conn, p, D(2024, 5, 20)).entries == 0

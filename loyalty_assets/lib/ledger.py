@@ -185,17 +185,39 @@ def book_through(
                 n = _insert_entries(conn)
                 points += conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
                 entries += n
+                entries_, points_ = _book_expiry(conn, program, day)
+                entries, points = entries + entries_, points + points_
                 conn.execute("COMMIT")
             except Exception:
                 conn.execute("ROLLBACK")
                 raise
             booked.append(day)
+        elif program.expiry.inactivity_days:
+            # a quiet day can still be the day a balance expires
+            conn.execute("BEGIN")
+            try:
+                entries_, points_ = _book_expiry(conn, program, day)
+                entries, points = entries + entries_, points + points_
+                conn.execute("COMMIT")
+            except Exception:
+                conn.execute("ROLLBACK")
+                raise
         if ended:
             closed = day
         last_booked = max(last_booked or day, day)
         if day in active or day == days[-1]:
             _save_watermark(conn, program, closed, last_booked)
     return BookingResult(booked, entries, int(points), closed, last_booked)
+
+
+def _book_expiry(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date) -> tuple[int, int]:
+    if not program.expiry.inactivity_days:
+        return 0, 0
+    run_script(conn, "book_expiry_entries", {"day": day, "program_id": program.program_id,
+                                             "rule_version": program.rule_version,
+                                             "days": program.expiry.inactivity_days})
+    n = _insert_entries(conn)
+    return n, (conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0)
 
 
 def _save_watermark(conn, program: Program, closed: dt.date | None, last_booked: dt.date | None) -> None:
