@@ -270,3 +270,37 @@ def test_expiry_after_inactivity_books_the_spendable_balance_negative(conn):
     assert expired == [("ann@example.com", -100, D(2024, 4, 10)), ("bo@example.com", -50, D(2024, 5, 11))]
     assert status_of(conn, "ann@example.com")["points_spendable"] == 0
     assert process(conn, p, D(2024, 5, 20)).entries == 0
+
+
+def _land_smile(conn, p, source, records):
+    from loyalty_assets.lib import raw
+    from loyalty_assets.lib.platforms.common import iso_time
+
+    raw.insert_versions(conn, source, "default", records, lambda r: r["id"],
+                        lambda r: iso_time(r.get("updated_at") or r["created_at"], "updated_at"), p.tz)
+
+
+def test_referral_rewarded_on_the_friends_first_earning_order_refused_for_self_and_taken_back(conn):
+    p = program(referrals={"referrer_points": 500})
+    _land_smile(conn, p, "smile.customers", [
+        {"id": 1, "email": "ann@example.com", "state": "member", "created_at": "2024-02-01T00:00:00Z"},
+        {"id": 2, "email": "cat@example.com", "state": "member", "created_at": "2024-02-01T00:00:00Z"}])
+    _land_smile(conn, p, "smile.referrals", [
+        {"id": 10, "sender_customer": {"id": 1, "email": "ann@example.com"}, "receiver_customer_email": " Bo@Example.com",
+         "created_at": "2024-03-01T08:00:00Z"},
+        {"id": 11, "sender_customer": {"id": 2, "email": "cat@example.com"}, "receiver_customer_email": "CAT@example.com",
+         "created_at": "2024-03-01T08:00:00Z"}])
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com"),
+                          order(2, "2024-03-02 10:00:00", email="bo@example.com", subtotal="30.00"),
+                          order(3, "2024-03-02 11:00:00", email="cat@example.com", subtotal="20.00"),
+                          order(2, "2024-03-05 10:00:00", email="bo@example.com", subtotal="30.00", state="canceled")])
+    process(conn, p, D(2024, 3, 6))
+    rows = conn.execute(
+        """SELECT s.email, e.points, e.booked_on, e.source_ref FROM ledger_entries e JOIN member_status s USING (member_id)
+           WHERE e.kind = 'referral' ORDER BY e.booked_on""").fetchall()
+    assert rows == [("ann@example.com", 500, D(2024, 3, 2), "magento:default:2"),
+                    ("ann@example.com", -500, D(2024, 3, 5), "magento:default:2")]
+    outcomes = dict(conn.execute("SELECT referral_key, status || ': ' || coalesce(reason, '') FROM referral_outcomes").fetchall())
+    assert outcomes["smile:default:referral:11"].startswith("refused: self-referral")
+    assert outcomes["smile:default:referral:10"].startswith("taken_back")
+    assert process(conn, p, D(2024, 3, 6)).entries == 0

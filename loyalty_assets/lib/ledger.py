@@ -133,7 +133,7 @@ def data_days(
     rows = conn.execute(
         """SELECT DISTINCT CAST(timezone($tz, updated_at) AS DATE) FROM (
                SELECT updated_at FROM order_versions UNION ALL SELECT updated_at FROM refund_versions
-               UNION ALL SELECT updated_at FROM loyalty_events)
+               UNION ALL SELECT updated_at FROM loyalty_events UNION ALL SELECT updated_at FROM referrals)
            WHERE updated_at >= $start AND updated_at < $end""",
         {"tz": program.timezone, "start": day_start_utc(first, program), "end": day_end_utc(last, program)},
     ).fetchall()
@@ -181,6 +181,13 @@ def book_through(
                 run_script(conn, "book_event_entries", {
                     "asof": day_end_utc(day, program), "day": day, "program_id": program.program_id,
                     "rule_version": program.rule_version,
+                })
+                n = _insert_entries(conn)
+                points += conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
+                entries += n
+                run_script(conn, "book_referral_entries", {
+                    "asof": day_end_utc(day, program), "day": day, "program_id": program.program_id,
+                    "rule_version": program.rule_version, "points": program.referrals.referrer_points,
                 })
                 n = _insert_entries(conn)
                 points += conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0

@@ -35,7 +35,8 @@ CUSTOMER_MAPPERS = {
     "smile.customers": loyalty.map_smile_customer,
     "loyaltylion.customers": loyalty.map_loyaltylion_customer,
 }
-EVENT_SOURCES = ("smile.points_transactions", "loyaltylion.transactions", "salesforce.adjustment_requests")
+EVENT_SOURCES = ("smile.points_transactions", "loyaltylion.transactions", "salesforce.adjustment_requests",
+                 "smile.referrals", "loyaltylion.activities")
 ALL_SOURCES = (*ORDER_MAPPERS, *REFUND_SOURCES, *CUSTOMER_MAPPERS, *EVENT_SOURCES, "salesforce.contacts")
 
 ORDER_COLUMNS = [
@@ -262,6 +263,17 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
 
         _each(conn, batch, source, event_row)
     _append(conn, "loyalty_events", batch.events)
+
+    referrals: list[dict] = []
+    for source, mapper in (("smile.referrals", events.smile_referral), ("loyaltylion.activities", events.loyaltylion_referral)):
+        def referral_row(tenant, payload, day, rid, raw, mapper=mapper) -> str:
+            ref = mapper(payload, tenant)
+            if ref is not None:
+                referrals.append({**ref.row(), "updated_at": raw["updated_at"], "payload_hash": raw["payload_hash"]})
+            return "processed"
+
+        _each(conn, batch, source, referral_row)
+    _append(conn, "referrals", referrals)
     _append(conn, "quarantine", batch.quarantine, ignore_conflicts=True)
     solved = [(o["source"], o["version_key"]) for o in batch.outcomes if o["outcome"] == "processed"]
     if solved:

@@ -27,6 +27,12 @@ PULLS = {
     "raw_loyaltylion_transactions": (
         "loyaltylion", "loyaltylion.transactions", lambda c: c.transactions(), "id", ("updated_at", "created_at"),
         "LoyaltyLion transactions: claimed rewards are redemptions (`redeem` entries), voided ones give points back."),
+    "raw_smile_referrals": (
+        "smile", "smile.referrals", lambda c: c.referrals(), "id", ("updated_at", "created_at"),
+        "Smile.io referrals (GET /v1/referrals: the list path is assumed, see loyalty_apis.md)."),
+    "raw_loyaltylion_activities": (
+        "loyaltylion", "loyaltylion.activities", lambda c: c.activities(), "id", ("updated_at", "created_at"),
+        "LoyaltyLion activities: `$referral` ones name a referrer and a referred e-mail."),
     "raw_salesforce_contacts": (
         "salesforce", "salesforce.contacts", lambda c: c.query_all(CONTACT_SOQL), "Id", ("LastModifiedDate", "CreatedDate"),
         "Salesforce Contacts (their ids become identity keys; consent stays Salesforce's)."),

@@ -110,3 +110,50 @@ def modified(record: dict, *fields: str):
         if isinstance(record, dict) and record.get(f):
             return iso_time(str(record[f]).replace("+0000", "+00:00"), f)
     raise RecordError("malformed_record", f"no {' / '.join(fields)}")
+
+
+@dataclass(frozen=True)
+class Referral:
+    referral_key: str
+    source: str
+    referrer_key: str | None
+    referrer_email: str | None
+    friend_email: str
+    state: str | None
+    created_at: object
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+def smile_referral(ref: dict, tenant: str) -> Referral | None:
+    if not isinstance(ref, dict):
+        raise RecordError("malformed_record", "referral is not a JSON object")
+    rid = native_id(ref, "id")
+    sender = ref.get("sender_customer") if isinstance(ref.get("sender_customer"), dict) else {}
+    receiver = ref.get("receiver_customer") if isinstance(ref.get("receiver_customer"), dict) else {}
+    friend = normalize_email(ref.get("receiver_customer_email")) or normalize_email(receiver.get("email"))
+    if friend is None:
+        return None  # an invitation nobody has accepted yet
+    return Referral(
+        referral_key=f"smile:{tenant}:referral:{rid}", source="smile",
+        referrer_key=f"smile:{tenant}:{sender['id']}" if sender.get("id") is not None else None,
+        referrer_email=normalize_email(sender.get("email")), friend_email=friend, state=ref.get("state"),
+        created_at=modified(ref, "created_at", "updated_at"),
+    )
+
+
+def loyaltylion_referral(activity: dict, tenant: str) -> Referral | None:
+    if not isinstance(activity, dict) or activity.get("name") != "$referral":
+        return None
+    aid = native_id(activity, "id")
+    customer = activity.get("customer") if isinstance(activity.get("customer"), dict) else {}
+    friend = normalize_email((activity.get("properties") or {}).get("referred_email"))
+    if friend is None:
+        raise RecordError("missing_email", f"referral activity {aid} has no properties.referred_email")
+    return Referral(
+        referral_key=f"loyaltylion:{tenant}:referral:{aid}", source="loyaltylion",
+        referrer_key=f"loyaltylion:{tenant}:{customer['merchant_id']}" if customer.get("merchant_id") else None,
+        referrer_email=normalize_email(customer.get("email")), friend_email=friend, state=activity.get("state"),
+        created_at=modified(activity, "created_at", "updated_at"),
+    )

@@ -120,6 +120,28 @@ CREATE TABLE IF NOT EXISTS loyalty_events (
     PRIMARY KEY (event_key, updated_at, payload_hash)
 );
 
+-- Referrals pulled from Smile.io / LoyaltyLion, and what became of each (RULES.md §6).
+CREATE TABLE IF NOT EXISTS referrals (
+    referral_key  VARCHAR NOT NULL,
+    source        VARCHAR NOT NULL,
+    referrer_key  VARCHAR,                 -- identity key of the referrer (smile:default:42, ...)
+    referrer_email VARCHAR,
+    friend_email  VARCHAR NOT NULL,
+    state         VARCHAR,
+    created_at    TIMESTAMPTZ NOT NULL,
+    updated_at    TIMESTAMPTZ NOT NULL,
+    payload_hash  VARCHAR NOT NULL,
+    PRIMARY KEY (referral_key, updated_at, payload_hash)
+);
+
+CREATE TABLE IF NOT EXISTS referral_outcomes (
+    referral_key  VARCHAR PRIMARY KEY,
+    status        VARCHAR NOT NULL,        -- rewarded / refused / taken_back
+    reason        VARCHAR,
+    friend_order  VARCHAR,
+    decided_on    DATE NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS quarantine (
     source        VARCHAR NOT NULL,
     record_key    VARCHAR NOT NULL,

@@ -1,0 +1,722 @@
+"""`loyalty bench`: the performance benchmark (CONTRACT.md §1, the performance issue).
+
+Generates native Magento 2 order and credit-memo payloads at a given scale and lands them into a
+fresh DuckDB warehouse with bulk SQL (setup, not timed). Then, in the same run:
+
+* the baseline: ONE DuckDB query over the landed raw payloads computing every shopper's points in a
+  single pass (latest version per order, eligible = subtotal - |discount| as DECIMAL, x points per
+  unit, floored, grouped by lower(trim(email))) - the least work any implementation must do;
+* the full recompute, stage by stage (raw -> facts (normalize), identity, facts refresh, ledger,
+  tiers, member status, push preparation), each with its seconds, ratio to the baseline and peak RSS;
+* one incremental day of changed orders on a history of N/10 orders and on the history of N orders,
+  the whole pipeline timed for that day on each.
+
+Every DuckDB connection the bench opens gets `memory_limit` and `threads` set explicitly. The
+pipeline runs through lib/ directly (as loyalty_assets_tests/pipeline.py does), without Dagster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import os
+import platform as _platform
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+SUPPORTED_PLATFORMS = ("magento",)
+STAGES = ("normalize", "identity", "facts", "ledger", "tiers", "member_status", "push_prep")
+STAGE_LABELS = {
+    "normalize": "raw -> facts (normalize)",
+    "identity": "identity",
+    "facts": "facts refresh",
+    "ledger": "ledger (book_through)",
+    "tiers": "tiers",
+    "member_status": "member status",
+    "push_prep": "push preparation",
+}
+JSON_KEYS = (
+    "baseline_seconds", "total_seconds", "ratio_total_to_baseline", "peak_rss_bytes", "stages",
+    "incremental_seconds_small", "incremental_seconds_large", "incremental_ratio",
+)  # fmt: skip
+FIRST_DAY = dt.date(2025, 1, 1)
+FAR_FUTURE = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+INCREMENTAL_CHANGED = 10_000
+MEMO_ID_BASE = 50_000_000
+INCREMENTAL_ORDER_ID_BASE = 90_000_000
+INCREMENTAL_MEMO_ID_BASE = 95_000_000
+DEFAULT_MEMORY_LIMIT = "4GB"
+DEFAULT_THREADS = 2
+
+
+# --------------------------------------------------------------------------------------------
+# memory: peak RSS per stage from a sampling thread (/proc/self/statm), ru_maxrss as a fallback
+
+
+class RssSampler:
+    """Samples this process's resident set every `interval` seconds; `peak` since the last reset."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._proc = Path("/proc/self/statm").exists()
+        self.peak = self.current()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+
+    def current(self) -> int:
+        if self._proc:
+            try:
+                with open("/proc/self/statm") as fh:
+                    return int(fh.read().split()[1]) * self._page
+            except OSError:
+                pass
+        return max_rss_bytes()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            rss = self.current()
+            if rss > self.peak:
+                self.peak = rss
+
+    def start(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def reset(self) -> None:
+        self.peak = self.current()
+
+    def read(self) -> int:
+        rss = self.current()
+        if rss > self.peak:
+            self.peak = rss
+        return self.peak if self._proc else max_rss_bytes()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1)
+
+
+def max_rss_bytes() -> int:
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return ru if sys.platform == "darwin" else ru * 1024
+
+
+# --------------------------------------------------------------------------------------------
+# per-SQL-script timing (lib/ is not edited: the modules' `run_script` names are wrapped here)
+
+
+class ScriptTimer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._saved: list[tuple[object, Callable]] = []
+
+    @contextmanager
+    def installed(self):
+        from loyalty_assets.lib import facts, ledger, status, tiers, warehouse
+
+        original = warehouse.run_script
+
+        def timed(conn, name, params=None):
+            t0 = time.perf_counter()
+            try:
+                return original(conn, name, params)
+            finally:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+                self.calls[name] = self.calls.get(name, 0) + 1
+
+        modules = [m for m in (ledger, facts, status, tiers) if getattr(m, "run_script", None) is original]
+        for m in modules:
+            m.run_script = timed
+        try:
+            yield self
+        finally:
+            for m in modules:
+                m.run_script = original
+
+    def snapshot(self) -> dict[str, tuple[float, int]]:
+        return {k: (self.seconds[k], self.calls[k]) for k in self.seconds}
+
+    @staticmethod
+    def diff(after: dict, before: dict) -> dict[str, dict]:
+        out = {}
+        for name, (sec, calls) in after.items():
+            s0, c0 = before.get(name, (0.0, 0))
+            if calls - c0:
+                out[name] = {"seconds": round(sec - s0, 4), "calls": calls - c0}
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]["seconds"]))
+
+
+# --------------------------------------------------------------------------------------------
+# data generation (numpy, deterministic) and bulk landing (Arrow -> INSERT ... SELECT json_object)
+
+
+def configure(conn: duckdb.DuckDBPyConnection, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnection:
+    conn.execute(f"SET memory_limit = '{memory_limit}'")
+    conn.execute(f"SET threads = {int(threads)}")
+    conn.execute("SET TimeZone = 'UTC'")
+    return conn
+
+
+def open_warehouse(path: Path, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnection:
+    from loyalty_assets.lib import warehouse
+
+    conn = duckdb.connect(str(path))
+    configure(conn, memory_limit, threads)
+    warehouse.ensure_schema(conn, str(path))
+    return conn
+
+
+def _epoch(day: dt.date) -> int:
+    return int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp())
+
+
+def _registered(member: np.ndarray) -> np.ndarray:
+    """About 60% of members have a Magento account (the same one on every order)."""
+    return (member * 7919 + 13) % 10 < 6
+
+
+def _order_frame(ids, member, created, updated, state, subtotal, discount, shipping, tax, shout) -> pa.Table:
+    return pa.table({
+        "entity_id": pa.array(ids, pa.int64()),
+        "member": pa.array(member, pa.int64()),
+        "registered": pa.array(_registered(member)),
+        "created_s": pa.array(created, pa.int64()),
+        "updated_s": pa.array(updated, pa.int64()),
+        "state": pa.array(state),
+        "subtotal_c": pa.array(subtotal, pa.int64()),
+        "discount_c": pa.array(discount, pa.int64()),
+        "shipping_c": pa.array(shipping, pa.int64()),
+        "tax_c": pa.array(tax, pa.int64()),
+        "shout": pa.array(shout),
+    })  # fmt: skip
+
+
+ORDER_PAYLOAD_SQL = """
+WITH o AS (
+    SELECT entity_id, state, registered,
+           strftime(to_timestamp(created_s), '%Y-%m-%d %H:%M:%S') AS created_txt,
+           to_timestamp(updated_s) AS updated_ts,
+           strftime(to_timestamp(updated_s), '%Y-%m-%d %H:%M:%S') AS updated_txt,
+           CASE WHEN shout THEN ' ' || upper(printf('member%07d@example.com', member))
+                ELSE printf('member%07d@example.com', member) END AS email,
+           CASE WHEN registered THEN 1000000 + member END AS customer_id,
+           CAST(subtotal_c AS DECIMAL(18, 0)) * 0.01 AS sub,
+           CAST(discount_c AS DECIMAL(18, 0)) * 0.01 AS disc,
+           CAST(shipping_c AS DECIMAL(18, 0)) * 0.01 AS ship,
+           CAST(tax_c AS DECIMAL(18, 0)) * 0.01 AS tax
+    FROM {frame}
+),
+p AS (
+    SELECT o.*, CAST(json_merge_patch(json_object(
+        'entity_id', entity_id, 'increment_id', lpad(CAST(entity_id AS VARCHAR), 9, '0'),
+        'state', state, 'status', state, 'created_at', created_txt, 'updated_at', updated_txt,
+        'order_currency_code', 'USD', 'base_currency_code', 'USD', 'base_to_order_rate', 1, 'store_id', 1,
+        'subtotal', CAST(sub AS DECIMAL(18, 2)), 'base_subtotal', CAST(sub AS DECIMAL(18, 2)),
+        'discount_amount', CAST(-disc AS DECIMAL(18, 2)), 'base_discount_amount', CAST(-disc AS DECIMAL(18, 2)),
+        'shipping_amount', CAST(ship AS DECIMAL(18, 2)), 'base_shipping_amount', CAST(ship AS DECIMAL(18, 2)),
+        'tax_amount', CAST(tax AS DECIMAL(18, 2)), 'base_tax_amount', CAST(tax AS DECIMAL(18, 2)),
+        'grand_total', CAST(sub - disc + ship + tax AS DECIMAL(18, 2)),
+        'base_grand_total', CAST(sub - disc + ship + tax AS DECIMAL(18, 2)),
+        'customer_is_guest', CASE WHEN registered THEN 0 ELSE 1 END,
+        'customer_group_id', CASE WHEN registered THEN 1 ELSE 0 END,
+        'items', [json_object('item_id', entity_id * 10, 'sku', 'SKU-' || (entity_id % 997), 'product_type', 'simple',
+                              'qty_ordered', 1, 'row_total', CAST(sub AS DECIMAL(18, 2)),
+                              'base_row_total', CAST(sub AS DECIMAL(18, 2)),
+                              'discount_amount', CAST(disc AS DECIMAL(18, 2)),
+                              'base_discount_amount', CAST(disc AS DECIMAL(18, 2)))],
+        'billing_address', json_object('email', email),
+        'customer_email', email),
+        CASE WHEN registered THEN json_object('customer_id', customer_id) ELSE '{{}}'::JSON END) AS VARCHAR) AS payload
+    FROM o
+)
+INSERT INTO raw_records BY NAME
+SELECT 'magento.orders' AS source, 'default' AS tenant, CAST(entity_id AS VARCHAR) AS record_id,
+       updated_ts AS modified_at, substr(md5(payload), 1, 16) AS payload_hash, CAST(payload AS JSON) AS payload,
+       CAST(timezone($tz, updated_ts) AS DATE) AS partition_day, now() AS fetched_at
+FROM p
+ON CONFLICT DO NOTHING
+"""
+
+MEMO_PAYLOAD_SQL = """
+WITH m AS (
+    SELECT memo_id, order_id, to_timestamp(updated_s) AS updated_ts,
+           strftime(to_timestamp(updated_s), '%Y-%m-%d %H:%M:%S') AS updated_txt,
+           CAST(refund_c AS DECIMAL(18, 0)) * 0.01 AS sub
+    FROM {frame}
+),
+p AS (
+    SELECT m.*, CAST(json_object(
+        'entity_id', memo_id, 'order_id', order_id, 'increment_id', 'CM' || lpad(CAST(memo_id AS VARCHAR), 7, '0'),
+        'state', 2, 'created_at', updated_txt, 'updated_at', updated_txt,
+        'order_currency_code', 'USD', 'base_currency_code', 'USD', 'base_to_order_rate', 1,
+        'subtotal', CAST(sub AS DECIMAL(18, 2)), 'base_subtotal', CAST(sub AS DECIMAL(18, 2)),
+        'discount_amount', CAST(0 AS DECIMAL(18, 2)), 'base_discount_amount', CAST(0 AS DECIMAL(18, 2)),
+        'shipping_amount', CAST(0 AS DECIMAL(18, 2)), 'adjustment_positive', CAST(0 AS DECIMAL(18, 2)),
+        'adjustment_negative', CAST(0 AS DECIMAL(18, 2)), 'grand_total', CAST(sub AS DECIMAL(18, 2)),
+        'items', []) AS VARCHAR) AS payload
+    FROM m
+)
+INSERT INTO raw_records BY NAME
+SELECT 'magento.creditmemos' AS source, 'default' AS tenant, CAST(memo_id AS VARCHAR) AS record_id,
+       updated_ts AS modified_at, substr(md5(payload), 1, 16) AS payload_hash, CAST(payload AS JSON) AS payload,
+       CAST(timezone($tz, updated_ts) AS DATE) AS partition_day, now() AS fetched_at
+FROM p
+ON CONFLICT DO NOTHING
+"""
+
+
+def _land(conn: duckdb.DuckDBPyConnection, sql: str, frame: pa.Table, tz: str) -> int:
+    if frame.num_rows == 0:
+        return 0
+    conn.register("_bench_frame", frame)
+    try:
+        return int(conn.execute(sql.format(frame="_bench_frame"), {"tz": tz}).fetchone()[0])
+    finally:
+        conn.unregister("_bench_frame")
+
+
+def land_history(conn: duckdb.DuckDBPyConnection, *, orders: int, members: int, days: int, seed: int,
+                 memo_rate: float, tz: str) -> dict:
+    """N orders over `days` days from FIRST_DAY: 50% one version (processing), 30% new -> processing,
+    20% new -> processing -> complete; `memo_rate` of orders get a credit memo (state 2, refunded)."""
+    rng = np.random.default_rng(seed)
+    n = int(orders)
+    start = _epoch(FIRST_DAY)
+    last_second = start + days * 86400 - 1
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    member = rng.integers(0, members, n)
+    created = start + rng.integers(0, days, n) * 86400 + rng.integers(0, 86400 - 7200, n)
+    subtotal = rng.integers(1000, 30000, n)
+    discounted = rng.random(n) < 0.3
+    discount = np.where(discounted, (subtotal * rng.integers(5, 21, n)) // 100, 0)
+    shipping = rng.choice(np.array([0, 499, 999]), n)
+    tax = (subtotal - discount) * 8 // 100
+    versions = rng.choice(np.array([1, 2, 3]), n, p=[0.5, 0.3, 0.2])
+    t_paid = np.where(versions > 1, created + rng.integers(60, 3600, n), created)
+    t_done = np.minimum(t_paid + rng.integers(3600, 3 * 86400, n), last_second)
+
+    total = int(versions.sum())
+    order_idx = np.repeat(np.arange(n), versions)
+    first_pos = np.repeat(np.cumsum(versions) - versions, versions)
+    pos = np.arange(total) - first_pos  # 0.. within each order
+    step = pos + (np.repeat(versions, versions) == 1)
+    # step: 0 = new, 1 = processing, 2 = complete (a single-version order starts at processing)
+    state = np.array(["new", "processing", "complete"])[step]
+    updated = np.select([step == 0, step == 1], [created[order_idx], t_paid[order_idx]], t_done[order_idx])
+    shout = rng.random(total) < 0.1
+    frame = _order_frame(ids[order_idx], member[order_idx], created[order_idx], updated, state,
+                         subtotal[order_idx], discount[order_idx], shipping[order_idx], tax[order_idx], shout)
+    landed = _land(conn, ORDER_PAYLOAD_SQL, frame, tz)
+
+    n_memo = int(round(n * memo_rate))
+    memo_landed = 0
+    if n_memo:
+        which = rng.choice(n, n_memo, replace=False)
+        last_t = np.where(versions == 3, t_done, t_paid)[which]
+        memo_t = np.minimum(last_t + rng.integers(3600, 5 * 86400, n_memo), last_second)
+        refund = ((subtotal - discount)[which] * rng.integers(20, 101, n_memo)) // 100
+        memos = pa.table({
+            "memo_id": pa.array(MEMO_ID_BASE + np.arange(1, n_memo + 1), pa.int64()),
+            "order_id": pa.array(ids[which], pa.int64()),
+            "updated_s": pa.array(memo_t, pa.int64()),
+            "refund_c": pa.array(refund, pa.int64()),
+        })  # fmt: skip
+        memo_landed = _land(conn, MEMO_PAYLOAD_SQL, memos, tz)
+    return {"orders": n, "members": int(members), "days": int(days), "order_versions": landed,
+            "credit_memos": memo_landed}
+
+
+def land_incremental_day(conn: duckdb.DuckDBPyConnection, *, history_orders: int, members: int, day: dt.date,
+                         changed: int, seed: int, tz: str) -> dict:
+    """One day of `changed` orders on top of a history: 50% new orders, 40% existing orders moving
+    to `complete`, 10% credit memos on existing orders."""
+    rng = np.random.default_rng(seed)
+    start = _epoch(day)
+    n_new = changed // 2
+    n_done = (changed * 4) // 10
+    n_memo = changed - n_new - n_done
+    ids = INCREMENTAL_ORDER_ID_BASE + np.arange(1, n_new + 1, dtype=np.int64)
+    member = np.where(rng.random(n_new) < 0.8, rng.integers(0, members, n_new),
+                      members + rng.integers(0, max(1, members // 10), n_new))
+    created = start + rng.integers(0, 86400 - 3600, n_new)
+    subtotal = rng.integers(1000, 30000, n_new)
+    discount = np.where(rng.random(n_new) < 0.3, (subtotal * rng.integers(5, 21, n_new)) // 100, 0)
+    shipping = rng.choice(np.array([0, 499, 999]), n_new)
+    tax = (subtotal - discount) * 8 // 100
+    frame = _order_frame(ids, member, created, created, np.full(n_new, "processing"), subtotal, discount,
+                         shipping, tax, rng.random(n_new) < 0.1)
+    landed = _land(conn, ORDER_PAYLOAD_SQL, frame, tz)
+
+    existing = rng.choice(np.arange(1, history_orders + 1), n_done + n_memo, replace=False)
+    done = pa.table({"record_id": pa.array([str(i) for i in existing[:n_done]]),
+                     "updated_s": pa.array(start + rng.integers(0, 86400, n_done), pa.int64())})
+    conn.register("_bench_done", done)
+    try:
+        landed += int(conn.execute(
+            """WITH latest AS (
+                   SELECT record_id, arg_max(payload, modified_at) AS payload FROM raw_records
+                   WHERE source = 'magento.orders' AND record_id IN (SELECT record_id FROM _bench_done)
+                   GROUP BY record_id),
+               p AS (
+                   SELECT d.record_id, to_timestamp(d.updated_s) AS updated_ts,
+                          CAST(json_merge_patch(l.payload, json_object(
+                              'state', 'complete', 'status', 'complete',
+                              'updated_at', strftime(to_timestamp(d.updated_s), '%Y-%m-%d %H:%M:%S'))) AS VARCHAR) AS payload
+                   FROM _bench_done d JOIN latest l USING (record_id))
+               INSERT INTO raw_records BY NAME
+               SELECT 'magento.orders' AS source, 'default' AS tenant, record_id, updated_ts AS modified_at,
+                      substr(md5(payload), 1, 16) AS payload_hash, CAST(payload AS JSON) AS payload,
+                      CAST(timezone($tz, updated_ts) AS DATE) AS partition_day, now() AS fetched_at
+               FROM p ON CONFLICT DO NOTHING""",
+            {"tz": tz},
+        ).fetchone()[0])
+    finally:
+        conn.unregister("_bench_done")
+    refund_ids = existing[n_done:]
+    memos = pa.table({
+        "memo_id": pa.array(INCREMENTAL_MEMO_ID_BASE + np.arange(1, n_memo + 1), pa.int64()),
+        "order_id": pa.array(refund_ids, pa.int64()),
+        "updated_s": pa.array(start + rng.integers(0, 86400, n_memo), pa.int64()),
+        "refund_c": pa.array(rng.integers(100, 2000, n_memo), pa.int64()),
+    })  # fmt: skip
+    memo_landed = _land(conn, MEMO_PAYLOAD_SQL, memos, tz)
+    return {"day": day.isoformat(), "changed_orders": int(changed), "new_orders": int(n_new),
+            "status_changes": int(n_done), "credit_memos": int(memo_landed), "order_versions": landed}
+
+
+# --------------------------------------------------------------------------------------------
+# the baseline
+
+
+BASELINE_SQL = """
+CREATE OR REPLACE TEMP TABLE bench_baseline AS
+WITH latest AS (
+    SELECT arg_max(payload, modified_at) AS p
+    FROM raw_records WHERE source = 'magento.orders'
+    GROUP BY tenant, record_id
+)
+SELECT lower(trim(coalesce(p ->> 'customer_email', p -> 'billing_address' ->> 'email'))) AS email,
+       sum(floor((CAST(p ->> 'subtotal' AS DECIMAL(18, 2)) - abs(CAST(p ->> 'discount_amount' AS DECIMAL(18, 2))))
+                 * CAST($rate AS DECIMAL(18, 6))))::BIGINT AS points
+FROM latest
+WHERE p ->> 'state' IN ('processing', 'complete')
+GROUP BY 1
+"""
+
+
+def run_baseline(conn: duckdb.DuckDBPyConnection, points_per_unit) -> tuple[float, int, int]:
+    t0 = time.perf_counter()
+    conn.execute(BASELINE_SQL, {"rate": str(points_per_unit)})
+    seconds = time.perf_counter() - t0
+    shoppers, points = conn.execute("SELECT count(*), coalesce(sum(points), 0) FROM bench_baseline").fetchone()
+    return seconds, int(shoppers), int(points)
+
+
+# --------------------------------------------------------------------------------------------
+# the pipeline, stage by stage
+
+
+def _stage_functions(conn, program, fx, through: dt.date) -> list[tuple[str, Callable[[], object]]]:
+    from loyalty_assets.lib import facts, identity, ledger, normalize, outbox, status, tiers
+
+    def push_prep():
+        conn.execute("BEGIN")
+        try:
+            n = outbox.prepare_batches(conn, "smile", through, ("smile",))
+            conn.execute("COMMIT")  # kept, so the next day's preparation covers only that day's entries
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise
+        return n
+
+    return [
+        ("normalize", lambda: normalize.normalize(conn, program, fx, through)),
+        ("identity", lambda: identity.resolve_members(conn, program, through)),
+        ("facts", lambda: facts.refresh_order_facts(conn, program)),
+        ("ledger", lambda: ledger.book_through(conn, program, through, FAR_FUTURE)),
+        ("tiers", lambda: tiers.evaluate_through(conn, program)),
+        ("member_status", lambda: status.refresh_member_status(conn, program)),
+        ("push_prep", push_prep),
+    ]
+
+
+def _describe(result: object) -> str:
+    if result is None:
+        return ""
+    if isinstance(result, int):
+        return str(result)
+    if hasattr(result, "days_booked"):  # BookingResult
+        return f"{len(result.days_booked)} days, {result.entries} entries"
+    if hasattr(result, "days") and hasattr(result, "changes"):  # TierResult
+        return f"{len(result.days)} days, {result.changes} changes"
+    if hasattr(result, "__dataclass_fields__"):
+        return ", ".join(f"{k}={getattr(result, k)}" for k in result.__dataclass_fields__)
+    return str(result)
+
+
+def run_pipeline(conn, program, fx, through: dt.date, sampler: RssSampler, timer: ScriptTimer,
+                 baseline_seconds: float | None, label: str, log: Callable[[str], None]) -> list[dict]:
+    stages = []
+    for name, fn in _stage_functions(conn, program, fx, through):
+        gc.collect()
+        before = timer.snapshot()
+        sampler.reset()
+        log(f"[bench] {label}: {STAGE_LABELS[name]} ...")
+        t0 = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - t0
+        peak = sampler.read()
+        stage = {
+            "name": name,
+            "label": STAGE_LABELS[name],
+            "seconds": round(seconds, 4),
+            "peak_rss_bytes": int(peak),
+            "result": _describe(result),
+            "sql": ScriptTimer.diff(timer.snapshot(), before),
+        }
+        if baseline_seconds:
+            stage["ratio_to_baseline"] = round(seconds / baseline_seconds, 2)
+        log(f"[bench] {label}: {STAGE_LABELS[name]} {seconds:.2f}s ({stage['result']})")
+        stages.append(stage)
+    return stages
+
+
+def _earned_points(conn) -> int:
+    return int(conn.execute(
+        "SELECT coalesce(sum(points), 0) FROM ledger_entries WHERE kind IN ('earn', 'adjust', 'clawback')"
+    ).fetchone()[0])  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+def run_bench(orders: int, members: int | None, days: int, platforms: list[str], json_path: Path | None,
+              workdir: Path | None = None, *, seed: int = 7, memo_rate: float = 0.05,
+              memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int = DEFAULT_THREADS,
+              incremental_changed: int = INCREMENTAL_CHANGED, print_table: bool = True,
+              log: Callable[[str], None] | None = None) -> dict:
+    """Run the benchmark; returns the report (the JSON written to `json_path`, if given)."""
+    from loyalty_assets.lib.money import FxTable
+    from loyalty_assets.lib.program import load_program
+
+    if orders < 10:
+        raise ValueError("--orders must be at least 10")
+    if days < 1:
+        raise ValueError("--days must be at least 1")
+    unsupported = [p for p in platforms if p not in SUPPORTED_PLATFORMS]
+    if unsupported:
+        raise ValueError(f"platforms not supported by the benchmark yet: {', '.join(unsupported)} "
+                         f"(supported: {', '.join(SUPPORTED_PLATFORMS)})")
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    members = members or max(1, orders // 5)
+    program = load_program()
+    fx = FxTable.load(None)
+    last_day = FIRST_DAY + dt.timedelta(days=days - 1)
+    inc_day = last_day + dt.timedelta(days=1)
+    small_orders = max(1, orders // 10)
+    small_members = max(1, members // 10)
+    changed = max(2, min(incremental_changed, small_orders))
+
+    own_dir = workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="loyalty-bench-")) if own_dir else Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    large_path, small_path = workdir / "bench_large.duckdb", workdir / "bench_small.duckdb"
+    for p in (large_path, small_path):
+        for q in (p, p.with_name(p.name + ".wal")):
+            q.unlink(missing_ok=True)
+
+    sampler = RssSampler().start()
+    timer = ScriptTimer()
+    started = time.perf_counter()
+    try:
+        with timer.installed():
+            # ---- setup (not timed): the large history
+            log(f"[bench] generating and landing {orders} orders, {members} members, {days} days ...")
+            t0 = time.perf_counter()
+            large = open_warehouse(large_path, memory_limit, threads)
+            sizes = land_history(large, orders=orders, members=members, days=days, seed=seed,
+                                 memo_rate=memo_rate, tz=program.timezone)
+            large.execute("CHECKPOINT")
+            setup_seconds = time.perf_counter() - t0
+            gc.collect()
+            log(f"[bench] landed {sizes['order_versions']} order versions, {sizes['credit_memos']} credit memos "
+                f"in {setup_seconds:.1f}s (setup, not timed)")
+
+            # ---- the baseline
+            baseline_seconds, baseline_shoppers, baseline_points = run_baseline(large, program.earning.points_per_unit)
+            log(f"[bench] baseline: {baseline_seconds:.3f}s, {baseline_shoppers} shoppers, {baseline_points} points")
+
+            # ---- the full recompute, stage by stage
+            stages = run_pipeline(large, program, fx, last_day, sampler, timer, baseline_seconds, "full", log)
+            total_seconds = sum(s["seconds"] for s in stages)
+            pipeline_points = _earned_points(large)
+            pipeline_members = large.execute("SELECT count(*) FROM member_status").fetchone()[0]
+            peak_rss = max(s["peak_rss_bytes"] for s in stages)
+
+            # ---- incremental: the small history (booked fully, not timed), then the day on both
+            log(f"[bench] building the small history ({small_orders} orders) for the incremental day ...")
+            small = open_warehouse(small_path, memory_limit, threads)
+            small_sizes = land_history(small, orders=small_orders, members=small_members, days=days, seed=seed + 1,
+                                       memo_rate=memo_rate, tz=program.timezone)
+            run_pipeline(small, program, fx, last_day, sampler, timer, None, "small history (setup)",
+                         lambda _m: None)
+            small.execute("CHECKPOINT")
+            large.execute("CHECKPOINT")
+            inc = {}
+            for label, conn, hist, mem in (("small", small, small_orders, small_members),
+                                           ("large", large, orders, members)):
+                day_sizes = land_incremental_day(conn, history_orders=hist, members=mem, day=inc_day,
+                                                 changed=changed, seed=seed + 100, tz=program.timezone)
+                conn.execute("CHECKPOINT")
+                day_stages = run_pipeline(conn, program, fx, inc_day, sampler, timer, baseline_seconds,
+                                          f"incremental day on {label} history", log)
+                inc[label] = {"history_orders": hist, "sizes": day_sizes, "stages": day_stages,
+                              "seconds": round(sum(s["seconds"] for s in day_stages), 4)}
+            small.close()
+            large.close()
+    finally:
+        sampler.stop()
+        if own_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    inc_small, inc_large = inc["small"]["seconds"], inc["large"]["seconds"]
+    report = {
+        "baseline_seconds": round(baseline_seconds, 4),
+        "total_seconds": round(total_seconds, 4),
+        "ratio_total_to_baseline": round(total_seconds / baseline_seconds, 2),
+        "peak_rss_bytes": int(peak_rss),
+        "stages": stages,
+        "incremental_seconds_small": inc_small,
+        "incremental_seconds_large": inc_large,
+        "incremental_ratio": round(inc_large / inc_small, 3),
+        # extras
+        "sizes": {**sizes, "platforms": list(platforms), "first_day": FIRST_DAY.isoformat(),
+                  "last_day": last_day.isoformat(), "raw_generation": "magento only (numpy + DuckDB json_object)"},
+        "baseline": {"shoppers": baseline_shoppers, "points": baseline_points,
+                     "query": " ".join(BASELINE_SQL.split())},
+        "pipeline": {"members": int(pipeline_members), "earned_points": pipeline_points,
+                     "points_minus_baseline": pipeline_points - baseline_points},
+        "incremental": {"day": inc_day.isoformat(), "changed_orders": changed,
+                        "small": {**inc["small"], "history": small_sizes}, "large": inc["large"],
+                        "ratio_small_to_baseline": round(inc_small / baseline_seconds, 2),
+                        "ratio_large_to_baseline": round(inc_large / baseline_seconds, 2)},
+        "setup_seconds": round(setup_seconds, 2),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "process_peak_rss_bytes": max_rss_bytes(),
+        "machine": {"cpu_count": os.cpu_count(), "python": _platform.python_version(),
+                    "duckdb": duckdb.__version__, "platform": _platform.platform(),
+                    "memory_total_bytes": _memory_total(), "duckdb_memory_limit": memory_limit,
+                    "duckdb_threads": threads},
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    if print_table:
+        print(format_table(report))
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return report
+
+
+def _memory_total() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def format_table(report: dict) -> str:
+    s, m = report["sizes"], report["machine"]
+    lines = [
+        f"loyalty bench: {s['orders']:,} orders ({s['order_versions']:,} versions, {s['credit_memos']:,} credit memos), "
+        f"{s['members']:,} members, {s['days']} days, platforms: {', '.join(s['platforms'])} "
+        f"(only Magento payloads are generated for now)",
+        f"machine: {m['cpu_count']} CPUs, Python {m['python']}, DuckDB {m['duckdb']}, "
+        f"memory_limit {m['duckdb_memory_limit']}, threads {m['duckdb_threads']}",
+        "",
+        f"{'stage':<28}{'seconds':>10}{'x baseline':>12}{'peak RSS':>12}  detail",
+        f"{'baseline (single query)':<28}{report['baseline_seconds']:>10.3f}{1:>12.2f}{'':>12}  "
+        f"{report['baseline']['shoppers']:,} shoppers, {report['baseline']['points']:,} points",
+    ]
+    for st in report["stages"]:
+        lines.append(f"{st['label']:<28}{st['seconds']:>10.3f}{st['ratio_to_baseline']:>12.2f}"
+                     f"{_mib(st['peak_rss_bytes']):>12}  {st['result']}")
+    lines.append(f"{'TOTAL (full recompute)':<28}{report['total_seconds']:>10.3f}"
+                 f"{report['ratio_total_to_baseline']:>12.2f}{_mib(report['peak_rss_bytes']):>12}  "
+                 f"{report['pipeline']['earned_points']:,} points earned")
+    inc = report["incremental"]
+    lines += [
+        "",
+        f"incremental day {inc['day']} ({inc['changed_orders']:,} changed orders):",
+        f"  on {inc['small']['history_orders']:,} orders: {report['incremental_seconds_small']:.3f}s "
+        f"({inc['ratio_small_to_baseline']:.2f}x baseline)",
+        f"  on {inc['large']['history_orders']:,} orders: {report['incremental_seconds_large']:.3f}s "
+        f"({inc['ratio_large_to_baseline']:.2f}x baseline)",
+        f"  ratio large/small: {report['incremental_ratio']:.2f}",
+    ]
+    top = sorted(((name, q["seconds"], q["calls"], st["name"]) for st in report["stages"]
+                  for name, q in st["sql"].items()), key=lambda r: -r[1])[:6]
+    if top:
+        lines += ["", "slowest SQL scripts in the full recompute (stage: script, calls, seconds):"]
+        lines += [f"  {stage}: {name} x{calls} = {sec:.2f}s" for name, sec, calls, stage in top]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--orders", type=int, required=True, help="orders in the history (N)")
+    parser.add_argument("--members", type=int, default=None, help="members (default N/5)")
+    parser.add_argument("--days", type=int, default=365, help="days of daily partitions (default 365)")
+    parser.add_argument("--platforms", default="magento",
+                        help="comma-separated platforms to generate (only 'magento' for now)")
+    parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write the report here")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the benchmark warehouses here (default: a temp dir, removed afterwards)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT, help="DuckDB memory_limit (default 4GB)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="DuckDB threads (default 2)")
+
+
+def main(args: argparse.Namespace) -> int:
+    platforms = [p.strip().lower() for p in str(getattr(args, "platforms", "magento") or "magento").split(",") if p.strip()]
+    unsupported = [p for p in platforms if p not in SUPPORTED_PLATFORMS]
+    if unsupported or not platforms:
+        print(f"loyalty bench: platforms not supported by the benchmark yet: {', '.join(unsupported) or '(none)'}"
+              f" (supported: {', '.join(SUPPORTED_PLATFORMS)})", file=sys.stderr)
+        return 2
+    if args.orders < 10 or getattr(args, "days", 365) < 1:
+        print("loyalty bench: --orders must be at least 10 and --days at least 1", file=sys.stderr)
+        return 2
+    run_bench(args.orders, getattr(args, "members", None), getattr(args, "days", 365), platforms,
+              getattr(args, "json_path", None) or getattr(args, "json", None), getattr(args, "workdir", None),
+              seed=getattr(args, "seed", 7), memory_limit=getattr(args, "memory_limit", DEFAULT_MEMORY_LIMIT),
+              threads=getattr(args, "threads", DEFAULT_THREADS))
+    return 0
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(prog="loyalty bench", description=__doc__.splitlines()[0])
+    add_arguments(_parser)
+    sys.exit(main(_parser.parse_args()))

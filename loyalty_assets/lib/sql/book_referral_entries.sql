@@ -1,0 +1,79 @@
+-- Referrals (RULES.md §6): `referrals.referrer_points` to the referrer when the referred friend's first
+-- order earns; refused (and recorded) when friend and referrer are one member; taken back by a negative
+-- entry if that order is later fully refunded or canceled. Expects order_state for the day.
+CREATE OR REPLACE TEMP TABLE referral_values AS
+WITH latest AS (
+    SELECT * FROM (
+        SELECT r.*, row_number() OVER (PARTITION BY referral_key ORDER BY updated_at DESC, payload_hash DESC) AS rn
+        FROM referrals r WHERE r.updated_at < $asof
+    ) WHERE rn = 1 AND coalesce(state, '') NOT IN ('declined', 'void', 'voided', 'canceled', 'cancelled')
+),
+first_per_friend AS (   -- a friend is rewarded once: the earliest referral counts
+    SELECT * FROM (
+        SELECT l.*, row_number() OVER (PARTITION BY friend_email ORDER BY created_at, referral_key) AS k FROM latest l
+    ) WHERE k = 1
+),
+resolved AS (
+    SELECT f.referral_key, f.source,
+           coalesce(rf.survivor_id, kf.member_id) AS friend_member,
+           coalesce(rr.survivor_id, kr.member_id, rre.survivor_id, kre.member_id) AS referrer_member
+    FROM first_per_friend f
+    LEFT JOIN member_keys kf ON kf.key = f.friend_email
+    LEFT JOIN member_resolution rf ON rf.member_id = kf.member_id
+    LEFT JOIN member_keys kr ON kr.key = f.referrer_key
+    LEFT JOIN member_resolution rr ON rr.member_id = kr.member_id
+    LEFT JOIN member_keys kre ON kre.key = f.referrer_email
+    LEFT JOIN member_resolution rre ON rre.member_id = kre.member_id
+),
+first_orders AS (       -- the friend's first order that earned
+    SELECT member_id, arg_min(order_key, CAST(booked_on AS VARCHAR) || entry_id) AS order_key
+    FROM ledger_entries WHERE kind = 'earn' AND booked_on <= CAST($day AS DATE) GROUP BY member_id
+)
+SELECT r.referral_key, r.source, r.friend_member, r.referrer_member, o.order_key AS friend_order, s.lifecycle,
+       CASE WHEN r.friend_member = r.referrer_member THEN 0
+            WHEN o.order_key IS NULL OR s.lifecycle IN ('canceled', 'refunded') THEN 0
+            ELSE CAST($points AS BIGINT) END AS value,
+       CASE WHEN r.friend_member = r.referrer_member THEN 'refused'
+            WHEN o.order_key IS NULL THEN NULL
+            WHEN s.lifecycle IN ('canceled', 'refunded') THEN 'taken_back'
+            ELSE 'rewarded' END AS status
+FROM resolved r
+LEFT JOIN first_orders o ON o.member_id = r.friend_member
+LEFT JOIN order_state s ON s.order_key = o.order_key
+WHERE r.friend_member IS NOT NULL AND r.referrer_member IS NOT NULL;
+
+CREATE OR REPLACE TEMP TABLE new_entries AS
+WITH booked AS (
+    SELECT event_key, sum(points)::BIGINT AS booked_points FROM ledger_journal
+    WHERE kind = 'referral' GROUP BY event_key
+)
+SELECT substr(sha256(concat_ws('|', $program_id, v.referral_key, CAST($day AS VARCHAR), 'referral',
+                               coalesce(v.friend_order, '') || ':' || v.value)), 1, 32) AS entry_id,
+       v.referrer_member AS booked_member_id,
+       'referral' AS kind,
+       v.value - coalesce(b.booked_points, 0) AS points,
+       CAST($day AS DATE) AS booked_on,
+       CAST($day AS DATE) AS available_on,
+       NULL AS order_key,
+       'program' AS source,
+       v.friend_order AS source_ref,
+       substr(sha256(v.referral_key || ':' || coalesce(v.friend_order, '') || ':' || v.value), 1, 16) AS source_version,
+       NULL::BIGINT AS basis_minor, NULL::DECIMAL(18, 6) AS rate, NULL::DECIMAL(18, 6) AS multiplier,
+       NULL::DECIMAL(24, 12) AS fx_rate, NULL AS rounding,
+       $rule_version AS rule_version,
+       NULL::TIMESTAMPTZ AS occurred_at,
+       CASE WHEN v.value > 0 THEN 'Referral reward: a referred friend''s first order (' || v.source || ' referral)'
+            ELSE 'Referral taken back: the friend''s first order was ' || v.lifecycle END AS description,
+       now() AS journaled_at,
+       v.referral_key AS event_key
+FROM referral_values v LEFT JOIN booked b ON b.event_key = v.referral_key
+WHERE v.value <> coalesce(b.booked_points, 0);
+
+INSERT INTO referral_outcomes
+SELECT referral_key, status,
+       CASE status WHEN 'refused' THEN 'self-referral: friend and referrer are the same member'
+                   WHEN 'taken_back' THEN 'the friend''s first order was ' || lifecycle END,
+       friend_order, CAST($day AS DATE)
+FROM referral_values WHERE status IS NOT NULL
+ON CONFLICT (referral_key) DO UPDATE SET status = excluded.status, reason = excluded.reason,
+    friend_order = excluded.friend_order, decided_on = excluded.decided_on;
