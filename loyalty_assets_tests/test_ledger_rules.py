@@ -304,3 +304,44 @@ def test_referral_rewarded_on_the_friends_first_earning_order_refused_for_self_a
     assert outcomes["smile:default:referral:11"].startswith("refused: self-referral")
     assert outcomes["smile:default:referral:10"].startswith("taken_back")
     assert process(conn, p, D(2024, 3, 6)).entries == 0
+
+
+def test_phone_links_members_only_when_enabled_and_the_guard_still_holds(tmp_path):
+    def run(match_phone: bool):
+        c = warehouse.connect(str(tmp_path / f"w{match_phone}.duckdb"))
+        p = program(identity={"match_phone": match_phone})
+        a = order(1, "2024-03-01 10:00:00", email="ann@example.com")
+        b = order(2, "2024-03-02 10:00:00", email="ann.work@example.com")
+        c1 = order(3, "2024-03-02 11:00:00", email="x@example.com", customer_id=1)
+        c2 = order(4, "2024-03-02 12:00:00", email="y@example.com", customer_id=2)
+        a["billing_address"] = {"email": "ann@example.com", "telephone": "+1 (650) 253-0000"}
+        b["billing_address"] = {"email": "ann.work@example.com", "telephone": "650 253 0000", "country_id": "US"}
+        c1["billing_address"] = {"email": "x@example.com", "telephone": "+44 20 7946 0018"}
+        c2["billing_address"] = {"email": "y@example.com", "telephone": "020 7946 0018", "country_id": "GB"}
+        land(c, p, orders=[a, b, c1, c2])
+        process(c, p, D(2024, 3, 3))
+        members = dict(c.execute("SELECT key, member_id FROM member_keys").fetchall())
+        conflicts = c.execute("SELECT key_type FROM identity_conflicts").fetchall()
+        c.close()
+        return members, conflicts
+
+    members, _ = run(False)
+    assert members["ann@example.com"] != members["ann.work@example.com"]
+    members, conflicts = run(True)
+    assert members["ann@example.com"] == members["ann.work@example.com"] == members["tel:+16502530000"]
+    # two registered customers of one store sharing a phone are not merged through it
+    assert members["magento:default:1"] != members["magento:default:2"] and ("phone",) in conflicts
+
+
+def test_manual_must_link_and_cannot_link(conn):
+    p = program(identity={"must_link": [["a@example.com", "b@example.com"]],
+                          "cannot_link": [["magento:default:7", "c@example.com"]]})
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="a@example.com"),
+                          order(2, "2024-03-01 11:00:00", email="b@example.com"),
+                          order(3, "2024-03-01 12:00:00", email="c@example.com"),
+                          order(4, "2024-03-02 12:00:00", email="c@example.com", customer_id=7)])
+    process(conn, p, D(2024, 3, 3))
+    m = dict(conn.execute("SELECT key, member_id FROM member_keys").fetchall())
+    assert m["a@example.com"] == m["b@example.com"]
+    assert m["magento:default:7"] != m["c@example.com"]
+    assert conn.execute("SELECT reason FROM identity_conflicts").fetchall()[0][0].startswith("cannot_link")

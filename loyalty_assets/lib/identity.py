@@ -21,6 +21,8 @@ TARGET_KEY_TYPES = {"smile": "smile_customer_id", "loyaltylion": "loyaltylion_cu
 
 
 def key_type(key: str) -> str:
+    if key.startswith("tel:"):
+        return "phone"
     if "@" in key and key.count(":") < 2:
         return "email"
     return TARGET_KEY_TYPES.get(key.split(":", 1)[0], "customer_id")
@@ -39,7 +41,7 @@ class _Components:
     def add(self, key: str) -> None:
         if key not in self.parent:
             self.parent[key] = key
-            self.customers[key] = {} if key_type(key) == "email" else {tenant_of(key): key}
+            self.customers[key] = {} if key_type(key) in ("email", "phone") else {tenant_of(key): key}
 
     def find(self, key: str) -> str:
         root = key
@@ -72,25 +74,43 @@ class IdentitySummary:
     conflicts: int
 
 
+def phone_key(raw: object, region: object) -> str | None:
+    """`tel:+<E.164>` for a valid number (national numbers read in the address's country), else None."""
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse(raw, str(region).upper() if region else None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return "tel:" + phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
 def new_member_id(program: Program, seed_key: str) -> str:
     return "M" + hashlib.sha256(f"{program.program_id}|{seed_key}".encode()).hexdigest()[:15].upper()
 
 
 def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date) -> IdentitySummary:
     """Bring member_keys, member_merges and identity_conflicts up to date with every known record."""
-    records = conn.execute(
+    rows = conn.execute(
         """
-        SELECT email, customer_key, min(updated_at) AS first_seen FROM (
-            SELECT email, customer_key, updated_at FROM order_versions
+        SELECT email, customer_key, phone, phone_region, min(updated_at) AS first_seen FROM (
+            SELECT email, customer_key, phone, phone_region, updated_at FROM order_versions
             UNION ALL
-            SELECT email, customer_key, updated_at FROM customer_versions
+            SELECT email, customer_key, NULL, NULL, updated_at FROM customer_versions
         ) WHERE email IS NOT NULL OR customer_key IS NOT NULL
-        GROUP BY ALL ORDER BY first_seen, customer_key NULLS LAST, email
+        GROUP BY ALL ORDER BY first_seen, customer_key NULLS LAST, email, phone NULLS LAST
         """
     ).fetchall()
+    # phones are identity keys only when the program says so (RULES.md §8), in E.164
+    records = [(email, customer_key, phone_key(phone, region) if program.identity.match_phone else None, seen)
+               for email, customer_key, phone, region, seen in rows]
     first_seen: dict[str, dt.datetime] = {}
-    for email, customer_key, seen in records:
-        for key in (customer_key, email):
+    for email, customer_key, phone, seen in records:
+        for key in (customer_key, email, phone):
             if key and (key not in first_seen or seen < first_seen[key]):
                 first_seen[key] = seen
 
@@ -112,7 +132,7 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
         ]
         clashes = [] if forced else comps.clash(a, b)
         if blocked or clashes:
-            contested = b if key_type(b) == "email" else a
+            contested = b if key_type(b) in ("email", "phone") else a
             sides = list(blocked[0]) if blocked else [clashes[0][0], clashes[0][1]]
             reason = "cannot_link" if blocked else "same_tenant_customers_share_email"
             conflicts.setdefault(f"{contested}|{'|'.join(sides)}", (contested, sides, reason))
@@ -122,9 +142,12 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
     # Registered identities first, so a shared email cannot glue two customers together before
     # each has its own component; records are taken oldest first, so a contested email stays
     # with the oldest member.
-    for email, customer_key, _ in records:
+    for email, customer_key, _phone, _ in records:
         if email and customer_key:
             link(customer_key, email)
+    for email, customer_key, phone, _ in records:
+        if phone and (customer_key or email):
+            link(customer_key or email, phone)
     for a, b in program.identity.must_link:
         comps.add(a)
         comps.add(b)

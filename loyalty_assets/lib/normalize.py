@@ -43,7 +43,7 @@ ORDER_COLUMNS = [
     "order_key", "platform", "tenant", "source_id", "order_number", "store_key", "created_at", "updated_at",
     "payload_hash", "status", "signal", "email", "customer_key", "currency", "subtotal_minor", "discount_minor",
     "tax_minor", "shipping_minor", "grand_total_minor", "eligible_minor", "calc_currency", "calc_eligible_minor",
-    "fx_rate", "calc_rate", "to_program_factor",
+    "fx_rate", "calc_rate", "to_program_factor", "phone", "phone_region",
 ]  # fmt: skip
 
 

@@ -50,6 +50,8 @@ class OrderVersion:
     calc_eligible_minor: int
     fx_rate: Decimal  # recorded rate, program currency per order currency unit
     calc_rate: Decimal  # applied to calc amounts (1 when they are already program currency)
+    phone: str | None = None  # as typed; E.164 only in identity, when identity.match_phone is on
+    phone_region: str | None = None  # ISO country of the address, to read national numbers
 
     def row(self) -> dict:
         return asdict(self)

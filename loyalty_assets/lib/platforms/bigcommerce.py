@@ -114,6 +114,8 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
         calc_eligible_minor=to_minor(eligible, currency),
         fx_rate=conv.fx_rate,
         calc_rate=conv.calc_rate,
+        phone=(payload.get("billing_address") or {}).get("phone"),
+        phone_region=(payload.get("billing_address") or {}).get("country_iso2"),
     )
 
 

@@ -162,6 +162,8 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
         calc_eligible_minor=calc_eligible,
         fx_rate=fx_rate,
         calc_rate=calc_rate,
+        phone=(payload.get("billing_address") or {}).get("telephone"),
+        phone_region=(payload.get("billing_address") or {}).get("country_id"),
     )
 
 

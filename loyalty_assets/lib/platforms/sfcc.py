@@ -75,4 +75,6 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
         calc_eligible_minor=to_minor(eligible, currency),
         fx_rate=conv.fx_rate,
         calc_rate=conv.calc_rate,
+        phone=(payload.get("billingAddress") or {}).get("phone"),
+        phone_region=(payload.get("billingAddress") or {}).get("countryCode"),
     )

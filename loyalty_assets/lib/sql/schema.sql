@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS order_versions (
     fx_rate          DECIMAL(24, 12) NOT NULL,
     calc_rate        DECIMAL(24, 12) NOT NULL,
     to_program_factor DECIMAL(38, 18) NOT NULL, -- calc minor units -> program minor units
+    phone            VARCHAR,
+    phone_region     VARCHAR,
     PRIMARY KEY (order_key, updated_at, payload_hash)
 );
 
