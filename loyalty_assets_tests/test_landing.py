@@ -1,0 +1,82 @@
+"""Backfill from export files (issue 3 item 8): the CONTRACT.md §2 layout dropped under the landing
+directory is loaded without any API; the landing sensor notices new files and requests ONE run for the
+range of days they cover; the result equals what the APIs give for the same data; a broken file is
+quarantined, not fatal; files already loaded are not loaded twice."""
+
+import datetime as dt
+import json
+import os
+import shutil
+
+import dagster as dg
+import duckdb
+from conftest import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    location_definitions,
+    materialize_range,
+    sandbox_resources,
+)
+
+from loyalty_assets.sandbox import Sandbox
+from loyalty_assets.sandbox.generate import generate
+
+NOW = dt.datetime(2024, 3, 8, 12, tzinfo=dt.UTC)
+
+
+def balances(path) -> list[tuple]:
+    conn = duckdb.connect(str(path), read_only=True)
+    try:
+        return conn.execute("SELECT member_id, points_spendable, points_pending, vip_tier FROM member_status ORDER BY 1").fetchall()
+    finally:
+        conn.close()
+
+
+def test_landing_files_give_the_same_ledger_as_the_apis(tmp_path, isolated_env, monkeypatch):
+    seed = tmp_path / "seed"
+    generate(seed, customers=12, days=4, start=dt.date(2024, 3, 1), seed=5)
+    for target in ("smile", "loyaltylion", "salesforce"):
+        shutil.rmtree(seed / target)  # this test compares the commerce sources only
+    with Sandbox(seed, now=NOW) as box:
+        resources = sandbox_resources(box, tmp_path / "api.duckdb", monkeypatch)
+        for key in ("smile", "loyaltylion", "salesforce"):
+            resources[key] = type(resources[key])()
+        assert materialize_range("2024-03-01", "2024-03-05", resources).success
+    for name in [k for k in dict(os.environ) if k.split("_")[0] in
+                 ("MAGENTO", "BIGCOMMERCE", "COMMERCETOOLS", "SFCC", "SMILE", "LOYALTYLION", "SALESFORCE")]:
+        monkeypatch.delenv(name)
+
+    landing = tmp_path / "landing"
+    shutil.copytree(seed, landing)
+    (landing / "magento" / "orders" / "broken.json").write_text("{not json")
+    monkeypatch.setenv("LOYALTY_LANDING_DIR", str(landing))
+    monkeypatch.setenv("LOYALTY_FX_FILE", str(landing / "fx_rates.csv"))
+
+    defs = location_definitions()
+    sensor = defs.resolve_sensor_def("landing_files_sensor")
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, definitions=defs)
+        result = sensor.evaluate_tick(context)
+        assert len(result.run_requests) == 1  # the whole history is one run, not one per day
+        request = result.run_requests[0]
+        # the first and last modification day in the files (a payment of the generated data is modified on 03-05)
+        assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == ("2024-03-01", "2024-03-05")
+        again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, cursor=result.cursor))
+        assert not again.run_requests
+
+    from loyalty_assets.defs.resources import Warehouse, build_resources
+
+    resources = {**build_resources(), "warehouse": Warehouse(database=str(tmp_path / "landing.duckdb"))}
+    assert materialize_range(request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG], resources).success
+    assert balances(tmp_path / "landing.duckdb") == balances(tmp_path / "api.duckdb")
+    conn = duckdb.connect(str(tmp_path / "landing.duckdb"), read_only=True)
+    reasons = [r[0] for r in conn.execute("SELECT detail FROM quarantine WHERE source = 'magento.orders'").fetchall()]
+    loaded = conn.execute("SELECT count(*) FROM landing_files").fetchone()[0]
+    conn.close()
+    assert any("broken.json" in r for r in reasons)
+    # a second run loads nothing again
+    assert materialize_range("2024-03-05", "2024-03-05", resources).success
+    conn = duckdb.connect(str(tmp_path / "landing.duckdb"), read_only=True)
+    assert conn.execute("SELECT count(*) FROM landing_files").fetchone()[0] == loaded
+    conn.close()
+    assert json.loads(result.cursor)  # the cursor names the files seen
