@@ -290,8 +290,16 @@ def _land(conn: duckdb.DuckDBPyConnection, sql: str, frame: pa.Table, tz: str) -
         conn.unregister("_bench_frame")
 
 
-def land_history(conn: duckdb.DuckDBPyConnection, *, orders: int, members: int, days: int, seed: int,
-                 memo_rate: float, tz: str) -> dict:
+def land_history(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    orders: int,
+    members: int,
+    days: int,
+    seed: int,
+    memo_rate: float,
+    tz: str,
+) -> dict:
     """N orders over `days` days from FIRST_DAY: 50% one version (processing), 30% new -> processing,
     20% new -> processing -> complete; `memo_rate` of orders get a credit memo (state 2, refunded)."""
     rng = np.random.default_rng(seed)
@@ -319,8 +327,18 @@ def land_history(conn: duckdb.DuckDBPyConnection, *, orders: int, members: int, 
     state = np.array(["new", "processing", "complete"])[step]
     updated = np.select([step == 0, step == 1], [created[order_idx], t_paid[order_idx]], t_done[order_idx])
     shout = rng.random(total) < 0.1
-    frame = _order_frame(ids[order_idx], member[order_idx], created[order_idx], updated, state,
-                         subtotal[order_idx], discount[order_idx], shipping[order_idx], tax[order_idx], shout)
+    frame = _order_frame(
+        ids[order_idx],
+        member[order_idx],
+        created[order_idx],
+        updated,
+        state,
+        subtotal[order_idx],
+        discount[order_idx],
+        shipping[order_idx],
+        tax[order_idx],
+        shout,
+    )
     landed = _land(conn, ORDER_PAYLOAD_SQL, frame, tz)
 
     n_memo = int(round(n * memo_rate))
@@ -337,12 +355,25 @@ def land_history(conn: duckdb.DuckDBPyConnection, *, orders: int, members: int, 
             "refund_c": pa.array(refund, pa.int64()),
         })  # fmt: skip
         memo_landed = _land(conn, MEMO_PAYLOAD_SQL, memos, tz)
-    return {"orders": n, "members": int(members), "days": int(days), "order_versions": landed,
-            "credit_memos": memo_landed}
+    return {
+        "orders": n,
+        "members": int(members),
+        "days": int(days),
+        "order_versions": landed,
+        "credit_memos": memo_landed,
+    }
 
 
-def land_incremental_day(conn: duckdb.DuckDBPyConnection, *, history_orders: int, members: int, day: dt.date,
-                         changed: int, seed: int, tz: str) -> dict:
+def land_incremental_day(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    history_orders: int,
+    members: int,
+    day: dt.date,
+    changed: int,
+    seed: int,
+    tz: str,
+) -> dict:
     """One day of `changed` orders on top of a history: 50% new orders, 40% existing orders moving
     to `complete`, 10% credit memos on existing orders."""
     rng = np.random.default_rng(seed)
@@ -351,24 +382,42 @@ def land_incremental_day(conn: duckdb.DuckDBPyConnection, *, history_orders: int
     n_done = (changed * 4) // 10
     n_memo = changed - n_new - n_done
     ids = INCREMENTAL_ORDER_ID_BASE + np.arange(1, n_new + 1, dtype=np.int64)
-    member = np.where(rng.random(n_new) < 0.8, rng.integers(0, members, n_new),
-                      members + rng.integers(0, max(1, members // 10), n_new))
+    member = np.where(
+        rng.random(n_new) < 0.8,
+        rng.integers(0, members, n_new),
+        members + rng.integers(0, max(1, members // 10), n_new),
+    )
     created = start + rng.integers(0, 86400 - 3600, n_new)
     subtotal = rng.integers(1000, 30000, n_new)
     discount = np.where(rng.random(n_new) < 0.3, (subtotal * rng.integers(5, 21, n_new)) // 100, 0)
     shipping = rng.choice(np.array([0, 499, 999]), n_new)
     tax = (subtotal - discount) * 8 // 100
-    frame = _order_frame(ids, member, created, created, np.full(n_new, "processing"), subtotal, discount,
-                         shipping, tax, rng.random(n_new) < 0.1)
+    frame = _order_frame(
+        ids,
+        member,
+        created,
+        created,
+        np.full(n_new, "processing"),
+        subtotal,
+        discount,
+        shipping,
+        tax,
+        rng.random(n_new) < 0.1,
+    )
     landed = _land(conn, ORDER_PAYLOAD_SQL, frame, tz)
 
     existing = rng.choice(np.arange(1, history_orders + 1), n_done + n_memo, replace=False)
-    done = pa.table({"record_id": pa.array([str(i) for i in existing[:n_done]]),
-                     "updated_s": pa.array(start + rng.integers(0, 86400, n_done), pa.int64())})
+    done = pa.table(
+        {
+            "record_id": pa.array([str(i) for i in existing[:n_done]]),
+            "updated_s": pa.array(start + rng.integers(0, 86400, n_done), pa.int64()),
+        }
+    )
     conn.register("_bench_done", done)
     try:
-        landed += int(conn.execute(
-            """WITH latest AS (
+        landed += int(
+            conn.execute(
+                """WITH latest AS (
                    SELECT record_id, arg_max(payload, modified_at) AS payload FROM raw_records
                    WHERE source = 'magento.orders' AND record_id IN (SELECT record_id FROM _bench_done)
                    GROUP BY record_id),
@@ -383,8 +432,9 @@ def land_incremental_day(conn: duckdb.DuckDBPyConnection, *, history_orders: int
                       substr(md5(payload), 1, 16) AS payload_hash, CAST(payload AS JSON) AS payload,
                       CAST(timezone($tz, updated_ts) AS DATE) AS partition_day, now() AS fetched_at
                FROM p ON CONFLICT DO NOTHING""",
-            {"tz": tz},
-        ).fetchone()[0])
+                {"tz": tz},
+            ).fetchone()[0]
+        )
     finally:
         conn.unregister("_bench_done")
     refund_ids = existing[n_done:]
@@ -395,8 +445,14 @@ def land_incremental_day(conn: duckdb.DuckDBPyConnection, *, history_orders: int
         "refund_c": pa.array(rng.integers(100, 2000, n_memo), pa.int64()),
     })  # fmt: skip
     memo_landed = _land(conn, MEMO_PAYLOAD_SQL, memos, tz)
-    return {"day": day.isoformat(), "changed_orders": int(changed), "new_orders": int(n_new),
-            "status_changes": int(n_done), "credit_memos": int(memo_landed), "order_versions": landed}
+    return {
+        "day": day.isoformat(),
+        "changed_orders": int(changed),
+        "new_orders": int(n_new),
+        "status_changes": int(n_done),
+        "credit_memos": int(memo_landed),
+        "order_versions": landed,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,7 +479,9 @@ def run_baseline(conn: duckdb.DuckDBPyConnection, points_per_unit) -> tuple[floa
     t0 = time.perf_counter()
     conn.execute(BASELINE_SQL, {"rate": str(points_per_unit)})
     seconds = time.perf_counter() - t0
-    shoppers, points = conn.execute("SELECT count(*), coalesce(sum(points), 0) FROM bench_baseline").fetchone()
+    shoppers, points = conn.execute(
+        "SELECT count(*), coalesce(sum(points), 0) FROM bench_baseline"
+    ).fetchone()
     return seconds, int(shoppers), int(points)
 
 
@@ -469,8 +527,17 @@ def _describe(result: object) -> str:
     return str(result)
 
 
-def run_pipeline(conn, program, fx, through: dt.date, sampler: RssSampler, timer: ScriptTimer,
-                 baseline_seconds: float | None, label: str, log: Callable[[str], None]) -> list[dict]:
+def run_pipeline(
+    conn,
+    program,
+    fx,
+    through: dt.date,
+    sampler: RssSampler,
+    timer: ScriptTimer,
+    baseline_seconds: float | None,
+    label: str,
+    log: Callable[[str], None],
+) -> list[dict]:
     stages = []
     for name, fn in _stage_functions(conn, program, fx, through):
         gc.collect()
@@ -514,11 +581,22 @@ def _earned_points(conn) -> int:
 # the run
 
 
-def run_bench(orders: int, members: int | None, days: int, platforms: list[str], json_path: Path | None,
-              workdir: Path | None = None, *, seed: int = 7, memo_rate: float = 0.05,
-              memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int = DEFAULT_THREADS,
-              incremental_changed: int = INCREMENTAL_CHANGED, print_table: bool = True,
-              log: Callable[[str], None] | None = None) -> dict:
+def run_bench(
+    orders: int,
+    members: int | None,
+    days: int,
+    platforms: list[str],
+    json_path: Path | None,
+    workdir: Path | None = None,
+    *,
+    seed: int = 7,
+    memo_rate: float = 0.05,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    threads: int = DEFAULT_THREADS,
+    incremental_changed: int = INCREMENTAL_CHANGED,
+    print_table: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict:
     """Run the benchmark; returns the report (the JSON written to `json_path`, if given)."""
     from loyalty_assets.lib.money import FxTable
     from loyalty_assets.lib.program import load_program
@@ -529,8 +607,10 @@ def run_bench(orders: int, members: int | None, days: int, platforms: list[str],
         raise ValueError("--days must be at least 1")
     unsupported = [p for p in platforms if p not in SUPPORTED_PLATFORMS]
     if unsupported:
-        raise ValueError(f"platforms not supported by the benchmark yet: {', '.join(unsupported)} "
-                         f"(supported: {', '.join(SUPPORTED_PLATFORMS)})")
+        raise ValueError(
+            f"platforms not supported by the benchmark yet: {', '.join(unsupported)} "
+            f"(supported: {', '.join(SUPPORTED_PLATFORMS)})"
+        )
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     members = members or max(1, orders // 5)
     program = load_program()
@@ -558,17 +638,30 @@ def run_bench(orders: int, members: int | None, days: int, platforms: list[str],
             log(f"[bench] generating and landing {orders} orders, {members} members, {days} days ...")
             t0 = time.perf_counter()
             large = open_warehouse(large_path, memory_limit, threads)
-            sizes = land_history(large, orders=orders, members=members, days=days, seed=seed,
-                                 memo_rate=memo_rate, tz=program.timezone)
+            sizes = land_history(
+                large,
+                orders=orders,
+                members=members,
+                days=days,
+                seed=seed,
+                memo_rate=memo_rate,
+                tz=program.timezone,
+            )
             large.execute("CHECKPOINT")
             setup_seconds = time.perf_counter() - t0
             gc.collect()
-            log(f"[bench] landed {sizes['order_versions']} order versions, {sizes['credit_memos']} credit memos "
-                f"in {setup_seconds:.1f}s (setup, not timed)")
+            log(
+                f"[bench] landed {sizes['order_versions']} order versions, {sizes['credit_memos']} credit memos "
+                f"in {setup_seconds:.1f}s (setup, not timed)"
+            )
 
             # ---- the baseline
-            baseline_seconds, baseline_shoppers, baseline_points = run_baseline(large, program.earning.points_per_unit)
-            log(f"[bench] baseline: {baseline_seconds:.3f}s, {baseline_shoppers} shoppers, {baseline_points} points")
+            baseline_seconds, baseline_shoppers, baseline_points = run_baseline(
+                large, program.earning.points_per_unit
+            )
+            log(
+                f"[bench] baseline: {baseline_seconds:.3f}s, {baseline_shoppers} shoppers, {baseline_points} points"
+            )
 
             # ---- the full recompute, stage by stage
             stages = run_pipeline(large, program, fx, last_day, sampler, timer, baseline_seconds, "full", log)
@@ -581,22 +674,52 @@ def run_bench(orders: int, members: int | None, days: int, platforms: list[str],
             # ---- incremental: the small history (booked fully, not timed), then the day on both
             log(f"[bench] building the small history ({small_orders} orders) for the incremental day ...")
             small = open_warehouse(small_path, memory_limit, threads)
-            small_sizes = land_history(small, orders=small_orders, members=small_members, days=days, seed=seed + 1,
-                                       memo_rate=memo_rate, tz=program.timezone)
-            run_pipeline(small, program, fx, last_day, sampler, timer, None, "small history (setup)",
-                         lambda _m: None)
+            small_sizes = land_history(
+                small,
+                orders=small_orders,
+                members=small_members,
+                days=days,
+                seed=seed + 1,
+                memo_rate=memo_rate,
+                tz=program.timezone,
+            )
+            run_pipeline(
+                small, program, fx, last_day, sampler, timer, None, "small history (setup)", lambda _m: None
+            )
             small.execute("CHECKPOINT")
             large.execute("CHECKPOINT")
             inc = {}
-            for label, conn, hist, mem in (("small", small, small_orders, small_members),
-                                           ("large", large, orders, members)):
-                day_sizes = land_incremental_day(conn, history_orders=hist, members=mem, day=inc_day,
-                                                 changed=changed, seed=seed + 100, tz=program.timezone)
+            for label, conn, hist, mem in (
+                ("small", small, small_orders, small_members),
+                ("large", large, orders, members),
+            ):
+                day_sizes = land_incremental_day(
+                    conn,
+                    history_orders=hist,
+                    members=mem,
+                    day=inc_day,
+                    changed=changed,
+                    seed=seed + 100,
+                    tz=program.timezone,
+                )
                 conn.execute("CHECKPOINT")
-                day_stages = run_pipeline(conn, program, fx, inc_day, sampler, timer, baseline_seconds,
-                                          f"incremental day on {label} history", log)
-                inc[label] = {"history_orders": hist, "sizes": day_sizes, "stages": day_stages,
-                              "seconds": round(sum(s["seconds"] for s in day_stages), 4)}
+                day_stages = run_pipeline(
+                    conn,
+                    program,
+                    fx,
+                    inc_day,
+                    sampler,
+                    timer,
+                    baseline_seconds,
+                    f"incremental day on {label} history",
+                    log,
+                )
+                inc[label] = {
+                    "history_orders": hist,
+                    "sizes": day_sizes,
+                    "stages": day_stages,
+                    "seconds": round(sum(s["seconds"] for s in day_stages), 4),
+                }
             small.close()
             large.close()
     finally:
@@ -615,25 +738,45 @@ def run_bench(orders: int, members: int | None, days: int, platforms: list[str],
         "incremental_seconds_large": inc_large,
         "incremental_ratio": round(inc_large / inc_small, 3),
         # extras
-        "sizes": {**sizes, "platforms": list(platforms), "first_day": FIRST_DAY.isoformat(),
-                  "last_day": last_day.isoformat(), "raw_generation": "magento only (numpy + DuckDB json_object)"},
-        "baseline": {"shoppers": baseline_shoppers, "points": baseline_points,
-                     "query": " ".join(BASELINE_SQL.split())},
-        "pipeline": {"members": int(pipeline_members), "earned_points": pipeline_points,
-                     "points_minus_baseline": pipeline_points - baseline_points,
-                     "shoppers_disagreeing_with_baseline": disagreeing,
-                     "note": "the baseline ignores credit memos, so with memos the pipeline earns less"},
-        "incremental": {"day": inc_day.isoformat(), "changed_orders": changed,
-                        "small": {**inc["small"], "history": small_sizes}, "large": inc["large"],
-                        "ratio_small_to_baseline": round(inc_small / baseline_seconds, 2),
-                        "ratio_large_to_baseline": round(inc_large / baseline_seconds, 2)},
+        "sizes": {
+            **sizes,
+            "platforms": list(platforms),
+            "first_day": FIRST_DAY.isoformat(),
+            "last_day": last_day.isoformat(),
+            "raw_generation": "magento only (numpy + DuckDB json_object)",
+        },
+        "baseline": {
+            "shoppers": baseline_shoppers,
+            "points": baseline_points,
+            "query": " ".join(BASELINE_SQL.split()),
+        },
+        "pipeline": {
+            "members": int(pipeline_members),
+            "earned_points": pipeline_points,
+            "points_minus_baseline": pipeline_points - baseline_points,
+            "shoppers_disagreeing_with_baseline": disagreeing,
+            "note": "the baseline ignores credit memos, so with memos the pipeline earns less",
+        },
+        "incremental": {
+            "day": inc_day.isoformat(),
+            "changed_orders": changed,
+            "small": {**inc["small"], "history": small_sizes},
+            "large": inc["large"],
+            "ratio_small_to_baseline": round(inc_small / baseline_seconds, 2),
+            "ratio_large_to_baseline": round(inc_large / baseline_seconds, 2),
+        },
         "setup_seconds": round(setup_seconds, 2),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "process_peak_rss_bytes": max_rss_bytes(),
-        "machine": {"cpu_count": os.cpu_count(), "python": _platform.python_version(),
-                    "duckdb": duckdb.__version__, "platform": _platform.platform(),
-                    "memory_total_bytes": _memory_total(), "duckdb_memory_limit": memory_limit,
-                    "duckdb_threads": threads},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": _platform.python_version(),
+            "duckdb": duckdb.__version__,
+            "platform": _platform.platform(),
+            "memory_total_bytes": _memory_total(),
+            "duckdb_memory_limit": memory_limit,
+            "duckdb_threads": threads,
+        },
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     if print_table:
@@ -669,11 +812,15 @@ def format_table(report: dict) -> str:
         f"{report['baseline']['shoppers']:,} shoppers, {report['baseline']['points']:,} points",
     ]
     for st in report["stages"]:
-        lines.append(f"{st['label']:<28}{st['seconds']:>10.3f}{st['ratio_to_baseline']:>12.2f}"
-                     f"{_mib(st['peak_rss_bytes']):>12}  {st['result']}")
-    lines.append(f"{'TOTAL (full recompute)':<28}{report['total_seconds']:>10.3f}"
-                 f"{report['ratio_total_to_baseline']:>12.2f}{_mib(report['peak_rss_bytes']):>12}  "
-                 f"{report['pipeline']['earned_points']:,} points earned")
+        lines.append(
+            f"{st['label']:<28}{st['seconds']:>10.3f}{st['ratio_to_baseline']:>12.2f}"
+            f"{_mib(st['peak_rss_bytes']):>12}  {st['result']}"
+        )
+    lines.append(
+        f"{'TOTAL (full recompute)':<28}{report['total_seconds']:>10.3f}"
+        f"{report['ratio_total_to_baseline']:>12.2f}{_mib(report['peak_rss_bytes']):>12}  "
+        f"{report['pipeline']['earned_points']:,} points earned"
+    )
     inc = report["incremental"]
     lines += [
         "",
@@ -684,8 +831,14 @@ def format_table(report: dict) -> str:
         f"({inc['ratio_large_to_baseline']:.2f}x baseline)",
         f"  ratio large/small: {report['incremental_ratio']:.2f}",
     ]
-    top = sorted(((name, q["seconds"], q["calls"], st["name"]) for st in report["stages"]
-                  for name, q in st["sql"].items()), key=lambda r: -r[1])[:6]
+    top = sorted(
+        (
+            (name, q["seconds"], q["calls"], st["name"])
+            for st in report["stages"]
+            for name, q in st["sql"].items()
+        ),
+        key=lambda r: -r[1],
+    )[:6]
     if top:
         lines += ["", "slowest SQL scripts in the full recompute (stage: script, calls, seconds):"]
         lines += [f"  {stage}: {name} x{calls} = {sec:.2f}s" for name, sec, calls, stage in top]
@@ -700,30 +853,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--orders", type=int, required=True, help="orders in the history (N)")
     parser.add_argument("--members", type=int, default=None, help="members (default N/5)")
     parser.add_argument("--days", type=int, default=365, help="days of daily partitions (default 365)")
-    parser.add_argument("--platforms", default="magento",
-                        help="comma-separated platforms to generate (only 'magento' for now)")
+    parser.add_argument(
+        "--platforms",
+        default="magento",
+        help="comma-separated platforms to generate (only 'magento' for now)",
+    )
     parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write the report here")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep the benchmark warehouses here (default: a temp dir, removed afterwards)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the benchmark warehouses here (default: a temp dir, removed afterwards)",
+    )
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--memory-limit", default=DEFAULT_MEMORY_LIMIT, help="DuckDB memory_limit (default 4GB)")
+    parser.add_argument(
+        "--memory-limit", default=DEFAULT_MEMORY_LIMIT, help="DuckDB memory_limit (default 4GB)"
+    )
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="DuckDB threads (default 2)")
 
 
 def main(args: argparse.Namespace) -> int:
-    platforms = [p.strip().lower() for p in str(getattr(args, "platforms", "magento") or "magento").split(",") if p.strip()]
+    platforms = [
+        p.strip().lower()
+        for p in str(getattr(args, "platforms", "magento") or "magento").split(",")
+        if p.strip()
+    ]
     unsupported = [p for p in platforms if p not in SUPPORTED_PLATFORMS]
     if unsupported or not platforms:
-        print(f"loyalty bench: platforms not supported by the benchmark yet: {', '.join(unsupported) or '(none)'}"
-              f" (supported: {', '.join(SUPPORTED_PLATFORMS)})", file=sys.stderr)
+        print(
+            f"loyalty bench: platforms not supported by the benchmark yet: {', '.join(unsupported) or '(none)'}"
+            f" (supported: {', '.join(SUPPORTED_PLATFORMS)})",
+            file=sys.stderr,
+        )
         return 2
     if args.orders < 10 or getattr(args, "days", 365) < 1:
         print("loyalty bench: --orders must be at least 10 and --days at least 1", file=sys.stderr)
         return 2
-    run_bench(args.orders, getattr(args, "members", None), getattr(args, "days", 365), platforms,
-              getattr(args, "json_path", None) or getattr(args, "json", None), getattr(args, "workdir", None),
-              seed=getattr(args, "seed", 7), memory_limit=getattr(args, "memory_limit", DEFAULT_MEMORY_LIMIT),
-              threads=getattr(args, "threads", DEFAULT_THREADS))
+    run_bench(
+        args.orders,
+        getattr(args, "members", None),
+        getattr(args, "days", 365),
+        platforms,
+        getattr(args, "json_path", None) or getattr(args, "json", None),
+        getattr(args, "workdir", None),
+        seed=getattr(args, "seed", 7),
+        memory_limit=getattr(args, "memory_limit", DEFAULT_MEMORY_LIMIT),
+        threads=getattr(args, "threads", DEFAULT_THREADS),
+    )
     return 0
 
 

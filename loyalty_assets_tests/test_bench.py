@@ -36,11 +36,13 @@ def _check_report(report: dict) -> None:
         assert stage["peak_rss_bytes"] > 0, stage["name"]
     assert report["total_seconds"] == pytest.approx(sum(s["seconds"] for s in report["stages"]), abs=1e-3)
     assert report["ratio_total_to_baseline"] == pytest.approx(
-        report["total_seconds"] / report["baseline_seconds"], rel=0.01)
+        report["total_seconds"] / report["baseline_seconds"], rel=0.01
+    )
     assert report["incremental_seconds_small"] > 0
     assert report["incremental_seconds_large"] > 0
     assert report["incremental_ratio"] == pytest.approx(
-        report["incremental_seconds_large"] / report["incremental_seconds_small"], rel=0.01)
+        report["incremental_seconds_large"] / report["incremental_seconds_small"], rel=0.01
+    )
     assert report["machine"]["cpu_count"] >= 1
     assert report["machine"]["duckdb_threads"] == 2 and report["machine"]["duckdb_memory_limit"] == "4GB"
 
@@ -48,7 +50,9 @@ def _check_report(report: dict) -> None:
 def test_bench_without_refunds_agrees_with_the_baseline(tmp_path):
     """No credit memos: the warehouse's earned points equal the single-pass baseline, shopper by shopper."""
     out = tmp_path / "bench.json"
-    report = bench.run_bench(300, 60, 5, ["magento"], out, tmp_path / "work", memo_rate=0.0, print_table=False)
+    report = bench.run_bench(
+        300, 60, 5, ["magento"], out, tmp_path / "work", memo_rate=0.0, print_table=False
+    )
     written = json.loads(out.read_text())
     _check_report(written)
     assert written["sizes"]["orders"] == 300 and written["sizes"]["members"] == 60
@@ -67,12 +71,33 @@ def test_bench_command_with_credit_memos(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     out = tmp_path / "r.json"
-    args = parser.parse_args(["--orders", "300", "--members", "60", "--days", "5", "--platforms", "magento",
-                              "--json", str(out), "--workdir", str(tmp_path / "w")])
+    args = parser.parse_args(
+        [
+            "--orders",
+            "300",
+            "--members",
+            "60",
+            "--days",
+            "5",
+            "--platforms",
+            "magento",
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp_path / "w"),
+        ]
+    )
     assert bench.main(args) == 0
     printed = capsys.readouterr().out
-    for label in ("baseline (single query)", "raw -> facts (normalize)", "ledger (book_through)",
-                  "push preparation", "TOTAL", "incremental day", "only Magento"):
+    for label in (
+        "baseline (single query)",
+        "raw -> facts (normalize)",
+        "ledger (book_through)",
+        "push preparation",
+        "TOTAL",
+        "incremental day",
+        "only Magento",
+    ):
         assert label in printed
     report = json.loads(out.read_text())
     _check_report(report)

@@ -74,6 +74,16 @@ def test_points_reach_smile_and_salesforce_exactly_once(sandbox, warehouse_path)
     assert len(query(warehouse_path, "SELECT 1 FROM sync_log WHERE target = 'salesforce' AND operation LIKE 'upsert%'"
                      )) == sf_upserts
 
+    # a CRM user overwrites a field we own: the conflict is logged and our value wins on the next run
+    contact = next(c for c in box.salesforce.records("Contact") if int(c["Loyalty_Points_Spendable__c"]) == 120)
+    requests.patch(f"{box.env()['SALESFORCE_INSTANCE_URL']}/services/data/v62.0/sobjects/Contact/{contact['Id']}",
+                   json={"Loyalty_Points_Spendable__c": 999}, verify=box.env()["SALESFORCE_CA_BUNDLE"], timeout=5,
+                   headers={"Authorization": f"Bearer {box.env()['SALESFORCE_SESSION_ID']}"}).raise_for_status()
+    assert materialize_range("2024-03-06", "2024-03-06", resources).success
+    assert query(warehouse_path, "SELECT attribute, ours, theirs, owner, resolution FROM ownership_conflicts") == [
+        ("Contact.Loyalty_Points_Spendable__c", "120", "999", "loyalty_assets", "ours pushed again")]
+    assert int(box.salesforce.get_record("Contact", contact["Id"])["Loyalty_Points_Spendable__c"]) == 120
+
     # the second shopper joins Smile: the waiting batch goes out on the next run
     (bo,) = box.smile.add_customers([{"email": "bo@example.com", "created_at": "2024-01-01T00:00:00Z"}])
     assert materialize_range("2024-03-06", "2024-03-06", resources).success

@@ -110,6 +110,35 @@ class Ingest(_Strict):
     refund_wait_days: int = Field(7, ge=0)
 
 
+OWNED_ATTRIBUTES = {
+    # attribute: default owner (RULES.md §9)
+    "points": "loyalty_assets",
+    "tier": "loyalty_assets",
+    "redemptions": "loyalty_platform",
+    "loyalty_customer_ids": "loyalty_platform",
+    "referral_links": "loyalty_platform",
+    "consent": "salesforce",
+    "names": "salesforce",
+    "orders": "commerce_platform",
+}
+
+
+class Sync(_Strict):
+    """Who owns which attribute (RULES.md §9): the owner's value wins a disagreement."""
+
+    owners: dict[str, Literal["loyalty_assets", "loyalty_platform", "salesforce", "commerce_platform"]] = Field(
+        default_factory=lambda: dict(OWNED_ATTRIBUTES)
+    )
+
+    @field_validator("owners")
+    @classmethod
+    def _known_attributes(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(OWNED_ATTRIBUTES))
+        if unknown:
+            raise ValueError(f"unknown attribute(s) {unknown}; known: {sorted(OWNED_ATTRIBUTES)}")
+        return {**OWNED_ATTRIBUTES, **v}
+
+
 class Program(_Strict):
     program_id: str = Field("default", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
@@ -122,6 +151,7 @@ class Program(_Strict):
     adjustments: Adjustments = Field(default_factory=Adjustments)
     identity: Identity = Field(default_factory=Identity)
     ingest: Ingest = Field(default_factory=Ingest)
+    sync: Sync = Field(default_factory=Sync)
     fx: str = "data/fx_rates.csv"
 
     @field_validator("timezone")

@@ -8,7 +8,10 @@ from loyalty_assets.defs.partitions import PROGRAM, WAREHOUSE_ASSET
 from loyalty_assets.lib.platforms.events import modified
 from loyalty_assets.lib.raw import insert_versions
 
-CONTACT_SOQL = "SELECT Id, Email, Loyalty_Member_Id__c, HasOptedOutOfEmail, LastModifiedDate FROM Contact"
+CONTACT_SOQL = (
+    "SELECT Id, Email, Loyalty_Member_Id__c, HasOptedOutOfEmail, Loyalty_Points_Spendable__c, "
+    "Loyalty_Points_Pending__c, Loyalty_VIP_Tier__c, LastModifiedDate FROM Contact"
+)
 REQUEST_SOQL = (
     "SELECT Id, Contact__c, Contact__r.Loyalty_Member_Id__c, Points__c, Reason__c, Status__c, LastModifiedDate "
     "FROM Loyalty_Adjustment_Request__c WHERE Status__c = 'New'"

@@ -14,6 +14,8 @@ import json
 import uuid
 from decimal import Decimal
 
+from loyalty_assets.defs.partitions import PROGRAM
+
 SAFETY_MAX_FRACTION = 0.8
 MEMBER_FIELDS = (
     "Loyalty_Points_Spendable__c",
@@ -97,6 +99,53 @@ def request_results(conn, booked_until) -> list[tuple[str, dict]]:
     return out
 
 
+# CRM field -> the attribute of RULES.md §9 it carries
+OWNED_FIELDS = {"Loyalty_Points_Spendable__c": "points", "Loyalty_Points_Pending__c": "points",
+                "Loyalty_VIP_Tier__c": "tier"}
+
+
+def detect_conflicts(conn, program) -> int:
+    """A Contact field edited in the CRM after our last push disagrees with what we pushed: logged
+    with both values; when we own the attribute our value is pushed again (the owner wins)."""
+    rows = conn.execute(
+        """WITH latest AS (
+               -- the version read last; a CRM edit after our push is read after it
+               SELECT record_id, arg_max(payload, fetched_at) AS payload, max(fetched_at) AS fetched_at
+               FROM raw_records WHERE source = 'salesforce.contacts' GROUP BY record_id)
+           SELECT st.record_key, st.pushed_values, l.payload
+           FROM sync_state st
+           JOIN latest l ON json_extract_string(l.payload, '$.Loyalty_Member_Id__c') = st.record_key
+           WHERE st.target = 'salesforce' AND st.object = 'Contact' AND st.pushed_values IS NOT NULL
+             AND l.fetched_at > st.pushed_at"""
+    ).fetchall()
+    found = 0
+    now = dt.datetime.now(dt.UTC)
+    for member_id, pushed_text, payload_text in rows:
+        pushed, theirs = json.loads(pushed_text), json.loads(payload_text)
+        for field, attribute in OWNED_FIELDS.items():
+            if field not in theirs or field not in pushed or _same(pushed[field], theirs[field]):
+                continue
+            owner = program.sync.owners[attribute]
+            ours_win = owner == "loyalty_assets"
+            conn.execute(
+                "INSERT INTO ownership_conflicts VALUES ('salesforce', ?, ?, ?, ?, ?, ?, ?)",
+                [member_id, f"Contact.{field}", str(pushed[field]), str(theirs[field]), owner,
+                 "ours pushed again" if ours_win else "theirs kept", now],
+            )
+            found += 1
+            if ours_win:
+                conn.execute("DELETE FROM sync_state WHERE target = 'salesforce' AND object = 'Contact' AND record_key = ?",
+                             [member_id])
+    return found
+
+
+def _same(a, b) -> bool:
+    try:
+        return Decimal(str(a)) == Decimal(str(b))
+    except ArithmeticError:
+        return str(a) == str(b)
+
+
 def _member_values(row: dict) -> dict:
     return {
         "Loyalty_Points_Spendable__c": int(row["points_spendable"]),
@@ -171,11 +220,14 @@ def push_salesforce(context, resource, warehouse) -> dict:
     calls = []
     now = dt.datetime.now(dt.UTC)
     with warehouse.connect() as conn:
+        conflicts = detect_conflicts(conn, PROGRAM)
         plan = plan_salesforce(conn)
         last = conn.execute("SELECT max(last_booked_day) FROM ledger_watermark").fetchone()[0]
         booked_until = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) if last else None
         plan["requests"] = request_results(conn, booked_until) if booked_until else []
     log_rows, state_rows = [], []
+    pushed_values = {(obj, i["member_id"]): json.dumps(i["record"], sort_keys=True, default=str)
+                     for obj, key in (("Lead", "leads"), ("Contact", "contacts")) for i in plan[key]}
     stopped = None
 
     def record(obj: str, operation: str, items_keys: list[tuple[str, str | None]], results: list) -> None:
@@ -201,7 +253,8 @@ def push_salesforce(context, resource, warehouse) -> dict:
                 )
             )
             if result.success:
-                state_rows.append(("salesforce", obj, key, hash_ or "", dt.datetime.now(dt.UTC)))
+                state_rows.append(("salesforce", obj, key, hash_ or "", dt.datetime.now(dt.UTC),
+                                   pushed_values.get((obj, key))))
 
     with resource.client(on_call=calls.append) as client:
         try:
@@ -276,13 +329,14 @@ def push_salesforce(context, resource, warehouse) -> dict:
             conn.executemany("INSERT INTO sync_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", log_rows)
         if state_rows:
             conn.executemany(
-                """INSERT INTO sync_state VALUES (?, ?, ?, ?, ?)
+                """INSERT INTO sync_state VALUES (?, ?, ?, ?, ?, ?)
                    ON CONFLICT (target, object, record_key) DO UPDATE SET values_hash = excluded.values_hash,
-                       pushed_at = excluded.pushed_at""",
+                       pushed_at = excluded.pushed_at, pushed_values = excluded.pushed_values""",
                 state_rows,
             )
     failed = sum(1 for r in log_rows if r[6] == "failed")
     return {
+        "ownership_conflicts": conflicts,
         "leads": len(plan["leads"]),
         "contacts": len(plan["contacts"]),
         "conversions": len(plan["conversions"]),

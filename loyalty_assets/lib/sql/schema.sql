@@ -296,7 +296,20 @@ CREATE TABLE IF NOT EXISTS sync_state (
     record_key  VARCHAR NOT NULL,
     values_hash VARCHAR NOT NULL,
     pushed_at   TIMESTAMPTZ NOT NULL,
+    pushed_values VARCHAR,               -- JSON of what was sent (to notice a CRM-side edit)
     PRIMARY KEY (target, object, record_key)
+);
+
+-- A pulled value that disagrees with ours for an attribute one side owns (RULES.md §9).
+CREATE TABLE IF NOT EXISTS ownership_conflicts (
+    target      VARCHAR NOT NULL,
+    record_key  VARCHAR NOT NULL,
+    attribute   VARCHAR NOT NULL,
+    ours        VARCHAR,
+    theirs      VARCHAR,
+    owner       VARCHAR NOT NULL,
+    resolution  VARCHAR NOT NULL,
+    detected_at TIMESTAMPTZ NOT NULL
 );
 
 -- Each member's spendable balance next to the loyalty platform's, after the run's pushes.
