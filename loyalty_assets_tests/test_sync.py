@@ -229,3 +229,17 @@ def test_salesforce_collections_up_to_2000_rows_bulk_above_and_nothing_when_unch
         assert calls("%collections%", "Contact") == 3  # no new Collections calls for Contact
         assert 0 < calls("%", "jobs/ingest") <= 10 * 2
         assert {int(c["Loyalty_Points_Spendable__c"]) for c in emulator.records("Contact")} == {20}
+
+
+def test_dry_run_writes_what_would_be_sent_and_sends_nothing(sandbox, warehouse_path, monkeypatch):
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="120.00")])
+    (ann,) = box.smile.add_customers([{"email": "ann@example.com", "created_at": "2024-01-01T00:00:00Z"}])
+    resources = resources_for(box, warehouse_path)
+    monkeypatch.setenv("LOYALTY_SYNC_DRY_RUN", "1")
+    assert materialize_range("2024-03-01", "2024-03-02", resources).success
+    assert box.smile.transactions(ann["id"]) == [] and box.salesforce.records("Contact") == []
+    assert query(warehouse_path, "SELECT target, status, count(*) FROM sync_log GROUP BY ALL ORDER BY 1") == [
+        ("loyaltylion", "dry_run", 1), ("smile", "dry_run", 1)]
+    monkeypatch.delenv("LOYALTY_SYNC_DRY_RUN")
+    assert materialize_range("2024-03-02", "2024-03-02", resources).success
+    assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [120]
