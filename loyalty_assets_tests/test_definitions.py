@@ -54,6 +54,7 @@ EXPECTED_GROUPS = {
     "raw_smile_customers": "ingest",
     "raw_smile_points_transactions": "ingest",
     "raw_smile_referrals": "ingest",
+    "raw_smile_reward_fulfillments": "ingest",
     "reconciliation": "sync",
     "salesforce_push": "sync",
     "smile_points_push": "sync",

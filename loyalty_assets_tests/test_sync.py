@@ -126,7 +126,8 @@ def test_adjustment_requests_and_redemptions_reach_the_ledger_and_back(tmp_path,
 
     from loyalty_assets.sandbox import Sandbox
 
-    seed = write_seed(tmp_path / "seed", orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00")])
+    seed = write_seed(tmp_path / "seed", orders=[{**order(1, "2024-03-01 10:00:00", subtotal="100.00"),
+                                                  "coupon_code": "save3-abc"}])
     for sobject, records in {
         "Contact": [{"Id": "003000000000001AAA", "LastName": "Ann", "Email": "ANN@example.com",
                      "CreatedDate": "2024-02-01T00:00:00.000+0000"}],
@@ -147,13 +148,20 @@ def test_adjustment_requests_and_redemptions_reach_the_ledger_and_back(tmp_path,
     (seed / "smile" / "points_transactions" / "x.json").write_text(simplejson.dumps(
         [{"id": 9001, "customer_id": 77, "points_change": -30, "description": "Redeemed 30 points for $3 off",
           "internal_note": None, "created_at": "2024-03-03T08:00:00.000Z", "updated_at": "2024-03-03T08:00:00.000Z"}]))
+    (seed / "smile" / "reward_fulfillments").mkdir(parents=True)
+    (seed / "smile" / "reward_fulfillments" / "x.json").write_text(simplejson.dumps(
+        [{"id": 555, "customer_id": 77, "points_transaction_id": 9001, "code": "SAVE3-ABC", "points_spent": 30,
+          "created_at": "2024-03-03T08:00:00.000Z", "updated_at": "2024-03-03T08:00:00.000Z"}]))
     with Sandbox(seed, now=dt.datetime(2024, 3, 7, 12, tzinfo=dt.UTC)) as box:
         resources = resources_for(box, warehouse_path)
         assert materialize_range("2024-03-01", "2024-03-06", resources).success
 
-        entries = query(warehouse_path, "SELECT kind, points, source, source_ref FROM ledger_entries ORDER BY booked_on, kind")
-        assert entries == [("earn", 100, "magento", "000000001"), ("manual", 250, "salesforce", "a0A000000000001AAA"),
-                           ("redeem", -30, "smile", "9001")]
+        entries = query(warehouse_path, "SELECT kind, points, source, source_ref, order_key FROM ledger_entries "
+                                        "ORDER BY booked_on, kind")
+        # the redemption is linked to the order its discount code was used on
+        assert entries == [("earn", 100, "magento", "000000001", "magento:default:1"),
+                           ("manual", 250, "salesforce", "a0A000000000001AAA", None),
+                           ("redeem", -30, "smile", "9001", "magento:default:1")]
         # Smile gets the member's new spendable points, except the redemption it made itself
         assert [t["points_change"] for t in box.smile.transactions(77) if t.get("internal_note")] == [350]
         applied, rejected = (box.salesforce.get_record("Loyalty_Adjustment_Request__c", i)

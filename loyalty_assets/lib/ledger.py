@@ -113,7 +113,7 @@ def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
     clash = conn.execute(
         """SELECT n.entry_id FROM new_entries n JOIN ledger_journal j USING (entry_id)
            WHERE j.points <> n.points OR j.kind <> n.kind OR j.booked_on <> n.booked_on
-              OR coalesce(j.order_key, '') <> coalesce(n.order_key, '')
+              OR (n.event_key IS NULL AND coalesce(j.order_key, '') <> coalesce(n.order_key, ''))
               OR coalesce(j.event_key, '') <> coalesce(n.event_key, '') LIMIT 5"""
     ).fetchall()
     if clash:

@@ -43,7 +43,7 @@ ORDER_COLUMNS = [
     "order_key", "platform", "tenant", "source_id", "order_number", "store_key", "created_at", "updated_at",
     "payload_hash", "status", "signal", "email", "customer_key", "currency", "subtotal_minor", "discount_minor",
     "tax_minor", "shipping_minor", "grand_total_minor", "eligible_minor", "calc_currency", "calc_eligible_minor",
-    "fx_rate", "calc_rate", "to_program_factor", "phone", "phone_region",
+    "fx_rate", "calc_rate", "to_program_factor", "phone", "phone_region", "discount_codes",
 ]  # fmt: skip
 
 
@@ -249,8 +249,13 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
 
     # Points events that are not orders; our own pushes, read back from the platforms, are skipped.
     ours = {r[0] for r in conn.execute("SELECT batch_id FROM outbox").fetchall()}
+    # a Smile redemption's discount code is on its reward fulfillment
+    codes = {str(t): c for t, c in conn.execute(
+        """SELECT json_extract_string(p, '$.points_transaction_id'), json_extract_string(p, '$.code') FROM (
+               SELECT arg_max(payload, modified_at) AS p FROM raw_records WHERE source = 'smile.reward_fulfillments'
+               GROUP BY record_id) WHERE json_extract_string(p, '$.code') IS NOT NULL""").fetchall()}
     event_mappers = {
-        "smile.points_transactions": lambda p, t: events.smile_redemption(p, t, ours),
+        "smile.points_transactions": lambda p, t: events.smile_redemption(p, t, ours, codes),
         "loyaltylion.transactions": lambda p, t: events.loyaltylion_redemption(p, t, ours),
         "salesforce.adjustment_requests": lambda p, t: events.adjustment_request(p, t, program),
     }

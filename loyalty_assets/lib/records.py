@@ -18,6 +18,11 @@ class RecordError(ValueError):
         self.detail = detail
 
 
+def join_codes(codes) -> str | None:
+    clean = sorted({str(c).strip().upper() for c in codes or [] if c and str(c).strip()})
+    return ",".join(clean) or None
+
+
 def normalize_email(value: object) -> str | None:
     if not isinstance(value, str):
         return None
@@ -52,6 +57,7 @@ class OrderVersion:
     calc_rate: Decimal  # applied to calc amounts (1 when they are already program currency)
     phone: str | None = None  # as typed; E.164 only in identity, when identity.match_phone is on
     phone_region: str | None = None  # ISO country of the address, to read national numbers
+    discount_codes: str | None = None  # comma-separated, upper case: links a redemption to its order
 
     def row(self) -> dict:
         return asdict(self)

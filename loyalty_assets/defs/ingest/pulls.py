@@ -30,6 +30,9 @@ PULLS = {
     "raw_loyaltylion_transactions": (
         "loyaltylion", "loyaltylion.transactions", lambda c: c.transactions(), "id", ("updated_at", "created_at"),
         "LoyaltyLion transactions: claimed rewards are redemptions (`redeem` entries), voided ones give points back."),
+    "raw_smile_reward_fulfillments": (
+        "smile", "smile.reward_fulfillments", lambda c: c.reward_fulfillments(), "id", ("updated_at", "created_at"),
+        "Smile.io reward fulfillments: the discount code of a redemption, to find the order it was used on."),
     "raw_smile_referrals": (
         "smile", "smile.referrals", lambda c: c.referrals(), "id", ("updated_at", "created_at"),
         "Smile.io referrals (GET /v1/referrals: the list path is assumed, see loyalty_apis.md)."),

@@ -24,6 +24,7 @@ from loyalty_assets.lib.records import (
     OrderVersion,
     RecordError,
     RefundVersion,
+    join_codes,
     normalize_email,
 )
 
@@ -116,6 +117,8 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
         calc_rate=conv.calc_rate,
         phone=(payload.get("billing_address") or {}).get("phone"),
         phone_region=(payload.get("billing_address") or {}).get("country_iso2"),
+        # coupons are a sub-resource; an export may carry them inline
+        discount_codes=join_codes(c.get("code") for c in payload.get("coupons") or [] if isinstance(c, dict)),
     )
 
 

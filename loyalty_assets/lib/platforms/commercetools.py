@@ -17,6 +17,7 @@ from loyalty_assets.lib.records import (
     OrderVersion,
     RecordError,
     RefundVersion,
+    join_codes,
     normalize_email,
 )
 
@@ -127,6 +128,9 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
         calc_rate=conv.calc_rate,
         phone=(payload.get("billingAddress") or {}).get("phone"),
         phone_region=(payload.get("billingAddress") or {}).get("country"),
+        # discount codes are references; their code is there only when the order was read expanded
+        discount_codes=join_codes(((d.get("discountCode") or {}).get("obj") or {}).get("code")
+                                  for d in payload.get("discountCodes") or [] if isinstance(d, dict)),
     )
 
 

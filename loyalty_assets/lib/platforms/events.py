@@ -22,12 +22,13 @@ class LoyaltyEvent:
     status: str
     reason: str | None
     description: str | None
+    reward_code: str | None = None
 
     def row(self) -> dict:
         return asdict(self)
 
 
-def smile_redemption(txn: dict, tenant: str, ours: set[str]) -> LoyaltyEvent | None:
+def smile_redemption(txn: dict, tenant: str, ours: set[str], codes: dict[str, str] | None = None) -> LoyaltyEvent | None:
     """A Smile points transaction that spent points (not one of our own pushes)."""
     if not isinstance(txn, dict):
         raise RecordError("malformed_record", "points transaction is not a JSON object")
@@ -43,6 +44,7 @@ def smile_redemption(txn: dict, tenant: str, ours: set[str]) -> LoyaltyEvent | N
         event_key=f"smile:{tenant}:redemption:{tid}", kind="redeem", source="smile", source_ref=tid,
         member_key=f"smile:{tenant}:{native_id(txn, 'customer_id')}", member_id_hint=None, points=change,
         status="valid", reason=None, description=str(txn.get("description") or "Redeemed in Smile.io")[:200],
+        reward_code=(codes or {}).get(tid),
     )
 
 
@@ -67,6 +69,7 @@ def loyaltylion_redemption(txn: dict, tenant: str, ours: set[str]) -> LoyaltyEve
         member_key=f"loyaltylion:{tenant}:{native_id(customer, 'merchant_id')}", member_id_hint=None,
         points=0 if canceled else -cost, status="canceled" if canceled else "valid", reason=None,
         description=f"Redeemed in LoyaltyLion: {(claimed.get('reward') or {}).get('title') or 'reward'}"[:200],
+        reward_code=(claimed.get("redeemable") or {}).get("code"),
     )
 
 

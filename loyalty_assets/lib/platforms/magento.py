@@ -16,6 +16,7 @@ from loyalty_assets.lib.records import (
     OrderVersion,
     RecordError,
     RefundVersion,
+    join_codes,
     normalize_email,
 )
 
@@ -164,6 +165,7 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
         calc_rate=calc_rate,
         phone=(payload.get("billing_address") or {}).get("telephone"),
         phone_region=(payload.get("billing_address") or {}).get("country_id"),
+        discount_codes=join_codes([payload.get("coupon_code")]),
     )
 
 

@@ -11,7 +11,7 @@ from decimal import Decimal
 from loyalty_assets.lib.money import FxTable, to_minor
 from loyalty_assets.lib.platforms.common import amount, conversion, iso_time, known_currency, native_id
 from loyalty_assets.lib.program import Program
-from loyalty_assets.lib.records import OrderVersion, RecordError, normalize_email
+from loyalty_assets.lib.records import OrderVersion, RecordError, join_codes, normalize_email
 
 PLATFORM = "sfcc"
 
@@ -77,4 +77,5 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
         calc_rate=conv.calc_rate,
         phone=(payload.get("billingAddress") or {}).get("phone"),
         phone_region=(payload.get("billingAddress") or {}).get("countryCode"),
+        discount_codes=join_codes(c.get("code") for c in payload.get("couponItems") or [] if isinstance(c, dict)),
     )

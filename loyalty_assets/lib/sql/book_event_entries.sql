@@ -11,6 +11,12 @@ booked AS (
     SELECT event_key, sum(points)::BIGINT AS booked_points FROM ledger_journal
     WHERE event_key IS NOT NULL GROUP BY event_key
 ),
+used_on AS (            -- the order whose discount code is the redemption's reward code
+    SELECT l.event_key, min(s.order_key) AS order_key
+    FROM latest l JOIN order_state s
+      ON l.reward_code IS NOT NULL AND list_contains(string_split(s.discount_codes, ','), upper(trim(l.reward_code)))
+    GROUP BY l.event_key
+),
 members AS (
     SELECT l.event_key,
            coalesce(rh.survivor_id, kh.member_id, rk.survivor_id, k.member_id) AS member_id
@@ -27,7 +33,7 @@ SELECT substr(sha256(concat_ws('|', $program_id, l.event_key, CAST($day AS VARCH
        l.points - coalesce(b.booked_points, 0) AS points,
        CAST($day AS DATE) AS booked_on,
        CAST($day AS DATE) AS available_on,
-       NULL AS order_key,
+       u.order_key,
        l.source,
        l.source_ref,
        substr(sha256(l.event_key || '@' || strftime(l.updated_at, '%Y-%m-%dT%H:%M:%S')), 1, 16) AS source_version,
@@ -38,9 +44,12 @@ SELECT substr(sha256(concat_ws('|', $program_id, l.event_key, CAST($day AS VARCH
        NULL AS rounding,
        $rule_version AS rule_version,
        l.updated_at AS occurred_at,
-       CASE WHEN l.status = 'canceled' THEN 'Canceled: ' ELSE '' END || coalesce(l.description, l.kind) AS description,
+       CASE WHEN l.status = 'canceled' THEN 'Canceled: ' ELSE '' END || coalesce(l.description, l.kind)
+           || CASE WHEN u.order_key IS NOT NULL THEN ' (code ' || l.reward_code || ' used on ' || u.order_key || ')'
+                   ELSE '' END AS description,
        now() AS journaled_at,
        l.event_key
 FROM latest l JOIN members m USING (event_key)
+LEFT JOIN used_on u USING (event_key)
 LEFT JOIN booked b USING (event_key)
 WHERE m.member_id IS NOT NULL AND l.points <> coalesce(b.booked_points, 0);

@@ -37,7 +37,7 @@ refunds AS (
     GROUP BY m.order_key
 )
 SELECT l.order_key, l.platform, l.store_key, l.order_number, l.created_at, l.updated_at,
-       l.email, l.customer_key, l.currency, l.fx_rate, l.subtotal_minor, l.discount_minor,
+       l.email, l.customer_key, l.discount_codes, l.currency, l.fx_rate, l.subtotal_minor, l.discount_minor,
        l.tax_minor, l.shipping_minor, l.grand_total_minor, l.eligible_minor,
        l.life_rank,
        CASE l.life_rank WHEN 0 THEN 'pending' WHEN 1 THEN 'paid' WHEN 2 THEN 'fulfilled'

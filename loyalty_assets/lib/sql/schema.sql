@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS order_versions (
     to_program_factor DECIMAL(38, 18) NOT NULL, -- calc minor units -> program minor units
     phone            VARCHAR,
     phone_region     VARCHAR,
+    discount_codes   VARCHAR,
     PRIMARY KEY (order_key, updated_at, payload_hash)
 );
 
@@ -113,6 +114,7 @@ CREATE TABLE IF NOT EXISTS loyalty_events (
     source_ref      VARCHAR NOT NULL,       -- the platform's own id
     member_key      VARCHAR,                -- identity key of the member (e.g. smile:default:42)
     member_id_hint  VARCHAR,                -- a member id given by the source (Salesforce external id)
+    reward_code     VARCHAR,                -- a redemption's discount code: finds the order it was used on
     points          BIGINT NOT NULL,        -- what the event is worth now (0 once canceled / rejected)
     status          VARCHAR NOT NULL,       -- valid / canceled / rejected
     reason          VARCHAR,
