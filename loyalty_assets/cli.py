@@ -305,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("email")
     p.set_defaults(func=cmd_forget)
 
+    p = sub.add_parser("bench", help="the performance benchmark: stages timed against a single-pass DuckDB baseline")
+    from loyalty_assets import bench
+
+    bench.add_arguments(p)
+    p.set_defaults(func=bench.main)
+
     p = sub.add_parser("run", help="materialize the whole graph for an inclusive range of days")
     p.add_argument("--start", type=_date, required=True)
     p.add_argument("--end", type=_date, required=True)

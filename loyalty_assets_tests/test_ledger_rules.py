@@ -345,3 +345,18 @@ def test_manual_must_link_and_cannot_link(conn):
     assert m["a@example.com"] == m["b@example.com"]
     assert m["magento:default:7"] != m["c@example.com"]
     assert conn.execute("SELECT reason FROM identity_conflicts").fetchall()[0][0].startswith("cannot_link")
+
+
+def test_missing_fx_rate_quarantines_then_counts_once_the_rate_is_added(conn):
+    from decimal import Decimal
+
+    from loyalty_assets.lib.money import FxTable
+
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", currency="GBP", base_currency="GBP", subtotal="100.00")])
+    process(conn, p, D(2024, 3, 1), fx=FxTable({}))
+    assert conn.execute("SELECT reason FROM quarantine").fetchall() == [("no_fx_rate",)]
+    assert entries(conn) == []
+    process(conn, p, D(2024, 3, 2), fx=FxTable({"GBP": [(D(2024, 2, 1), Decimal("1.25"))]}))
+    assert conn.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 0
+    assert entries(conn) == [(K1, "earn", 125, D(2024, 3, 2), D(2024, 3, 2))]  # booked on the first open day

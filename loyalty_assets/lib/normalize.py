@@ -280,10 +280,13 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
         _each(conn, batch, source, referral_row)
     _append(conn, "referrals", referrals)
     _append(conn, "quarantine", batch.quarantine, ignore_conflicts=True)
-    solved = [(o["source"], o["version_key"]) for o in batch.outcomes if o["outcome"] == "processed"]
-    if solved:
-        conn.executemany("DELETE FROM quarantine WHERE reason = 'no_fx_rate' AND source = ? AND version_key = ?", solved)
     _append(conn, "raw_processed", batch.outcomes, ignore_conflicts=True)
+    # versions once quarantined for a missing FX rate and now processed leave the quarantine
+    conn.execute(
+        """DELETE FROM quarantine q WHERE q.reason = 'no_fx_rate' AND EXISTS (
+               SELECT 1 FROM raw_processed p WHERE p.source = q.source AND p.version_key = q.version_key
+               AND p.outcome = 'processed')"""
+    )
     waiting = sum(1 for o in batch.outcomes if o["outcome"] == "waiting")
     return NormalizeResult(len(batch.orders), len(batch.refunds), len(batch.customers), len(batch.quarantine), waiting,
                            len(batch.events))
