@@ -251,3 +251,33 @@ def test_dry_run_writes_what_would_be_sent_and_sends_nothing(sandbox, warehouse_
     monkeypatch.delenv("LOYALTY_SYNC_DRY_RUN")
     assert materialize_range("2024-03-02", "2024-03-02", resources).success
     assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [120]
+
+
+def test_transactions_as_platform_events_by_configuration(tmp_path, monkeypatch):
+    import types
+
+    from loyalty_assets.defs.sync import salesforce as sf_push
+    from loyalty_assets.lib import warehouse as wh
+    from loyalty_assets.lib.program import parse_program
+    from loyalty_assets.sandbox.salesforce import SalesforceEmulator
+
+    monkeypatch.setattr(sf_push, "PROGRAM", parse_program("salesforce: {transactions_as: platform_event}"))
+    path = tmp_path / "w.duckdb"
+    conn = wh.connect(str(path))
+    conn.execute("INSERT INTO member_status VALUES ('M1', 'a@example.com', 10, 0, 10, 'Bronze', 0, NULL, NULL, NULL, NULL, "
+                 "DATE '2024-03-01', now())")
+    conn.execute("""INSERT INTO ledger_journal (entry_id, booked_member_id, kind, points, booked_on, available_on, order_key,
+                    source, source_version, rule_version, journaled_at)
+                    VALUES ('E1', 'M1', 'earn', 10, DATE '2024-03-01', DATE '2024-03-01', 'o1', 'magento', 'v', 'r', now())""")
+    conn.close()
+    with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
+        env = emulator.env()
+        resource = SalesforceResource(instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
+                                      ca_bundle=env["SALESFORCE_CA_BUNDLE"])
+        summary = sf_push.push_salesforce(types.SimpleNamespace(run_id="t"), resource, Warehouse(database=str(path)))
+        assert summary["failed_records"] == 0
+        assert [(e["Event_Id__c"], e["Event_Type__c"]) for e in emulator.events] == [("E1", "earn")]
+        assert emulator.records("Loyalty_Transaction__c") == []
+        # delivered once: a second push publishes nothing
+        sf_push.push_salesforce(types.SimpleNamespace(run_id="t"), resource, Warehouse(database=str(path)))
+        assert len(emulator.events) == 1

@@ -139,6 +139,12 @@ class Sync(_Strict):
         return {**OWNED_ATTRIBUTES, **v}
 
 
+class SalesforceMapping(_Strict):
+    """How ledger entries and tier changes reach Salesforce (CONTRACT.md §5)."""
+
+    transactions_as: Literal["custom_object", "platform_event"] = "custom_object"
+
+
 class Program(_Strict):
     program_id: str = Field("default", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
@@ -152,6 +158,7 @@ class Program(_Strict):
     identity: Identity = Field(default_factory=Identity)
     ingest: Ingest = Field(default_factory=Ingest)
     sync: Sync = Field(default_factory=Sync)
+    salesforce: SalesforceMapping = Field(default_factory=SalesforceMapping)
     fx: str = "data/fx_rates.csv"
 
     @field_validator("timezone")

@@ -281,7 +281,21 @@ def push_salesforce(context, resource, warehouse) -> dict:
                 results = client.upsert_records("Lead", "Loyalty_Member_Id__c", records)
                 record("Lead", "convert", [(m, "converted") for m in plan["conversions"]], results)
             txns = plan["transactions"]
-            if txns and not stopped:
+            if txns and not stopped and PROGRAM.salesforce.transactions_as == "platform_event":
+                # events cannot be upserted: at least once, subscribers dedupe on Event_Id__c
+                outcomes = []
+                for t in txns:
+                    try:
+                        client.publish_event("Loyalty_Event__e", {
+                            "Event_Id__c": t["key"], "Member_Id__c": t["member_id"], "Event_Type__c": t["type"],
+                            "Points__c": t["points"], "Tier__c": t["tier"],
+                            "Occurred_At__c": t["occurred_at"].isoformat()})
+                        outcomes.append(RecordResult(key=t["key"], success=True))
+                    except SalesforceApiError as exc:
+                        outcomes.append(RecordResult(key=t["key"], success=False,
+                                                     errors=(RecordError(exc.error_code or "ERROR", str(exc), ()),)))
+                record("Loyalty_Transaction__c", "publish", [(t["key"], "sent") for t in txns], outcomes)
+            elif txns and not stopped:
                 records = [
                     {
                         "Transaction_Id__c": t["key"],
