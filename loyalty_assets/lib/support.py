@@ -191,6 +191,15 @@ def forget(conn: duckdb.DuckDBPyConnection, email: str, program_id: str) -> Eras
             counts[table] = conn.execute(
                 f"UPDATE {table} SET email = ? WHERE lower(trim(email)) IN (SELECT unnest(?))", [alias, sorted(emails)]
             ).fetchone()[0]
+        counts["order_versions_phone"] = conn.execute(
+            "UPDATE order_versions SET phone = 'forgotten' WHERE phone IS NOT NULL AND "
+            "(email = ? OR customer_key IN (SELECT unnest(?)))", [alias, sorted(keys)]
+        ).fetchone()[0]
+        phones = [r[0] for r in conn.execute(
+            "SELECT key FROM member_keys WHERE member_id IN (SELECT unnest(?)) AND key_type = 'phone'", [ids]).fetchall()]
+        for n, key in enumerate(phones):
+            conn.execute("UPDATE member_keys SET key = ? WHERE key = ?", [f"tel:{alias}#{n}", key])
+            conn.execute("UPDATE identity_conflicts SET key = ? WHERE key = ?", [f"tel:{alias}#{n}", key])
         counts["member_keys"] = 0
         for e in sorted(emails):
             target_key = alias if counts["member_keys"] == 0 else f"{alias}#{counts['member_keys']}"
