@@ -360,3 +360,16 @@ def test_missing_fx_rate_quarantines_then_counts_once_the_rate_is_added(conn):
     process(conn, p, D(2024, 3, 2), fx=FxTable({"GBP": [(D(2024, 2, 1), Decimal("1.25"))]}))
     assert conn.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 0
     assert entries(conn) == [(K1, "earn", 125, D(2024, 3, 2), D(2024, 3, 2))]  # booked on the first open day
+
+
+def test_a_closed_day_is_not_evaluated_again_for_tiers_with_late_data(conn):
+    p = program()
+    land(conn, p, orders=[order(2, "2024-03-01 09:00:00", subtotal="10.00")])
+    process(conn, p, D(2024, 3, 1))
+    # arrives the next day: placed on 03-01 (600.00), canceled on 03-02
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="600.00"),
+                          order(1, "2024-03-02 10:00:00", subtotal="600.00", state="canceled")])
+    process(conn, p, D(2024, 3, 2))
+    assert status_of(conn, "ann@example.com")["vip_tier"] == "Bronze"
+    assert conn.execute("SELECT count(*) FROM vip_tier_changes").fetchone()[0] == 0
+    assert [e[0] for e in entries(conn)] == ["magento:default:2"]  # order 1 never earned either

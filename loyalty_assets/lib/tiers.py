@@ -54,14 +54,19 @@ def evaluate_through(conn: duckdb.DuckDBPyConnection, program: Program) -> TierR
     tier_days holds a row per member on each day a tier could change; a row holds until the next
     one, so days without any event are not evaluated.
     """
-    _, last_booked = watermark(conn, program)
+    closed, last_booked = watermark(conn, program)
     if last_booked is None:
         return TierResult([], 0)
     done = conn.execute("SELECT max(day) FROM tier_days").fetchone()[0]
-    first = (
-        done if done is not None else conn.execute("SELECT min(booked_on) FROM ledger_journal").fetchone()[0]
-    )
-    first = min(first or last_booked, last_booked)
+    if done is None:
+        first = conn.execute("SELECT min(booked_on) FROM ledger_journal").fetchone()[0] or last_booked
+    elif closed is not None and done <= closed:
+        # a closed day is never evaluated again: what arrived late for it counts from the next day
+        first = done + dt.timedelta(days=1)
+    else:
+        first = done  # it was still open: evaluate it again
+    if first > last_booked:
+        return TierResult([], 0)
     rules = prepare_rules(conn, program)
     load_levels(conn, program)
     params = {
