@@ -5,10 +5,12 @@ location always loads (CONTRACT.md §4). Each commerce resource hands out one cl
 (Magento instance, BigCommerce store hash, commercetools project, SFCC organization).
 """
 
+import importlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
 import duckdb
@@ -159,7 +161,9 @@ class SfccResource(CommerceSource):
         yield self.organization_id, SfccClient(self.api_url, self.organization_id, self.access_token)
 
 
-class SmileResource(dg.ConfigurableResource):
+class LoyaltyPlatformResource(dg.ConfigurableResource):
+    """A loyalty platform reached with a base URL and an API key (Smile.io, LoyaltyLion)."""
+
     api_url: str | None = None
     api_key: str | None = None
 
@@ -168,23 +172,16 @@ class SmileResource(dg.ConfigurableResource):
         return bool(self.api_url and self.api_key)
 
     def client(self):
-        from loyalty_assets.clients.smile import SmileClient
+        module, name = self.client_class
+        return getattr(importlib.import_module(module), name)(self.api_url, self.api_key)
 
-        return SmileClient(self.api_url, self.api_key)
+
+class SmileResource(LoyaltyPlatformResource):
+    client_class: ClassVar[tuple[str, str]] = ("loyalty_assets.clients.smile", "SmileClient")
 
 
-class LoyaltyLionResource(dg.ConfigurableResource):
-    api_url: str | None = None
-    api_key: str | None = None
-
-    @property
-    def is_configured(self) -> bool:
-        return bool(self.api_url and self.api_key)
-
-    def client(self):
-        from loyalty_assets.clients.loyaltylion import LoyaltyLionClient
-
-        return LoyaltyLionClient(self.api_url, self.api_key)
+class LoyaltyLionResource(LoyaltyPlatformResource):
+    client_class: ClassVar[tuple[str, str]] = ("loyalty_assets.clients.loyaltylion", "LoyaltyLionClient")
 
 
 class SalesforceResource(dg.ConfigurableResource):
