@@ -184,14 +184,15 @@ def _first_code(content: Any) -> tuple[str | None, str]:
 
 
 def _jsonable(value: Any) -> Any:
-    """Values simple-salesforce's ``json.dumps`` accepts: Decimal as int/float (Salesforce numbers
-    are doubles anyway), datetimes as ISO-8601, nested dicts (relationship fields) recursively."""
+    """Values simple-salesforce's ``json.dumps`` accepts: a whole Decimal as int, any other as its exact
+    decimal text (Salesforce parses it; money never goes through float), datetimes as ISO-8601,
+    nested dicts (relationship fields) recursively."""
     if isinstance(value, Mapping):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        return int(value) if value == value.to_integral_value() else format(value, "f")
     if isinstance(value, datetime | date):
         return value.isoformat()
     return value
