@@ -101,10 +101,14 @@ def prepare_rules(conn: duckdb.DuckDBPyConnection, program: Program) -> dict:
 
 
 def compute_order_values(
-    conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date, rules: dict
+    conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date, rules: dict, scoped: bool = False
 ) -> None:
-    """Fill temp tables order_state, order_members and order_values as of the end of `day`."""
-    run_script(conn, "order_state_asof", {"asof": day_end_utc(day, program)})
+    """Fill temp tables order_state, order_members and order_values as of the end of `day`.
+
+    `scoped`: only the orders in temp table order_scope, so a day costs what changed that day."""
+    if not scoped:
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS order_scope (order_key VARCHAR)")
+    run_script(conn, "order_state_asof", {"asof": day_end_utc(day, program), "scoped": scoped})
     run_script(conn, "order_members")
     run_script(conn, "order_values", rules)
 
@@ -124,6 +128,34 @@ def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
         """INSERT INTO ledger_journal BY NAME
            SELECT * FROM new_entries n WHERE NOT EXISTS (SELECT 1 FROM ledger_journal j WHERE j.entry_id = n.entry_id)"""
     ).fetchone()[0]
+
+
+def scope_changed_orders(
+    conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date, late_since: dt.datetime | None, late: bool
+) -> int:
+    """order_scope := the orders whose value can change on `day`: a version or refund modified that
+    day, and with `late`, any mapped after `late_since` (the last booking; None: everything), which is
+    how records that turned up late for a closed day reach the first open day."""
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE order_scope AS
+           SELECT DISTINCT order_key FROM (
+               SELECT order_key FROM order_versions WHERE updated_at >= $start AND updated_at < $end
+               UNION ALL SELECT order_key FROM refund_versions WHERE updated_at >= $start AND updated_at < $end
+               UNION ALL SELECT order_key FROM order_versions
+                   WHERE $late AND updated_at < $end AND ($since IS NULL OR mapped_at > $since)
+               UNION ALL SELECT order_key FROM refund_versions
+                   WHERE $late AND updated_at < $end AND ($since IS NULL OR mapped_at > $since))""",
+        {"start": day_start_utc(day, program), "end": day_end_utc(day, program), "late": late,
+         "since": late_since},
+    )
+    return conn.execute("SELECT count(*) FROM order_scope").fetchone()[0]
+
+
+def last_booking_at(conn: duckdb.DuckDBPyConnection, program: Program) -> dt.datetime | None:
+    row = conn.execute(
+        "SELECT updated_at FROM ledger_watermark WHERE program_id = ?", [program.program_id]
+    ).fetchone()
+    return row[0] if row else None
 
 
 def data_days(
@@ -157,6 +189,9 @@ def book_through(
     if not days:
         return BookingResult([], 0, 0, closed, last_booked)
     active = data_days(conn, program, days[0], days[-1]) | {days[0], days[-1]}
+    late_since = last_booking_at(conn, program)
+    has_events = conn.execute("SELECT EXISTS (SELECT 1 FROM loyalty_events)").fetchone()[0]
+    has_referrals = conn.execute("SELECT EXISTS (SELECT 1 FROM referrals)").fetchone()[0]
     entries = points = 0
     booked = []
     for day in days:
@@ -164,7 +199,8 @@ def book_through(
         if day in active:
             conn.execute("BEGIN")
             try:
-                compute_order_values(conn, program, day, rules)
+                scope_changed_orders(conn, program, day, late_since, late=day == days[0])
+                compute_order_values(conn, program, day, rules, scoped=True)
                 run_script(
                     conn,
                     "book_order_entries",
@@ -178,20 +214,22 @@ def book_through(
                 points += conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
                 entries += n
                 # then the events that are not orders (redemptions, manual adjustments)
-                run_script(conn, "book_event_entries", {
-                    "asof": day_end_utc(day, program), "day": day, "program_id": program.program_id,
-                    "rule_version": program.rule_version,
-                })
-                n = _insert_entries(conn)
-                points += conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
-                entries += n
-                run_script(conn, "book_referral_entries", {
-                    "asof": day_end_utc(day, program), "day": day, "program_id": program.program_id,
-                    "rule_version": program.rule_version, "points": program.referrals.referrer_points,
-                })
-                n = _insert_entries(conn)
-                points += conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
-                entries += n
+                if has_events:
+                    run_script(conn, "book_event_entries", {
+                        "asof": day_end_utc(day, program), "day": day, "program_id": program.program_id,
+                        "rule_version": program.rule_version,
+                    })
+                    n = _insert_entries(conn)
+                    points += conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
+                    entries += n
+                if has_referrals:
+                    run_script(conn, "book_referral_entries", {
+                        "asof": day_end_utc(day, program), "day": day, "program_id": program.program_id,
+                        "rule_version": program.rule_version, "points": program.referrals.referrer_points,
+                    })
+                    n = _insert_entries(conn)
+                    points += conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
+                    entries += n
                 entries_, points_ = _book_expiry(conn, program, day)
                 entries, points = entries + entries_, points + points_
                 conn.execute("COMMIT")

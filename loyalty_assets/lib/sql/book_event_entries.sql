@@ -12,9 +12,11 @@ booked AS (
     WHERE event_key IS NOT NULL GROUP BY event_key
 ),
 used_on AS (            -- the order whose discount code is the redemption's reward code
-    SELECT l.event_key, min(s.order_key) AS order_key
-    FROM latest l JOIN order_state s
-      ON l.reward_code IS NOT NULL AND list_contains(string_split(s.discount_codes, ','), upper(trim(l.reward_code)))
+    SELECT l.event_key, min(c.order_key) AS order_key
+    FROM latest l JOIN (
+        SELECT DISTINCT order_key, unnest(string_split(discount_codes, ',')) AS code
+        FROM order_versions WHERE discount_codes IS NOT NULL AND updated_at < $asof
+    ) c ON c.code = upper(trim(l.reward_code))
     GROUP BY l.event_key
 ),
 members AS (

@@ -1,8 +1,7 @@
 -- The entries a day books for orders: value now minus what is booked so far (RULES.md §6).
 CREATE OR REPLACE TEMP TABLE new_entries AS
 WITH deltas AS (
-    SELECT v.*, v.value - v.booked_points AS delta,
-           EXISTS (SELECT 1 FROM ledger_journal j WHERE j.order_key = v.order_key AND j.kind = 'earn') AS has_earn
+    SELECT v.*, v.value - v.booked_points AS delta, v.trigger_day IS NOT NULL AS has_earn
     FROM order_values v
     WHERE v.value <> v.booked_points
 ),

@@ -1,6 +1,6 @@
 -- Referrals (RULES.md §6): `referrals.referrer_points` to the referrer when the referred friend's first
 -- order earns; refused (and recorded) when friend and referrer are one member; taken back by a negative
--- entry if that order is later fully refunded or canceled. Expects order_state for the day.
+-- entry if that order is later fully refunded or canceled.
 CREATE OR REPLACE TEMP TABLE referral_values AS
 WITH latest AS (
     SELECT * FROM (
@@ -27,7 +27,17 @@ resolved AS (
 ),
 first_orders AS (       -- the friend's first order that earned
     SELECT member_id, arg_min(order_key, CAST(booked_on AS VARCHAR) || entry_id) AS order_key
-    FROM ledger_entries WHERE kind = 'earn' AND booked_on <= CAST($day AS DATE) GROUP BY member_id
+    FROM ledger_entries WHERE kind = 'earn' AND booked_on <= CAST($day AS DATE)
+      AND member_id IN (SELECT friend_member FROM resolved) GROUP BY member_id
+),
+friend_orders AS (      -- their lifecycle at the end of the day (ranks only move up: the highest so far)
+    SELECT order_key,
+           CASE max(CASE signal WHEN 'pending' THEN 0 WHEN 'paid' THEN 1 WHEN 'fulfilled' THEN 2
+                                WHEN 'refunded' THEN 3 WHEN 'canceled' THEN 4 END)
+                WHEN 3 THEN 'refunded' WHEN 4 THEN 'canceled' ELSE 'earning' END AS lifecycle
+    FROM order_versions
+    WHERE updated_at < $asof AND order_key IN (SELECT order_key FROM first_orders)
+    GROUP BY order_key
 )
 SELECT r.referral_key, r.source, r.friend_member, r.referrer_member, o.order_key AS friend_order, s.lifecycle,
        CASE WHEN r.friend_member = r.referrer_member THEN 0
@@ -39,7 +49,7 @@ SELECT r.referral_key, r.source, r.friend_member, r.referrer_member, o.order_key
             ELSE 'rewarded' END AS status
 FROM resolved r
 LEFT JOIN first_orders o ON o.member_id = r.friend_member
-LEFT JOIN order_state s ON s.order_key = o.order_key
+LEFT JOIN friend_orders s ON s.order_key = o.order_key
 WHERE r.friend_member IS NOT NULL AND r.referrer_member IS NOT NULL;
 
 CREATE OR REPLACE TEMP TABLE new_entries AS

@@ -1,13 +1,14 @@
 -- Every known order as it stood at the end of a day ($asof = exclusive end, UTC instant):
 -- lifecycle (ranks only move up), refunds counted once by their own id, net eligible spend in
 -- program minor units, and the source version (the record versions that determined it).
+-- With $scoped, only the orders in temp table order_scope (a day's changed orders) are computed.
 CREATE OR REPLACE TEMP TABLE order_state AS
 WITH ranked AS (
     SELECT v.*,
            CASE v.signal WHEN 'pending' THEN 0 WHEN 'paid' THEN 1 WHEN 'fulfilled' THEN 2
                          WHEN 'refunded' THEN 3 WHEN 'canceled' THEN 4 END AS signal_rank
     FROM order_versions v
-    WHERE v.updated_at < $asof
+    WHERE v.updated_at < $asof AND (NOT $scoped OR v.order_key IN (SELECT order_key FROM order_scope))
 ),
 cumulative AS (
     SELECT *,
@@ -21,7 +22,7 @@ memo_latest AS (
     SELECT * FROM (
         SELECT r.*, row_number() OVER (PARTITION BY refund_key ORDER BY updated_at DESC, payload_hash DESC) AS rn
         FROM refund_versions r
-        WHERE r.updated_at < $asof
+        WHERE r.updated_at < $asof AND (NOT $scoped OR r.order_key IN (SELECT order_key FROM order_scope))
     ) WHERE rn = 1
 ),
 refunds AS (

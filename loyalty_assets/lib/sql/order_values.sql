@@ -5,12 +5,12 @@ CREATE OR REPLACE TEMP TABLE order_values AS
 WITH booked AS (
     SELECT order_key, sum(points)::BIGINT AS booked_points
     FROM ledger_journal
-    WHERE order_key IS NOT NULL AND kind IN ('earn', 'adjust', 'clawback')
+    WHERE order_key IN (SELECT order_key FROM order_state) AND kind IN ('earn', 'adjust', 'clawback')
     GROUP BY order_key
 ),
 earn AS (
     SELECT order_key, booked_on AS trigger_day, rate, multiplier, rounding, rule_version
-    FROM ledger_journal WHERE kind = 'earn'
+    FROM ledger_journal WHERE kind = 'earn' AND order_key IN (SELECT order_key FROM order_state)
 ),
 priced AS (
     SELECT s.*,

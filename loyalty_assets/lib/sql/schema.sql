@@ -64,8 +64,10 @@ CREATE TABLE IF NOT EXISTS order_versions (
     phone            VARCHAR,
     phone_region     VARCHAR,
     discount_codes   VARCHAR,
+    mapped_at        TIMESTAMPTZ DEFAULT current_timestamp,  -- when normalized: finds late arrivals
     PRIMARY KEY (order_key, updated_at, payload_hash)
 );
+ALTER TABLE order_versions ADD COLUMN IF NOT EXISTS mapped_at TIMESTAMPTZ DEFAULT current_timestamp;
 
 CREATE TABLE IF NOT EXISTS refund_versions (
     refund_key      VARCHAR NOT NULL,
@@ -81,8 +83,10 @@ CREATE TABLE IF NOT EXISTS refund_versions (
     refunded_eligible_base_minor BIGINT,
     order_known     BOOLEAN NOT NULL,
     raw_version_key VARCHAR NOT NULL,     -- the raw version it came from (a payment holds several refunds)
+    mapped_at       TIMESTAMPTZ DEFAULT current_timestamp,
     PRIMARY KEY (refund_key, updated_at, payload_hash)
 );
+ALTER TABLE refund_versions ADD COLUMN IF NOT EXISTS mapped_at TIMESTAMPTZ DEFAULT current_timestamp;
 
 CREATE TABLE IF NOT EXISTS customer_versions (
     customer_key VARCHAR NOT NULL,
