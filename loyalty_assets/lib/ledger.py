@@ -201,35 +201,17 @@ def book_through(
             try:
                 scope_changed_orders(conn, program, day, late_since, late=day == days[0])
                 compute_order_values(conn, program, day, rules, scoped=True)
-                run_script(
-                    conn,
-                    "book_order_entries",
-                    {
-                        "day": day,
-                        "program_id": program.program_id,
-                        "pending_days": program.earning.pending_days,
-                    },
-                )
-                n = _insert_entries(conn)
-                points += conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
-                entries += n
-                # then the events that are not orders (redemptions, manual adjustments)
-                if has_events:
-                    run_script(conn, "book_event_entries", {
-                        "asof": day_end_utc(day, program), "day": day, "program_id": program.program_id,
-                        "rule_version": program.rule_version,
-                    })
-                    n = _insert_entries(conn)
-                    points += conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
-                    entries += n
+                asof = day_end_utc(day, program)
+                common = {"day": day, "program_id": program.program_id, "rule_version": program.rule_version}
+                steps = [("book_order_entries", {**common, "pending_days": program.earning.pending_days})]
+                if has_events:  # then the events that are not orders (redemptions, manual adjustments)
+                    steps.append(("book_event_entries", {**common, "asof": asof}))
                 if has_referrals:
-                    run_script(conn, "book_referral_entries", {
-                        "asof": day_end_utc(day, program), "day": day, "program_id": program.program_id,
-                        "rule_version": program.rule_version, "points": program.referrals.referrer_points,
-                    })
-                    n = _insert_entries(conn)
-                    points += conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0
-                    entries += n
+                    steps.append(("book_referral_entries", {
+                        **common, "asof": asof, "points": program.referrals.referrer_points}))
+                for script, params in steps:
+                    n, p = _book_script(conn, script, params)
+                    entries, points = entries + n, points + p
                 entries_, points_ = _book_expiry(conn, program, day)
                 entries, points = entries + entries_, points + points_
                 conn.execute("COMMIT")
@@ -255,14 +237,19 @@ def book_through(
     return BookingResult(booked, entries, int(points), closed, last_booked)
 
 
+def _book_script(conn: duckdb.DuckDBPyConnection, script: str, params: dict) -> tuple[int, int]:
+    """Run a script that fills new_entries, journal them: (entries, points) added."""
+    run_script(conn, script, params)
+    n = _insert_entries(conn)
+    return n, (conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0)
+
+
 def _book_expiry(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date) -> tuple[int, int]:
     if not program.expiry.inactivity_days:
         return 0, 0
-    run_script(conn, "book_expiry_entries", {"day": day, "program_id": program.program_id,
-                                             "rule_version": program.rule_version,
-                                             "days": program.expiry.inactivity_days})
-    n = _insert_entries(conn)
-    return n, (conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0)
+    return _book_script(conn, "book_expiry_entries", {"day": day, "program_id": program.program_id,
+                                                      "rule_version": program.rule_version,
+                                                      "days": program.expiry.inactivity_days})
 
 
 def _save_watermark(conn, program: Program, closed: dt.date | None, last_booked: dt.date | None) -> None:

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 
 import duckdb
 
-from loyalty_assets.lib.ledger import compute_order_values, data_days, prepare_rules, watermark
+from loyalty_assets.lib.ledger import (
+    compute_order_values,
+    data_days,
+    prepare_rules,
+    scope_changed_orders,
+    watermark,
+)
 from loyalty_assets.lib.program import Program
 from loyalty_assets.lib.warehouse import run_script
 
@@ -48,11 +54,71 @@ def _event_days(
     return {d for d in events if first <= d <= last}
 
 
+def _scope_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date, first: bool,
+                   since: dt.datetime | None) -> None:
+    """tier_scope := members whose tier can change on `day`, and order_scope := all their orders.
+
+    A member is in scope when one of its orders changed that day (on the first day of a run also
+    what was mapped since the last evaluation, and members merged since), or when time moves its
+    metric: an order leaving the rolling window, an earned level leaving the retention window.
+    """
+    scope_changed_orders(conn, program, day, since, late=first)
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE tier_scope AS
+           WITH changed_keys AS (
+               SELECT v.customer_key, v.email FROM order_versions v
+               WHERE v.order_key IN (SELECT order_key FROM order_scope)
+           ),
+           via_keys AS (
+               SELECT k.member_id FROM member_keys k
+               WHERE k.key IN (SELECT customer_key FROM changed_keys) OR k.key IN (SELECT email FROM changed_keys)
+           ),
+           aging AS (   -- orders created 365 days ago leave the rolling window today
+               SELECT f.member_id FROM order_facts f
+               WHERE $rolling AND CAST(timezone($tz, f.created_at) AS DATE) = CAST($day AS DATE) - 365
+           ),
+           retained AS (  -- earned levels leave the retention window D-365..D
+               SELECT member_id FROM tier_days
+               WHERE $rolling AND $retention = 'next_period'
+                 AND day IN (CAST($day AS DATE) - 365, CAST($day AS DATE) - 366)
+           ),
+           merged AS (
+               SELECT survivor_id AS member_id FROM member_merges WHERE $first AND merged_on >= $merged_since
+               UNION ALL
+               SELECT absorbed_id FROM member_merges WHERE $first AND merged_on >= $merged_since
+           ),
+           raw_ids AS (
+               SELECT member_id FROM via_keys UNION ALL SELECT member_id FROM order_facts
+                   WHERE order_key IN (SELECT order_key FROM order_scope)
+               UNION ALL SELECT member_id FROM aging UNION ALL SELECT member_id FROM retained
+               UNION ALL SELECT member_id FROM merged
+           )
+           SELECT DISTINCT coalesce(r.survivor_id, i.member_id) AS member_id
+           FROM raw_ids i LEFT JOIN member_resolution r ON r.member_id = i.member_id
+           WHERE i.member_id IS NOT NULL""",
+        {
+            "rolling": program.tiers.period == "rolling_365",
+            "retention": program.tiers.retention,
+            "tz": program.timezone,
+            "day": day,
+            "first": first,
+            "merged_since": day - dt.timedelta(days=1),
+        },
+    )
+    conn.execute(
+        """INSERT INTO order_scope
+           SELECT f.order_key FROM order_facts f LEFT JOIN member_resolution r ON r.member_id = f.member_id
+           WHERE coalesce(r.survivor_id, f.member_id) IN (SELECT member_id FROM tier_scope)
+             AND f.order_key NOT IN (SELECT order_key FROM order_scope)"""
+    )
+
+
 def evaluate_through(conn: duckdb.DuckDBPyConnection, program: Program) -> TierResult:
     """Evaluate the booked days not evaluated yet (the last one again, as it may have been open).
 
-    tier_days holds a row per member on each day a tier could change; a row holds until the next
-    one, so days without any event are not evaluated.
+    tier_days holds a row per member on each day its tier could change; a row holds until the next
+    one, so days without any event are not evaluated, and an event day evaluates only the members
+    it concerns (all of them on 1 January with calendar-year periods).
     """
     closed, last_booked = watermark(conn, program)
     if last_booked is None:
@@ -67,6 +133,8 @@ def evaluate_through(conn: duckdb.DuckDBPyConnection, program: Program) -> TierR
         first = done  # it was still open: evaluate it again
     if first > last_booked:
         return TierResult([], 0)
+    row = conn.execute("SELECT refreshed_at FROM refresh_state WHERE name = 'tiers'").fetchone()
+    since = row[0] if row and done is not None else None
     rules = prepare_rules(conn, program)
     load_levels(conn, program)
     params = {
@@ -80,14 +148,17 @@ def evaluate_through(conn: duckdb.DuckDBPyConnection, program: Program) -> TierR
     queue = sorted(_event_days(conn, program, first, last_booked))
     evaluated: list[dt.date] = []
     rolling_retention = program.tiers.period == "rolling_365" and program.tiers.retention == "next_period"
+    started = conn.execute("SELECT now()").fetchone()[0]
     while queue:
         day = heapq.heappop(queue)
         if evaluated and day <= evaluated[-1]:
             continue
+        full = program.tiers.period == "calendar_year" and day.month == 1 and day.day == 1
         conn.execute("BEGIN")
         try:
-            compute_order_values(conn, program, day, rules)
-            run_script(conn, "tier_day", {**params, "day": day})
+            _scope_members(conn, program, day, not evaluated, since)
+            compute_order_values(conn, program, day, rules, scoped=not full)
+            run_script(conn, "tier_day", {**params, "day": day, "full": full})
             conn.execute("COMMIT")
         except Exception:
             conn.execute("ROLLBACK")
@@ -98,45 +169,10 @@ def evaluate_through(conn: duckdb.DuckDBPyConnection, program: Program) -> TierR
                 later = day + dt.timedelta(days=k)
                 if later <= last_booked:
                     heapq.heappush(queue, later)
+    conn.execute(
+        """INSERT INTO refresh_state VALUES ('tiers', ?, ?) ON CONFLICT (name) DO UPDATE
+           SET refreshed_at = excluded.refreshed_at, through_day = excluded.through_day""",
+        [started, last_booked],
+    )
     after = conn.execute("SELECT count(*) FROM vip_tier_changes").fetchone()[0]
     return TierResult(evaluated, after - before)
-
-
-def tier_expires_on(
-    conn: duckdb.DuckDBPyConnection, program: Program, member_id: str, day: dt.date, tier_rank: int
-) -> dt.date | None:
-    """The last day the current tier is held if nothing more is earned (None: first level / no expiry)."""
-    if tier_rank == 0 or program.tiers.retention == "none" or program.tiers.period == "lifetime":
-        return None
-    if program.tiers.period == "calendar_year":
-        earned_this_year = conn.execute(
-            """SELECT count(*) FROM tier_days WHERE member_id = ? AND year(day) = ? AND earned_rank >= ?""",
-            [member_id, day.year, tier_rank],
-        ).fetchone()[0]
-        return dt.date(day.year + (1 if earned_this_year else 0), 12, 31)
-    # rolling_365: held 365 days after the last day it is earned; while still earned, that day is
-    # when enough of the qualifying orders have aged out of the window.
-    row = conn.execute(
-        "SELECT earned_rank FROM tier_days WHERE member_id = ? AND day = ?", [member_id, day]
-    ).fetchone()
-    if row and row[0] >= tier_rank:
-        threshold = program.tiers.levels[tier_rank].threshold
-        contributions = conn.execute(
-            """SELECT CAST(timezone(?, v.created_at) AS DATE) AS d,
-                      CASE WHEN ? = 'points' THEN CAST(v.value AS DECIMAL(18, 2))
-                           ELSE CAST(v.net_program_minor_any * ? AS DECIMAL(18, 2)) END AS amount
-               FROM order_values v JOIN order_members m USING (order_key)
-               WHERE v.earning AND m.member_id = ? ORDER BY d DESC""",
-            [program.timezone, program.tiers.metric, prepare_rules(conn, program)["unit"], member_id],
-        ).fetchall()
-        running = 0
-        for created, amount in contributions:
-            running += amount
-            if running >= threshold:
-                return created + dt.timedelta(days=364 + 365)
-        return day + dt.timedelta(days=365)
-    last = conn.execute(
-        "SELECT max(day) FROM tier_days WHERE member_id = ? AND earned_rank >= ? AND day <= ?",
-        [member_id, tier_rank, day],
-    ).fetchone()[0]
-    return (last or day) + dt.timedelta(days=365)

@@ -1,16 +1,22 @@
--- One row per surviving member as of the end of the last booked day ($as_of).
+-- Rows of member_status as of the end of the last booked day (as_of): every surviving member when
+-- full, else only those in temp table status_scope (what changed since the last refresh).
+CREATE OR REPLACE TEMP TABLE scoped_keys AS
+SELECT coalesce(r.survivor_id, k.member_id) AS member_id, k.key, k.first_seen_at
+FROM member_keys k LEFT JOIN member_resolution r ON r.member_id = k.member_id
+WHERE $full OR coalesce(r.survivor_id, k.member_id) IN (SELECT member_id FROM status_scope);
+
 CREATE OR REPLACE TEMP TABLE member_status_new AS
 WITH members AS (
-    SELECT DISTINCT coalesce(r.survivor_id, k.member_id) AS member_id
-    FROM member_keys k LEFT JOIN member_resolution r ON r.member_id = k.member_id
+    SELECT DISTINCT member_id FROM scoped_keys
 ),
 emails AS (
     -- the address the member used most recently (orders or account), not merely the newest key
-    SELECT coalesce(r.survivor_id, k.member_id) AS member_id, arg_max(u.email, u.updated_at) AS email
-    FROM (SELECT email, updated_at FROM order_versions WHERE email IS NOT NULL
-          UNION ALL SELECT email, updated_at FROM customer_versions WHERE email IS NOT NULL) u
-    JOIN member_keys k ON k.key = u.email
-    LEFT JOIN member_resolution r ON r.member_id = k.member_id
+    SELECT k.member_id, arg_max(u.email, u.updated_at) AS email
+    FROM (SELECT email, updated_at FROM order_versions
+          WHERE email IS NOT NULL AND ($full OR email IN (SELECT key FROM scoped_keys))
+          UNION ALL SELECT email, updated_at FROM customer_versions
+          WHERE email IS NOT NULL AND ($full OR email IN (SELECT key FROM scoped_keys))) u
+    JOIN scoped_keys k ON k.key = u.email
     GROUP BY 1
 ),
 balances AS (
@@ -18,32 +24,57 @@ balances AS (
            sum(points) FILTER (WHERE booked_on <= $as_of AND available_on <= $as_of) AS spendable,
            sum(points) FILTER (WHERE booked_on <= $as_of AND available_on > $as_of) AS pending,
            sum(points) FILTER (WHERE booked_on <= $as_of AND kind IN ('earn', 'adjust', 'clawback', 'referral')) AS earned
-    FROM ledger_entries GROUP BY member_id
+    FROM ledger_entries
+    WHERE $full OR member_id IN (SELECT member_id FROM members)
+    GROUP BY member_id
 ),
 platform_ids AS (
     -- the oldest key wins: the identity guard keeps a contested email with the oldest customer
-    SELECT coalesce(r.survivor_id, k.member_id) AS member_id,
-           arg_min(split_part(k.key, ':', 3), k.first_seen_at) FILTER (WHERE k.key LIKE 'smile:%') AS smile_id,
-           arg_min(split_part(k.key, ':', 3), k.first_seen_at) FILTER (WHERE k.key LIKE 'loyaltylion:%') AS loyaltylion_id,
-           arg_min(split_part(k.key, ':', 3), k.first_seen_at) FILTER (WHERE k.key LIKE 'salesforce:%') AS salesforce_id
-    FROM member_keys k LEFT JOIN member_resolution r ON r.member_id = k.member_id
+    SELECT member_id,
+           arg_min(split_part(key, ':', 3), first_seen_at) FILTER (WHERE key LIKE 'smile:%') AS smile_id,
+           arg_min(split_part(key, ':', 3), first_seen_at) FILTER (WHERE key LIKE 'loyaltylion:%') AS loyaltylion_id,
+           arg_min(split_part(key, ':', 3), first_seen_at) FILTER (WHERE key LIKE 'salesforce:%') AS salesforce_id
+    FROM scoped_keys
     GROUP BY 1
 ),
-tiers AS (
-    SELECT coalesce(r.survivor_id, t.member_id) AS member_id,
-           arg_max(t.tier_rank, t.day) AS tier_rank, arg_max(t.metric, t.day) AS metric
+tier_rows AS (
+    SELECT coalesce(r.survivor_id, t.member_id) AS member_id, t.day, t.earned_rank, t.tier_rank, t.metric,
+           lead(t.day) OVER (PARTITION BY t.member_id ORDER BY t.day) AS next_day
     FROM tier_days t LEFT JOIN member_resolution r ON r.member_id = t.member_id
-    WHERE t.day <= $as_of GROUP BY 1
+    WHERE t.day <= $as_of
+      AND ($full OR coalesce(r.survivor_id, t.member_id) IN (SELECT member_id FROM members))
+),
+tiers AS (
+    SELECT member_id, arg_max(tier_rank, day) AS tier_rank, arg_max(metric, day) AS metric,
+           arg_max(earned_rank, day) AS earned_rank
+    FROM tier_rows GROUP BY 1
+),
+tier_held AS (
+    -- the last day the current tier was earned (a row holds until the day before the next one)
+    SELECT t.member_id,
+           max(coalesce(r.next_day - 1, CAST($as_of AS DATE))) FILTER (WHERE r.earned_rank >= t.tier_rank) AS last_earned,
+           count(*) FILTER (WHERE r.earned_rank >= t.tier_rank AND year(r.day) = year(CAST($as_of AS DATE))) AS earned_this_year
+    FROM tiers t JOIN tier_rows r USING (member_id)
+    WHERE t.tier_rank > 0
+    GROUP BY 1
 )
 SELECT m.member_id, e.email,
        coalesce(b.spendable, 0)::BIGINT AS points_spendable,
        coalesce(b.pending, 0)::BIGINT AS points_pending,
        coalesce(b.earned, 0)::BIGINT AS points_earned_lifetime,
        coalesce(t.tier_rank, 0) AS tier_rank,
+       coalesce(t.earned_rank, 0) AS earned_rank,
        coalesce(t.metric, 0) AS tier_metric,
+       -- RULES.md §7: the last day the tier is held if nothing more is earned (rolling windows still
+       -- earned are refined from the orders afterwards)
+       CASE WHEN coalesce(t.tier_rank, 0) = 0 OR $retention = 'none' OR $period = 'lifetime' THEN NULL
+            WHEN $period = 'calendar_year'
+                 THEN make_date(year(CAST($as_of AS DATE)) + CASE WHEN h.earned_this_year > 0 THEN 1 ELSE 0 END, 12, 31)
+            ELSE CAST(coalesce(h.last_earned, CAST($as_of AS DATE)) + 365 AS DATE) END AS tier_expires_on,
        p.smile_id, p.loyaltylion_id, p.salesforce_id
 FROM members m
 LEFT JOIN emails e USING (member_id)
 LEFT JOIN balances b USING (member_id)
 LEFT JOIN tiers t USING (member_id)
+LEFT JOIN tier_held h USING (member_id)
 LEFT JOIN platform_ids p USING (member_id);

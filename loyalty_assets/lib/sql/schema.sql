@@ -96,8 +96,10 @@ CREATE TABLE IF NOT EXISTS customer_versions (
     created_at   TIMESTAMPTZ,
     updated_at   TIMESTAMPTZ NOT NULL,
     payload_hash VARCHAR NOT NULL,
+    mapped_at    TIMESTAMPTZ DEFAULT current_timestamp,
     PRIMARY KEY (customer_key, updated_at, payload_hash)
 );
+ALTER TABLE customer_versions ADD COLUMN IF NOT EXISTS mapped_at TIMESTAMPTZ DEFAULT current_timestamp;
 
 -- Which raw versions have been mapped, and how: every raw version is processed, quarantined, or
 -- (a refund whose order is unknown yet) waiting, and waiting ones are mapped again on every run.
@@ -214,6 +216,13 @@ CREATE TABLE IF NOT EXISTS ledger_journal (
     description     VARCHAR,
     journaled_at    TIMESTAMPTZ NOT NULL,
     event_key       VARCHAR                 -- for entries not from orders: the event they book
+);
+
+-- When each derived table was last refreshed: the next refresh starts from what was mapped since.
+CREATE TABLE IF NOT EXISTS refresh_state (
+    name         VARCHAR PRIMARY KEY,     -- order_facts / tiers / member_status
+    refreshed_at TIMESTAMPTZ NOT NULL,
+    through_day  DATE
 );
 
 CREATE TABLE IF NOT EXISTS ledger_watermark (
