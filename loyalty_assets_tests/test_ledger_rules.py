@@ -373,3 +373,29 @@ def test_a_closed_day_is_not_evaluated_again_for_tiers_with_late_data(conn):
     assert status_of(conn, "ann@example.com")["vip_tier"] == "Bronze"
     assert conn.execute("SELECT count(*) FROM vip_tier_changes").fetchone()[0] == 0
     assert [e[0] for e in entries(conn)] == ["magento:default:2"]  # order 1 never earned either
+
+
+def test_referral_coupon_code_on_an_order_names_the_friend_whatever_email_they_checked_out_with(conn):
+    p = program(referrals={"referrer_points": 250})
+    _land_smile(conn, p, "smile.customers", [
+        {"id": 1, "email": "ann@example.com", "state": "member", "created_at": "2024-02-01T00:00:00Z"}])
+    _land_smile(conn, p, "smile.referrals", [
+        # the friend gave one address at the referral link and checked out with another
+        {"id": 20, "sender_customer": {"id": 1, "email": "ann@example.com"}, "receiver_customer_email": "bo@example.com",
+         "receiver_reward_fulfillment": {"id": 7, "code": "ref-bo-10"}, "created_at": "2024-03-01T08:00:00Z"},
+        # a coupon code used by the referrer herself is a self-referral, whatever the email given
+        {"id": 21, "sender_customer": {"id": 1, "email": "ann@example.com"}, "receiver_customer_email": "zed@example.com",
+         "receiver_reward_fulfillment": {"id": 8, "code": "REF-ZED-10"}, "created_at": "2024-03-01T08:00:00Z"}])
+    bo = order(2, "2024-03-02 10:00:00", email="bo.work@example.com", subtotal="30.00")
+    bo["coupon_code"] = "REF-BO-10"
+    ann = order(3, "2024-03-03 10:00:00", email="ann@example.com", subtotal="20.00")
+    ann["coupon_code"] = "ref-zed-10"
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com"), bo, ann])
+    process(conn, p, D(2024, 3, 6))
+    rows = conn.execute(
+        """SELECT s.email, e.points, e.booked_on, e.source_ref FROM ledger_entries e JOIN member_status s USING (member_id)
+           WHERE e.kind = 'referral'""").fetchall()
+    assert rows == [("ann@example.com", 250, D(2024, 3, 2), "magento:default:2")]
+    outcomes = dict(conn.execute("SELECT referral_key, status FROM referral_outcomes").fetchall())
+    assert outcomes == {"smile:default:referral:20": "rewarded", "smile:default:referral:21": "refused"}
+    assert process(conn, p, D(2024, 3, 6)).entries == 0

@@ -85,7 +85,8 @@ def _append(conn: duckdb.DuckDBPyConnection, table: str, rows: list[dict], colum
         return
     frame = pd.DataFrame(rows, columns=columns or list(rows[0].keys()))
     for col in frame.columns:
-        if frame[col].map(lambda v: isinstance(v, Decimal)).any():
+        sample = next((v for v in frame[col] if v is not None), None)  # a column holds one type
+        if isinstance(sample, Decimal):
             frame[col] = frame[col].map(lambda v: None if v is None else str(v))
     conn.register("_rows", frame)
     try:

@@ -13,11 +13,22 @@ first_per_friend AS (   -- a friend is rewarded once: the earliest referral coun
         SELECT l.*, row_number() OVER (PARTITION BY friend_email ORDER BY created_at, referral_key) AS k FROM latest l
     ) WHERE k = 1
 ),
+coded AS (             -- the order that used the friend's referral coupon names the friend, whatever its email
+    SELECT f.referral_key, arg_min(c.order_key, c.created_at) AS order_key
+    FROM first_per_friend f JOIN (
+        SELECT DISTINCT order_key, created_at, unnest(string_split(discount_codes, ',')) AS code
+        FROM order_versions WHERE discount_codes IS NOT NULL AND updated_at < $asof
+    ) c ON c.code = f.friend_code
+    GROUP BY 1
+),
 resolved AS (
     SELECT f.referral_key, f.source,
-           coalesce(rf.survivor_id, kf.member_id) AS friend_member,
+           coalesce(rc.survivor_id, oc.member_id, rf.survivor_id, kf.member_id) AS friend_member,
            coalesce(rr.survivor_id, kr.member_id, rre.survivor_id, kre.member_id) AS referrer_member
     FROM first_per_friend f
+    LEFT JOIN coded cd ON cd.referral_key = f.referral_key
+    LEFT JOIN order_facts oc ON oc.order_key = cd.order_key
+    LEFT JOIN member_resolution rc ON rc.member_id = oc.member_id
     LEFT JOIN member_keys kf ON kf.key = f.friend_email
     LEFT JOIN member_resolution rf ON rf.member_id = kf.member_id
     LEFT JOIN member_keys kr ON kr.key = f.referrer_key

@@ -137,12 +137,14 @@ CREATE TABLE IF NOT EXISTS referrals (
     referrer_key  VARCHAR,                 -- identity key of the referrer (smile:default:42, ...)
     referrer_email VARCHAR,
     friend_email  VARCHAR NOT NULL,
+    friend_code   VARCHAR,                 -- the friend's referral coupon code: an order using it is the friend's
     state         VARCHAR,
     created_at    TIMESTAMPTZ NOT NULL,
     updated_at    TIMESTAMPTZ NOT NULL,
     payload_hash  VARCHAR NOT NULL,
     PRIMARY KEY (referral_key, updated_at, payload_hash)
 );
+ALTER TABLE referrals ADD COLUMN IF NOT EXISTS friend_code VARCHAR;
 
 CREATE TABLE IF NOT EXISTS referral_outcomes (
     referral_key  VARCHAR PRIMARY KEY,
