@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 import duckdb
+import pyarrow as pa
 
 from loyalty_assets.lib.program import Program
 
@@ -193,14 +194,16 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
 
     conn.execute("BEGIN")
     try:
+        # set-based writes: executemany costs milliseconds a row in DuckDB
         if new_keys:
-            conn.executemany("INSERT INTO member_keys VALUES (?, ?, ?, ?)", new_keys)
+            _insert_frame(conn, "INSERT INTO member_keys SELECT * FROM _frame",
+                          new_keys, ["member_id", "key", "key_type", "first_seen_at"])
         if merges:
-            conn.executemany(
-                "INSERT INTO member_merges VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", merges
-            )
+            _insert_frame(conn, "INSERT INTO member_merges SELECT * FROM _frame ON CONFLICT DO NOTHING",
+                          merges, ["survivor_id", "absorbed_id", "rule", "evidence", "merged_on"])
         if assignments:
-            conn.executemany("UPDATE member_keys SET member_id = ? WHERE key = ?", assignments)
+            _insert_frame(conn, "UPDATE member_keys k SET member_id = f.member_id FROM _frame f WHERE k.key = f.key",
+                          assignments, ["member_id", "key"])
         for contested, sides, reason in conflicts.values():
             members = sorted({final[k] for k in sides if k in final})
             cid = hashlib.sha256(f"{contested}|{'|'.join(sides)}".encode()).hexdigest()[:16]
@@ -223,6 +226,15 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
         "SELECT count(DISTINCT member_id) FROM member_keys WHERE member_id NOT IN (SELECT absorbed_id FROM member_merges)"
     ).fetchone()[0]
     return IdentitySummary(total, new_members, len(new_keys), len(merges), len(conflicts))
+
+
+def _insert_frame(conn: duckdb.DuckDBPyConnection, statement: str, rows: list[tuple], columns: list[str]) -> None:
+    frame = pa.Table.from_pylist([dict(zip(columns, r, strict=True)) for r in rows])
+    conn.register("_frame", frame)
+    try:
+        conn.execute(statement)
+    finally:
+        conn.unregister("_frame")
 
 
 MEMBER_OF_SQL = """
