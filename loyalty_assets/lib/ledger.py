@@ -106,11 +106,47 @@ def compute_order_values(
     """Fill temp tables order_state, order_members and order_values as of the end of `day`.
 
     `scoped`: only the orders in temp table order_scope, so a day costs what changed that day."""
-    if not scoped:
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS order_scope (order_key VARCHAR)")
-    run_script(conn, "order_state_asof", {"asof": day_end_utc(day, program), "scoped": scoped})
+    source = "order_scope" if scoped else "(SELECT DISTINCT order_key FROM order_versions)"
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE state_points AS SELECT order_key, $asof AS point_at, $day AS booked_day FROM {source}",
+        {"asof": day_end_utc(day, program), "day": day},
+    )
+    compute_point_values(conn, rules)
+
+
+def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict) -> None:
+    """order_state, order_members and order_values for every (order_key, point_at) of temp table state_points."""
+    run_script(conn, "order_state_asof")
     run_script(conn, "order_members")
     run_script(conn, "order_values", rules)
+
+
+def scope_booking_points(
+    conn: duckdb.DuckDBPyConnection, program: Program, days: list[dt.date], late_since: dt.datetime | None
+) -> int:
+    """state_points := (order, day) for every day of `days` on which the order can change value: a
+    version or refund modified that day; on the first day also any mapped after `late_since` (the
+    last booking; None: everything), which is how late arrivals for closed days reach the first
+    open day."""
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE state_points AS
+           WITH points AS (
+               SELECT order_key, CAST(timezone($tz, updated_at) AS DATE) AS booked_day FROM order_versions
+               WHERE updated_at >= $start AND updated_at < $end
+               UNION ALL SELECT order_key, CAST(timezone($tz, updated_at) AS DATE) FROM refund_versions
+               WHERE updated_at >= $start AND updated_at < $end
+               UNION ALL SELECT order_key, CAST($first AS DATE) FROM order_versions
+               WHERE updated_at < $first_end AND ($since IS NULL OR mapped_at > $since)
+               UNION ALL SELECT order_key, CAST($first AS DATE) FROM refund_versions
+               WHERE updated_at < $first_end AND ($since IS NULL OR mapped_at > $since)
+           )
+           SELECT DISTINCT order_key, booked_day,
+                  timezone($tz, CAST(booked_day + 1 AS TIMESTAMP)) AS point_at
+           FROM points""",
+        {"tz": program.timezone, "start": day_start_utc(days[0], program), "end": day_end_utc(days[-1], program),
+         "first": days[0], "first_end": day_end_utc(days[0], program), "since": late_since},
+    )
+    return conn.execute("SELECT count(*) FROM state_points").fetchone()[0]
 
 
 def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
@@ -193,38 +229,40 @@ def book_through(
     has_events = conn.execute("SELECT EXISTS (SELECT 1 FROM loyalty_events)").fetchone()[0]
     has_referrals = conn.execute("SELECT EXISTS (SELECT 1 FROM referrals)").fetchone()[0]
     entries = points = 0
+    common = {"program_id": program.program_id, "rule_version": program.rule_version}
+    conn.execute("BEGIN")
+    try:
+        # every order entry of every day in one set-based pass (RULES.md §6: each day books the
+        # value at its end minus what was booked before); then, day by day, what depends on them
+        scope_booking_points(conn, program, days, late_since)
+        compute_point_values(conn, rules)
+        entries, points = _book_script(conn, "book_order_entries", {
+            **common, "pending_days": program.earning.pending_days})
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
     booked = []
     for day in days:
         ended = day_end_utc(day, program) <= now - lag
+        steps = []
         if day in active:
+            asof = day_end_utc(day, program)
+            if has_events:  # the events that are not orders (redemptions, manual adjustments)
+                steps.append(("book_event_entries", {**common, "day": day, "asof": asof}))
+            if has_referrals:
+                steps.append(("book_referral_entries", {
+                    **common, "day": day, "asof": asof, "points": program.referrals.referrer_points}))
+            booked.append(day)
+        if program.expiry.inactivity_days:  # a quiet day can still be the day a balance expires
+            steps.append(("book_expiry_entries", {
+                **common, "day": day, "days": program.expiry.inactivity_days}))
+        if steps:
             conn.execute("BEGIN")
             try:
-                scope_changed_orders(conn, program, day, late_since, late=day == days[0])
-                compute_order_values(conn, program, day, rules, scoped=True)
-                asof = day_end_utc(day, program)
-                common = {"day": day, "program_id": program.program_id, "rule_version": program.rule_version}
-                steps = [("book_order_entries", {**common, "pending_days": program.earning.pending_days})]
-                if has_events:  # then the events that are not orders (redemptions, manual adjustments)
-                    steps.append(("book_event_entries", {**common, "asof": asof}))
-                if has_referrals:
-                    steps.append(("book_referral_entries", {
-                        **common, "asof": asof, "points": program.referrals.referrer_points}))
                 for script, params in steps:
                     n, p = _book_script(conn, script, params)
                     entries, points = entries + n, points + p
-                entries_, points_ = _book_expiry(conn, program, day)
-                entries, points = entries + entries_, points + points_
-                conn.execute("COMMIT")
-            except Exception:
-                conn.execute("ROLLBACK")
-                raise
-            booked.append(day)
-        elif program.expiry.inactivity_days:
-            # a quiet day can still be the day a balance expires
-            conn.execute("BEGIN")
-            try:
-                entries_, points_ = _book_expiry(conn, program, day)
-                entries, points = entries + entries_, points + points_
                 conn.execute("COMMIT")
             except Exception:
                 conn.execute("ROLLBACK")
@@ -242,14 +280,6 @@ def _book_script(conn: duckdb.DuckDBPyConnection, script: str, params: dict) -> 
     run_script(conn, script, params)
     n = _insert_entries(conn)
     return n, (conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0)
-
-
-def _book_expiry(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date) -> tuple[int, int]:
-    if not program.expiry.inactivity_days:
-        return 0, 0
-    return _book_script(conn, "book_expiry_entries", {"day": day, "program_id": program.program_id,
-                                                      "rule_version": program.rule_version,
-                                                      "days": program.expiry.inactivity_days})
 
 
 def _save_watermark(conn, program: Program, closed: dt.date | None, last_booked: dt.date | None) -> None:

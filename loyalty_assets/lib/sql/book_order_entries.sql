@@ -1,21 +1,40 @@
--- The entries a day books for orders: value now minus what is booked so far (RULES.md §6).
+-- The entries orders book (RULES.md §6), for one or many days at once: order_values holds each
+-- order's value at the end of every day it is booked on (point_at = that day's end, booked_day = the day);
+-- each day books its value minus the value booked before (the previous day's, or what the journal
+-- holds for the first one).
 CREATE OR REPLACE TEMP TABLE new_entries AS
-WITH deltas AS (
-    SELECT v.*, v.value - v.booked_points AS delta, v.trigger_day IS NOT NULL AS has_earn
+WITH seq AS (
+    SELECT v.*,
+           v.value - lag(v.value, 1, v.booked_points) OVER w AS delta,
+           lag(v.value, 1, v.booked_points) OVER w AS booked_before
     FROM order_values v
-    WHERE v.value <> v.booked_points
+    WINDOW w AS (PARTITION BY v.order_key ORDER BY v.point_at)
 ),
+seq2 AS (
+    SELECT *, coalesce(bool_or(delta > 0) OVER (PARTITION BY order_key ORDER BY point_at
+                                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), FALSE)
+                  AS earned_in_run
+    FROM seq
+),
+deltas AS (SELECT * FROM seq2 WHERE delta <> 0),
 kinded AS (
-    SELECT *, CASE WHEN delta < 0 THEN 'clawback' WHEN has_earn THEN 'adjust' ELSE 'earn' END AS kind,
-           coalesce(trigger_day, $day) AS trig
+    SELECT *, CASE WHEN delta < 0 THEN 'clawback' WHEN trigger_day IS NOT NULL OR earned_in_run THEN 'adjust'
+                   ELSE 'earn' END AS kind
     FROM deltas
+),
+triggered AS (
+    -- the trigger day is the earn entry's day, booked before this run or in it
+    SELECT *, coalesce(trigger_day,
+                       min(booked_day) FILTER (WHERE kind = 'earn') OVER (PARTITION BY order_key),
+                       booked_day) AS trig
+    FROM kinded
 )
-SELECT substr(sha256(concat_ws('|', $program_id, k.order_key, CAST($day AS VARCHAR), k.kind, k.source_version)), 1, 32) AS entry_id,
+SELECT substr(sha256(concat_ws('|', $program_id, k.order_key, CAST(k.booked_day AS VARCHAR), k.kind, k.source_version)), 1, 32) AS entry_id,
        coalesce(m.member_id, 'UNRESOLVED') AS booked_member_id,
        k.kind,
        k.delta AS points,
-       CAST($day AS DATE) AS booked_on,
-       greatest(CAST($day AS DATE), CAST(k.trig + to_days($pending_days) AS DATE)) AS available_on,
+       k.booked_day AS booked_on,
+       greatest(k.booked_day, CAST(k.trig + to_days($pending_days) AS DATE)) AS available_on,
        k.order_key,
        k.platform AS source,
        k.order_number AS source_ref,
@@ -32,8 +51,8 @@ SELECT substr(sha256(concat_ws('|', $program_id, k.order_key, CAST($day AS VARCH
                        ELSE 'Clawed back from order ' END,
            k.order_number, ' (', k.lifecycle,
            CASE WHEN k.refunded_eligible_minor > 0 THEN ', refunds counted' ELSE '' END,
-           '): worth ', k.value, ' pts, ', k.booked_points, ' booked before') AS description,
+           '): worth ', k.value, ' pts, ', k.booked_before, ' booked before') AS description,
        now() AS journaled_at,
        NULL AS event_key
-FROM kinded k
-LEFT JOIN order_members m USING (order_key);
+FROM triggered k
+LEFT JOIN order_members m USING (order_key, point_at);

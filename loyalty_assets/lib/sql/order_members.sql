@@ -1,6 +1,6 @@
--- The member each known order belongs to now: its customer id first, else its email.
+-- The member each order (at each instant of order_state) belongs to: its customer id first, else its email.
 CREATE OR REPLACE TEMP TABLE order_members AS
-SELECT s.order_key,
+SELECT s.order_key, s.point_at,
        coalesce(rc.survivor_id, kc.member_id, re.survivor_id, ke.member_id) AS member_id
 FROM order_state s
 LEFT JOIN member_keys kc ON kc.key = s.customer_key

@@ -1,32 +1,30 @@
--- Every known order as it stood at the end of a day ($asof = exclusive end, UTC instant):
--- lifecycle (ranks only move up), refunds counted once by their own id, net eligible spend in
--- program minor units, and the source version (the record versions that determined it).
--- With $scoped, only the orders in temp table order_scope (a day's changed orders) are computed.
+-- Orders as they stood at given instants: one row per (order_key, point_at) of temp table state_points
+-- (point_at = exclusive end of a day, UTC): lifecycle (ranks only move up: the highest seen so far),
+-- refunds counted once by their own id, net eligible spend in program minor units, and the source
+-- version (the record versions that determined it). Many days of one order are computed at once.
 CREATE OR REPLACE TEMP TABLE order_state AS
 WITH ranked AS (
-    SELECT v.*,
+    SELECT v.*, p.point_at, p.booked_day,
            CASE v.signal WHEN 'pending' THEN 0 WHEN 'paid' THEN 1 WHEN 'fulfilled' THEN 2
                          WHEN 'refunded' THEN 3 WHEN 'canceled' THEN 4 END AS signal_rank
-    FROM order_versions v
-    WHERE v.updated_at < $asof AND (NOT $scoped OR v.order_key IN (SELECT order_key FROM order_scope))
+    FROM state_points p JOIN order_versions v ON v.order_key = p.order_key AND v.updated_at < p.point_at
 ),
 cumulative AS (
     SELECT *,
-           max(signal_rank) OVER (PARTITION BY order_key ORDER BY updated_at, payload_hash
-                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS life_rank,
-           row_number() OVER (PARTITION BY order_key ORDER BY updated_at DESC, payload_hash DESC) AS rn
+           max(signal_rank) OVER (PARTITION BY order_key, point_at) AS life_rank,
+           row_number() OVER (PARTITION BY order_key, point_at ORDER BY updated_at DESC, payload_hash DESC) AS rn
     FROM ranked
 ),
 latest AS (SELECT * FROM cumulative WHERE rn = 1),
 memo_latest AS (
     SELECT * FROM (
-        SELECT r.*, row_number() OVER (PARTITION BY refund_key ORDER BY updated_at DESC, payload_hash DESC) AS rn
-        FROM refund_versions r
-        WHERE r.updated_at < $asof AND (NOT $scoped OR r.order_key IN (SELECT order_key FROM order_scope))
+        SELECT r.*, p.point_at,
+               row_number() OVER (PARTITION BY r.refund_key, p.point_at ORDER BY r.updated_at DESC, r.payload_hash DESC) AS rn
+        FROM state_points p JOIN refund_versions r ON r.order_key = p.order_key AND r.updated_at < p.point_at
     ) WHERE rn = 1
 ),
 refunds AS (
-    SELECT m.order_key,
+    SELECT m.order_key, m.point_at,
            sum(CASE WHEN NOT m.counts THEN 0
                     WHEN l.calc_currency = l.currency THEN m.refunded_eligible_minor
                     WHEN m.base_currency = l.calc_currency THEN m.refunded_eligible_base_minor
@@ -34,10 +32,10 @@ refunds AS (
            sum(CASE WHEN m.counts THEN m.refunded_eligible_minor ELSE 0 END)::BIGINT AS refunded_minor,
            list(m.source_id || '@' || strftime(m.updated_at, '%Y-%m-%dT%H:%M:%S')) AS refs,
            max(m.updated_at) AS last_refund_at
-    FROM memo_latest m JOIN latest l USING (order_key)
-    GROUP BY m.order_key
+    FROM memo_latest m JOIN latest l USING (order_key, point_at)
+    GROUP BY m.order_key, m.point_at
 )
-SELECT l.order_key, l.platform, l.store_key, l.order_number, l.created_at, l.updated_at,
+SELECT l.order_key, l.point_at, l.booked_day, l.platform, l.store_key, l.order_number, l.created_at, l.updated_at,
        l.email, l.customer_key, l.discount_codes, l.currency, l.fx_rate, l.subtotal_minor, l.discount_minor,
        l.tax_minor, l.shipping_minor, l.grand_total_minor, l.eligible_minor,
        l.life_rank,
@@ -54,4 +52,4 @@ SELECT l.order_key, l.platform, l.store_key, l.order_number, l.created_at, l.upd
        substr(sha256(array_to_string(list_sort(
            list_concat([l.source_id || '@' || strftime(l.updated_at, '%Y-%m-%dT%H:%M:%S')],
                        coalesce(r.refs, []))), '|')), 1, 16) AS source_version
-FROM latest l LEFT JOIN refunds r USING (order_key);
+FROM latest l LEFT JOIN refunds r USING (order_key, point_at);
