@@ -122,7 +122,8 @@ def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict) -> None:
 
 
 def scope_booking_points(
-    conn: duckdb.DuckDBPyConnection, program: Program, days: list[dt.date], late_since: dt.datetime | None
+    conn: duckdb.DuckDBPyConnection, program: Program, days: list[dt.date], late_since: dt.datetime | None,
+    late: bool = True,
 ) -> int:
     """state_points := (order, day) for every day of `days` on which the order can change value: a
     version or refund modified that day; on the first day also any mapped after `late_since` (the
@@ -136,15 +137,15 @@ def scope_booking_points(
                UNION ALL SELECT order_key, CAST(timezone($tz, updated_at) AS DATE) FROM refund_versions
                WHERE updated_at >= $start AND updated_at < $end
                UNION ALL SELECT order_key, CAST($first AS DATE) FROM order_versions
-               WHERE updated_at < $first_end AND ($since IS NULL OR mapped_at > $since)
+               WHERE $late AND updated_at < $first_end AND ($since IS NULL OR mapped_at > $since)
                UNION ALL SELECT order_key, CAST($first AS DATE) FROM refund_versions
-               WHERE updated_at < $first_end AND ($since IS NULL OR mapped_at > $since)
+               WHERE $late AND updated_at < $first_end AND ($since IS NULL OR mapped_at > $since)
            )
            SELECT DISTINCT order_key, booked_day,
                   timezone($tz, CAST(booked_day + 1 AS TIMESTAMP)) AS point_at
            FROM points""",
         {"tz": program.timezone, "start": day_start_utc(days[0], program), "end": day_end_utc(days[-1], program),
-         "first": days[0], "first_end": day_end_utc(days[0], program), "since": late_since},
+         "first": days[0], "first_end": day_end_utc(days[0], program), "since": late_since, "late": late},
     )
     return conn.execute("SELECT count(*) FROM state_points").fetchone()[0]
 
@@ -169,21 +170,9 @@ def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
 def scope_changed_orders(
     conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date, late_since: dt.datetime | None, late: bool
 ) -> int:
-    """order_scope := the orders whose value can change on `day`: a version or refund modified that
-    day, and with `late`, any mapped after `late_since` (the last booking; None: everything), which is
-    how records that turned up late for a closed day reach the first open day."""
-    conn.execute(
-        """CREATE OR REPLACE TEMP TABLE order_scope AS
-           SELECT DISTINCT order_key FROM (
-               SELECT order_key FROM order_versions WHERE updated_at >= $start AND updated_at < $end
-               UNION ALL SELECT order_key FROM refund_versions WHERE updated_at >= $start AND updated_at < $end
-               UNION ALL SELECT order_key FROM order_versions
-                   WHERE $late AND updated_at < $end AND ($since IS NULL OR mapped_at > $since)
-               UNION ALL SELECT order_key FROM refund_versions
-                   WHERE $late AND updated_at < $end AND ($since IS NULL OR mapped_at > $since))""",
-        {"start": day_start_utc(day, program), "end": day_end_utc(day, program), "late": late,
-         "since": late_since},
-    )
+    """order_scope := the orders whose value can change on `day` (see scope_booking_points)."""
+    scope_booking_points(conn, program, [day], late_since, late=late)
+    conn.execute("CREATE OR REPLACE TEMP TABLE order_scope AS SELECT DISTINCT order_key FROM state_points")
     return conn.execute("SELECT count(*) FROM order_scope").fetchone()[0]
 
 
