@@ -11,8 +11,23 @@ fresh DuckDB warehouse with bulk SQL (setup, not timed). Then, in the same run:
 * one incremental day of changed orders on a history of N/10 orders and on the history of N orders,
   the whole pipeline timed for that day on each.
 
-Every DuckDB connection the bench opens gets `memory_limit` and `threads` set explicitly. The
-pipeline runs through lib/ directly (as loyalty_assets_tests/pipeline.py does), without Dagster.
+Then the push side of the incremental day on the history of N orders and the backfill:
+
+* push volume (counted, nothing sent): the Smile.io calls the pusher would make for that day's outbox
+  batches (its dry run, with every member given a Smile customer) against the members whose ledger
+  changed that day, and the Salesforce rows `plan_salesforce` would upsert per sObject with the calls
+  the client's policy makes for them (sObject Collections, 200 a call, up to 2,000 rows; Bulk API 2.0
+  above). The day before is taken as delivered (Smile batches sent, Salesforce sync_state written as
+  a successful push writes it), so the day's figures are the day's own;
+* the Smile.io rate: a bounded sample of that day's batches pushed through the real pusher code
+  (outbox -> SmileTarget -> SmileClient) over HTTP to the SmileEmulator with its real 10 requests/s
+  limit, with the requests per second sustained and the 429s the emulator answered;
+* the backfill: the same history landed into a fresh warehouse, and the core assets (money, identity,
+  ledger, tiers: normalize through member_status, no pushes) materialized through Dagster for all
+  its days as ONE run (daily partitions, BackfillPolicy.single_run), timed against the full recompute.
+
+Every DuckDB connection the bench opens gets `memory_limit` and `threads` set explicitly. The timed
+stages run through lib/ directly (as loyalty_assets_tests/pipeline.py does), without Dagster.
 """
 
 from __future__ import annotations
@@ -60,6 +75,13 @@ INCREMENTAL_ORDER_ID_BASE = 90_000_000
 INCREMENTAL_MEMO_ID_BASE = 95_000_000
 DEFAULT_MEMORY_LIMIT = "4GB"
 DEFAULT_THREADS = 2
+SMILE_SAMPLE = 2_000
+SMILE_CUSTOMER_ID_BASE = 5_000_000
+# Bulk API 2.0, one job (simple-salesforce + SalesforceClient._bulk_upsert): create, upload, close,
+# the job read after the wait, successful and failed results = 6, plus at least one status poll.
+BULK_FIXED_CALLS_PER_JOB = 6
+BULK_MAX_CALLS_PER_JOB = 10
+BACKFILL_GROUPS = ("money", "identity", "ledger", "tiers")
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,6 +600,251 @@ def _earned_points(conn) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# the push side: what the pushers would send for a day, the Smile.io rate, the Dagster backfill
+
+
+def _ledger_totals(conn) -> dict:
+    """Entries, their points, and a digest of every entry (id, member, kind, points, days)."""
+    n, points, digest = conn.execute(
+        """SELECT count(*), coalesce(sum(points), 0),
+                  coalesce(bit_xor(hash(entry_id, member_id, kind, points, booked_on, available_on)), 0)
+           FROM ledger_entries"""
+    ).fetchone()
+    return {"entries": int(n), "points": int(points), "digest": f"{int(digest):016x}"}
+
+
+def record_delivered(conn) -> dict:
+    """Take everything planned so far as delivered, as successful pushes leave the warehouse: open
+    Smile.io batches `sent`, and Salesforce `sync_state` rows for what `plan_salesforce` plans now
+    (the rows push_salesforce writes after a successful upsert). Not timed; nothing reads these
+    tables in the timed stages."""
+    from loyalty_assets.defs.sync.salesforce import plan_salesforce
+    from loyalty_assets.lib.outbox import OPEN_STATUSES
+
+    sent = conn.execute(
+        """UPDATE outbox SET status = 'sent', sent_at = now(), updated_at = now()
+           WHERE target = 'smile' AND list_contains($open, status)""",
+        {"open": list(OPEN_STATUSES)},
+    ).fetchone()[0]
+    plan = plan_salesforce(conn)
+    rows = [
+        (obj, i["member_id"], i["hash"], json.dumps(i["record"], sort_keys=True, default=str))
+        for obj, key in (("Lead", "leads"), ("Contact", "contacts"))
+        for i in plan[key]
+    ]
+    rows += [("Lead", m, "converted", None) for m in plan["conversions"]]
+    rows += [("Loyalty_Transaction__c", t["key"], "sent", None) for t in plan["transactions"]]
+    if rows:
+        objects, keys, hashes, values = zip(*rows, strict=True)
+        frame = pa.table({
+            "object": pa.array(objects), "record_key": pa.array(keys),
+            "values_hash": pa.array(hashes), "pushed_values": pa.array(values, pa.string()),
+        })  # fmt: skip
+        conn.register("_bench_state", frame)
+        try:
+            conn.execute(
+                """INSERT INTO sync_state
+                   SELECT 'salesforce', object, record_key, values_hash, now(), pushed_values FROM _bench_state
+                   ON CONFLICT (target, object, record_key) DO UPDATE SET values_hash = excluded.values_hash,
+                       pushed_at = excluded.pushed_at, pushed_values = excluded.pushed_values"""
+            )
+        finally:
+            conn.unregister("_bench_state")
+    return {"smile_batches": int(sent), "salesforce_rows": len(rows)}
+
+
+def _salesforce_calls(rows: int, platform_event: bool = False) -> dict:
+    """The calls SalesforceClient.upsert_records makes for `rows` records (no lock retries)."""
+    from loyalty_assets.clients.salesforce import BULK_THRESHOLD, COLLECTION_LIMIT
+
+    if platform_event:
+        return {"rows": rows, "api": "platform_event", "calls": rows}
+    if rows == 0:
+        return {"rows": 0, "api": None, "calls": 0}
+    if rows <= BULK_THRESHOLD:
+        return {"rows": rows, "api": "collections", "calls": -(-rows // COLLECTION_LIMIT)}
+    return {
+        "rows": rows,
+        "api": "bulk2",
+        "jobs": 1,  # simple-salesforce splits a job only above ~99 MB of CSV
+        "calls": BULK_FIXED_CALLS_PER_JOB + 1,
+        "calls_note": "create, upload, close, >= 1 status poll (one per ~2 s until JobComplete), "
+        "job read, successful and failed results; the figure counts one poll",
+    }
+
+
+def measure_push_volume(conn, program, day: dt.date) -> dict:
+    """What the pushers would send for `day` (already booked, its batches prepared), counted from
+    the outbox and the Salesforce plan, nothing sent. Every member is first linked to a (synthetic)
+    Smile customer, so the Smile dry run counts calls rather than batches waiting for a customer."""
+    from loyalty_assets.defs.sync.salesforce import plan_salesforce
+    from loyalty_assets.lib import outbox
+
+    t0 = time.perf_counter()
+    members_changed = conn.execute(
+        "SELECT count(DISTINCT member_id) FROM ledger_entries WHERE booked_on = ?", [day]
+    ).fetchone()[0]
+    conn.execute(
+        """INSERT INTO target_links
+           SELECT 'smile', member_id, CAST($base + row_number() OVER (ORDER BY member_id) AS VARCHAR),
+                  'bench', now()
+           FROM member_status ON CONFLICT DO NOTHING""",
+        {"base": SMILE_CUSTOMER_ID_BASE},
+    )
+    work = outbox.open_batches(conn, "smile")
+    run_id = f"bench-dry-run-{day.isoformat()}"
+    outbox.record_dry_run(conn, "smile", work, run_id)  # what the asset writes under LOYALTY_SYNC_DRY_RUN
+    would_send = conn.execute(
+        "SELECT count(*) FROM sync_log WHERE run_id = ? AND status = 'dry_run' AND message = 'would send'",
+        [run_id],
+    ).fetchone()[0]
+    # push_one: no customer -> no call; `sending` (outcome unknown) -> a lookup first; then one POST
+    smile_calls = sum(1 + (b.status == "sending") for b in work if b.external_customer_id)
+    plan = plan_salesforce(conn)
+    as_events = program.salesforce.transactions_as == "platform_event"
+    salesforce = {
+        "leads": {"object": "Lead", **_salesforce_calls(len(plan["leads"]))},
+        "contacts": {"object": "Contact", **_salesforce_calls(len(plan["contacts"]))},
+        "conversions": {"object": "Lead", **_salesforce_calls(len(plan["conversions"]))},
+        "transactions": {
+            "object": "Loyalty_Event__e" if as_events else "Loyalty_Transaction__c",
+            **_salesforce_calls(len(plan["transactions"]), as_events),
+        },
+    }
+    rule_met = all(
+        op["api"] in (None, "platform_event")
+        or (op["api"] == "collections" and op["calls"] == -(-op["rows"] // 200) and op["rows"] <= 2000)
+        or (op["api"] == "bulk2" and op["rows"] > 2000 and op["calls"] <= BULK_MAX_CALLS_PER_JOB * op["jobs"])
+        for op in salesforce.values()
+    )
+    return {
+        "day": day.isoformat(),
+        "members_changed": int(members_changed),
+        "smile_batches": len(work),
+        "smile_dry_run_would_send": int(would_send),
+        "smile_calls": int(smile_calls),
+        "smile_calls_per_member": round(smile_calls / members_changed, 3) if members_changed else None,
+        "salesforce": salesforce,
+        "salesforce_rows": sum(op["rows"] for op in salesforce.values()),
+        "salesforce_calls": sum(op["calls"] for op in salesforce.values()),
+        "targets": {
+            "smile_calls_le_members_changed": smile_calls <= members_changed,
+            "salesforce_collections_or_bulk_rule": rule_met,
+        },
+        "seconds": round(time.perf_counter() - t0, 3),
+        "note": "members_changed = distinct members with ledger entries booked that day; the issue's "
+        "figure is for 50,000 changed members (size the day with --incremental-changed)",
+    }
+
+
+def measure_smile_rate(conn, sample: int) -> dict:
+    """Up to `sample` of the open Smile batches pushed through the pusher's own steps (mark_sending,
+    push_one with SmileTarget over a SmileClient, record_outcomes, in chunks) over HTTP to a
+    SmileEmulator on 127.0.0.1 with its real 10 requests/s limit (429 beyond)."""
+    from loyalty_assets.clients.smile import SmileClient
+    from loyalty_assets.defs.sync.loyalty_platforms import PushCounts, SmileTarget, chunks, push_one
+    from loyalty_assets.lib import outbox
+    from loyalty_assets.sandbox.smile import SmileEmulator
+
+    work = [b for b in outbox.open_batches(conn, "smile") if b.external_customer_id][: max(0, sample)]
+    spendable = dict(
+        conn.execute(
+            "SELECT member_id, points_spendable FROM member_status WHERE list_contains($ids, member_id)",
+            {"ids": [b.member_id for b in work]},
+        ).fetchall()
+    )
+    emulator = SmileEmulator(None)  # rate_per_second=10: the real limiter, 429 beyond
+    # the customer's balance before this batch: what earlier (delivered) batches left there
+    emulator.add_customers(
+        {
+            "id": int(b.external_customer_id),
+            "email": b.email or f"{b.member_id}@bench.invalid",
+            "points_balance": max(0, int(spendable.get(b.member_id, 0)) - int(b.points)),
+        }
+        for b in work
+    )
+    counts = PushCounts()
+    http_seconds = 0.0
+    with emulator:
+        env = emulator.env()
+        with SmileClient(env["SMILE_API_URL"], env["SMILE_API_KEY"]) as client:
+            target = SmileTarget(client)
+            t0 = time.perf_counter()
+            for chunk in chunks(work):
+                correlation = outbox.mark_sending(conn, "smile", chunk, "bench-smile-rate")
+                h0 = time.perf_counter()
+                outcomes = [push_one(target, b) for b in chunk]
+                http_seconds += time.perf_counter() - h0
+                outbox.record_outcomes(conn, "smile", chunk, outcomes, correlation)
+                for o in outcomes:
+                    counts.add(o.status)
+            seconds = time.perf_counter() - t0
+            pacer_waits = client.pacer.waits
+        summary = emulator.request_summary()
+        refused = sum(emulator.limiter.refused.values())
+        peak = max(emulator.limiter.peak_arrivals.values(), default=0)
+    requests = int(summary["total"])
+    return {
+        "members": len(work),
+        "requests": requests,
+        "seconds": round(seconds, 3),
+        "requests_per_second": round(requests / seconds, 3) if seconds else 0.0,
+        "http_seconds": round(http_seconds, 3),
+        "requests_per_second_http_only": round(requests / http_seconds, 3) if http_seconds else 0.0,
+        "refused_429": int(refused),
+        "by_status": summary["by_status"],
+        "peak_requests_in_one_second": int(peak),
+        "emulator_limit_per_second": emulator.limiter.limit,
+        "pacer_waits": int(pacer_waits),
+        "outcomes": {k: v for k, v in vars(counts).items() if v},
+        "targets": {
+            "sustained_ge_9_per_second": bool(seconds and requests / seconds >= 9),
+            "no_429": refused == 0,
+        },
+    }
+
+
+def run_backfill(path: Path, first: dt.date, last: dt.date, memory_limit: str, threads: int) -> dict:
+    """The core assets (groups money, identity, ledger, tiers; no ingest, no pushes, no checks)
+    materialized through Dagster for the days first..last as one run of the daily partitions."""
+    import dagster as dg
+
+    from loyalty_assets.definitions import defs
+    from loyalty_assets.defs.resources import Warehouse, unconfigured_resources
+
+    definitions = defs() if callable(defs) else defs
+    resources = {
+        **unconfigured_resources(),
+        "warehouse": Warehouse(
+            database=str(path), connection_config={"memory_limit": memory_limit, "threads": int(threads)}
+        ),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    t0 = time.perf_counter()
+    result = dg.materialize(
+        definitions.assets,
+        selection=dg.AssetSelection.groups(*BACKFILL_GROUPS).without_checks(),
+        resources=resources,
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        },
+        raise_on_error=False,
+    )
+    seconds = time.perf_counter() - t0
+    materialized = sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()})
+    return {
+        "seconds": seconds,
+        "success": bool(result.success),
+        "runs": int(instance.get_runs_count()),
+        "first_day": first.isoformat(),
+        "last_day": last.isoformat(),
+        "assets": materialized,
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # the run
 
 
@@ -594,10 +861,16 @@ def run_bench(
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
     threads: int = DEFAULT_THREADS,
     incremental_changed: int = INCREMENTAL_CHANGED,
+    smile_sample: int = SMILE_SAMPLE,
+    backfill: bool = True,
     print_table: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Run the benchmark; returns the report (the JSON written to `json_path`, if given)."""
+    """Run the benchmark; returns the report (the JSON written to `json_path`, if given).
+
+    `incremental_changed`: changed orders of the incremental day (its push volume is counted too);
+    `smile_sample`: members pushed to the Smile.io emulator for the rate (0: skipped); `backfill`:
+    also time the Dagster backfill of all the days as one run."""
     from loyalty_assets.lib.money import FxTable
     from loyalty_assets.lib.program import load_program
 
@@ -625,7 +898,8 @@ def run_bench(
     workdir = Path(tempfile.mkdtemp(prefix="loyalty-bench-")) if own_dir else Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     large_path, small_path = workdir / "bench_large.duckdb", workdir / "bench_small.duckdb"
-    for p in (large_path, small_path):
+    backfill_path = workdir / "bench_backfill.duckdb"
+    for p in (large_path, small_path, backfill_path):
         for q in (p, p.with_name(p.name + ".wal")):
             q.unlink(missing_ok=True)
 
@@ -667,6 +941,7 @@ def run_bench(
             stages = run_pipeline(large, program, fx, last_day, sampler, timer, baseline_seconds, "full", log)
             total_seconds = sum(s["seconds"] for s in stages)
             pipeline_points = _earned_points(large)
+            full_ledger = _ledger_totals(large)
             pipeline_members = large.execute("SELECT count(*) FROM member_status").fetchone()[0]
             disagreeing = _shoppers_disagreeing(large)
             peak_rss = max(s["peak_rss_bytes"] for s in stages)
@@ -687,6 +962,7 @@ def run_bench(
                 small, program, fx, last_day, sampler, timer, None, "small history (setup)", lambda _m: None
             )
             small.execute("CHECKPOINT")
+            delivered = record_delivered(large)  # the day before pushed: the day's push volume is its own
             large.execute("CHECKPOINT")
             inc = {}
             for label, conn, hist, mem in (
@@ -721,7 +997,75 @@ def run_bench(
                     "seconds": round(sum(s["seconds"] for s in day_stages), 4),
                 }
             small.close()
+
+            # ---- push volume of the large history's incremental day (nothing sent), the Smile.io rate
+            log(f"[bench] push volume of {inc_day} (dry run) ...")
+            push_volume = measure_push_volume(large, program, inc_day)
+            push_volume["delivered_before"] = delivered
+            log(
+                f"[bench] push volume: {push_volume['members_changed']} members changed, "
+                f"{push_volume['smile_calls']} Smile calls, {push_volume['salesforce_calls']} Salesforce calls"
+            )
+            smile_rate = None
+            if smile_sample > 0:
+                log(
+                    f"[bench] Smile.io rate: up to {smile_sample} members to the emulator (10 requests/s) ..."
+                )
+                smile_rate = measure_smile_rate(large, smile_sample)
+                log(
+                    f"[bench] Smile.io rate: {smile_rate['requests']} requests in {smile_rate['seconds']:.1f}s "
+                    f"= {smile_rate['requests_per_second']:.2f}/s, {smile_rate['refused_429']} x 429"
+                )
             large.close()
+
+        # ---- the backfill through Dagster: the same history, a fresh warehouse, all days as one run
+        backfill_report = None
+        if backfill:
+            log(
+                f"[bench] backfill: landing the history again, then {days} days through Dagster as one run ..."
+            )
+            conn = open_warehouse(backfill_path, memory_limit, threads)
+            land_history(
+                conn,
+                orders=orders,
+                members=members,
+                days=days,
+                seed=seed,
+                memo_rate=memo_rate,
+                tz=program.timezone,
+            )
+            conn.execute("CHECKPOINT")
+            conn.close()
+            gc.collect()
+            sampler.reset()
+            run = run_backfill(backfill_path, FIRST_DAY, last_day, memory_limit, threads)
+            conn = open_warehouse(backfill_path, memory_limit, threads)
+            ledger_totals = _ledger_totals(conn)
+            backfill_members = conn.execute("SELECT count(*) FROM member_status").fetchone()[0]
+            conn.close()
+            backfill_report = {
+                "backfill_seconds": round(run["seconds"], 4),
+                "backfill_days": days,
+                "backfill_ratio_to_full": round(run["seconds"] / total_seconds, 3),
+                "single_run": run["runs"] == 1,
+                "runs": run["runs"],
+                "success": run["success"],
+                "first_day": run["first_day"],
+                "last_day": run["last_day"],
+                "peak_rss_bytes": int(sampler.read()),
+                "asset_groups": list(BACKFILL_GROUPS),
+                "assets": run["assets"],
+                "ledger": ledger_totals,
+                "members": int(backfill_members),
+                "full_recompute_ledger": full_ledger,
+                "ledger_matches_full_recompute": ledger_totals == full_ledger,
+                "members_match_full_recompute": int(backfill_members) == int(pipeline_members),
+                "target_le_2x_full": run["seconds"] <= 2 * total_seconds,
+            }
+            log(
+                f"[bench] backfill: {run['seconds']:.2f}s for {days} days, {run['runs']} run(s), "
+                f"{backfill_report['backfill_ratio_to_full']:.2f}x the full recompute"
+            )
     finally:
         sampler.stop()
         if own_dir:
@@ -765,6 +1109,9 @@ def run_bench(
             "ratio_small_to_baseline": round(inc_small / baseline_seconds, 2),
             "ratio_large_to_baseline": round(inc_large / baseline_seconds, 2),
         },
+        "push_volume": push_volume,
+        "smile_rate": smile_rate,
+        "backfill": backfill_report,
         "setup_seconds": round(setup_seconds, 2),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "process_peak_rss_bytes": max_rss_bytes(),
@@ -796,6 +1143,50 @@ def _memory_total() -> int | None:
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:,.0f} MiB"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "NO"
+
+
+def _push_lines(report: dict) -> list[str]:
+    lines = []
+    pv = report.get("push_volume")
+    if pv:
+        t = pv["targets"]
+        lines += [
+            "",
+            f"push volume of {pv['day']} (counted, nothing sent): {pv['members_changed']:,} members changed",
+            f"  Smile.io: {pv['smile_batches']:,} batches, {pv['smile_calls']:,} calls "
+            f"(<= members changed: {_yes(t['smile_calls_le_members_changed'])})",
+        ]
+        for name, op in pv["salesforce"].items():
+            api = f" ({op['api']})" if op["api"] else ""
+            lines.append(
+                f"  Salesforce {name} ({op['object']}): {op['rows']:,} rows -> {op['calls']:,} calls{api}"
+            )
+        lines.append(
+            f"  Salesforce: {pv['salesforce_rows']:,} rows, {pv['salesforce_calls']:,} calls "
+            f"(<=200 a Collections call up to 2,000 rows, one Bulk job above: "
+            f"{_yes(t['salesforce_collections_or_bulk_rule'])})"
+        )
+    sr = report.get("smile_rate")
+    if sr:
+        lines.append(
+            f"Smile.io rate ({sr['members']:,} members to the emulator, limit {sr['emulator_limit_per_second']}/s): "
+            f"{sr['requests']:,} requests in {sr['seconds']:.1f}s = {sr['requests_per_second']:.2f}/s "
+            f"(>= 9/s: {_yes(sr['targets']['sustained_ge_9_per_second'])}), {sr['refused_429']} x 429"
+        )
+    bf = report.get("backfill")
+    if bf:
+        lines.append(
+            f"backfill through Dagster ({bf['backfill_days']} days, {bf['runs']} run"
+            f"{'' if bf['runs'] == 1 else 's'}): {bf['backfill_seconds']:.2f}s = "
+            f"{bf['backfill_ratio_to_full']:.2f}x the full recompute (<= 2x: {_yes(bf['target_le_2x_full'])}); "
+            f"ledger {bf['ledger']['entries']:,} entries / {bf['ledger']['points']:,} points "
+            f"(same as the full recompute: {_yes(bf['ledger_matches_full_recompute'])})"
+        )
+    return lines
 
 
 def format_table(report: dict) -> str:
@@ -831,6 +1222,7 @@ def format_table(report: dict) -> str:
         f"({inc['ratio_large_to_baseline']:.2f}x baseline)",
         f"  ratio large/small: {report['incremental_ratio']:.2f}",
     ]
+    lines += _push_lines(report)
     top = sorted(
         (
             (name, q["seconds"], q["calls"], st["name"])
@@ -870,6 +1262,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--memory-limit", default=DEFAULT_MEMORY_LIMIT, help="DuckDB memory_limit (default 4GB)"
     )
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="DuckDB threads (default 2)")
+    parser.add_argument(
+        "--incremental-changed",
+        type=int,
+        default=INCREMENTAL_CHANGED,
+        help=f"changed orders of the incremental day, whose push volume is counted (default {INCREMENTAL_CHANGED:,})",
+    )
+    parser.add_argument(
+        "--smile-sample",
+        type=int,
+        default=SMILE_SAMPLE,
+        help=f"members pushed to the Smile.io emulator to measure the rate (default {SMILE_SAMPLE:,}; 0 skips)",
+    )
+    parser.add_argument(
+        "--no-backfill",
+        dest="backfill",
+        action="store_false",
+        help="skip the backfill of all the days through Dagster as one run",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -899,6 +1309,9 @@ def main(args: argparse.Namespace) -> int:
         seed=getattr(args, "seed", 7),
         memory_limit=getattr(args, "memory_limit", DEFAULT_MEMORY_LIMIT),
         threads=getattr(args, "threads", DEFAULT_THREADS),
+        incremental_changed=getattr(args, "incremental_changed", INCREMENTAL_CHANGED),
+        smile_sample=getattr(args, "smile_sample", SMILE_SAMPLE),
+        backfill=getattr(args, "backfill", True),
     )
     return 0
 

@@ -1,10 +1,13 @@
-"""`loyalty bench` at a tiny scale: it runs, its report has every field, and it agrees with the baseline."""
+"""`loyalty bench` at a tiny scale: it runs, its report has every field, and it agrees with the baseline;
+its push volume, Smile.io rate and Dagster backfill figures are what the warehouse and emulator show."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 
+import duckdb
 import pytest
 
 from loyalty_assets import bench
@@ -47,11 +50,85 @@ def _check_report(report: dict) -> None:
     assert report["machine"]["duckdb_threads"] == 2 and report["machine"]["duckdb_memory_limit"] == "4GB"
 
 
+def _check_push_and_backfill(report: dict, workdir, smile_sample: int) -> None:
+    """The extras of the issue's item 3, checked against the warehouse the bench leaves in `workdir`."""
+    pv, sr, bf = report["push_volume"], report["smile_rate"], report["backfill"]
+    day = dt.date.fromisoformat(report["incremental"]["day"])
+    with duckdb.connect(str(workdir / "bench_large.duckdb"), read_only=True) as conn:
+        members, entries = conn.execute(
+            "SELECT count(DISTINCT member_id), count(*) FROM ledger_entries WHERE booked_on = ?", [day]
+        ).fetchone()
+        tier_changes = conn.execute(
+            "SELECT count(*) FROM vip_tier_changes WHERE changed_on = ?", [day]
+        ).fetchone()[0]
+        all_members = conn.execute("SELECT count(*) FROM member_status").fetchone()[0]
+        dry_run = conn.execute("SELECT count(*) FROM sync_log WHERE status = 'dry_run'").fetchone()[0]
+        sent = conn.execute(
+            "SELECT count(*) FROM sync_log WHERE run_id = 'bench-smile-rate' AND status = 'sent'"
+        ).fetchone()[0]
+        sent_batches = conn.execute(
+            """SELECT count(*) FROM outbox WHERE target = 'smile' AND status = 'sent' AND external_ref IS NOT NULL"""
+        ).fetchone()[0]
+
+    # push volume: the day's own (the day before taken as delivered), counted without sending
+    assert pv["day"] == day.isoformat()
+    assert pv["members_changed"] == members > 0
+    assert 0 < pv["smile_calls"] <= pv["members_changed"]
+    assert pv["smile_calls"] == pv["smile_batches"] == pv["smile_dry_run_would_send"] == dry_run
+    assert pv["targets"] == {
+        "smile_calls_le_members_changed": True,
+        "salesforce_collections_or_bulk_rule": True,
+    }
+    sf = pv["salesforce"]
+    assert sf["transactions"]["rows"] == entries + tier_changes  # the day's entries and tier changes only
+    assert 0 < sf["contacts"]["rows"] + sf["leads"]["rows"] <= all_members
+    for name, op in sf.items():
+        assert op["rows"] <= 2000, name  # tiny scale: sObject Collections, 200 records a call
+        assert op["calls"] == -(-op["rows"] // 200), name
+        assert op["api"] == ("collections" if op["rows"] else None), name
+    assert pv["salesforce_calls"] == sum(op["calls"] for op in sf.values()) > 0
+    assert pv["salesforce_rows"] == sum(op["rows"] for op in sf.values())
+
+    # the Smile.io rate: real HTTP to the emulator with its 10/s limit, the pusher's own steps
+    assert sr["members"] == min(smile_sample, pv["smile_batches"])
+    assert sr["requests"] == sr["members"] > 0  # one POST a member, no retry
+    assert sr["refused_429"] == 0 and "429" not in sr["by_status"]
+    assert sr["by_status"] == {"201": sr["requests"]} and sr["outcomes"] == {"sent": sr["members"]}
+    assert sr["peak_requests_in_one_second"] <= sr["emulator_limit_per_second"] == 10
+    assert sr["requests_per_second"] == pytest.approx(sr["requests"] / sr["seconds"], rel=0.01)
+    assert sr["requests_per_second"] <= 10.5
+    assert sent == sr["requests"]  # recorded in the outbox as the pusher records it
+    assert sent_batches >= sr["members"]
+
+    # the backfill: one Dagster run over every day, the same ledger as the stage-by-stage recompute
+    assert bf["success"] and bf["single_run"] and bf["runs"] == 1
+    assert bf["backfill_days"] == report["sizes"]["days"]
+    assert (bf["first_day"], bf["last_day"]) == (report["sizes"]["first_day"], report["sizes"]["last_day"])
+    assert bf["backfill_seconds"] > 0
+    assert bf["backfill_ratio_to_full"] == pytest.approx(
+        bf["backfill_seconds"] / report["total_seconds"], rel=0.01
+    )
+    assert {"order_versions", "member_keys", "order_facts", "ledger_journal", "member_status"} <= set(
+        bf["assets"]
+    )
+    assert not {"smile_points_push", "salesforce_push", "loyaltylion_points_push"} & set(bf["assets"])
+    assert bf["ledger"]["entries"] > 0
+    assert bf["ledger"] == bf["full_recompute_ledger"] and bf["ledger_matches_full_recompute"]
+    assert bf["members"] == report["pipeline"]["members"] and bf["members_match_full_recompute"]
+    with duckdb.connect(str(workdir / "bench_backfill.duckdb"), read_only=True) as conn:
+        n, points = conn.execute("SELECT count(*), sum(points) FROM ledger_entries").fetchone()
+        earned = conn.execute(
+            "SELECT sum(points) FROM ledger_entries WHERE kind IN ('earn', 'adjust', 'clawback')"
+        ).fetchone()[0]
+    assert (n, points) == (bf["ledger"]["entries"], bf["ledger"]["points"])
+    assert earned == report["pipeline"]["earned_points"]
+
+
 def test_bench_without_refunds_agrees_with_the_baseline(tmp_path):
     """No credit memos: the warehouse's earned points equal the single-pass baseline, shopper by shopper."""
     out = tmp_path / "bench.json"
     report = bench.run_bench(
-        300, 60, 5, ["magento"], out, tmp_path / "work", memo_rate=0.0, print_table=False
+        300, 60, 5, ["magento"], out, tmp_path / "work", memo_rate=0.0, smile_sample=30, print_table=False
     )
     written = json.loads(out.read_text())
     _check_report(written)
@@ -64,6 +141,7 @@ def test_bench_without_refunds_agrees_with_the_baseline(tmp_path):
     assert written["baseline"]["shoppers"] == written["pipeline"]["members"] == 60
     assert written["incremental"]["changed_orders"] == 30
     assert report["baseline_seconds"] == written["baseline_seconds"]
+    _check_push_and_backfill(written, tmp_path / "work", 30)
 
 
 def test_bench_command_with_credit_memos(tmp_path, capsys):
@@ -85,8 +163,11 @@ def test_bench_command_with_credit_memos(tmp_path, capsys):
             str(out),
             "--workdir",
             str(tmp_path / "w"),
+            "--smile-sample",
+            "5",
         ]
     )
+    assert (args.smile_sample, args.backfill, args.incremental_changed) == (5, True, 10_000)
     assert bench.main(args) == 0
     printed = capsys.readouterr().out
     for label in (
@@ -97,12 +178,37 @@ def test_bench_command_with_credit_memos(tmp_path, capsys):
         "TOTAL",
         "incremental day",
         "only Magento",
+        "push volume of",
+        "Smile.io rate (5 members",
+        "0 x 429",
+        "backfill through Dagster (5 days, 1 run)",
+        "same as the full recompute: yes",
     ):
         assert label in printed
     report = json.loads(out.read_text())
     _check_report(report)
     assert report["sizes"]["credit_memos"] == 15
     assert 0 < report["pipeline"]["earned_points"] < report["baseline"]["points"]
+    _check_push_and_backfill(report, tmp_path / "w", 5)  # with credit memos: clawbacks in both ledgers
+
+
+def test_bench_flags_skip_the_smile_sample_and_the_backfill(tmp_path):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(
+        ["--orders", "100", "--members", "20", "--days", "3", "--smile-sample", "0", "--no-backfill",
+         "--incremental-changed", "8", "--workdir", str(tmp_path)]
+    )  # fmt: skip
+    report = bench.run_bench(
+        args.orders, args.members, args.days, ["magento"], None, args.workdir,
+        incremental_changed=args.incremental_changed, smile_sample=args.smile_sample, backfill=args.backfill,
+        print_table=False,
+    )  # fmt: skip
+    _check_report(report)
+    assert report["smile_rate"] is None and report["backfill"] is None
+    assert report["incremental"]["changed_orders"] == 8
+    assert report["push_volume"]["smile_calls"] <= report["push_volume"]["members_changed"]
+    assert "backfill through Dagster" not in bench.format_table(report)
 
 
 def test_bench_refuses_unsupported_platforms(tmp_path, capsys):
