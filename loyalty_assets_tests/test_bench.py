@@ -96,7 +96,8 @@ def _check_push_and_backfill(report: dict, workdir, smile_sample: int) -> None:
     assert sr["by_status"] == {"201": sr["requests"]} and sr["outcomes"] == {"sent": sr["members"]}
     assert sr["peak_requests_in_one_second"] <= sr["emulator_limit_per_second"] == 10
     assert sr["requests_per_second"] == pytest.approx(sr["requests"] / sr["seconds"], rel=0.01)
-    assert sr["requests_per_second"] <= 10.5
+    # (no bound on requests / seconds here: with a handful of requests the burst the 1 s window allows
+    # dominates; the limit is asserted by the peak per second and by zero 429s)
     assert sent == sr["requests"]  # recorded in the outbox as the pusher records it
     assert sent_batches >= sr["members"]
 
