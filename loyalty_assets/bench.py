@@ -618,7 +618,7 @@ def record_delivered(conn) -> dict:
     Smile.io batches `sent`, and Salesforce `sync_state` rows for what `plan_salesforce` plans now
     (the rows push_salesforce writes after a successful upsert). Not timed; nothing reads these
     tables in the timed stages."""
-    from loyalty_assets.defs.sync.salesforce import plan_salesforce
+    from loyalty_assets.defs.sync.salesforce import plan_salesforce, save_sync_state
     from loyalty_assets.lib.outbox import OPEN_STATUSES
 
     sent = conn.execute(
@@ -627,29 +627,15 @@ def record_delivered(conn) -> dict:
         {"open": list(OPEN_STATUSES)},
     ).fetchone()[0]
     plan = plan_salesforce(conn)
+    now = dt.datetime.now(dt.UTC)
     rows = [
-        (obj, i["member_id"], i["hash"], json.dumps(i["record"], sort_keys=True, default=str))
+        ("salesforce", obj, i["member_id"], i["hash"], now, json.dumps(i["record"], sort_keys=True, default=str))
         for obj, key in (("Lead", "leads"), ("Contact", "contacts"))
         for i in plan[key]
     ]
-    rows += [("Lead", m, "converted", None) for m in plan["conversions"]]
-    rows += [("Loyalty_Transaction__c", t["key"], "sent", None) for t in plan["transactions"]]
-    if rows:
-        objects, keys, hashes, values = zip(*rows, strict=True)
-        frame = pa.table({
-            "object": pa.array(objects), "record_key": pa.array(keys),
-            "values_hash": pa.array(hashes), "pushed_values": pa.array(values, pa.string()),
-        })  # fmt: skip
-        conn.register("_bench_state", frame)
-        try:
-            conn.execute(
-                """INSERT INTO sync_state
-                   SELECT 'salesforce', object, record_key, values_hash, now(), pushed_values FROM _bench_state
-                   ON CONFLICT (target, object, record_key) DO UPDATE SET values_hash = excluded.values_hash,
-                       pushed_at = excluded.pushed_at, pushed_values = excluded.pushed_values"""
-            )
-        finally:
-            conn.unregister("_bench_state")
+    rows += [("salesforce", "Lead", m, "converted", now, None) for m in plan["conversions"]]
+    rows += [("salesforce", "Loyalty_Transaction__c", t["key"], "sent", now, None) for t in plan["transactions"]]
+    save_sync_state(conn, rows)
     return {"smile_batches": int(sent), "salesforce_rows": len(rows)}
 
 
@@ -903,6 +889,10 @@ def run_bench(
         for q in (p, p.with_name(p.name + ".wal")):
             q.unlink(missing_ok=True)
 
+    def land_large(conn) -> dict:
+        return land_history(conn, orders=orders, members=members, days=days, seed=seed, memo_rate=memo_rate,
+                            tz=program.timezone)
+
     sampler = RssSampler().start()
     timer = ScriptTimer()
     started = time.perf_counter()
@@ -912,15 +902,7 @@ def run_bench(
             log(f"[bench] generating and landing {orders} orders, {members} members, {days} days ...")
             t0 = time.perf_counter()
             large = open_warehouse(large_path, memory_limit, threads)
-            sizes = land_history(
-                large,
-                orders=orders,
-                members=members,
-                days=days,
-                seed=seed,
-                memo_rate=memo_rate,
-                tz=program.timezone,
-            )
+            sizes = land_large(large)
             large.execute("CHECKPOINT")
             setup_seconds = time.perf_counter() - t0
             gc.collect()
@@ -1025,15 +1007,7 @@ def run_bench(
                 f"[bench] backfill: landing the history again, then {days} days through Dagster as one run ..."
             )
             conn = open_warehouse(backfill_path, memory_limit, threads)
-            land_history(
-                conn,
-                orders=orders,
-                members=members,
-                days=days,
-                seed=seed,
-                memo_rate=memo_rate,
-                tz=program.timezone,
-            )
+            land_large(conn)  # the same history as the full recompute, so the ledgers compare
             conn.execute("CHECKPOINT")
             conn.close()
             gc.collect()

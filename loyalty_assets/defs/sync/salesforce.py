@@ -14,6 +14,8 @@ import json
 import uuid
 from decimal import Decimal
 
+import pyarrow as pa
+
 from loyalty_assets.defs.partitions import PROGRAM
 
 SAFETY_MAX_FRACTION = 0.8
@@ -181,6 +183,27 @@ def plan_salesforce(conn) -> dict:
     return {"leads": leads, "contacts": contacts, "conversions": conversions, "transactions": transactions}
 
 
+def save_sync_state(conn, rows: list[tuple]) -> None:
+    """Upsert (target, object, record_key, values_hash, pushed_at, pushed_values) rows in one
+    statement (executemany costs milliseconds a row); of rows naming the same record the last wins."""
+    latest = {r[:3]: r for r in rows}
+    if not latest:
+        return
+    columns = list(zip(*latest.values(), strict=True))
+    names = ["target", "object", "record_key", "values_hash", "pushed_at", "pushed_values"]
+    types = [pa.string()] * 4 + [pa.timestamp("us", tz="UTC"), pa.string()]
+    conn.register("_sync_state_rows", pa.table([pa.array(c, t) for c, t in zip(columns, types, strict=True)],
+                                               names=names))
+    try:
+        conn.execute(
+            """INSERT INTO sync_state SELECT * FROM _sync_state_rows
+               ON CONFLICT (target, object, record_key) DO UPDATE SET values_hash = excluded.values_hash,
+                   pushed_at = excluded.pushed_at, pushed_values = excluded.pushed_values"""
+        )
+    finally:
+        conn.unregister("_sync_state_rows")
+
+
 def _creation_fields(item: dict, obj: str) -> dict:
     email = item["email"] or ""
     fields = {"LastName": (email.split("@")[0] or item["member_id"])[:80], "Email": email or None}
@@ -341,13 +364,7 @@ def push_salesforce(context, resource, warehouse) -> dict:
     with warehouse.connect() as conn:
         if log_rows:
             conn.executemany("INSERT INTO sync_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", log_rows)
-        if state_rows:
-            conn.executemany(
-                """INSERT INTO sync_state VALUES (?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (target, object, record_key) DO UPDATE SET values_hash = excluded.values_hash,
-                       pushed_at = excluded.pushed_at, pushed_values = excluded.pushed_values""",
-                state_rows,
-            )
+        save_sync_state(conn, state_rows)
     failed = sum(1 for r in log_rows if r[6] == "failed")
     return {
         "ownership_conflicts": conflicts,
