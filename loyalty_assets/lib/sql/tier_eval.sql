@@ -1,0 +1,106 @@
+-- Tier evaluation of every pair of temp table tier_pairs at once (RULES.md §7). An order's state only
+-- changes on the days it has a version or refund, so each candidate order is valued at the first day
+-- and at each day of tier_changed (compute_point_values has filled order_values/order_members for
+-- them); a pair (member, D) takes each of its orders as of the last such day <= D (ASOF join).
+-- tier_days rows hold until the next row, so the retention history and the previous tier are window
+-- computations over the member's old rows and the new ones.
+CREATE OR REPLACE TEMP TABLE tier_contrib AS
+SELECT v.order_key, v.booked_day AS state_day, m.member_id, v.earning,
+       CAST(timezone($tz, v.created_at) AS DATE) AS created_day,
+       CASE WHEN $metric = 'points' THEN CAST(v.value AS DECIMAL(18, 2))
+            ELSE CAST(v.net_program_minor_any * $unit AS DECIMAL(18, 2)) END AS amount
+FROM order_values v JOIN order_members m USING (order_key, point_at);
+
+CREATE OR REPLACE TEMP TABLE tier_metrics AS
+WITH member_orders AS (
+    SELECT DISTINCT member_id, order_key FROM tier_contrib WHERE member_id IS NOT NULL
+),
+probe AS (
+    SELECT p.member_id AS pair_member, p.day, o.order_key
+    FROM tier_pairs p JOIN member_orders o USING (member_id)
+),
+as_of AS (
+    SELECT q.pair_member, q.day, c.member_id, c.earning, c.created_day, c.amount
+    FROM probe q ASOF JOIN tier_contrib c ON c.order_key = q.order_key AND q.day >= c.state_day
+)
+SELECT pair_member AS member_id, day,
+       coalesce(sum(amount) FILTER (WHERE
+           CASE $period WHEN 'lifetime' THEN TRUE
+                        WHEN 'calendar_year' THEN year(created_day) = year(day)
+                        ELSE created_day BETWEEN day - 364 AND day END), 0) AS metric,
+       coalesce(sum(amount) FILTER (WHERE $period = 'calendar_year' AND year(created_day) = year(day) - 1), 0) AS prev_metric
+FROM as_of
+WHERE earning AND member_id = pair_member
+GROUP BY ALL;
+
+CREATE OR REPLACE TEMP TABLE tier_new AS
+WITH old AS (
+    SELECT coalesce(r.survivor_id, t.member_id) AS member_id, t.member_id AS row_member, t.day, t.earned_rank, t.tier_rank
+    FROM tier_days t LEFT JOIN tier_res r ON r.member_id = t.member_id
+    WHERE coalesce(r.survivor_id, t.member_id) IN (SELECT member_id FROM tier_pairs)
+),
+levels AS (
+    -- a member is evaluated once it has an earning order, or a tier history (kept even once its orders are gone)
+    SELECT p.member_id, p.day, coalesce(m.metric, 0) AS metric, coalesce(m.prev_metric, 0) AS prev_metric,
+           (SELECT max(rank) FROM tier_levels l WHERE l.threshold <= coalesce(m.metric, 0)) AS earned_rank,
+           (SELECT max(rank) FROM tier_levels l WHERE l.threshold <= coalesce(m.prev_metric, 0)) AS prev_rank
+    FROM tier_pairs p LEFT JOIN tier_metrics m USING (member_id, day)
+    QUALIFY bool_or(m.member_id IS NOT NULL) OVER (PARTITION BY p.member_id ORDER BY p.day)
+         OR p.member_id IN (SELECT member_id FROM old)
+),
+spans AS (
+    -- every row (old ones but those re-evaluated now, and the new ones) with the day the next row of its member starts
+    SELECT *, lead(day) OVER (PARTITION BY row_member ORDER BY day) AS next_day FROM (
+        SELECT o.member_id, o.row_member, o.day, o.earned_rank FROM old o
+        WHERE NOT EXISTS (SELECT 1 FROM levels n WHERE n.member_id = o.row_member AND n.day = o.day)
+        UNION ALL
+        SELECT member_id, member_id, day, earned_rank FROM levels
+    )
+),
+history AS (
+    -- the rows in force during [window start, D)
+    SELECT n.member_id, n.day, max(s.earned_rank) AS best_rank
+    FROM levels n JOIN spans s ON s.member_id = n.member_id AND s.day < n.day
+    WHERE coalesce(s.next_day, n.day) >
+          CASE $period WHEN 'calendar_year' THEN make_date(year(n.day) - 1, 1, 1)
+                       WHEN 'rolling_365' THEN n.day - 365
+                       ELSE DATE '0001-01-01' END
+    GROUP BY ALL
+),
+ranked AS (
+    SELECT n.member_id, n.day, n.metric, n.prev_metric, n.earned_rank,
+           CASE WHEN $retention = 'none' THEN n.earned_rank
+                ELSE greatest(n.earned_rank, coalesce(h.best_rank, 0),
+                              CASE WHEN $period = 'calendar_year' THEN n.prev_rank ELSE 0 END) END AS tier_rank
+    FROM levels n LEFT JOIN history h USING (member_id, day)
+),
+per_day AS (
+    -- the tier each day a member has a row (a new row wins over an absorbed member's row of that day)
+    SELECT member_id, day, max(tier_rank) AS tier_rank, bool_or(is_new) AS is_new FROM (
+        SELECT member_id, day, tier_rank, TRUE AS is_new FROM ranked
+        UNION ALL
+        SELECT o.member_id, o.day, o.tier_rank, FALSE FROM old o
+        WHERE NOT EXISTS (SELECT 1 FROM ranked n WHERE n.member_id = o.member_id AND n.day = o.day)
+    ) GROUP BY ALL
+),
+previous AS (
+    SELECT member_id, day, lag(tier_rank) OVER (PARTITION BY member_id ORDER BY day) AS prev_tier FROM per_day
+)
+SELECT r.*, coalesce(p.prev_tier, 0) AS prev_tier
+FROM ranked r JOIN previous p USING (member_id, day);
+
+DELETE FROM tier_days t USING tier_new n WHERE t.member_id = n.member_id AND t.day = n.day;
+INSERT INTO tier_days (member_id, day, metric, prev_metric, earned_rank, tier_rank)
+SELECT member_id, day, metric, prev_metric, earned_rank, tier_rank FROM tier_new;
+
+DELETE FROM vip_tier_changes c USING tier_new n WHERE c.member_id = n.member_id AND c.changed_on = n.day;
+INSERT INTO vip_tier_changes
+SELECT substr(sha256(concat_ws('|', e.member_id, CAST(e.day AS VARCHAR), t.name)), 1, 32),
+       e.member_id, e.day, f.name, t.name,
+       CASE WHEN e.tier_rank > e.prev_tier THEN 'upgrade'
+            WHEN $retention = 'none' THEN 'downgrade' ELSE 'retention_expired' END,
+       e.metric
+FROM tier_new e
+JOIN tier_levels t ON t.rank = e.tier_rank
+JOIN tier_levels f ON f.rank = e.prev_tier
+WHERE e.tier_rank <> e.prev_tier;

@@ -1,0 +1,39 @@
+-- The (member, day) pairs whose tier can change in the days of the run (RULES.md §7): a day
+-- one of the member's orders changed (temp table tier_changed: (order_key, booked_day), late arrivals
+-- on the first day), an order leaving the rolling window, an earned level leaving the retention
+-- window, a merge since the last evaluation (first day), and every member on 1 January with
+-- calendar-year periods. Members are resolved to their survivors.
+CREATE OR REPLACE TEMP TABLE tier_res AS SELECT member_id, survivor_id FROM member_resolution;
+
+CREATE OR REPLACE TEMP TABLE tier_pairs AS
+WITH order_keys AS (
+    SELECT DISTINCT order_key, customer_key AS key FROM order_versions
+    WHERE customer_key IS NOT NULL AND order_key IN (SELECT order_key FROM tier_changed)
+    UNION
+    SELECT DISTINCT order_key, email FROM order_versions
+    WHERE email IS NOT NULL AND order_key IN (SELECT order_key FROM tier_changed)
+),
+raw AS (
+    SELECT k.member_id, c.booked_day AS day
+    FROM tier_changed c JOIN order_keys o USING (order_key) JOIN member_keys k ON k.key = o.key
+    UNION ALL
+    SELECT f.member_id, c.booked_day FROM tier_changed c JOIN order_facts f USING (order_key)
+    UNION ALL   -- orders created 365 days before leave the rolling window
+    SELECT member_id, CAST(timezone($tz, created_at) AS DATE) + 365 FROM order_facts
+    WHERE $rolling AND CAST(timezone($tz, created_at) AS DATE) + 365 BETWEEN CAST($first AS DATE) AND CAST($last AS DATE)
+    UNION ALL   -- earned levels leave the retention window D-365..D
+    SELECT t.member_id, t.day + k.k FROM tier_days t, (VALUES (365), (366)) k(k)
+    WHERE $rolling AND $retention = 'next_period' AND t.day + k.k BETWEEN CAST($first AS DATE) AND CAST($last AS DATE)
+    UNION ALL
+    SELECT survivor_id, CAST($first AS DATE) FROM member_merges WHERE merged_on >= CAST($first AS DATE) - 1
+    UNION ALL
+    SELECT absorbed_id, CAST($first AS DATE) FROM member_merges WHERE merged_on >= CAST($first AS DATE) - 1
+    UNION ALL   -- a new calendar year: everybody
+    SELECT m.member_id, y.day
+    FROM (SELECT member_id FROM order_facts UNION SELECT member_id FROM tier_days) m,
+         (SELECT make_date(CAST(y AS INTEGER), 1, 1) AS day FROM range(year(CAST($first AS DATE)), year(CAST($last AS DATE)) + 1) r(y)) y
+    WHERE $calendar AND y.day BETWEEN CAST($first AS DATE) AND CAST($last AS DATE)
+)
+SELECT DISTINCT coalesce(r.survivor_id, raw.member_id) AS member_id, raw.day
+FROM raw LEFT JOIN tier_res r ON r.member_id = raw.member_id
+WHERE raw.member_id IS NOT NULL;
