@@ -219,6 +219,9 @@ def book_through(
     has_referrals = conn.execute("SELECT EXISTS (SELECT 1 FROM referrals)").fetchone()[0]
     entries = points = 0
     common = {"program_id": program.program_id, "rule_version": program.rule_version}
+    booked = []
+    # One transaction for the run: its days and the watermark land together or not at all (a
+    # commit per day was most of a year's booking time; entry ids make a re-run book nothing twice).
     conn.execute("BEGIN")
     try:
         # every order entry of every day in one set-based pass (RULES.md §6: each day books the
@@ -227,40 +230,30 @@ def book_through(
         compute_point_values(conn, rules)
         entries, points = _book_script(conn, "book_order_entries", {
             **common, "pending_days": program.earning.pending_days})
+        for day in days:
+            steps = []
+            if day in active:
+                asof = day_end_utc(day, program)
+                if has_events:  # the events that are not orders (redemptions, manual adjustments)
+                    steps.append(("book_event_entries", {**common, "day": day, "asof": asof}))
+                if has_referrals:
+                    steps.append(("book_referral_entries", {
+                        **common, "day": day, "asof": asof, "points": program.referrals.referrer_points}))
+                booked.append(day)
+            if program.expiry.inactivity_days:  # a quiet day can still be the day a balance expires
+                steps.append(("book_expiry_entries", {
+                    **common, "day": day, "days": program.expiry.inactivity_days}))
+            for script, params in steps:
+                n, p = _book_script(conn, script, params)
+                entries, points = entries + n, points + p
+            if day_end_utc(day, program) <= now - lag:
+                closed = day
+            last_booked = max(last_booked or day, day)
+        _save_watermark(conn, program, closed, last_booked)
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
         raise
-    booked = []
-    for day in days:
-        ended = day_end_utc(day, program) <= now - lag
-        steps = []
-        if day in active:
-            asof = day_end_utc(day, program)
-            if has_events:  # the events that are not orders (redemptions, manual adjustments)
-                steps.append(("book_event_entries", {**common, "day": day, "asof": asof}))
-            if has_referrals:
-                steps.append(("book_referral_entries", {
-                    **common, "day": day, "asof": asof, "points": program.referrals.referrer_points}))
-            booked.append(day)
-        if program.expiry.inactivity_days:  # a quiet day can still be the day a balance expires
-            steps.append(("book_expiry_entries", {
-                **common, "day": day, "days": program.expiry.inactivity_days}))
-        if steps:
-            conn.execute("BEGIN")
-            try:
-                for script, params in steps:
-                    n, p = _book_script(conn, script, params)
-                    entries, points = entries + n, points + p
-                conn.execute("COMMIT")
-            except Exception:
-                conn.execute("ROLLBACK")
-                raise
-        if ended:
-            closed = day
-        last_booked = max(last_booked or day, day)
-        if day in active or day == days[-1]:
-            _save_watermark(conn, program, closed, last_booked)
     return BookingResult(booked, entries, int(points), closed, last_booked)
 
 
