@@ -53,6 +53,11 @@ def _native_id(payload: dict, field: str) -> str:
     return str(value).strip()
 
 
+def _text(value: object) -> str | None:
+    """A phone typed as a JSON number stays its digits (a mixed column turned it into '5551234.0')."""
+    return None if value is None else str(value)
+
+
 def _amount(payload: dict, field: str, *, allow_negative: bool = False) -> Decimal:
     try:
         value = to_decimal(payload.get(field), field)
@@ -166,8 +171,8 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
         calc_eligible_minor=calc_eligible,
         fx_rate=fx_rate,
         calc_rate=calc_rate,
-        phone=(payload.get("billing_address") or {}).get("telephone"),
-        phone_region=(payload.get("billing_address") or {}).get("country_id"),
+        phone=_text((payload.get("billing_address") or {}).get("telephone")),
+        phone_region=_text((payload.get("billing_address") or {}).get("country_id")),
         discount_codes=join_codes([payload.get("coupon_code")]),
     )
 

@@ -1,0 +1,132 @@
+-- Magento 2 orders mapped in SQL (RULES.md §2–§4), the same rows platforms/magento.py gives, for the
+-- versions whose every field has the plain shape: program-currency orders, exact amounts, known
+-- state, 'YYYY-MM-DD HH:MM:SS' times, ASCII text, no line of an excluded product type. Anything else
+-- (and every record that would be quarantined) is left pending for the Python mapper, which says why.
+-- DuckDB reads JSON numbers as doubles: a payload with a run of 16+ digits or dots goes to Python,
+-- so every amount taken here has at most 15 significant digits and its double is exact.
+CREATE OR REPLACE TEMP MACRO mg_type(v) AS coalesce(json_type(v), 'NULL');
+
+CREATE OR REPLACE TEMP MACRO mg_text(v) AS CASE WHEN mg_type(v) = 'VARCHAR' THEN v ->> '$' END;
+
+CREATE OR REPLACE TEMP MACRO mg_ascii(s) AS regexp_full_match(s, '[ -~]*');
+
+CREATE OR REPLACE TEMP MACRO mg_amount(v) AS CASE
+    WHEN mg_type(v) = 'NULL' THEN CAST(0 AS DECIMAL(38, 10))
+    WHEN mg_type(v) IN ('UBIGINT', 'BIGINT', 'DOUBLE') AND regexp_full_match(v ->> '$', '-?\d{1,15}(\.\d{1,10})?')
+        THEN CAST(v ->> '$' AS DECIMAL(38, 10))
+    WHEN mg_type(v) = 'VARCHAR' AND regexp_full_match(v ->> '$', ' *-?\d{1,15}(\.\d{1,10})? *')
+        THEN CAST(trim(v ->> '$') AS DECIMAL(38, 10)) END;
+
+CREATE OR REPLACE TEMP MACRO mg_time(v) AS CASE
+    WHEN mg_type(v) = 'VARCHAR' AND mg_ascii(v ->> '$')
+         AND regexp_full_match(substr(trim(v ->> '$'), 1, 19), '[1-9]\d{3}-\d{2}-\d{2} ([01]\d|2[0-3]):[0-5]\d:[0-5]\d')
+        THEN timezone('UTC', TRY_CAST(substr(trim(v ->> '$'), 1, 19) AS TIMESTAMP)) END;
+
+CREATE OR REPLACE TEMP MACRO mg_email(s) AS CASE WHEN contains(lower(trim(s)), '@') THEN lower(trim(s)) END;
+
+CREATE OR REPLACE TEMP MACRO mg_scalar_text(v) AS CASE   -- str(value) of a string or an integer
+    WHEN mg_type(v) IN ('VARCHAR', 'UBIGINT', 'BIGINT') THEN v ->> '$' END;
+
+CREATE OR REPLACE TEMP TABLE magento_sql_rows AS
+WITH pending AS (
+    SELECT r.tenant, r.modified_at, r.payload_hash,
+           r.tenant || ':' || r.record_id || '@' || strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S') || '#' || r.payload_hash AS version_key,
+           json_transform(r.payload, '{"entity_id": "JSON", "increment_id": "JSON", "state": "JSON", "status": "JSON",
+               "created_at": "JSON", "updated_at": "JSON", "order_currency_code": "JSON", "customer_email": "JSON",
+               "customer_id": "JSON", "customer_is_guest": "JSON", "store_id": "JSON", "coupon_code": "JSON",
+               "subtotal": "JSON", "discount_amount": "JSON", "shipping_discount_amount": "JSON", "tax_amount": "JSON",
+               "shipping_amount": "JSON", "grand_total": "JSON", "billing_address": "JSON", "items": "JSON"}') AS j
+    FROM raw_records r
+    WHERE r.source = 'magento.orders'
+      AND NOT EXISTS (SELECT 1 FROM raw_processed p WHERE p.source = r.source AND p.version_key =
+          r.tenant || ':' || r.record_id || '@' || strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S') || '#' || r.payload_hash)
+      AND starts_with(ltrim(CAST(r.payload AS VARCHAR)), '{')   -- an object (the JSON column holds valid JSON)
+      AND NOT regexp_matches(CAST(r.payload AS VARCHAR), '[0-9.]{16,}')
+),
+fields AS (
+    SELECT tenant, modified_at, payload_hash, version_key,
+           mg_type(j.entity_id) AS id_type, trim(mg_scalar_text(j.entity_id)) AS native_id,
+           mg_type(j.increment_id) AS increment_type, mg_scalar_text(j.increment_id) AS increment_id,
+           mg_text(j.state) AS state,
+           mg_type(j.status) AS status_type, mg_text(j.status) AS status,
+           mg_time(j.created_at) AS created_at, mg_time(j.updated_at) AS payload_updated_at,
+           mg_type(j.order_currency_code) AS currency_type, upper(mg_text(j.order_currency_code)) AS currency,
+           mg_type(j.customer_email) AS email_type, mg_text(j.customer_email) AS customer_email_text,
+           mg_type(j.customer_id) AS customer_type, mg_scalar_text(j.customer_id) AS customer_id,
+           mg_type(j.customer_is_guest) AS guest_type, j.customer_is_guest ->> '$' AS guest_text,
+           mg_type(j.store_id) AS store_type, mg_scalar_text(j.store_id) AS store_id,
+           mg_type(j.coupon_code) AS coupon_type, mg_text(j.coupon_code) AS coupon_code,
+           mg_amount(j.subtotal) AS subtotal, mg_amount(j.discount_amount) AS discount,
+           mg_amount(j.shipping_discount_amount) AS shipping_discount, mg_amount(j.tax_amount) AS tax,
+           mg_amount(j.shipping_amount) AS shipping, mg_amount(j.grand_total) AS grand_total,
+           mg_type(j.billing_address) AS billing_type, j.billing_address AS billing,
+           mg_type(j.items) AS items_type,
+           CASE WHEN mg_type(j.items) = 'ARRAY'
+                THEN list_transform(json_extract_string(j.items, '$[*].product_type'), lambda t: lower(t)) END AS product_types
+    FROM pending
+),
+shaped AS (
+    SELECT f.*,
+           mg_type(json_extract(billing, '$.email')) AS billing_email_type, json_extract(billing, '$.email') AS billing_email,
+           mg_type(json_extract(billing, '$.telephone')) AS phone_type, mg_text(json_extract(billing, '$.telephone')) AS phone,
+           mg_type(json_extract(billing, '$.country_id')) AS region_type, mg_text(json_extract(billing, '$.country_id')) AS phone_region,
+           CASE guest_type WHEN 'NULL' THEN FALSE WHEN 'BOOLEAN' THEN guest_text = 'true'
+                           WHEN 'VARCHAR' THEN guest_text <> '' WHEN 'UBIGINT' THEN guest_text <> '0'
+                           WHEN 'BIGINT' THEN guest_text <> '0' END
+           OR customer_type = 'NULL' OR customer_id = '' OR (customer_type IN ('UBIGINT', 'BIGINT') AND customer_id = '0') AS is_guest
+    FROM fields f
+),
+mapped AS (
+    SELECT *,
+           coalesce(mg_email(customer_email_text), mg_email(mg_text(billing_email))) AS email,
+           greatest(subtotal - (abs(discount) - abs(shipping_discount)), 0) AS eligible
+    FROM shaped
+)
+SELECT *,
+       id_type IN ('UBIGINT', 'BIGINT', 'VARCHAR') AND native_id <> '' AND mg_ascii(native_id)
+       AND increment_type IN ('NULL', 'UBIGINT', 'BIGINT', 'VARCHAR')
+       AND state IN ('new', 'pending_payment', 'payment_review', 'holded', 'processing', 'complete', 'canceled', 'closed')
+       AND status_type IN ('NULL', 'VARCHAR')
+       AND created_at IS NOT NULL AND payload_updated_at IS NOT NULL
+       AND currency_type = 'VARCHAR' AND currency = $currency
+       AND email_type IN ('NULL', 'VARCHAR') AND (email_type = 'NULL' OR mg_ascii(customer_email_text))
+       AND customer_type IN ('NULL', 'UBIGINT', 'BIGINT', 'VARCHAR') AND guest_type IN ('NULL', 'BOOLEAN', 'VARCHAR', 'UBIGINT', 'BIGINT')
+       AND store_type IN ('NULL', 'UBIGINT', 'BIGINT', 'VARCHAR')
+       AND coupon_type IN ('NULL', 'VARCHAR') AND (coupon_type = 'NULL' OR mg_ascii(coupon_code))
+       AND subtotal >= 0 AND tax >= 0 AND shipping >= 0 AND grand_total >= 0
+       AND discount IS NOT NULL AND shipping_discount IS NOT NULL
+       AND billing_type IN ('NULL', 'OBJECT')
+       AND billing_email_type IN ('NULL', 'VARCHAR') AND (billing_email_type = 'NULL' OR mg_ascii(billing_email ->> '$'))
+       AND phone_type IN ('NULL', 'VARCHAR') AND region_type IN ('NULL', 'VARCHAR')
+       AND (email IS NOT NULL OR NOT is_guest)
+       AND (items_type = 'NULL' OR (items_type = 'ARRAY' AND NOT list_has_any(product_types, CAST($excluded AS VARCHAR[])))) AS sql_ok
+FROM mapped;
+
+INSERT INTO order_versions BY NAME
+SELECT 'magento:' || tenant || ':' || native_id AS order_key, 'magento' AS platform, tenant, native_id AS source_id,
+       CASE WHEN increment_type = 'NULL' OR increment_id = '' OR (increment_type <> 'VARCHAR' AND increment_id = '0')
+            THEN native_id ELSE increment_id END AS order_number,
+       'magento:' || tenant || ':' || coalesce(store_id, 'default') AS store_key,
+       created_at, modified_at AS updated_at, payload_hash,
+       CASE WHEN coalesce(status, '') = '' THEN state ELSE status END AS status,
+       CASE state WHEN 'processing' THEN 'paid' WHEN 'complete' THEN 'fulfilled' WHEN 'canceled' THEN 'canceled'
+                  WHEN 'closed' THEN 'refunded' ELSE 'pending' END AS signal,
+       email,
+       CASE WHEN is_guest THEN NULL ELSE 'magento:' || tenant || ':' || customer_id END AS customer_key,
+       currency,
+       CAST(round(subtotal * $scale) AS BIGINT) AS subtotal_minor,
+       CAST(round(abs(discount) * $scale) AS BIGINT) AS discount_minor,
+       CAST(round(tax * $scale) AS BIGINT) AS tax_minor,
+       CAST(round(shipping * $scale) AS BIGINT) AS shipping_minor,
+       CAST(round(grand_total * $scale) AS BIGINT) AS grand_total_minor,
+       CAST(round(eligible * $scale) AS BIGINT) AS eligible_minor,
+       currency AS calc_currency,
+       CAST(round(eligible * $scale) AS BIGINT) AS calc_eligible_minor,
+       1 AS fx_rate, 1 AS calc_rate, 1 AS to_program_factor,
+       phone, phone_region,
+       CASE WHEN trim(coupon_code) <> '' THEN upper(trim(coupon_code)) END AS discount_codes
+FROM magento_sql_rows WHERE sql_ok;
+
+INSERT INTO raw_processed
+SELECT 'magento.orders', version_key, 'processed', now() FROM magento_sql_rows WHERE sql_ok
+ON CONFLICT DO NOTHING;

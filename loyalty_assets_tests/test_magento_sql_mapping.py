@@ -1,0 +1,173 @@
+"""The set-based Magento order mapping (lib/sql/magento_orders.sql) gives exactly the rows, quarantine
+and outcomes of the Python mapper, on edge cases, a generated shop, the vendor's real order and the
+benchmark's data, and leaves to Python every version it cannot map exactly."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import tempfile
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import simplejson
+from magento_factory import order
+
+from loyalty_assets import bench
+from loyalty_assets.lib.money import FxTable
+from loyalty_assets.lib.normalize import map_magento_orders_in_sql, normalize
+from loyalty_assets.lib.program import parse_program
+from loyalty_assets.lib.warehouse import ensure_schema
+from loyalty_assets.sandbox.generate import generate
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "magento"
+PROGRAM = parse_program("{}")
+FX = FxTable({"EUR": [(dt.date(2020, 1, 1), Decimal("1.1"))]})
+TODAY = dt.date(2024, 12, 31)
+
+
+def dumps(payload) -> str:
+    return simplejson.dumps(payload, use_decimal=True)  # Decimals as bare JSON numbers, as Magento sends them
+
+
+def land(conn, texts: list[str]) -> None:
+    for i, text in enumerate(texts):
+        modified = dt.datetime(2024, 3, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=i)
+        conn.execute(
+            "INSERT INTO raw_records VALUES ('magento.orders', 'default', ?, ?, ?, ?, ?, now())",
+            [str(i), modified, hashlib.sha256(text.encode()).hexdigest()[:16], text, modified.date()],
+        )
+
+
+def outcome(texts: list[str], program=PROGRAM) -> tuple[set[str], dict]:
+    """(ids of the orders mapped in SQL, tables); the tables are the same with Python alone."""
+    tables = []
+    in_sql: set[str] = set()
+    for sql in (True, False):
+        conn = duckdb.connect()
+        ensure_schema(conn)
+        land(conn, texts)
+        if sql:
+            n = map_magento_orders_in_sql(conn, program)
+            in_sql = {r[0] for r in conn.execute("SELECT source_id FROM order_versions").fetchall()}
+            assert n == conn.execute("SELECT count(*) FROM order_versions").fetchone()[0]
+        normalize(conn, program, FX, TODAY, sql_mapping=sql)
+        tables.append({
+            "orders": conn.execute("SELECT * EXCLUDE (mapped_at) FROM order_versions ORDER BY ALL").fetchall(),
+            "quarantine": conn.execute(
+                "SELECT source, record_key, reason, detail, version_key FROM quarantine ORDER BY ALL").fetchall(),
+            "processed": conn.execute("SELECT source, version_key, outcome FROM raw_processed ORDER BY ALL").fetchall(),
+        })
+        conn.close()
+    for name in tables[0]:
+        sql_only = sorted(set(tables[0][name]) - set(tables[1][name]))
+        python_only = sorted(set(tables[1][name]) - set(tables[0][name]))
+        assert (name, sql_only) == (name, python_only)
+    return in_sql, tables[0]
+
+
+def variant(i: int, **changes) -> dict:
+    rec = order(i, "2024-03-01 10:00:00", subtotal="100.00", discount="10.00", customer_id=7)
+    for key, value in changes.items():
+        if value is ...:
+            rec.pop(key, None)
+        else:
+            rec[key] = value
+    return rec
+
+
+# mapped in SQL: every field in its plain shape, with the values that trip naive mappings
+PLAIN = [
+    variant(1),
+    variant(2, customer_id=0),                      # 0: a guest
+    variant(3, customer_id="0", customer_is_guest=False),  # the text "0" is an id
+    variant(4, customer_id="", customer_is_guest=0),
+    variant(5, customer_is_guest=True),
+    variant(6, customer_id=..., customer_is_guest=...),
+    variant(7, increment_id=0),
+    variant(8, increment_id=""),
+    variant(9, increment_id=123),
+    variant(10, status=""),
+    variant(11, status=...),
+    variant(12, coupon_code="  save10 "),
+    variant(13, coupon_code="   "),
+    variant(14, store_id=0),
+    variant(15, store_id=...),
+    variant(16, store_id="3"),
+    variant(17, customer_email="  Ann@Example.COM "),
+    variant(18, customer_email="no-at-sign", billing_address={"email": " Bob@Example.com", "telephone": "+1 555",
+                                                                "country_id": "US"}),
+    variant(19, customer_email=..., billing_address=...),
+    variant(20, subtotal=Decimal("12.345"), discount_amount=Decimal("-0.005")),  # half-up: 1235, 1
+    variant(21, subtotal="  99.995 ", tax_amount="0", grand_total="1e2"),       # '1e2' goes to Python
+    variant(22, subtotal=Decimal("10.00"), discount_amount=Decimal("3.00"), shipping_discount_amount=Decimal("-1.00")),
+    variant(23, subtotal=Decimal("5.00"), discount_amount=Decimal("-9.00")),   # eligible floors at 0
+    variant(24, created_at="2024-02-29 23:59:59.000000", state="complete"),
+    variant(25, entity_id="  25 ", state="holded"),
+    variant(26, items=[{"item_id": 1, "product_type": "simple"}, "not an item"]),
+    variant(27, subtotal=Decimal("123456789012.34")),  # 14 digits: exact as a double
+    variant(28, shipping_amount=None, tax_amount=None),
+    variant(29, order_currency_code="usd"),
+    variant(30, customer_is_guest="no"),  # any text is truthy
+    variant(31, store_id="1.5"),
+]
+# left to Python (mapped there or quarantined with its reason)
+OTHER = [
+    variant(40, state="weird"), variant(41, state=None), variant(42, entity_id=None), variant(43, entity_id=True),
+    variant(44, created_at="2024-02-30 10:00:00"), variant(45, created_at="2024-03-01 24:00:00"),
+    variant(46, updated_at="2024-03-01T10:00:00Z"), variant(47, created_at=20240301),
+    variant(48, order_currency_code="EUR"), variant(49, order_currency_code=" USD"), variant(50, order_currency_code="XXX"),
+    variant(51, subtotal=Decimal("-1.00")), variant(52, subtotal=True), variant(53, subtotal="abc"),
+    variant(54, tax_amount=Decimal("-0.01")), variant(55, customer_id=..., customer_email=..., billing_address={}),
+    variant(56, billing_address="oops", customer_email=...), variant(57, billing_address=[]),
+    variant(58, items=[{"item_id": 2, "product_type": "GiftCard", "row_total": Decimal("20.00")}]),
+    variant(59, customer_id=True), variant(60, customer_id=Decimal("7.0")), variant(61, customer_is_guest=Decimal("1.0")),
+    variant(62, store_id=Decimal("1.5")), variant(63, coupon_code=123), variant(64, customer_email="Zoë@example.com"),
+    variant(65, subtotal=Decimal("1234567890123.456")), variant(66, entity_id="\t66"),
+    variant(67, billing_address={"email": "x@example.com", "telephone": 5551234}), variant(68, items={"a": 1}),
+    variant(69, subtotal=Decimal("0.0049999999999999999")), variant(70, status=5),
+]
+
+
+def test_edge_cases_give_the_same_rows_and_quarantine_as_python():
+    texts = [dumps(p) for p in PLAIN + OTHER]
+    texts += ['[1, 2]', '"an order"', '{"entity_id": 80, "state": "new"}']
+    in_sql, tables = outcome(texts)
+    assert in_sql == {str(p["entity_id"]).strip() for p in PLAIN} - {"21"}  # '1e2' as text goes to Python
+    assert len(tables["processed"]) == len(texts)
+    reasons = {r[2] for r in tables["quarantine"]}
+    assert {"unknown_status", "malformed_record", "bad_amount", "negative_amount", "missing_email",
+            "unknown_currency"} <= reasons
+
+
+def test_a_generated_shop_and_the_real_order_map_alike():
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(Path(tmp), customers=60, days=20, start=dt.date(2024, 3, 1), seed=3)
+        records = json.loads((Path(tmp) / "magento" / "orders" / "orders.json").read_text(), parse_float=Decimal)
+    real = (FIXTURES / "order_get_by_id.json").read_text()
+    texts = [dumps(r) for r in records] + [real]
+    in_sql, tables = outcome(texts)
+    # the USD store maps in SQL, the EUR/GBP/JPY/CHF stores (FX rates) in Python
+    assert len(tables["orders"]) > 150 and len(in_sql) >= 30
+
+
+def test_the_benchmark_history_maps_entirely_in_sql():
+    conn = duckdb.connect()
+    ensure_schema(conn)
+    bench.land_history(conn, orders=300, members=60, days=30, seed=1, memo_rate=0.0, tz="UTC")
+    texts = [r[0] for r in conn.execute("SELECT payload FROM raw_records WHERE source = 'magento.orders'").fetchall()]
+    in_sql, tables = outcome(texts)
+    assert len(tables["orders"]) == len(texts) and {r[3] for r in tables["orders"]} == in_sql
+
+
+def test_excluded_product_types_of_the_program_are_honoured():
+    program = parse_program("earning: {excluded_product_types: [virtual]}")
+    rec = variant(90, items=[{"item_id": 1, "product_type": "Virtual", "row_total": Decimal("30.00"),
+                              "discount_amount": Decimal("0")}])
+    plain = variant(91, items=[{"item_id": 1, "product_type": "giftcard"}])  # not excluded by this program
+    in_sql, tables = outcome([dumps(rec), dumps(copy.deepcopy(plain))], program)
+    assert in_sql == {"91"}
+    assert {r[0]: r[19] for r in tables["orders"]} == {"magento:default:90": 6000, "magento:default:91": 9000}
