@@ -196,7 +196,7 @@ def map_magento_orders_in_sql(conn: duckdb.DuckDBPyConnection, program: Program)
             "excluded": sorted({t.lower() for t in program.earning.excluded_product_types}),
         })
         n = conn.execute("SELECT count(*) FROM magento_sql_rows WHERE sql_ok").fetchone()[0]
-        conn.execute("DROP TABLE magento_sql_rows")
+        conn.execute("DROP TABLE magento_sql_rows; DROP TABLE magento_pending")
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")

@@ -27,21 +27,26 @@ CREATE OR REPLACE TEMP MACRO mg_email(s) AS CASE WHEN contains(lower(trim(s)), '
 CREATE OR REPLACE TEMP MACRO mg_scalar_text(v) AS CASE   -- str(value) of a string or an integer
     WHEN mg_type(v) IN ('VARCHAR', 'UBIGINT', 'BIGINT') THEN v ->> '$' END;
 
+-- the versions not processed yet, found first so that the checks below cost what is new
+CREATE OR REPLACE TEMP TABLE magento_pending AS
+SELECT r.tenant, r.modified_at, r.payload_hash, r.payload,
+       r.tenant || ':' || r.record_id || '@' || strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S') || '#' || r.payload_hash AS version_key
+FROM raw_records r
+WHERE r.source = 'magento.orders'
+  AND NOT EXISTS (SELECT 1 FROM raw_processed p WHERE p.source = r.source AND p.version_key =
+      r.tenant || ':' || r.record_id || '@' || strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S') || '#' || r.payload_hash);
+
 CREATE OR REPLACE TEMP TABLE magento_sql_rows AS
 WITH pending AS (
-    SELECT r.tenant, r.modified_at, r.payload_hash,
-           r.tenant || ':' || r.record_id || '@' || strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S') || '#' || r.payload_hash AS version_key,
-           json_transform(r.payload, '{"entity_id": "JSON", "increment_id": "JSON", "state": "JSON", "status": "JSON",
+    SELECT tenant, modified_at, payload_hash, version_key,
+           json_transform(payload, '{"entity_id": "JSON", "increment_id": "JSON", "state": "JSON", "status": "JSON",
                "created_at": "JSON", "updated_at": "JSON", "order_currency_code": "JSON", "customer_email": "JSON",
                "customer_id": "JSON", "customer_is_guest": "JSON", "store_id": "JSON", "coupon_code": "JSON",
                "subtotal": "JSON", "discount_amount": "JSON", "shipping_discount_amount": "JSON", "tax_amount": "JSON",
                "shipping_amount": "JSON", "grand_total": "JSON", "billing_address": "JSON", "items": "JSON"}') AS j
-    FROM raw_records r
-    WHERE r.source = 'magento.orders'
-      AND NOT EXISTS (SELECT 1 FROM raw_processed p WHERE p.source = r.source AND p.version_key =
-          r.tenant || ':' || r.record_id || '@' || strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S') || '#' || r.payload_hash)
-      AND starts_with(ltrim(CAST(r.payload AS VARCHAR)), '{')   -- an object (the JSON column holds valid JSON)
-      AND NOT regexp_matches(CAST(r.payload AS VARCHAR), '[0-9.]{16,}')
+    FROM magento_pending
+    WHERE starts_with(ltrim(CAST(payload AS VARCHAR)), '{')   -- an object (the JSON column holds valid JSON)
+      AND NOT regexp_matches(CAST(payload AS VARCHAR), '[0-9.]{16,}')
 ),
 fields AS (
     SELECT tenant, modified_at, payload_hash, version_key,
