@@ -171,3 +171,30 @@ def test_excluded_product_types_of_the_program_are_honoured():
     in_sql, tables = outcome([dumps(rec), dumps(copy.deepcopy(plain))], program)
     assert in_sql == {"91"}
     assert {r[0]: r[19] for r in tables["orders"]} == {"magento:default:90": 6000, "magento:default:91": 9000}
+
+
+def test_a_run_reads_what_arrived_since_the_last_one_and_still_retries_waiting_refunds():
+    """The scope of a run (fetched since the last run began, less a day) leaves old versions out of
+    the anti-join, but a refund waiting for its order is mapped once the order turns up, however
+    long ago the refund was fetched; a no-FX-rate version likewise (tested in test_assets)."""
+    from magento_factory import memo
+    from pipeline import land
+
+    conn = duckdb.connect()
+    ensure_schema(conn)
+    land(conn, PROGRAM, orders=[order(1, "2024-03-01 10:00:00")], memos=[memo(9, 2, "2024-03-02 10:00:00")])
+    first = normalize(conn, PROGRAM, FX, TODAY)
+    assert (first.orders, first.waiting) == (1, 1)
+    # everything so far was fetched ten days before this run's scope
+    conn.execute("UPDATE raw_records SET fetched_at = fetched_at - INTERVAL 10 DAY")
+    conn.execute("UPDATE refresh_state SET refreshed_at = refreshed_at - INTERVAL 8 DAY WHERE name = 'normalize'")
+    conn.execute("DELETE FROM raw_processed WHERE version_key LIKE 'default:1@%'")  # out of scope now: not seen
+    land(conn, PROGRAM, orders=[order(2, "2024-03-05 10:00:00")])
+    second = normalize(conn, PROGRAM, FX, TODAY)
+    assert (second.orders, second.refunds, second.waiting) == (1, 1, 0)
+    assert conn.execute("SELECT order_key, order_known FROM refund_versions").fetchall() == [("magento:default:2", True)]
+    assert conn.execute("SELECT count(*) FROM order_versions WHERE order_key = 'magento:default:1'").fetchone()[0] == 1
+    # with no run recorded, the whole table is read again (order 1's outcome was cleared above)
+    conn.execute("DELETE FROM refresh_state WHERE name = 'normalize'")
+    conn.execute("DELETE FROM order_versions WHERE order_key = 'magento:default:1'")
+    assert normalize(conn, PROGRAM, FX, TODAY).orders == 1

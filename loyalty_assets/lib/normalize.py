@@ -65,14 +65,22 @@ def version_key(tenant: str, record_id: str, modified_at: dt.datetime, payload_h
 VERSION_KEY_SQL = "r.tenant || ':' || r.record_id || '@' || strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S') || '#' || r.payload_hash"
 
 
-def _pending(conn: duckdb.DuckDBPyConnection, source: str) -> list[tuple]:
+# Raw versions a run looks at: those stamped (fetched_at, the insertion time) since the last run
+# began, less a day of margin, and those whose outcome is being retried; the whole table on the
+# first run. The anti-join on version keys then costs what is new, not the history.
+SCOPE_MARGIN = dt.timedelta(days=1)
+SCOPE_SQL = """($since IS NULL OR r.fetched_at >= $since
+                OR r.payload_hash IN (SELECT hash FROM normalize_retry t WHERE t.source = r.source))"""
+
+
+def _pending(conn: duckdb.DuckDBPyConnection, source: str, since: dt.datetime | None) -> list[tuple]:
     return conn.execute(
         f"""SELECT r.tenant, r.record_id, r.modified_at, r.payload_hash, r.payload, r.partition_day
             FROM raw_records r
-            WHERE r.source = ? AND NOT EXISTS (
+            WHERE r.source = $source AND {SCOPE_SQL} AND NOT EXISTS (
                 SELECT 1 FROM raw_processed p WHERE p.source = r.source AND p.version_key = {VERSION_KEY_SQL})
             ORDER BY r.modified_at, r.record_id""",
-        [source],
+        {"source": source, "since": since},
     ).fetchall()
 
 
@@ -121,9 +129,10 @@ class _Batch:
         })
 
 
-def _each(conn, batch: _Batch, source: str, handle: Callable[[str, object, dt.date, str, dict], str]) -> None:
+def _each(conn, batch: _Batch, source: str, handle: Callable[[str, object, dt.date, str, dict], str],
+          since: dt.datetime | None = None) -> None:
     """Map every pending raw version of `source`; any error quarantines that version alone."""
-    for tenant, rid, modified, phash, payload, day in _pending(conn, source):
+    for tenant, rid, modified, phash, payload, day in _pending(conn, source, since):
         vkey = version_key(tenant, rid, modified, phash)
         raw = {"payload_hash": phash, "updated_at": modified, "raw_version_key": vkey}
         try:
@@ -183,14 +192,29 @@ class _Orders:
         return self._ct_payments.get(f"{tenant}:{payment_id}")
 
 
-def map_magento_orders_in_sql(conn: duckdb.DuckDBPyConnection, program: Program) -> int:
+def _retry_scope(conn: duckdb.DuckDBPyConnection) -> None:
+    """normalize_retry := the versions tried again this run (waiting refunds, missing FX rates), by
+    payload hash, before their outcomes are cleared."""
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE normalize_retry AS
+           SELECT DISTINCT p.source, regexp_extract(p.version_key, '#([^#]*)$', 1) AS hash FROM raw_processed p
+           WHERE p.outcome = 'waiting' OR (p.outcome = 'quarantined' AND EXISTS (
+               SELECT 1 FROM quarantine q WHERE q.source = p.source AND q.version_key = p.version_key
+               AND q.reason = 'no_fx_rate'))"""
+    )
+
+
+def map_magento_orders_in_sql(conn: duckdb.DuckDBPyConnection, program: Program,
+                              since: dt.datetime | None = None) -> int:
     """Map the plain-shaped Magento orders set-based (magento_orders.sql); returns how many.
 
     Python costs ~50 µs a version; the rest, and whatever would be quarantined, stays pending for
     magento.map_order."""
     conn.execute("BEGIN")
     try:
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS normalize_retry (source VARCHAR, hash VARCHAR)")
         run_script(conn, "magento_orders", {
+            "since": since,
             "currency": program.currency,
             "scale": 10 ** currency_digits(program.currency),
             "excluded": sorted({t.lower() for t in program.earning.excluded_product_types}),
@@ -211,13 +235,18 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
     `sql_mapping=False` maps every version in Python (the tests compare both ways)."""
     batch = _Batch()
     prog_digits = currency_digits(program.currency)
-    mapped_in_sql = map_magento_orders_in_sql(conn, program) if sql_mapping else 0
+    started = conn.execute("SELECT now()").fetchone()[0]
+    row = conn.execute("SELECT refreshed_at FROM refresh_state WHERE name = 'normalize'").fetchone()
+    since = row[0] - SCOPE_MARGIN if row else None
+    _retry_scope(conn)
     # A missing FX rate may have been added since: those versions are tried again.
     conn.execute(
         """DELETE FROM raw_processed p WHERE outcome = 'quarantined' AND EXISTS (
                SELECT 1 FROM quarantine q WHERE q.source = p.source AND q.version_key = p.version_key
                AND q.reason IN ('no_fx_rate'))"""
     )
+
+    mapped_in_sql = map_magento_orders_in_sql(conn, program, since) if sql_mapping else 0
 
     for source, mapper in ORDER_MAPPERS.items():
         def order_row(tenant, payload, day, rid, raw, mapper=mapper) -> str:
@@ -230,7 +259,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
             batch.orders.append(row)
             return "processed"
 
-        _each(conn, batch, source, order_row)
+        _each(conn, batch, source, order_row, since)
     _append(conn, "order_versions", batch.orders, ORDER_COLUMNS)
 
     # Refunds need their order (its lines, currency and totals). Those waiting for an unknown order
@@ -268,7 +297,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
         return "waiting"
 
     for source in REFUND_SOURCES:
-        _each(conn, batch, source, lambda *a, s=source: refund_rows(s, *a))
+        _each(conn, batch, source, lambda *a, s=source: refund_rows(s, *a), since)
     _append(conn, "refund_versions", batch.refunds)
 
     for source, mapper in CUSTOMER_MAPPERS.items():
@@ -279,7 +308,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
                                     "payload_hash": raw["payload_hash"]})
             return "processed"
 
-        _each(conn, batch, source, customer_row)
+        _each(conn, batch, source, customer_row, since)
     def contact_row(tenant, payload, day, rid, raw) -> str:
         contact_id, email = events.salesforce_contact_email(payload)
         batch.customers.append({"customer_key": f"salesforce:{tenant}:{contact_id}", "platform": "salesforce",
@@ -287,7 +316,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
                                 "updated_at": raw["updated_at"], "payload_hash": raw["payload_hash"]})
         return "processed"
 
-    _each(conn, batch, "salesforce.contacts", contact_row)
+    _each(conn, batch, "salesforce.contacts", contact_row, since)
     _append(conn, "customer_versions", batch.customers)
 
     # Points events that are not orders; our own pushes, read back from the platforms, are skipped.
@@ -309,7 +338,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
                 batch.events.append({**event.row(), "updated_at": raw["updated_at"], "payload_hash": raw["payload_hash"]})
             return "processed"
 
-        _each(conn, batch, source, event_row)
+        _each(conn, batch, source, event_row, since)
     _append(conn, "loyalty_events", batch.events)
 
     referrals: list[dict] = []
@@ -320,7 +349,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
                 referrals.append({**ref.row(), "updated_at": raw["updated_at"], "payload_hash": raw["payload_hash"]})
             return "processed"
 
-        _each(conn, batch, source, referral_row)
+        _each(conn, batch, source, referral_row, since)
     _append(conn, "referrals", referrals)
     _append(conn, "quarantine", batch.quarantine, ignore_conflicts=True)
     _append(conn, "raw_processed", batch.outcomes, ignore_conflicts=True)
@@ -329,6 +358,11 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
         """DELETE FROM quarantine q WHERE q.reason = 'no_fx_rate' AND EXISTS (
                SELECT 1 FROM raw_processed p WHERE p.source = q.source AND p.version_key = q.version_key
                AND p.outcome = 'processed')"""
+    )
+    conn.execute(
+        """INSERT INTO refresh_state VALUES ('normalize', ?, NULL) ON CONFLICT (name) DO UPDATE
+           SET refreshed_at = excluded.refreshed_at""",
+        [started],
     )
     waiting = sum(1 for o in batch.outcomes if o["outcome"] == "waiting")
     return NormalizeResult(len(batch.orders) + mapped_in_sql, len(batch.refunds), len(batch.customers), len(batch.quarantine), waiting,

@@ -27,12 +27,14 @@ CREATE OR REPLACE TEMP MACRO mg_email(s) AS CASE WHEN contains(lower(trim(s)), '
 CREATE OR REPLACE TEMP MACRO mg_scalar_text(v) AS CASE   -- str(value) of a string or an integer
     WHEN mg_type(v) IN ('VARCHAR', 'UBIGINT', 'BIGINT') THEN v ->> '$' END;
 
--- the versions not processed yet, found first so that the checks below cost what is new
+-- the versions not processed yet (in the run's scope), found first so that the checks below cost what is new
 CREATE OR REPLACE TEMP TABLE magento_pending AS
 SELECT r.tenant, r.modified_at, r.payload_hash, r.payload,
        r.tenant || ':' || r.record_id || '@' || strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S') || '#' || r.payload_hash AS version_key
 FROM raw_records r
 WHERE r.source = 'magento.orders'
+  AND ($since IS NULL OR r.fetched_at >= $since   -- the scope of normalize.py's SCOPE_SQL
+       OR r.payload_hash IN (SELECT hash FROM normalize_retry t WHERE t.source = r.source))
   AND NOT EXISTS (SELECT 1 FROM raw_processed p WHERE p.source = r.source AND p.version_key =
       r.tenant || ':' || r.record_id || '@' || strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S') || '#' || r.payload_hash);
 
