@@ -377,6 +377,8 @@ def land_history(
             "refund_c": pa.array(refund, pa.int64()),
         })  # fmt: skip
         memo_landed = _land(conn, MEMO_PAYLOAD_SQL, memos, tz)
+    # the history was pulled day by day as it happened: a later day's run reads what it fetched
+    conn.execute("UPDATE raw_records SET fetched_at = modified_at")
     return {
         "orders": n,
         "members": int(members),
