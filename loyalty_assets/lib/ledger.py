@@ -167,15 +167,6 @@ def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
     ).fetchone()[0]
 
 
-def scope_changed_orders(
-    conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date, late_since: dt.datetime | None, late: bool
-) -> int:
-    """order_scope := the orders whose value can change on `day` (see scope_booking_points)."""
-    scope_booking_points(conn, program, [day], late_since, late=late)
-    conn.execute("CREATE OR REPLACE TEMP TABLE order_scope AS SELECT DISTINCT order_key FROM state_points")
-    return conn.execute("SELECT count(*) FROM order_scope").fetchone()[0]
-
-
 def last_booking_at(conn: duckdb.DuckDBPyConnection, program: Program) -> dt.datetime | None:
     row = conn.execute(
         "SELECT updated_at FROM ledger_watermark WHERE program_id = ?", [program.program_id]

@@ -73,13 +73,17 @@ SCOPE_SQL = """($since IS NULL OR r.fetched_at >= $since
                 OR r.payload_hash IN (SELECT hash FROM normalize_retry t WHERE t.source = r.source))"""
 
 
+def _pending_sql(columns: str) -> str:
+    """The raw versions of source $source in the run's scope that have no outcome yet."""
+    return f"""SELECT {columns} FROM raw_records r
+               WHERE r.source = $source AND {SCOPE_SQL} AND NOT EXISTS (
+                   SELECT 1 FROM raw_processed p WHERE p.source = r.source AND p.version_key = {VERSION_KEY_SQL})"""
+
+
 def _pending(conn: duckdb.DuckDBPyConnection, source: str, since: dt.datetime | None) -> list[tuple]:
     return conn.execute(
-        f"""SELECT r.tenant, r.record_id, r.modified_at, r.payload_hash, r.payload, r.partition_day
-            FROM raw_records r
-            WHERE r.source = $source AND {SCOPE_SQL} AND NOT EXISTS (
-                SELECT 1 FROM raw_processed p WHERE p.source = r.source AND p.version_key = {VERSION_KEY_SQL})
-            ORDER BY r.modified_at, r.record_id""",
+        _pending_sql("r.tenant, r.record_id, r.modified_at, r.payload_hash, r.payload, r.partition_day")
+        + " ORDER BY r.modified_at, r.record_id",
         {"source": source, "since": since},
     ).fetchall()
 
@@ -161,11 +165,11 @@ class _Orders:
 
     def __init__(self, conn: duckdb.DuckDBPyConnection):
         self.conn = conn
-        self._by_source: dict[str, dict[str, str]] = {}
+        self._by_source: dict[tuple[str, str | None], dict[str, str]] = {}
         self._ct_payments: dict[str, str] | None = None
 
     def latest(self, source: str, refund_source: str | None = None) -> dict[str, str]:
-        if source not in self._by_source:
+        if (source, refund_source) not in self._by_source:
             platform = source.split(".")[0]
             named = ""
             if refund_source in self.ORDER_ID_SQL:
@@ -173,10 +177,10 @@ class _Orders:
                                AND r.tenant = o.tenant AND {self.ORDER_ID_SQL[refund_source]} = o.record_id
                                AND NOT EXISTS (SELECT 1 FROM raw_processed p WHERE p.source = r.source
                                                AND p.version_key = {VERSION_KEY_SQL}))"""
-            self._by_source[source] = dict(self.conn.execute(
+            self._by_source[source, refund_source] = dict(self.conn.execute(
                 f"""SELECT '{platform}:' || o.tenant || ':' || o.record_id, arg_max(o.payload, o.modified_at)
                     FROM raw_records o WHERE o.source = ? {named} GROUP BY 1""", [source]).fetchall())
-        return self._by_source[source]
+        return self._by_source[source, refund_source]
 
     def get(self, source: str, order_key: str, refund_source: str | None = None) -> dict | None:
         payload = self.latest(source, refund_source).get(order_key)
@@ -213,8 +217,13 @@ def map_magento_orders_in_sql(conn: duckdb.DuckDBPyConnection, program: Program,
     conn.execute("BEGIN")
     try:
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS normalize_retry (source VARCHAR, hash VARCHAR)")
+        # found first, so that the checks of magento_orders.sql cost what is new
+        conn.execute(
+            "CREATE OR REPLACE TEMP TABLE magento_pending AS "
+            + _pending_sql(f"r.tenant, r.modified_at, r.payload_hash, r.payload, {VERSION_KEY_SQL} AS version_key"),
+            {"source": "magento.orders", "since": since},
+        )
         run_script(conn, "magento_orders", {
-            "since": since,
             "currency": program.currency,
             "scale": 10 ** currency_digits(program.currency),
             "excluded": sorted({t.lower() for t in program.earning.excluded_product_types}),

@@ -2,6 +2,7 @@
 -- versions whose every field has the plain shape: program-currency orders, exact amounts, known
 -- state, 'YYYY-MM-DD HH:MM:SS' times, ASCII text, no line of an excluded product type. Anything else
 -- (and every record that would be quarantined) is left pending for the Python mapper, which says why.
+-- Reads temp table magento_pending (normalize.py: the versions of the run without an outcome yet).
 -- DuckDB reads JSON numbers as doubles: a payload with a run of 16+ digits or dots goes to Python,
 -- so every amount taken here has at most 15 significant digits and its double is exact.
 CREATE OR REPLACE TEMP MACRO mg_type(v) AS coalesce(json_type(v), 'NULL');
@@ -26,17 +27,6 @@ CREATE OR REPLACE TEMP MACRO mg_email(s) AS CASE WHEN contains(lower(trim(s)), '
 
 CREATE OR REPLACE TEMP MACRO mg_scalar_text(v) AS CASE   -- str(value) of a string or an integer
     WHEN mg_type(v) IN ('VARCHAR', 'UBIGINT', 'BIGINT') THEN v ->> '$' END;
-
--- the versions not processed yet (in the run's scope), found first so that the checks below cost what is new
-CREATE OR REPLACE TEMP TABLE magento_pending AS
-SELECT r.tenant, r.modified_at, r.payload_hash, r.payload,
-       r.tenant || ':' || r.record_id || '@' || strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S') || '#' || r.payload_hash AS version_key
-FROM raw_records r
-WHERE r.source = 'magento.orders'
-  AND ($since IS NULL OR r.fetched_at >= $since   -- the scope of normalize.py's SCOPE_SQL
-       OR r.payload_hash IN (SELECT hash FROM normalize_retry t WHERE t.source = r.source))
-  AND NOT EXISTS (SELECT 1 FROM raw_processed p WHERE p.source = r.source AND p.version_key =
-      r.tenant || ':' || r.record_id || '@' || strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S') || '#' || r.payload_hash);
 
 CREATE OR REPLACE TEMP TABLE magento_sql_rows AS
 WITH pending AS (
