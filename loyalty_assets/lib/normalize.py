@@ -67,23 +67,30 @@ VERSION_KEY_SQL = "r.tenant || ':' || r.record_id || '@' || strftime(r.modified_
 
 # Raw versions a run looks at: those stamped (fetched_at, the insertion time) since the last run
 # began, less a day of margin, and those whose outcome is being retried; the whole table on the
-# first run. The anti-join on version keys then costs what is new, not the history.
+# first run. A version fetched since then was processed since then too, so both sides of the
+# anti-join on version keys cost what is new, not the history.
 SCOPE_MARGIN = dt.timedelta(days=1)
-SCOPE_SQL = """($since IS NULL OR r.fetched_at >= $since
-                OR r.payload_hash IN (SELECT hash FROM normalize_retry t WHERE t.source = r.source))"""
 
 
 def _pending_sql(columns: str) -> str:
-    """The raw versions of source $source in the run's scope that have no outcome yet."""
+    """The raw versions of source $source in the run's scope ($since) that have no outcome yet."""
     return f"""SELECT {columns} FROM raw_records r
-               WHERE r.source = $source AND {SCOPE_SQL} AND NOT EXISTS (
-                   SELECT 1 FROM raw_processed p WHERE p.source = r.source AND p.version_key = {VERSION_KEY_SQL})"""
+               WHERE r.source = $source AND ($since IS NULL OR r.fetched_at >= $since) AND NOT EXISTS (
+                   SELECT 1 FROM raw_processed p WHERE p.source = r.source
+                   AND ($since IS NULL OR p.processed_at >= $since) AND p.version_key = {VERSION_KEY_SQL})
+               UNION ALL
+               SELECT {columns} FROM raw_records r
+               WHERE r.source = $source AND r.fetched_at < $since
+                 AND r.payload_hash IN (SELECT hash FROM normalize_retry t WHERE t.source = r.source)
+                 AND NOT EXISTS (SELECT 1 FROM raw_processed p WHERE p.source = r.source
+                                 AND p.version_key = {VERSION_KEY_SQL})"""
 
 
 def _pending(conn: duckdb.DuckDBPyConnection, source: str, since: dt.datetime | None) -> list[tuple]:
     return conn.execute(
-        _pending_sql("r.tenant, r.record_id, r.modified_at, r.payload_hash, r.payload, r.partition_day")
-        + " ORDER BY r.modified_at, r.record_id",
+        f"""SELECT * FROM ({_pending_sql(
+            "r.tenant, r.record_id, r.modified_at, r.payload_hash, r.payload, r.partition_day")}) r
+            ORDER BY r.modified_at, r.record_id""",
         {"source": source, "since": since},
     ).fetchall()
 
@@ -163,23 +170,24 @@ class _Orders:
         "bigcommerce.refunds": "trim(json_extract_string(r.payload, '$.order_id'))",
     }
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection):
+    def __init__(self, conn: duckdb.DuckDBPyConnection, since: dt.datetime | None):
         self.conn = conn
+        self.since = since
         self._by_source: dict[tuple[str, str | None], dict[str, str]] = {}
         self._ct_payments: dict[str, str] | None = None
 
     def latest(self, source: str, refund_source: str | None = None) -> dict[str, str]:
         if (source, refund_source) not in self._by_source:
             platform = source.split(".")[0]
-            named = ""
+            named, params = "", {"source": source, "since": self.since}
             if refund_source in self.ORDER_ID_SQL:
-                named = f"""AND EXISTS (SELECT 1 FROM raw_records r WHERE r.source = '{refund_source}'
-                               AND r.tenant = o.tenant AND {self.ORDER_ID_SQL[refund_source]} = o.record_id
-                               AND NOT EXISTS (SELECT 1 FROM raw_processed p WHERE p.source = r.source
-                                               AND p.version_key = {VERSION_KEY_SQL}))"""
+                named = f"""AND EXISTS (SELECT 1 FROM ({_pending_sql("r.tenant, r.payload")}) r
+                                        WHERE r.tenant = o.tenant AND {self.ORDER_ID_SQL[refund_source]} = o.record_id)"""
+                params["source"] = refund_source
             self._by_source[source, refund_source] = dict(self.conn.execute(
                 f"""SELECT '{platform}:' || o.tenant || ':' || o.record_id, arg_max(o.payload, o.modified_at)
-                    FROM raw_records o WHERE o.source = ? {named} GROUP BY 1""", [source]).fetchall())
+                    FROM raw_records o WHERE o.source = '{source}' {named} GROUP BY 1""",
+                params if named else None).fetchall())
         return self._by_source[source, refund_source]
 
     def get(self, source: str, order_key: str, refund_source: str | None = None) -> dict | None:
@@ -275,7 +283,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
     # are mapped again now, since the order may have arrived.
     conn.execute("DELETE FROM refund_versions WHERE NOT order_known")
     conn.execute("DELETE FROM raw_processed WHERE outcome = 'waiting'")
-    orders = _Orders(conn)
+    orders = _Orders(conn, since)
 
     def refund_rows(source: str, tenant: str, payload, day, rid, raw) -> str:
         if source == "magento.creditmemos":
