@@ -94,21 +94,12 @@ def new_member_id(program: Program, seed_key: str) -> str:
     return "M" + hashlib.sha256(f"{program.program_id}|{seed_key}".encode()).hexdigest()[:15].upper()
 
 
-def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date) -> IdentitySummary:
-    """Bring member_keys, member_merges and identity_conflicts up to date with every known record."""
-    rows = conn.execute(
-        """
-        SELECT email, customer_key, phone, phone_region, min(updated_at) AS first_seen FROM (
-            SELECT email, customer_key, phone, phone_region, updated_at FROM order_versions
-            UNION ALL
-            SELECT email, customer_key, NULL, NULL, updated_at FROM customer_versions
-        ) WHERE email IS NOT NULL OR customer_key IS NOT NULL
-        GROUP BY ALL ORDER BY first_seen, customer_key NULLS LAST, email, phone NULLS LAST
-        """
-    ).fetchall()
-    # phones are identity keys only when the program says so (RULES.md §8), in E.164
-    records = [(email, customer_key, phone_key(phone, region) if program.identity.match_phone else None, seen)
-               for email, customer_key, phone, region, seen in rows]
+def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date,
+                    scoped: bool = True) -> IdentitySummary:
+    """Bring member_keys, member_merges and identity_conflicts up to date with every known record.
+
+    `scoped=False` rebuilds every member from all records (the tests compare both ways)."""
+    records = _records_in_scope(conn, program, scoped)
     first_seen: dict[str, dt.datetime] = {}
     for email, customer_key, phone, seen in records:
         for key in (customer_key, email, phone):
@@ -156,11 +147,12 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
         first_seen.setdefault(b, dt.datetime.now(dt.UTC))
         link(a, b, forced=True)
 
-    existing = dict(conn.execute("SELECT key, member_id FROM member_keys").fetchall())
+    existing = dict(conn.execute(
+        "SELECT key, member_id FROM member_keys WHERE key IN (SELECT key FROM id_scope_keys)").fetchall())
     resolution = dict(conn.execute("SELECT member_id, survivor_id FROM member_resolution").fetchall())
-    member_seen = dict(
-        conn.execute("SELECT member_id, min(first_seen_at) FROM member_keys GROUP BY 1").fetchall()
-    )
+    member_seen = dict(conn.execute(
+        """SELECT member_id, min(first_seen_at) FROM member_keys
+           WHERE member_id IN (SELECT member_id FROM id_scope_members) GROUP BY 1""").fetchall())
 
     groups: dict[str, list[str]] = {}
     for key in first_seen:
@@ -224,8 +216,80 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
         raise
     total = conn.execute(
         "SELECT count(DISTINCT member_id) FROM member_keys WHERE member_id NOT IN (SELECT absorbed_id FROM member_merges)"
-    ).fetchone()[0]
+    ).fetchall()[0][0]  # fetched to the end: the connection is free for the caller's next statement
     return IdentitySummary(total, new_members, len(new_keys), len(merges), len(conflicts))
+
+
+def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped: bool) -> list[tuple]:
+    """(email, customer key, phone key, first seen) of the records whose members can change, oldest
+    first: every record with a key not in member_keys or keys of two members, and every record of
+    the members those keys belong to (and of must_link keys). The other members' records would
+    rebuild exactly what member_keys holds, so a run costs what is new, not the history.
+
+    Leaves temp tables id_scope_keys (the keys of those records) and id_scope_members."""
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE id_records AS
+           SELECT row_number() OVER () AS rid, * FROM (
+               SELECT email, customer_key, phone, phone_region, min(updated_at) AS first_seen FROM (
+                   SELECT email, customer_key, phone, phone_region, updated_at FROM order_versions
+                   UNION ALL
+                   SELECT email, customer_key, NULL, NULL, updated_at FROM customer_versions
+               ) WHERE email IS NOT NULL OR customer_key IS NOT NULL GROUP BY ALL)"""
+    )
+    # phones are identity keys only when the program says so (RULES.md §8), in E.164
+    phones = []
+    if program.identity.match_phone:
+        phones = [(raw, region, phone_key(raw, region)) for raw, region in conn.execute(
+            "SELECT DISTINCT phone, phone_region FROM id_records WHERE phone IS NOT NULL").fetchall()]
+    frame = pa.table({"phone": pa.array([p[0] for p in phones], pa.string()),
+                      "region": pa.array([p[1] for p in phones], pa.string()),
+                      "key": pa.array([p[2] for p in phones], pa.string())})
+    must = sorted({k for pair in program.identity.must_link for k in pair})
+    conn.register("_phones", frame)
+    try:
+        conn.execute(
+            """CREATE OR REPLACE TEMP TABLE id_record_keys AS
+               SELECT r.*, p.key AS phone_key FROM id_records r
+               LEFT JOIN _phones p ON p.phone = r.phone AND p.region IS NOT DISTINCT FROM r.phone_region"""
+        )
+    finally:
+        conn.unregister("_phones")
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE id_record_owner AS
+           WITH rk AS (SELECT rid, unnest([email, customer_key, phone_key]) AS key FROM id_record_keys)
+           SELECT rk.rid, rk.key, coalesce(res.survivor_id, k.member_id) AS member_id FROM rk
+           LEFT JOIN member_keys k ON k.key = rk.key LEFT JOIN member_resolution res ON res.member_id = k.member_id
+           WHERE rk.key IS NOT NULL"""
+    )
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE id_scope_members AS
+           WITH seeds AS (SELECT rid FROM id_record_owner GROUP BY rid
+                          HAVING count(*) FILTER (WHERE member_id IS NULL) > 0 OR count(DISTINCT member_id) > 1)
+           SELECT DISTINCT member_id FROM id_record_owner
+           WHERE (NOT $scoped OR rid IN (SELECT rid FROM seeds)) AND member_id IS NOT NULL
+           UNION
+           SELECT coalesce(res.survivor_id, k.member_id) FROM member_keys k
+           LEFT JOIN member_resolution res ON res.member_id = k.member_id WHERE k.key IN (SELECT unnest($must))""",
+        {"must": must, "scoped": scoped},
+    )
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE id_scope_rids AS
+           SELECT rid FROM id_record_owner GROUP BY rid
+           HAVING NOT $scoped OR count(*) FILTER (WHERE member_id IS NULL) > 0 OR count(DISTINCT member_id) > 1
+               OR bool_or(member_id IN (SELECT member_id FROM id_scope_members))""",
+        {"scoped": scoped},
+    )
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE id_scope_keys AS
+           SELECT DISTINCT key FROM id_record_owner WHERE rid IN (SELECT rid FROM id_scope_rids)
+           UNION SELECT unnest($must)""",
+        {"must": must},
+    )
+    return conn.execute(
+        """SELECT email, customer_key, phone_key, first_seen FROM id_record_keys
+           WHERE rid IN (SELECT rid FROM id_scope_rids)
+           ORDER BY first_seen, customer_key NULLS LAST, email, phone NULLS LAST"""
+    ).fetchall()
 
 
 def _insert_frame(conn: duckdb.DuckDBPyConnection, statement: str, rows: list[tuple], columns: list[str]) -> None:

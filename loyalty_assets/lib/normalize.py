@@ -179,15 +179,17 @@ class _Orders:
     def latest(self, source: str, refund_source: str | None = None) -> dict[str, str]:
         if (source, refund_source) not in self._by_source:
             platform = source.split(".")[0]
-            named, params = "", {"source": source, "since": self.since}
+            named = ""
             if refund_source in self.ORDER_ID_SQL:
-                named = f"""AND EXISTS (SELECT 1 FROM ({_pending_sql("r.tenant, r.payload")}) r
-                                        WHERE r.tenant = o.tenant AND {self.ORDER_ID_SQL[refund_source]} = o.record_id)"""
-                params["source"] = refund_source
+                # the ids first: a semi-join on the pending query itself costs a scan of every payload
+                self.conn.execute(
+                    f"""CREATE OR REPLACE TEMP TABLE refund_named AS SELECT DISTINCT {self.ORDER_ID_SQL[refund_source]} AS id
+                        FROM ({_pending_sql("r.tenant, r.payload")}) r""",
+                    {"source": refund_source, "since": self.since})
+                named = "AND o.record_id IN (SELECT id FROM refund_named)"  # any tenant's: keyed by tenant below
             self._by_source[source, refund_source] = dict(self.conn.execute(
                 f"""SELECT '{platform}:' || o.tenant || ':' || o.record_id, arg_max(o.payload, o.modified_at)
-                    FROM raw_records o WHERE o.source = '{source}' {named} GROUP BY 1""",
-                params if named else None).fetchall())
+                    FROM raw_records o WHERE o.source = '{source}' {named} GROUP BY 1""").fetchall())
         return self._by_source[source, refund_source]
 
     def get(self, source: str, order_key: str, refund_source: str | None = None) -> dict | None:
