@@ -67,7 +67,10 @@ JSON_KEYS = (
     "baseline_seconds", "total_seconds", "ratio_total_to_baseline", "peak_rss_bytes", "stages",
     "incremental_seconds_small", "incremental_seconds_large", "incremental_ratio",
 )  # fmt: skip
-FIRST_DAY = dt.date(2025, 1, 1)
+# The history's first day. A year from 1 July makes the incremental day an ordinary one; a year from
+# 1 January makes it 1 January, when calendar-year tiers re-evaluate every member (RULES.md §7): a
+# time-driven change whose cost follows the members, not the delta (`--first-day 2025-01-01`).
+FIRST_DAY = dt.date(2025, 7, 1)
 FAR_FUTURE = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 INCREMENTAL_CHANGED = 10_000
 MEMO_ID_BASE = 50_000_000
@@ -321,12 +324,13 @@ def land_history(
     seed: int,
     memo_rate: float,
     tz: str,
+    first_day: dt.date = FIRST_DAY,
 ) -> dict:
-    """N orders over `days` days from FIRST_DAY: 50% one version (processing), 30% new -> processing,
+    """N orders over `days` days from `first_day`: 50% one version (processing), 30% new -> processing,
     20% new -> processing -> complete; `memo_rate` of orders get a credit memo (state 2, refunded)."""
     rng = np.random.default_rng(seed)
     n = int(orders)
-    start = _epoch(FIRST_DAY)
+    start = _epoch(first_day)
     last_second = start + days * 86400 - 1
     ids = np.arange(1, n + 1, dtype=np.int64)
     member = rng.integers(0, members, n)
@@ -851,6 +855,7 @@ def run_bench(
     incremental_changed: int = INCREMENTAL_CHANGED,
     smile_sample: int = SMILE_SAMPLE,
     backfill: bool = True,
+    first_day: dt.date = FIRST_DAY,
     print_table: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -876,7 +881,7 @@ def run_bench(
     members = members or max(1, orders // 5)
     program = load_program()
     fx = FxTable.load(None)
-    last_day = FIRST_DAY + dt.timedelta(days=days - 1)
+    last_day = first_day + dt.timedelta(days=days - 1)
     inc_day = last_day + dt.timedelta(days=1)
     small_orders = max(1, orders // 10)
     small_members = max(1, members // 10)
@@ -893,7 +898,7 @@ def run_bench(
 
     def land_large(conn) -> dict:
         return land_history(conn, orders=orders, members=members, days=days, seed=seed, memo_rate=memo_rate,
-                            tz=program.timezone)
+                            tz=program.timezone, first_day=first_day)
 
     sampler = RssSampler().start()
     timer = ScriptTimer()
@@ -941,6 +946,7 @@ def run_bench(
                 seed=seed + 1,
                 memo_rate=memo_rate,
                 tz=program.timezone,
+                first_day=first_day,
             )
             run_pipeline(
                 small, program, fx, last_day, sampler, timer, None, "small history (setup)", lambda _m: None
@@ -1014,7 +1020,7 @@ def run_bench(
             conn.close()
             gc.collect()
             sampler.reset()
-            run = run_backfill(backfill_path, FIRST_DAY, last_day, memory_limit, threads)
+            run = run_backfill(backfill_path, first_day, last_day, memory_limit, threads)
             conn = open_warehouse(backfill_path, memory_limit, threads)
             ledger_totals = _ledger_totals(conn)
             backfill_members = conn.execute("SELECT count(*) FROM member_status").fetchone()[0]
@@ -1061,7 +1067,7 @@ def run_bench(
         "sizes": {
             **sizes,
             "platforms": list(platforms),
-            "first_day": FIRST_DAY.isoformat(),
+            "first_day": first_day.isoformat(),
             "last_day": last_day.isoformat(),
             "raw_generation": "magento only (numpy + DuckDB json_object)",
         },
@@ -1233,6 +1239,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="keep the benchmark warehouses here (default: a temp dir, removed afterwards)",
     )
+    parser.add_argument(
+        "--first-day",
+        type=dt.date.fromisoformat,
+        default=FIRST_DAY,
+        help=f"the history's first day (default {FIRST_DAY}); the incremental day follows its last",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--memory-limit", default=DEFAULT_MEMORY_LIMIT, help="DuckDB memory_limit (default 4GB)"
@@ -1288,6 +1300,7 @@ def main(args: argparse.Namespace) -> int:
         incremental_changed=getattr(args, "incremental_changed", INCREMENTAL_CHANGED),
         smile_sample=getattr(args, "smile_sample", SMILE_SAMPLE),
         backfill=getattr(args, "backfill", True),
+        first_day=getattr(args, "first_day", FIRST_DAY),
     )
     return 0
 
