@@ -67,9 +67,21 @@ VERSION_KEY_SQL = "r.tenant || ':' || r.record_id || '@' || strftime(r.modified_
 
 # Raw versions a run looks at: those stamped (fetched_at, the insertion time) since the last run
 # began, less a day of margin, and those whose outcome is being retried; the whole table on the
-# first run. A version fetched since then was processed since then too, so both sides of the
-# anti-join on version keys cost what is new, not the history.
+# first run. A version can only have an outcome recorded after it was fetched, so the outcomes
+# looked up are those since the earliest of these fetches: both sides of the anti-join on version
+# keys cost what is new, not the history (nor the previous run, a full recompute as it may be).
 SCOPE_MARGIN = dt.timedelta(days=1)
+
+
+def _scope(conn: duckdb.DuckDBPyConnection, source: str, since: dt.datetime | None) -> dict:
+    """The parameters of _pending_sql for `source`."""
+    outcomes_since = since
+    if since is not None:
+        first = conn.execute(
+            "SELECT min(fetched_at) FROM raw_records WHERE source = ? AND fetched_at >= ?", [source, since]
+        ).fetchall()[0][0]
+        outcomes_since = max(since, first) if first is not None else since
+    return {"source": source, "since": since, "outcomes_since": outcomes_since}
 
 
 def _pending_sql(columns: str) -> str:
@@ -77,7 +89,7 @@ def _pending_sql(columns: str) -> str:
     return f"""SELECT {columns} FROM raw_records r
                WHERE r.source = $source AND ($since IS NULL OR r.fetched_at >= $since) AND NOT EXISTS (
                    SELECT 1 FROM raw_processed p WHERE p.source = r.source
-                   AND ($since IS NULL OR p.processed_at >= $since) AND p.version_key = {VERSION_KEY_SQL})
+                   AND ($since IS NULL OR p.processed_at >= $outcomes_since) AND p.version_key = {VERSION_KEY_SQL})
                UNION ALL
                SELECT {columns} FROM raw_records r
                WHERE r.source = $source AND r.fetched_at < $since
@@ -91,7 +103,7 @@ def _pending(conn: duckdb.DuckDBPyConnection, source: str, since: dt.datetime | 
         f"""SELECT * FROM ({_pending_sql(
             "r.tenant, r.record_id, r.modified_at, r.payload_hash, r.payload, r.partition_day")}) r
             ORDER BY r.modified_at, r.record_id""",
-        {"source": source, "since": since},
+        _scope(conn, source, since),
     ).fetchall()
 
 
@@ -185,7 +197,7 @@ class _Orders:
                 self.conn.execute(
                     f"""CREATE OR REPLACE TEMP TABLE refund_named AS SELECT DISTINCT {self.ORDER_ID_SQL[refund_source]} AS id
                         FROM ({_pending_sql("r.tenant, r.payload")}) r""",
-                    {"source": refund_source, "since": self.since})
+                    _scope(self.conn, refund_source, self.since))
                 named = "AND o.record_id IN (SELECT id FROM refund_named)"  # any tenant's: keyed by tenant below
             self._by_source[source, refund_source] = dict(self.conn.execute(
                 f"""SELECT '{platform}:' || o.tenant || ':' || o.record_id, arg_max(o.payload, o.modified_at)
@@ -231,7 +243,7 @@ def map_magento_orders_in_sql(conn: duckdb.DuckDBPyConnection, program: Program,
         conn.execute(
             "CREATE OR REPLACE TEMP TABLE magento_pending AS "
             + _pending_sql(f"r.tenant, r.modified_at, r.payload_hash, r.payload, {VERSION_KEY_SQL} AS version_key"),
-            {"source": "magento.orders", "since": since},
+            _scope(conn, "magento.orders", since),
         )
         run_script(conn, "magento_orders", {
             "currency": program.currency,
