@@ -399,3 +399,56 @@ def test_referral_coupon_code_on_an_order_names_the_friend_whatever_email_they_c
     outcomes = dict(conn.execute("SELECT referral_key, status FROM referral_outcomes").fetchall())
     assert outcomes == {"smile:default:referral:20": "rewarded", "smile:default:referral:21": "refused"}
     assert process(conn, p, D(2024, 3, 6)).entries == 0
+
+
+def test_push_preparation_gives_every_spendable_entry_once_however_late(conn):
+    """The outbox looks only at entries journaled since its last preparation or spendable since its
+    day; still every entry reaches it exactly once: pending points when they become spendable, a
+    late memo booked on the first open day, a preparation re-run for an earlier day."""
+    from loyalty_assets.lib import outbox
+
+    p = program(earning={"pending_days": 10})
+
+    def prepare(day):
+        conn.execute("BEGIN")
+        outbox.prepare_batches(conn, "smile", day, ("smile",))
+        conn.execute("COMMIT")
+        given = conn.execute("SELECT entry_id FROM outbox_entries WHERE target = 'smile' ORDER BY 1").fetchall()
+        due = conn.execute("SELECT entry_id FROM ledger_entries WHERE available_on <= ? ORDER BY 1", [day]).fetchall()
+        assert given == due, day
+        assert conn.execute("SELECT count(*) = count(DISTINCT entry_id) FROM outbox_entries").fetchall() == [(True,)]
+        # the next run is days later: what was journaled and prepared so far is older than the margin
+        conn.execute("UPDATE ledger_journal SET journaled_at = journaled_at - INTERVAL 3 DAY")
+        conn.execute("UPDATE refresh_state SET refreshed_at = refreshed_at - INTERVAL 3 DAY")
+        return len(given)
+
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00"), order(2, "2024-03-05 10:00:00", email="bo@example.com")])
+    process(conn, p, D(2024, 3, 8))
+    assert prepare(D(2024, 3, 8)) == 0  # nothing spendable yet
+    process(conn, p, D(2024, 3, 12))
+    assert prepare(D(2024, 3, 12)) == 1  # order 1's points, spendable on 03-11
+    assert prepare(D(2024, 3, 20)) == 2  # order 2's, spendable on 03-15 (a day the ledger has not booked yet)
+    land(conn, p, memos=[memo(9, 1, "2024-03-02 08:00:00", subtotal="30.00")])  # late: booked on 03-13
+    process(conn, p, D(2024, 3, 16))
+    assert prepare(D(2024, 3, 20)) == 3  # the clawback, journaled after the last preparation
+    assert prepare(D(2024, 3, 20)) == 3  # a re-run gives nothing twice
+    conn.execute("BEGIN")
+    outbox.prepare_batches(conn, "smile", D(2024, 3, 12), ("smile",))  # an earlier day again
+    conn.execute("COMMIT")
+    assert prepare(D(2024, 3, 20)) == 3
+
+
+def test_late_order_for_a_closed_day_moves_the_tier_on_the_first_open_day(conn):
+    """Tiers, like the ledger, never re-evaluate a closed day, even when nobody's tier changed on the
+    days in between (tier_days then has no row for them)."""
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="10.00")])
+    for day in range(1, 5):
+        process(conn, p, D(2024, 3, day))
+    land(conn, p, orders=[order(2, "2024-03-03 23:59:56", subtotal="655.36"),
+                          order(3, "2024-03-03 22:00:00", subtotal="5.00", email="bo@example.com"),
+                          order(3, "2024-03-05 00:01:56", subtotal="5.00", email="bo@example.com", state="canceled")])
+    process(conn, p, D(2024, 3, 5))
+    changes = conn.execute("SELECT changed_on, from_tier, to_tier FROM vip_tier_changes").fetchall()
+    assert changes == [(D(2024, 3, 5), "Bronze", "Silver")]
+    assert conn.execute("SELECT count(*) FROM tier_days WHERE day BETWEEN '2024-03-02' AND '2024-03-04'").fetchall() == [(0,)]

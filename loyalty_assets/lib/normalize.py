@@ -73,38 +73,37 @@ VERSION_KEY_SQL = "r.tenant || ':' || r.record_id || '@' || strftime(r.modified_
 SCOPE_MARGIN = dt.timedelta(days=1)
 
 
-def _scope(conn: duckdb.DuckDBPyConnection, source: str, since: dt.datetime | None) -> dict:
-    """The parameters of _pending_sql for `source`."""
+def _pending_sql(conn: duckdb.DuckDBPyConnection, columns: str, source: str,
+                 since: dt.datetime | None) -> tuple[str, dict]:
+    """SQL and parameters: the raw versions of `source` in the run's scope with no outcome yet."""
     outcomes_since = since
     if since is not None:
         first = conn.execute(
             "SELECT min(fetched_at) FROM raw_records WHERE source = ? AND fetched_at >= ?", [source, since]
         ).fetchall()[0][0]
         outcomes_since = max(since, first) if first is not None else since
-    return {"source": source, "since": since, "outcomes_since": outcomes_since}
-
-
-def _pending_sql(columns: str) -> str:
-    """The raw versions of source $source in the run's scope ($since) that have no outcome yet."""
-    return f"""SELECT {columns} FROM raw_records r
-               WHERE r.source = $source AND ($since IS NULL OR r.fetched_at >= $since) AND NOT EXISTS (
-                   SELECT 1 FROM raw_processed p WHERE p.source = r.source
-                   AND ($since IS NULL OR p.processed_at >= $outcomes_since) AND p.version_key = {VERSION_KEY_SQL})
-               UNION ALL
-               SELECT {columns} FROM raw_records r
-               WHERE r.source = $source AND r.fetched_at < $since
-                 AND r.payload_hash IN (SELECT hash FROM normalize_retry t WHERE t.source = r.source)
-                 AND NOT EXISTS (SELECT 1 FROM raw_processed p WHERE p.source = r.source
-                                 AND p.version_key = {VERSION_KEY_SQL})"""
+    params = {"source": source, "since": since, "outcomes_since": outcomes_since}
+    sql = f"""SELECT {columns} FROM raw_records r
+              WHERE r.source = $source AND ($since IS NULL OR r.fetched_at >= $since) AND NOT EXISTS (
+                  SELECT 1 FROM raw_processed p WHERE p.source = r.source
+                  AND ($since IS NULL OR p.processed_at >= $outcomes_since) AND p.version_key = {VERSION_KEY_SQL})"""
+    if since is None or not conn.execute(
+        "SELECT 1 FROM normalize_retry WHERE source = ? LIMIT 1", [source]
+    ).fetchall():
+        return sql, params  # nothing retried: the older versions are not even scanned
+    return sql + f"""
+              UNION ALL
+              SELECT {columns} FROM raw_records r
+              WHERE r.source = $source AND r.fetched_at < $since
+                AND r.payload_hash IN (SELECT hash FROM normalize_retry t WHERE t.source = r.source)
+                AND NOT EXISTS (SELECT 1 FROM raw_processed p WHERE p.source = r.source
+                                AND p.version_key = {VERSION_KEY_SQL})""", params
 
 
 def _pending(conn: duckdb.DuckDBPyConnection, source: str, since: dt.datetime | None) -> list[tuple]:
-    return conn.execute(
-        f"""SELECT * FROM ({_pending_sql(
-            "r.tenant, r.record_id, r.modified_at, r.payload_hash, r.payload, r.partition_day")}) r
-            ORDER BY r.modified_at, r.record_id""",
-        _scope(conn, source, since),
-    ).fetchall()
+    sql, params = _pending_sql(
+        conn, "r.tenant, r.record_id, r.modified_at, r.payload_hash, r.payload, r.partition_day", source, since)
+    return conn.execute(f"SELECT * FROM ({sql}) r ORDER BY r.modified_at, r.record_id", params).fetchall()
 
 
 def _loads(payload: str) -> object:
@@ -194,10 +193,10 @@ class _Orders:
             named = ""
             if refund_source in self.ORDER_ID_SQL:
                 # the ids first: a semi-join on the pending query itself costs a scan of every payload
+                sql, params = _pending_sql(self.conn, "r.tenant, r.payload", refund_source, self.since)
                 self.conn.execute(
-                    f"""CREATE OR REPLACE TEMP TABLE refund_named AS SELECT DISTINCT {self.ORDER_ID_SQL[refund_source]} AS id
-                        FROM ({_pending_sql("r.tenant, r.payload")}) r""",
-                    _scope(self.conn, refund_source, self.since))
+                    f"""CREATE OR REPLACE TEMP TABLE refund_named AS
+                        SELECT DISTINCT {self.ORDER_ID_SQL[refund_source]} AS id FROM ({sql}) r""", params)
                 named = "AND o.record_id IN (SELECT id FROM refund_named)"  # any tenant's: keyed by tenant below
             self._by_source[source, refund_source] = dict(self.conn.execute(
                 f"""SELECT '{platform}:' || o.tenant || ':' || o.record_id, arg_max(o.payload, o.modified_at)
@@ -240,11 +239,10 @@ def map_magento_orders_in_sql(conn: duckdb.DuckDBPyConnection, program: Program,
     try:
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS normalize_retry (source VARCHAR, hash VARCHAR)")
         # found first, so that the checks of magento_orders.sql cost what is new
-        conn.execute(
-            "CREATE OR REPLACE TEMP TABLE magento_pending AS "
-            + _pending_sql(f"r.tenant, r.modified_at, r.payload_hash, r.payload, {VERSION_KEY_SQL} AS version_key"),
-            _scope(conn, "magento.orders", since),
-        )
+        sql, params = _pending_sql(
+            conn, f"r.tenant, r.modified_at, r.payload_hash, r.payload, {VERSION_KEY_SQL} AS version_key",
+            "magento.orders", since)
+        conn.execute("CREATE OR REPLACE TEMP TABLE magento_pending AS " + sql, params)
         run_script(conn, "magento_orders", {
             "currency": program.currency,
             "scale": 10 ** currency_digits(program.currency),

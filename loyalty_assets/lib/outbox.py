@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import duckdb
 
 OPEN_STATUSES = ("pending", "sending", "awaiting_customer", "failed")
+# entries journaled up to this long before the last preparation began are looked at again (a
+# concurrent booking may commit entries stamped before it)
+SCOPE_MARGIN = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -31,14 +34,26 @@ class Batch:
 
 
 def prepare_batches(conn: duckdb.DuckDBPyConnection, target: str, as_of: dt.date, exclude_sources: tuple[str, ...]) -> int:
-    """Put every spendable entry not yet given to `target` into this run's per-member batches."""
+    """Put every spendable entry not yet given to `target` into this run's per-member batches.
+
+    An entry not given by the last preparation was journaled after it began or was not spendable
+    by its day (available_on later): only those are looked at (the anti-join costs the delta)."""
+    state = f"outbox:{target}"
+    started = conn.execute("SELECT now()").fetchall()[0][0]
+    row = conn.execute("SELECT refreshed_at, through_day FROM refresh_state WHERE name = ?", [state]).fetchall()
+    since, prev_as_of = (row[0][0] - SCOPE_MARGIN, row[0][1]) if row and row[0][1] else (None, None)
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE push_new AS
-           SELECT e.member_id, e.entry_id, e.points FROM ledger_entries e
-           WHERE e.booked_on <= $as_of AND e.available_on <= $as_of
-             AND NOT list_contains($exclude, e.source)
-             AND NOT EXISTS (SELECT 1 FROM outbox_entries o WHERE o.target = $target AND o.entry_id = e.entry_id)""",
-        {"as_of": as_of, "exclude": list(exclude_sources), "target": target},
+           WITH candidates AS (
+               SELECT j.entry_id, j.booked_member_id, j.points FROM ledger_journal j
+               WHERE j.booked_on <= $as_of AND j.available_on <= $as_of AND NOT list_contains($exclude, j.source)
+                 AND ($since IS NULL OR j.journaled_at >= $since OR j.available_on > $prev_as_of))
+           SELECT coalesce(r.survivor_id, c.booked_member_id) AS member_id, c.entry_id, c.points
+           FROM candidates c LEFT JOIN member_resolution r ON r.member_id = c.booked_member_id
+           WHERE c.entry_id NOT IN (SELECT o.entry_id FROM outbox_entries o WHERE o.target = $target
+                                    AND o.entry_id IN (SELECT entry_id FROM candidates))""",
+        {"as_of": as_of, "exclude": list(exclude_sources), "target": target, "since": since,
+         "prev_as_of": prev_as_of},
     )
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE push_batches AS
@@ -62,7 +77,12 @@ def prepare_batches(conn: duckdb.DuckDBPyConnection, target: str, as_of: dt.date
            ON CONFLICT DO NOTHING""",
         {"target": target},
     )
-    return conn.execute("SELECT count(*) FROM push_batches").fetchone()[0]
+    conn.execute(
+        """INSERT INTO refresh_state VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE
+           SET refreshed_at = excluded.refreshed_at, through_day = excluded.through_day""",
+        [state, started, as_of],
+    )
+    return conn.execute("SELECT count(*) FROM push_batches").fetchall()[0][0]
 
 
 def open_batches(conn: duckdb.DuckDBPyConnection, target: str) -> list[Batch]:

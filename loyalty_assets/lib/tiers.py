@@ -43,7 +43,11 @@ def evaluate_through(conn: duckdb.DuckDBPyConnection, program: Program) -> TierR
     closed, last_booked = watermark(conn, program)
     if last_booked is None:
         return TierResult([], 0)
-    done = conn.execute("SELECT max(day) FROM tier_days").fetchone()[0]
+    # the last day evaluated: the previous run's last day (rows are written only for members whose
+    # tier could change, so the last row can be days older)
+    state = conn.execute("SELECT refreshed_at, through_day FROM refresh_state WHERE name = 'tiers'").fetchall()
+    last_row = conn.execute("SELECT max(day) FROM tier_days").fetchall()[0][0]
+    done = max((d for d in (last_row, state[0][1] if state else None) if d is not None), default=None)
     if done is None:
         first = conn.execute("SELECT min(booked_on) FROM ledger_journal").fetchone()[0] or last_booked
     elif closed is not None and done <= closed:
@@ -53,8 +57,7 @@ def evaluate_through(conn: duckdb.DuckDBPyConnection, program: Program) -> TierR
         first = done  # it was still open: evaluate it again
     if first > last_booked:
         return TierResult([], 0)
-    row = conn.execute("SELECT refreshed_at FROM refresh_state WHERE name = 'tiers'").fetchone()
-    since = row[0] if row and done is not None else None
+    since = state[0][0] if state and done is not None else None
     rules = prepare_rules(conn, program)
     load_levels(conn, program)
     before = conn.execute("SELECT count(*) FROM vip_tier_changes").fetchone()[0]

@@ -6,12 +6,11 @@
 CREATE OR REPLACE TEMP TABLE tier_res AS SELECT member_id, survivor_id FROM member_resolution;
 
 CREATE OR REPLACE TEMP TABLE tier_pairs AS
-WITH order_keys AS (
-    SELECT DISTINCT order_key, customer_key AS key FROM order_versions
-    WHERE customer_key IS NOT NULL AND order_key IN (SELECT order_key FROM tier_changed)
-    UNION
-    SELECT DISTINCT order_key, email FROM order_versions
-    WHERE email IS NOT NULL AND order_key IN (SELECT order_key FROM tier_changed)
+WITH order_keys AS (   -- one scan of order_versions for both keys
+    SELECT DISTINCT order_key, key FROM (
+        SELECT order_key, unnest([customer_key, email]) AS key FROM order_versions
+        WHERE order_key IN (SELECT order_key FROM tier_changed))
+    WHERE key IS NOT NULL
 ),
 raw AS (
     SELECT k.member_id, c.booked_day AS day
