@@ -111,7 +111,9 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
         {"first": first, "tz": program.timezone},
     )
     compute_point_values(conn, rules)
-    run_script(conn, "tier_eval", {
-        "tz": program.timezone, "metric": program.tiers.metric, "period": program.tiers.period,
-        "retention": program.tiers.retention, "unit": rules["unit"]})
+    params = {"tz": program.timezone, "metric": program.tiers.metric, "period": program.tiers.period,
+              "retention": program.tiers.retention, "unit": rules["unit"]}
+    run_script(conn, "tier_contrib", params)
+    run_script(conn, "tier_metrics_rolling" if rolling else "tier_metrics", params)
+    run_script(conn, "tier_eval", params)
     return [r[0] for r in conn.execute("SELECT DISTINCT day FROM tier_new ORDER BY day").fetchall()]

@@ -1,38 +1,9 @@
 -- Tier evaluation of every pair of temp table tier_pairs at once (RULES.md §7). An order's state only
 -- changes on the days it has a version or refund, so each candidate order is valued at the first day
--- and at each day of tier_changed (compute_point_values has filled order_values/order_members for
--- them); a pair (member, D) takes each of its orders as of the last such day <= D (ASOF join).
+-- and at each day of tier_changed; tier_metrics.sql or tier_metrics_rolling.sql has summed them per
+-- pair (member, D) as of D (temp table tier_metrics).
 -- tier_days rows hold until the next row, so the retention history and the previous tier are window
 -- computations over the member's old rows and the new ones.
-CREATE OR REPLACE TEMP TABLE tier_contrib AS
-SELECT v.order_key, v.booked_day AS state_day, m.member_id, v.earning,
-       CAST(timezone($tz, v.created_at) AS DATE) AS created_day,
-       CASE WHEN $metric = 'points' THEN CAST(v.value AS DECIMAL(18, 2))
-            ELSE CAST(v.net_program_minor_any * $unit AS DECIMAL(18, 2)) END AS amount
-FROM order_values v JOIN order_members m USING (order_key, point_at);
-
-CREATE OR REPLACE TEMP TABLE tier_metrics AS
-WITH member_orders AS (
-    SELECT DISTINCT member_id, order_key FROM tier_contrib WHERE member_id IS NOT NULL
-),
-probe AS (
-    SELECT p.member_id AS pair_member, p.day, o.order_key
-    FROM tier_pairs p JOIN member_orders o USING (member_id)
-),
-as_of AS (
-    SELECT q.pair_member, q.day, c.member_id, c.earning, c.created_day, c.amount
-    FROM probe q ASOF JOIN tier_contrib c ON c.order_key = q.order_key AND q.day >= c.state_day
-)
-SELECT pair_member AS member_id, day,
-       coalesce(sum(amount) FILTER (WHERE
-           CASE $period WHEN 'lifetime' THEN TRUE
-                        WHEN 'calendar_year' THEN year(created_day) = year(day)
-                        ELSE created_day BETWEEN day - 364 AND day END), 0) AS metric,
-       coalesce(sum(amount) FILTER (WHERE $period = 'calendar_year' AND year(created_day) = year(day) - 1), 0) AS prev_metric
-FROM as_of
-WHERE earning AND member_id = pair_member
-GROUP BY ALL;
-
 CREATE OR REPLACE TEMP TABLE tier_new AS
 WITH old AS (
     SELECT coalesce(r.survivor_id, t.member_id) AS member_id, t.member_id AS row_member, t.day, t.earned_rank, t.tier_rank
