@@ -40,6 +40,7 @@ import os
 import platform as _platform
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -503,14 +504,21 @@ GROUP BY 1
 """
 
 
-def run_baseline(conn: duckdb.DuckDBPyConnection, points_per_unit) -> tuple[float, int, int]:
-    t0 = time.perf_counter()
-    conn.execute(BASELINE_SQL, {"rate": str(points_per_unit)})
-    seconds = time.perf_counter() - t0
+BASELINE_RUNS = 3
+
+
+def run_baseline(conn: duckdb.DuckDBPyConnection, points_per_unit) -> tuple[float, int, int, list[float]]:
+    """The baseline's median of BASELINE_RUNS runs (a single run drifted 3.7-6.5 s at 1M on this
+    shared machine, the first one reading cold pages), its result, and every run's seconds."""
+    runs = []
+    for _ in range(BASELINE_RUNS):
+        t0 = time.perf_counter()
+        conn.execute(BASELINE_SQL, {"rate": str(points_per_unit)})
+        runs.append(time.perf_counter() - t0)
     shoppers, points = conn.execute(
         "SELECT count(*), coalesce(sum(points), 0) FROM bench_baseline"
-    ).fetchone()
-    return seconds, int(shoppers), int(points)
+    ).fetchall()[0]
+    return statistics.median(runs), int(shoppers), int(points), [round(r, 6) for r in runs]
 
 
 # --------------------------------------------------------------------------------------------
@@ -919,11 +927,11 @@ def run_bench(
             )
 
             # ---- the baseline
-            baseline_seconds, baseline_shoppers, baseline_points = run_baseline(
+            baseline_seconds, baseline_shoppers, baseline_points, baseline_runs = run_baseline(
                 large, program.earning.points_per_unit
             )
             log(
-                f"[bench] baseline: {baseline_seconds:.3f}s, {baseline_shoppers} shoppers, {baseline_points} points"
+                f"[bench] baseline: {baseline_seconds:.3f}s (median of {baseline_runs}), {baseline_shoppers} shoppers, {baseline_points} points"
             )
 
             # ---- the full recompute, stage by stage
@@ -1055,7 +1063,7 @@ def run_bench(
 
     inc_small, inc_large = inc["small"]["seconds"], inc["large"]["seconds"]
     report = {
-        "baseline_seconds": round(baseline_seconds, 4),
+        "baseline_seconds": round(baseline_seconds, 6),
         "total_seconds": round(total_seconds, 4),
         "ratio_total_to_baseline": round(total_seconds / baseline_seconds, 2),
         "peak_rss_bytes": int(peak_rss),
@@ -1072,6 +1080,7 @@ def run_bench(
             "raw_generation": "magento only (numpy + DuckDB json_object)",
         },
         "baseline": {
+            "runs_seconds": baseline_runs,
             "shoppers": baseline_shoppers,
             "points": baseline_points,
             "query": " ".join(BASELINE_SQL.split()),
@@ -1182,7 +1191,8 @@ def format_table(report: dict) -> str:
         "",
         f"{'stage':<28}{'seconds':>10}{'x baseline':>12}{'peak RSS':>12}  detail",
         f"{'baseline (single query)':<28}{report['baseline_seconds']:>10.3f}{1:>12.2f}{'':>12}  "
-        f"{report['baseline']['shoppers']:,} shoppers, {report['baseline']['points']:,} points",
+        f"{report['baseline']['shoppers']:,} shoppers, {report['baseline']['points']:,} points "
+        f"(median of {', '.join(f'{r:.3f}' for r in report['baseline']['runs_seconds'])})",
     ]
     for st in report["stages"]:
         lines.append(

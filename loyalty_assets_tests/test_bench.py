@@ -29,6 +29,8 @@ def _check_report(report: dict) -> None:
     for key in CONTRACT_KEYS:
         assert key in report, key
     assert report["baseline_seconds"] > 0
+    runs = report["baseline"]["runs_seconds"]
+    assert len(runs) == 3 and sorted(runs)[1] == pytest.approx(report["baseline_seconds"], abs=1e-3)
     assert report["total_seconds"] > 0
     assert report["ratio_total_to_baseline"] > 0
     assert 50 * 2**20 < report["peak_rss_bytes"] < 8 * 2**30
