@@ -49,7 +49,7 @@ def _check_report(report: dict) -> None:
         report["incremental_seconds_large"] / report["incremental_seconds_small"], rel=0.01
     )
     assert report["machine"]["cpu_count"] >= 1
-    assert report["machine"]["duckdb_threads"] == 2 and report["machine"]["duckdb_memory_limit"] == "4GB"
+    assert report["machine"]["duckdb_threads"] == 2 and report["machine"]["duckdb_memory_limit"] == "3GB"
 
 
 def _check_push_and_backfill(report: dict, workdir, smile_sample: int) -> None:

@@ -381,7 +381,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
         _each(conn, batch, source, referral_row, since)
     _append(conn, "referrals", referrals)
     _append(conn, "quarantine", batch.quarantine, ignore_conflicts=True)
-    _append(conn, "raw_processed", batch.outcomes, ignore_conflicts=True)
+    _append(conn, "raw_processed", batch.outcomes)  # versions without an outcome only (_pending_sql)
     # versions once quarantined for a missing FX rate and now processed leave the quarantine
     conn.execute(
         """DELETE FROM quarantine q WHERE q.reason = 'no_fx_rate' AND EXISTS (

@@ -73,8 +73,7 @@ def prepare_batches(conn: duckdb.DuckDBPyConnection, target: str, as_of: dt.date
     )
     conn.execute(
         """INSERT INTO outbox_entries
-           SELECT $target, n.entry_id, b.batch_id FROM push_new n JOIN push_batches b USING (member_id)
-           ON CONFLICT DO NOTHING""",
+           SELECT $target, n.entry_id, b.batch_id FROM push_new n JOIN push_batches b USING (member_id)""",
         {"target": target},
     )
     conn.execute(

@@ -125,5 +125,4 @@ SELECT 'magento:' || tenant || ':' || native_id AS order_key, 'magento' AS platf
 FROM magento_sql_rows WHERE sql_ok;
 
 INSERT INTO raw_processed
-SELECT 'magento.orders', version_key, 'processed', now() FROM magento_sql_rows WHERE sql_ok
-ON CONFLICT DO NOTHING;
+SELECT 'magento.orders', version_key, 'processed', now() FROM magento_sql_rows WHERE sql_ok;

@@ -64,8 +64,9 @@ CREATE TABLE IF NOT EXISTS order_versions (
     phone            VARCHAR,
     phone_region     VARCHAR,
     discount_codes   VARCHAR,
-    mapped_at        TIMESTAMPTZ DEFAULT current_timestamp,  -- when normalized: finds late arrivals
-    PRIMARY KEY (order_key, updated_at, payload_hash)
+    mapped_at        TIMESTAMPTZ DEFAULT current_timestamp  -- when normalized: finds late arrivals
+    -- one row per (order_key, updated_at, payload_hash): normalize maps a raw version once (raw_processed).
+    -- No PRIMARY KEY: at a million versions its index cost more than the rest of normalize's writes.
 );
 ALTER TABLE order_versions ADD COLUMN IF NOT EXISTS mapped_at TIMESTAMPTZ DEFAULT current_timestamp;
 
@@ -107,8 +108,8 @@ CREATE TABLE IF NOT EXISTS raw_processed (
     source       VARCHAR NOT NULL,
     version_key  VARCHAR NOT NULL,
     outcome      VARCHAR NOT NULL CHECK (outcome IN ('processed', 'quarantined', 'waiting')),
-    processed_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (source, version_key)
+    processed_at TIMESTAMPTZ NOT NULL
+    -- one row per (source, version_key): outcomes are written for versions without one (no index, as above)
 );
 
 -- Points events that are not orders (RULES.md §6): redemptions pulled from Smile.io/LoyaltyLion,
@@ -292,8 +293,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS outbox_entries (
     target   VARCHAR NOT NULL,
     entry_id VARCHAR NOT NULL,
-    batch_id VARCHAR NOT NULL,
-    PRIMARY KEY (target, entry_id)
+    batch_id VARCHAR NOT NULL
+    -- one row per (target, entry_id): prepare_batches gives an entry only if it has none (no index, as above)
 );
 
 -- A member's record in a target (Smile.io / LoyaltyLion customer, Salesforce Contact or Lead).
