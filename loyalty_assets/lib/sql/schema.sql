@@ -241,8 +241,8 @@ CREATE TABLE IF NOT EXISTS tier_days (
     metric       DECIMAL(18, 2) NOT NULL,  -- current period, as known at the end of day
     prev_metric  DECIMAL(18, 2) NOT NULL,  -- previous calendar year, as known at the end of day
     earned_rank  INTEGER NOT NULL,
-    tier_rank    INTEGER NOT NULL,
-    PRIMARY KEY (member_id, day)
+    tier_rank    INTEGER NOT NULL
+    -- one row per (member_id, day): tier_eval.sql replaces the rows it evaluates (no index, as above)
 );
 
 CREATE TABLE IF NOT EXISTS vip_tier_changes (
@@ -398,7 +398,7 @@ LEFT JOIN member_resolution r ON r.member_id = j.booked_member_id;
 
 -- Latest known version per order with its lifecycle and refunds (CONTRACT.md §3).
 CREATE TABLE IF NOT EXISTS order_facts (
-    order_key                  VARCHAR PRIMARY KEY,
+    order_key                  VARCHAR NOT NULL,   -- one row per order (order_facts.sql replaces them; no index, as above)
     platform                   VARCHAR NOT NULL,
     store_key                  VARCHAR NOT NULL,
     order_number               VARCHAR,
