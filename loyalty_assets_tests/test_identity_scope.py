@@ -1,6 +1,7 @@
 """Identity resolution scoped to what is new (the default) gives exactly what rebuilding every member
 from all records gives, run after run: new keys, guests who register, shared family addresses
-(the same-tenant guard), phones, late records older than what is stored, must_link and cannot_link."""
+(the same-tenant guard), phones, late records older than what is stored, must_link and cannot_link,
+a cannot_link added to the configuration later."""
 
 import datetime as dt
 import random
@@ -27,7 +28,7 @@ def _state(conn) -> tuple:
 def _batches(rng: random.Random, runs: int) -> list[list[dict]]:
     """Orders over a small pool of emails, customer ids and phones, so members meet and clash."""
     emails = [f"shopper{i}@example.com" for i in range(9)]
-    next_id, batches = 1, []
+    next_id, batches = 2, [[order(1, "2024-03-01 08:00:00", email="solo@example.com", customer_id=9)]]  # never met again
     for run in range(runs):
         batch = []
         for _ in range(rng.randint(1, 6)):
@@ -48,7 +49,7 @@ def test_scoped_resolution_equals_a_rebuild_of_every_member(tmp_path):
     import yaml
 
     fx = FxTable.load(None)
-    merges = conflicts = 0
+    merges = conflicts = refused = 0
     for seed in range(8):
         rng = random.Random(seed)
         p = parse_program(yaml.safe_dump({"identity": {
@@ -60,17 +61,32 @@ def test_scoped_resolution_equals_a_rebuild_of_every_member(tmp_path):
         day = dt.date(2024, 3, 1)
         for i, batch in enumerate(_batches(rng, 8)):
             day += dt.timedelta(days=2)
+            program = p
             for conn, is_scoped in ((scoped, True), (full, False)):
-                land(conn, p, orders=batch)
-                normalize.normalize(conn, p, fx, day)
-                identity.resolve_members(conn, p, day, scoped=is_scoped)
+                land(conn, program, orders=batch)
+                normalize.normalize(conn, program, fx, day)
+                identity.resolve_members(conn, program, day, scoped=is_scoped)
             assert _state(scoped) == _state(full), f"seed {seed}, run {i}"
-        again = identity.resolve_members(scoped, p, day)
+        again = identity.resolve_members(scoped, program, day)
         assert (again.new_keys, again.merges, again.new_members) == (0, 0, 0)
         assert _state(scoped) == _state(full)
+        # the configuration changes with no new record: a cannot_link between keys already linked
+        pair = scoped.execute(
+            """SELECT c.key, e.key FROM member_keys c JOIN member_keys e USING (member_id)
+               WHERE c.key_type = 'customer_id' AND e.key_type = 'email'   -- a member no conflict names
+                 AND NOT EXISTS (SELECT 1 FROM identity_conflicts i WHERE contains(i.member_ids, c.member_id))
+               ORDER BY ALL LIMIT 1""").fetchall()
+        if pair:
+            later = parse_program(yaml.safe_dump({"identity": {"match_phone": seed % 2 == 0,
+                                                               "cannot_link": [list(pair[0])]}}))
+            for conn, is_scoped in ((scoped, True), (full, False)):
+                identity.resolve_members(conn, later, day + dt.timedelta(days=1), scoped=is_scoped)
+            assert _state(scoped) == _state(full), f"seed {seed}, configuration changed"
+            refused += scoped.execute(
+                "SELECT count(*) FROM identity_conflicts WHERE reason LIKE 'cannot_link%'").fetchall()[0][0]
         merges += len(_state(full)[1])
         conflicts += len(_state(full)[2])
         scoped.close()
         full.close()
     # the scenarios reach merges and guard refusals (else they would prove little)
-    assert merges > 0 and conflicts > 0
+    assert merges > 0 and conflicts > 0 and refused > 0

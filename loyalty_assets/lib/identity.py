@@ -223,7 +223,7 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
 def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped: bool) -> list[tuple]:
     """(email, customer key, phone key, first seen) of the records whose members can change, oldest
     first: every record with a key not in member_keys or keys of two members, and every record of
-    the members those keys belong to (and of must_link keys). The other members' records would
+    the members those keys belong to (and of keys the program names). The other members' records would
     rebuild exactly what member_keys holds, so a run costs what is new, not the history.
 
     Leaves temp tables id_scope_keys (the keys of those records) and id_scope_members."""
@@ -244,7 +244,9 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
     frame = pa.table({"phone": pa.array([p[0] for p in phones], pa.string()),
                       "region": pa.array([p[1] for p in phones], pa.string()),
                       "key": pa.array([p[2] for p in phones], pa.string())})
-    must = sorted({k for pair in program.identity.must_link for k in pair})
+    # keys the program names (must_link, cannot_link): their members are always resolved again, so a
+    # changed configuration applies as a rebuild would apply it
+    named = sorted({k for pair in (*program.identity.must_link, *program.identity.cannot_link) for k in pair})
     conn.register("_phones", frame)
     try:
         conn.execute(
@@ -269,8 +271,8 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
            WHERE (NOT $scoped OR rid IN (SELECT rid FROM seeds)) AND member_id IS NOT NULL
            UNION
            SELECT coalesce(res.survivor_id, k.member_id) FROM member_keys k
-           LEFT JOIN member_resolution res ON res.member_id = k.member_id WHERE k.key IN (SELECT unnest($must))""",
-        {"must": must, "scoped": scoped},
+           LEFT JOIN member_resolution res ON res.member_id = k.member_id WHERE k.key IN (SELECT unnest($named))""",
+        {"named": named, "scoped": scoped},
     )
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE id_scope_rids AS
@@ -282,8 +284,8 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE id_scope_keys AS
            SELECT DISTINCT key FROM id_record_owner WHERE rid IN (SELECT rid FROM id_scope_rids)
-           UNION SELECT unnest($must)""",
-        {"must": must},
+           UNION SELECT unnest($named)""",
+        {"named": named},
     )
     return conn.execute(
         """SELECT email, customer_key, phone_key, first_seen FROM id_record_keys
