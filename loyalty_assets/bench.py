@@ -53,6 +53,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from loyalty_assets.lib.warehouse import registered
+
 SUPPORTED_PLATFORMS = ("magento",)
 STAGES = ("normalize", "identity", "facts", "ledger", "tiers", "member_status", "push_prep")
 STAGE_LABELS = {
@@ -309,11 +311,8 @@ ON CONFLICT DO NOTHING
 def _land(conn: duckdb.DuckDBPyConnection, sql: str, frame: pa.Table, tz: str) -> int:
     if frame.num_rows == 0:
         return 0
-    conn.register("_bench_frame", frame)
-    try:
+    with registered(conn, "_bench_frame", frame):
         return int(conn.execute(sql.format(frame="_bench_frame"), {"tz": tz}).fetchone()[0])
-    finally:
-        conn.unregister("_bench_frame")
 
 
 def land_history(
@@ -442,8 +441,7 @@ def land_incremental_day(
             "updated_s": pa.array(start + rng.integers(0, 86400, n_done), pa.int64()),
         }
     )
-    conn.register("_bench_done", done)
-    try:
+    with registered(conn, "_bench_done", done):
         landed += int(
             conn.execute(
                 """WITH latest AS (
@@ -464,8 +462,6 @@ def land_incremental_day(
                 {"tz": tz},
             ).fetchone()[0]
         )
-    finally:
-        conn.unregister("_bench_done")
     refund_ids = existing[n_done:]
     memos = pa.table({
         "memo_id": pa.array(INCREMENTAL_MEMO_ID_BASE + np.arange(1, n_memo + 1), pa.int64()),

@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from loyalty_assets.lib.program import Program
+from loyalty_assets.lib.warehouse import registered
 
 TARGET_KEY_TYPES = {"smile": "smile_customer_id", "loyaltylion": "loyaltylion_customer_id",
                     "salesforce": "salesforce_id"}
@@ -247,15 +248,12 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
     # keys the program names (must_link, cannot_link): their members are always resolved again, so a
     # changed configuration applies as a rebuild would apply it
     named = sorted({k for pair in (*program.identity.must_link, *program.identity.cannot_link) for k in pair})
-    conn.register("_phones", frame)
-    try:
+    with registered(conn, "_phones", frame):
         conn.execute(
             """CREATE OR REPLACE TEMP TABLE id_record_keys AS
                SELECT r.*, p.key AS phone_key FROM id_records r
                LEFT JOIN _phones p ON p.phone = r.phone AND p.region IS NOT DISTINCT FROM r.phone_region"""
         )
-    finally:
-        conn.unregister("_phones")
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE id_record_owner AS
            WITH rk AS (SELECT rid, unnest([email, customer_key, phone_key]) AS key FROM id_record_keys)
@@ -295,12 +293,8 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
 
 
 def _insert_frame(conn: duckdb.DuckDBPyConnection, statement: str, rows: list[tuple], columns: list[str]) -> None:
-    frame = pa.Table.from_pylist([dict(zip(columns, r, strict=True)) for r in rows])
-    conn.register("_frame", frame)
-    try:
+    with registered(conn, "_frame", pa.Table.from_pylist([dict(zip(columns, r, strict=True)) for r in rows])):
         conn.execute(statement)
-    finally:
-        conn.unregister("_frame")
 
 
 MEMBER_OF_SQL = """

@@ -20,7 +20,7 @@ from loyalty_assets.lib.money import FxTable, currency_digits
 from loyalty_assets.lib.platforms import bigcommerce, commercetools, events, loyalty, magento, sfcc
 from loyalty_assets.lib.program import Program
 from loyalty_assets.lib.records import RecordError
-from loyalty_assets.lib.warehouse import run_script
+from loyalty_assets.lib.warehouse import registered, run_script
 
 ORDER_MAPPERS = {
     "magento.orders": magento.map_order,
@@ -119,12 +119,9 @@ def _append(conn: duckdb.DuckDBPyConnection, table: str, rows: list[dict], colum
         sample = next((v for v in frame[col] if v is not None), None)  # a column holds one type
         if isinstance(sample, Decimal):
             frame[col] = frame[col].map(lambda v: None if v is None else str(v))
-    conn.register("_rows", frame)
-    try:
+    with registered(conn, "_rows", frame):
         conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
         conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows{conflict}")
-    finally:
-        conn.unregister("_rows")
 
 
 class _Batch:

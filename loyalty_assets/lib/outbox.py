@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
+from loyalty_assets.lib.warehouse import registered
+
 OPEN_STATUSES = ("pending", "sending", "awaiting_customer", "failed")
 # entries journaled up to this long before the last preparation began are looked at again (a
 # concurrent booking may commit entries stamped before it)
@@ -101,16 +103,11 @@ def open_batches(conn: duckdb.DuckDBPyConnection, target: str) -> list[Batch]:
     return [Batch(*r) for r in rows]
 
 
-def _frame(conn: duckdb.DuckDBPyConnection, columns: dict[str, list], statements: list[tuple[str, dict]]) -> None:
-    """Run set-based statements over `columns` registered as _chunk (one UPDATE for a chunk, not a
-    statement per batch: each costs a scan of sync_log, which has no index)."""
-    conn.register("_chunk", pa.table({k: pa.array(v, pa.int32() if k == "attempt" or k == "http_status" else pa.string())
-                                      for k, v in columns.items()}))
-    try:
-        for sql, params in statements:
-            conn.execute(sql, params)
-    finally:
-        conn.unregister("_chunk")
+def _chunk(columns: dict[str, list]) -> pa.Table:
+    """A chunk's rows as table _chunk: one UPDATE for the chunk, not a statement per batch (each
+    costs a scan of sync_log, which has no index). Counts are integers, everything else text."""
+    return pa.table({k: pa.array(v, pa.int32() if k in ("attempt", "http_status") else pa.string())
+                     for k, v in columns.items()})
 
 
 def mark_sending(conn: duckdb.DuckDBPyConnection, target: str, batches: list[Batch], run_id: str | None) -> dict[str, str]:
@@ -119,18 +116,17 @@ def mark_sending(conn: duckdb.DuckDBPyConnection, target: str, batches: list[Bat
     correlation = {b.batch_id: str(uuid.uuid4()) for b in batches}
     if not batches:
         return correlation
-    _frame(conn, {
+    with registered(conn, "_chunk", _chunk({
         "batch_id": [b.batch_id for b in batches],
         "correlation_id": [correlation[b.batch_id] for b in batches],
         "attempt": [b.attempts + 1 for b in batches],
         "summary": [summary(b) for b in batches],
-    }, [
-        ("""UPDATE outbox o SET status = 'sending', attempts = o.attempts + 1, updated_at = $now
-            FROM _chunk c WHERE o.batch_id = c.batch_id""", {"now": now}),
-        ("""INSERT INTO sync_log SELECT correlation_id, $run_id, $target, 'points_transaction', batch_id, attempt,
-                   'started', NULL, NULL, summary, $now, NULL FROM _chunk""",
-         {"now": now, "run_id": run_id, "target": target}),
-    ])
+    })):
+        conn.execute("""UPDATE outbox o SET status = 'sending', attempts = o.attempts + 1, updated_at = $now
+                        FROM _chunk c WHERE o.batch_id = c.batch_id""", {"now": now})
+        conn.execute("""INSERT INTO sync_log SELECT correlation_id, $run_id, $target, 'points_transaction', batch_id,
+                               attempt, 'started', NULL, NULL, summary, $now, NULL FROM _chunk""",
+                     {"now": now, "run_id": run_id, "target": target})
     return correlation
 
 
@@ -151,7 +147,7 @@ def record_outcomes(conn: duckdb.DuckDBPyConnection, target: str, batches: list[
         return
     now = dt.datetime.now(dt.UTC)
     by_id = {b.batch_id: b for b in batches}
-    _frame(conn, {
+    with registered(conn, "_chunk", _chunk({
         "batch_id": [o.batch_id for o in outcomes],
         "status": [o.status for o in outcomes],
         "last_error": [None if o.status == "sent" else o.message for o in outcomes],
@@ -162,19 +158,19 @@ def record_outcomes(conn: duckdb.DuckDBPyConnection, target: str, batches: list[
         "http_status": [o.http_status for o in outcomes],
         "message": [o.message for o in outcomes],
         "correlation_id": [correlation[o.batch_id] for o in outcomes],
-    }, [
-        ("""UPDATE outbox o SET status = c.status, last_error = c.last_error,
-                   external_customer_id = coalesce(c.external_customer_id, o.external_customer_id),
-                   external_ref = coalesce(c.external_ref, o.external_ref), updated_at = $now,
-                   sent_at = CASE WHEN c.status = 'sent' THEN $now ELSE o.sent_at END
-            FROM _chunk c WHERE o.batch_id = c.batch_id""", {"now": now}),
-        ("""INSERT INTO target_links
-            SELECT DISTINCT ON (member_id) $target, member_id, external_customer_id, matched_by, $now FROM _chunk
-            WHERE external_customer_id IS NOT NULL AND matched_by IS NOT NULL ON CONFLICT DO NOTHING""",
-         {"now": now, "target": target}),
-        ("""UPDATE sync_log s SET status = c.status, http_status = c.http_status, message = c.message, finished_at = $now
-            FROM _chunk c WHERE s.correlation_id = c.correlation_id""", {"now": now}),
-    ])
+    })):
+        conn.execute("""UPDATE outbox o SET status = c.status, last_error = c.last_error,
+                               external_customer_id = coalesce(c.external_customer_id, o.external_customer_id),
+                               external_ref = coalesce(c.external_ref, o.external_ref), updated_at = $now,
+                               sent_at = CASE WHEN c.status = 'sent' THEN $now ELSE o.sent_at END
+                        FROM _chunk c WHERE o.batch_id = c.batch_id""", {"now": now})
+        conn.execute("""INSERT INTO target_links
+                        SELECT DISTINCT ON (member_id) $target, member_id, external_customer_id, matched_by, $now
+                        FROM _chunk WHERE external_customer_id IS NOT NULL AND matched_by IS NOT NULL
+                        ON CONFLICT DO NOTHING""", {"now": now, "target": target})
+        conn.execute("""UPDATE sync_log s SET status = c.status, http_status = c.http_status, message = c.message,
+                               finished_at = $now
+                        FROM _chunk c WHERE s.correlation_id = c.correlation_id""", {"now": now})
 
 
 def summary(b: Batch) -> str:

@@ -10,6 +10,8 @@ import duckdb
 import pandas as pd
 import simplejson
 
+from loyalty_assets.lib.warehouse import registered
+
 
 def payload_text(record: object) -> str:
     """Native JSON back out, Decimal numbers unchanged (never through float)."""
@@ -47,14 +49,11 @@ def insert_versions(
     if not rows:
         return 0, 0
     frame = pd.DataFrame(rows).drop_duplicates(subset=["record_id", "modified_at", "payload_hash"])
-    conn.register("_raw", frame)
-    try:
+    with registered(conn, "_raw", frame):
         new = conn.execute(
             """INSERT INTO raw_records BY NAME
                SELECT source, tenant, record_id, modified_at, payload_hash, CAST(payload AS JSON) AS payload,
                       partition_day, fetched_at FROM _raw
                ON CONFLICT DO NOTHING"""
         ).fetchone()[0]
-    finally:
-        conn.unregister("_raw")
     return len(rows), int(new)

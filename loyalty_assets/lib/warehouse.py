@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
@@ -62,3 +64,14 @@ def run_script(conn: duckdb.DuckDBPyConnection, name: str, params: dict | None =
             continue
         used = {k: v for k, v in params.items() if re.search(rf"\${k}\b", statement)}
         conn.execute(statement, used or None)
+
+
+@contextmanager
+def registered(conn: duckdb.DuckDBPyConnection, name: str, frame: object) -> Iterator[None]:
+    """`frame` (Arrow or pandas) readable as table `name` inside the block: rows go in set-based,
+    one statement for all of them (executemany costs milliseconds a row in DuckDB)."""
+    conn.register(name, frame)
+    try:
+        yield
+    finally:
+        conn.unregister(name)

@@ -17,6 +17,7 @@ from decimal import Decimal
 import pyarrow as pa
 
 from loyalty_assets.defs.partitions import PROGRAM
+from loyalty_assets.lib.warehouse import registered
 
 SAFETY_MAX_FRACTION = 0.8
 MEMBER_FIELDS = (
@@ -192,16 +193,13 @@ def save_sync_state(conn, rows: list[tuple]) -> None:
     columns = list(zip(*latest.values(), strict=True))
     names = ["target", "object", "record_key", "values_hash", "pushed_at", "pushed_values"]
     types = [pa.string()] * 4 + [pa.timestamp("us", tz="UTC"), pa.string()]
-    conn.register("_sync_state_rows", pa.table([pa.array(c, t) for c, t in zip(columns, types, strict=True)],
-                                               names=names))
-    try:
+    frame = pa.table([pa.array(c, t) for c, t in zip(columns, types, strict=True)], names=names)
+    with registered(conn, "_sync_state_rows", frame):
         conn.execute(
             """INSERT INTO sync_state SELECT * FROM _sync_state_rows
                ON CONFLICT (target, object, record_key) DO UPDATE SET values_hash = excluded.values_hash,
                    pushed_at = excluded.pushed_at, pushed_values = excluded.pushed_values"""
         )
-    finally:
-        conn.unregister("_sync_state_rows")
 
 
 def _creation_fields(item: dict, obj: str) -> dict:
