@@ -417,9 +417,6 @@ def test_push_preparation_gives_every_spendable_entry_once_however_late(conn):
         due = conn.execute("SELECT entry_id FROM ledger_entries WHERE available_on <= ? ORDER BY 1", [day]).fetchall()
         assert given == due, day
         assert conn.execute("SELECT count(*) = count(DISTINCT entry_id) FROM outbox_entries").fetchall() == [(True,)]
-        # the next run is days later: what was journaled and prepared so far is older than the margin
-        conn.execute("UPDATE ledger_journal SET journaled_at = journaled_at - INTERVAL 3 DAY")
-        conn.execute("UPDATE refresh_state SET refreshed_at = refreshed_at - INTERVAL 3 DAY")
         return len(given)
 
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00"), order(2, "2024-03-05 10:00:00", email="bo@example.com")])
@@ -436,6 +433,47 @@ def test_push_preparation_gives_every_spendable_entry_once_however_late(conn):
     outbox.prepare_batches(conn, "smile", D(2024, 3, 12), ("smile",))  # an earlier day again
     conn.execute("COMMIT")
     assert prepare(D(2024, 3, 20)) == 3
+
+
+def test_a_booking_and_a_push_preparation_that_overlap_cannot_both_commit(conn):
+    """The preparation looks only at entries journaled since the previous one began; a booking that
+    began before it and committed after it would be missed for good, so one of the two must fail."""
+    import duckdb
+    from pipeline import FAR_FUTURE as FAR
+
+    from loyalty_assets.lib import identity, ledger, normalize, outbox
+    from loyalty_assets.lib.money import FxTable
+
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00")])
+    process(conn, p, D(2024, 3, 2))
+    land(conn, p, orders=[order(2, "2024-03-03 10:00:00", email="bo@example.com")])
+    normalize.normalize(conn, p, FxTable.load(None), D(2024, 3, 4))
+    identity.resolve_members(conn, p, D(2024, 3, 4))
+    booker, preparer = conn.cursor(), conn.cursor()
+
+    def given():
+        return conn.execute("SELECT count(*) FROM outbox_entries").fetchall()[0][0]
+
+    # a preparation holds the journal: the booking fails and books nothing
+    preparer.execute("BEGIN")
+    outbox.prepare_batches(preparer, "smile", D(2024, 3, 3), ("smile",))
+    with pytest.raises(duckdb.TransactionException):
+        ledger.book_through(booker, p, D(2024, 3, 4), FAR)
+    preparer.execute("COMMIT")
+    assert given() == 1
+    assert conn.execute("SELECT count(*) FROM ledger_journal").fetchall() == [(1,)]
+    # a booking committed after the preparation began: the preparation fails, the next one gives it
+    preparer.execute("BEGIN")
+    preparer.execute("SELECT count(*) FROM ledger_journal").fetchall()
+    ledger.book_through(booker, p, D(2024, 3, 4), FAR)
+    with pytest.raises(duckdb.TransactionException):
+        outbox.prepare_batches(preparer, "smile", D(2024, 3, 4), ("smile",))
+    preparer.execute("ROLLBACK")
+    preparer.execute("BEGIN")
+    outbox.prepare_batches(preparer, "smile", D(2024, 3, 4), ("smile",))
+    preparer.execute("COMMIT")
+    assert given() == 2
 
 
 def test_late_order_for_a_closed_day_moves_the_tier_on_the_first_open_day(conn):

@@ -150,6 +150,14 @@ def scope_booking_points(
     return conn.execute("SELECT count(*) FROM state_points").fetchone()[0]
 
 
+def hold_journal(conn: duckdb.DuckDBPyConnection) -> None:
+    """Bookings and outbox preparations update one row in their transaction, so DuckDB refuses one
+    of two that overlap ("Conflict on update"): no booking commits entries stamped before a
+    preparation that could not see them, which lets it look only at entries journaled since the
+    previous one began."""
+    conn.execute("UPDATE refresh_state SET refreshed_at = now() WHERE name = 'journal_writer'")
+
+
 def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
     clash = conn.execute(
         """SELECT n.entry_id FROM new_entries n JOIN ledger_journal j USING (entry_id)
@@ -215,6 +223,7 @@ def book_through(
     # commit per day was most of a year's booking time; entry ids make a re-run book nothing twice).
     conn.execute("BEGIN")
     try:
+        hold_journal(conn)
         # every order entry of every day in one set-based pass (RULES.md §6: each day books the
         # value at its end minus what was booked before); then, day by day, what depends on them
         scope_booking_points(conn, program, days, late_since)

@@ -16,12 +16,10 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
+from loyalty_assets.lib.ledger import hold_journal
 from loyalty_assets.lib.warehouse import registered
 
 OPEN_STATUSES = ("pending", "sending", "awaiting_customer", "failed")
-# entries journaled up to this long before the last preparation began are looked at again (a
-# concurrent booking may commit entries stamped before it)
-SCOPE_MARGIN = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -40,11 +38,13 @@ def prepare_batches(conn: duckdb.DuckDBPyConnection, target: str, as_of: dt.date
     """Put every spendable entry not yet given to `target` into this run's per-member batches.
 
     An entry not given by the last preparation was journaled after it began or was not spendable
-    by its day (available_on later): only those are looked at (the anti-join costs the delta)."""
+    by its day (available_on later): only those are looked at (the anti-join costs the delta).
+    Runs inside the caller's transaction, which hold_journal keeps from overlapping a booking."""
     state = f"outbox:{target}"
+    hold_journal(conn)
     started = conn.execute("SELECT now()").fetchall()[0][0]
     row = conn.execute("SELECT refreshed_at, through_day FROM refresh_state WHERE name = ?", [state]).fetchall()
-    since, prev_as_of = (row[0][0] - SCOPE_MARGIN, row[0][1]) if row and row[0][1] else (None, None)
+    since, prev_as_of = (row[0][0], row[0][1]) if row and row[0][1] else (None, None)
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE push_new AS
            WITH candidates AS (

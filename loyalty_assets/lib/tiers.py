@@ -87,7 +87,18 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
     rolling = program.tiers.period == "rolling_365"
     run_script(conn, "tier_pairs", {
         "tz": program.timezone, "first": first, "last": last, "rolling": rolling,
-        "retention": program.tiers.retention, "calendar": program.tiers.period == "calendar_year"})
+        "retention": program.tiers.retention})
+    new_years = [dt.date(y, 1, 1) for y in range(first.year, last.year + 1) if first <= dt.date(y, 1, 1) <= last]
+    if program.tiers.period == "calendar_year" and new_years:  # a new calendar year: everybody
+        conn.execute(
+            """INSERT INTO tier_pairs
+               SELECT DISTINCT coalesce(r.survivor_id, m.member_id), y.day
+               FROM (SELECT member_id FROM order_facts UNION SELECT member_id FROM tier_days) m
+               LEFT JOIN tier_res r USING (member_id), (SELECT unnest(CAST($days AS DATE[])) AS day) y
+               WHERE m.member_id IS NOT NULL
+               EXCEPT SELECT member_id, day FROM tier_pairs""",
+            {"days": new_years},
+        )
     if rolling and program.tiers.retention == "next_period":
         # a row written on day d is an event 365 and 366 days later (its level leaves the window)
         while conn.execute(

@@ -2,7 +2,8 @@
 -- one of the member's orders changed (temp table tier_changed: (order_key, booked_day), late arrivals
 -- on the first day), an order leaving the rolling window, an earned level leaving the retention
 -- window, a merge since the last evaluation (first day), and every member on 1 January with
--- calendar-year periods. Members are resolved to their survivors.
+-- calendar-year periods (tiers.py adds those: only a run that holds a 1 January scans every member).
+-- Members are resolved to their survivors.
 CREATE OR REPLACE TEMP TABLE tier_res AS SELECT member_id, survivor_id FROM member_resolution;
 
 CREATE OR REPLACE TEMP TABLE tier_pairs AS
@@ -27,11 +28,6 @@ raw AS (
     SELECT survivor_id, CAST($first AS DATE) FROM member_merges WHERE merged_on >= CAST($first AS DATE) - 1
     UNION ALL
     SELECT absorbed_id, CAST($first AS DATE) FROM member_merges WHERE merged_on >= CAST($first AS DATE) - 1
-    UNION ALL   -- a new calendar year: everybody
-    SELECT m.member_id, y.day
-    FROM (SELECT member_id FROM order_facts UNION SELECT member_id FROM tier_days) m,
-         (SELECT make_date(CAST(y AS INTEGER), 1, 1) AS day FROM range(year(CAST($first AS DATE)), year(CAST($last AS DATE)) + 1) r(y)) y
-    WHERE $calendar AND y.day BETWEEN CAST($first AS DATE) AND CAST($last AS DATE)
 )
 SELECT DISTINCT coalesce(r.survivor_id, raw.member_id) AS member_id, raw.day
 FROM raw LEFT JOIN tier_res r ON r.member_id = raw.member_id
