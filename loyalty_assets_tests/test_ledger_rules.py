@@ -490,3 +490,19 @@ def test_late_order_for_a_closed_day_moves_the_tier_on_the_first_open_day(conn):
     changes = conn.execute("SELECT changed_on, from_tier, to_tier FROM vip_tier_changes").fetchall()
     assert changes == [(D(2024, 3, 5), "Bronze", "Silver")]
     assert conn.execute("SELECT count(*) FROM tier_days WHERE day BETWEEN '2024-03-02' AND '2024-03-04'").fetchall() == [(0,)]
+
+
+def test_an_entry_id_booked_again_with_other_content_is_refused(conn):
+    """Entry ids make a re-run book nothing twice; the same id with other points means the rules
+    changed under the same rule version, which must stop the run rather than be skipped."""
+    from loyalty_assets.lib import ledger
+
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00")])
+    process(conn, p, D(2024, 3, 2))
+    conn.execute("CREATE OR REPLACE TEMP TABLE new_entries AS SELECT * FROM ledger_journal")
+    assert ledger._insert_entries(conn) == 0  # the same entries again: nothing added
+    conn.execute("UPDATE new_entries SET points = points + 1")
+    with pytest.raises(ledger.LedgerIntegrityError, match="different content"):
+        ledger._insert_entries(conn)
+    assert conn.execute("SELECT count(*) FROM ledger_journal").fetchall() == [(1,)]

@@ -2,15 +2,16 @@
 -- booked so far add up to. Rate, multiplier, rounding and rule version come from the order's earn
 -- entry once it has one: an order is valued for ever with the rules in force when it first earned.
 CREATE OR REPLACE TEMP TABLE order_values AS
-WITH booked AS (
-    SELECT order_key, sum(points)::BIGINT AS booked_points
+WITH journal AS (   -- one scan of the journal: what was booked, and the earn entry (one per order)
+    SELECT order_key, sum(points)::BIGINT AS booked_points,
+           min(booked_on) FILTER (WHERE kind = 'earn') AS trigger_day,
+           arg_min(rate, booked_on) FILTER (WHERE kind = 'earn') AS rate,
+           arg_min(multiplier, booked_on) FILTER (WHERE kind = 'earn') AS multiplier,
+           arg_min(rounding, booked_on) FILTER (WHERE kind = 'earn') AS rounding,
+           arg_min(rule_version, booked_on) FILTER (WHERE kind = 'earn') AS rule_version
     FROM ledger_journal
     WHERE order_key IN (SELECT order_key FROM order_state) AND kind IN ('earn', 'adjust', 'clawback')
     GROUP BY order_key
-),
-earn AS (
-    SELECT order_key, booked_on AS trigger_day, rate, multiplier, rounding, rule_version
-    FROM ledger_journal WHERE kind = 'earn' AND order_key IN (SELECT order_key FROM order_state)
 ),
 priced AS (
     SELECT s.*,
@@ -19,11 +20,10 @@ priced AS (
            coalesce(e.rounding, $rounding) AS use_rounding,
            coalesce(e.rule_version, $rule_version) AS use_rule_version,
            e.trigger_day,
-           coalesce(b.booked_points, 0) AS booked_points,
+           coalesce(e.booked_points, 0) AS booked_points,
            s.life_rank >= $trigger_rank AND s.life_rank < 3 AS earning
     FROM order_state s
-    LEFT JOIN booked b USING (order_key)
-    LEFT JOIN earn e USING (order_key)
+    LEFT JOIN journal e USING (order_key)
     LEFT JOIN store_multipliers sm ON sm.store_key = s.store_key
 )
 SELECT *,
