@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 from magento_factory import memo, order
-from pipeline import entries, land, process, status_of
+from pipeline import FAR_FUTURE, entries, land, process, status_of
 
 from loyalty_assets.lib import warehouse
 from loyalty_assets.lib.program import parse_program
@@ -439,7 +439,6 @@ def test_a_booking_and_a_push_preparation_that_overlap_cannot_both_commit(conn):
     """The preparation looks only at entries journaled since the previous one began; a booking that
     began before it and committed after it would be missed for good, so one of the two must fail."""
     import duckdb
-    from pipeline import FAR_FUTURE as FAR
 
     from loyalty_assets.lib import identity, ledger, normalize, outbox
     from loyalty_assets.lib.money import FxTable
@@ -459,14 +458,14 @@ def test_a_booking_and_a_push_preparation_that_overlap_cannot_both_commit(conn):
     preparer.execute("BEGIN")
     outbox.prepare_batches(preparer, "smile", D(2024, 3, 3), ("smile",))
     with pytest.raises(duckdb.TransactionException):
-        ledger.book_through(booker, p, D(2024, 3, 4), FAR)
+        ledger.book_through(booker, p, D(2024, 3, 4), FAR_FUTURE)
     preparer.execute("COMMIT")
     assert given() == 1
     assert conn.execute("SELECT count(*) FROM ledger_journal").fetchall() == [(1,)]
     # a booking committed after the preparation began: the preparation fails, the next one gives it
     preparer.execute("BEGIN")
     preparer.execute("SELECT count(*) FROM ledger_journal").fetchall()
-    ledger.book_through(booker, p, D(2024, 3, 4), FAR)
+    ledger.book_through(booker, p, D(2024, 3, 4), FAR_FUTURE)
     with pytest.raises(duckdb.TransactionException):
         outbox.prepare_batches(preparer, "smile", D(2024, 3, 4), ("smile",))
     preparer.execute("ROLLBACK")

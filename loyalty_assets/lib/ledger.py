@@ -161,21 +161,21 @@ def hold_journal(conn: duckdb.DuckDBPyConnection) -> None:
 def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
     # one scan of the journal finds the ids already booked, for the clash check and the insert
     conn.execute(
-        """CREATE OR REPLACE TEMP TABLE booked_before AS
+        """CREATE OR REPLACE TEMP TABLE already_booked AS
            SELECT n.entry_id,
                   j.points <> n.points OR j.kind <> n.kind OR j.booked_on <> n.booked_on
                   OR (n.event_key IS NULL AND coalesce(j.order_key, '') <> coalesce(n.order_key, ''))
                   OR coalesce(j.event_key, '') <> coalesce(n.event_key, '') AS clash
            FROM new_entries n JOIN ledger_journal j USING (entry_id)"""
     )
-    clash = conn.execute("SELECT entry_id FROM booked_before WHERE clash ORDER BY entry_id LIMIT 5").fetchall()
+    clash = conn.execute("SELECT entry_id FROM already_booked WHERE clash ORDER BY entry_id LIMIT 5").fetchall()
     if clash:
         raise LedgerIntegrityError(
             f"entry ids already booked with different content: {[c[0] for c in clash]}"
         )
     return conn.execute(
         """INSERT INTO ledger_journal BY NAME
-           SELECT * FROM new_entries WHERE entry_id NOT IN (SELECT entry_id FROM booked_before)"""
+           SELECT * FROM new_entries WHERE entry_id NOT IN (SELECT entry_id FROM already_booked)"""
     ).fetchone()[0]
 
 
