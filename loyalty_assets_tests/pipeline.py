@@ -27,6 +27,12 @@ def land(conn: duckdb.DuckDBPyConnection, program: Program, orders=(), memos=(),
         )
 
 
+def map_and_resolve(conn: duckdb.DuckDBPyConnection, program: Program, through: dt.date) -> None:
+    """The first two steps of `process` only: new raw versions mapped, identities resolved."""
+    normalize.normalize(conn, program, FxTable.load(None), through)
+    identity.resolve_members(conn, program, through)
+
+
 def process(conn: duckdb.DuckDBPyConnection, program: Program, through: dt.date,
             now: dt.datetime = FAR_FUTURE, fx: FxTable | None = None) -> ledger.BookingResult:
     """Normalize, resolve identities, book the ledger up to `through`, evaluate tiers, refresh status."""

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 from magento_factory import memo, order
-from pipeline import FAR_FUTURE, entries, land, process, status_of
+from pipeline import FAR_FUTURE, entries, land, map_and_resolve, process, status_of
 
 from loyalty_assets.lib import warehouse
 from loyalty_assets.lib.program import parse_program
@@ -440,15 +440,13 @@ def test_a_booking_and_a_push_preparation_that_overlap_cannot_both_commit(conn):
     began before it and committed after it would be missed for good, so one of the two must fail."""
     import duckdb
 
-    from loyalty_assets.lib import identity, ledger, normalize, outbox
-    from loyalty_assets.lib.money import FxTable
+    from loyalty_assets.lib import ledger, outbox
 
     p = program()
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00")])
     process(conn, p, D(2024, 3, 2))
     land(conn, p, orders=[order(2, "2024-03-03 10:00:00", email="bo@example.com")])
-    normalize.normalize(conn, p, FxTable.load(None), D(2024, 3, 4))
-    identity.resolve_members(conn, p, D(2024, 3, 4))
+    map_and_resolve(conn, p, D(2024, 3, 4))
     booker, preparer = conn.cursor(), conn.cursor()
 
     def given():
@@ -505,3 +503,19 @@ def test_an_entry_id_booked_again_with_other_content_is_refused(conn):
     with pytest.raises(ledger.LedgerIntegrityError, match="different content"):
         ledger._insert_entries(conn)
     assert conn.execute("SELECT count(*) FROM ledger_journal").fetchall() == [(1,)]
+
+
+def test_a_booking_reads_no_order_facts_row_older_than_the_orders_versions(conn):
+    """Points after an order's last change take its state from order_facts, unless a version of it
+    was mapped after the facts refresh (here the booking runs without one)."""
+    from loyalty_assets.lib import ledger
+
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00")])
+    process(conn, p, D(2024, 3, 1))
+    land(conn, p, orders=[order(1, "2024-03-02 10:00:00", subtotal="150.00")])
+    map_and_resolve(conn, p, D(2024, 3, 2))
+    ledger.book_through(conn, p, D(2024, 3, 2), FAR_FUTURE)  # order_facts still holds the 1 March state
+    assert [e[1:4] for e in entries(conn)] == [("earn", 100, D(2024, 3, 1)), ("adjust", 50, D(2024, 3, 2))]
+    process(conn, p, D(2024, 3, 2))  # the facts refresh catches up; nothing is booked twice
+    assert sum(e[2] for e in entries(conn)) == 150

@@ -100,6 +100,7 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
     """Bring member_keys, member_merges and identity_conflicts up to date with every known record.
 
     `scoped=False` rebuilds every member from all records (the tests compare both ways)."""
+    started = conn.execute("SELECT now()").fetchall()[0][0]
     records = _records_in_scope(conn, program, scoped)
     first_seen: dict[str, dt.datetime] = {}
     for email, customer_key, phone, seen in records:
@@ -211,6 +212,11 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
                     day,
                 ],
             )
+        conn.execute(
+            """INSERT INTO refresh_state VALUES ('identity', ?, NULL) ON CONFLICT (name) DO UPDATE
+               SET refreshed_at = excluded.refreshed_at""",
+            [started],
+        )
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
@@ -228,15 +234,17 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
     rebuild exactly what member_keys holds, so a run costs what is new, not the history.
 
     Leaves temp tables id_scope_keys (the keys of those records) and id_scope_members."""
-    conn.execute(
-        """CREATE OR REPLACE TEMP TABLE id_records AS
-           SELECT row_number() OVER () AS rid, * FROM (
-               SELECT email, customer_key, phone, phone_region, min(updated_at) AS first_seen FROM (
-                   SELECT email, customer_key, phone, phone_region, updated_at FROM order_versions
-                   UNION ALL
-                   SELECT email, customer_key, NULL, NULL, updated_at FROM customer_versions
-               ) WHERE email IS NOT NULL OR customer_key IS NOT NULL GROUP BY ALL)"""
-    )
+    # keys the program names (must_link, cannot_link): their members are always resolved again, so a
+    # changed configuration applies as a rebuild would apply it
+    named = sorted({k for pair in (*program.identity.must_link, *program.identity.cannot_link) for k in pair})
+    since = None
+    if scoped and not program.identity.match_phone:  # phone keys are only known by parsing every phone
+        state = conn.execute("SELECT refreshed_at FROM refresh_state WHERE name = 'identity'").fetchall()
+        since = state[0][0] if state else None
+    if since is None:
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE id_records AS {_RECORDS_SQL.format(where='TRUE')}")
+    else:
+        _records_near_new(conn, since, named)
     # phones are identity keys only when the program says so (RULES.md §8), in E.164
     phones = []
     if program.identity.match_phone:
@@ -245,9 +253,6 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
     frame = pa.table({"phone": pa.array([p[0] for p in phones], pa.string()),
                       "region": pa.array([p[1] for p in phones], pa.string()),
                       "key": pa.array([p[2] for p in phones], pa.string())})
-    # keys the program names (must_link, cannot_link): their members are always resolved again, so a
-    # changed configuration applies as a rebuild would apply it
-    named = sorted({k for pair in (*program.identity.must_link, *program.identity.cannot_link) for k in pair})
     with registered(conn, "_phones", frame):
         conn.execute(
             """CREATE OR REPLACE TEMP TABLE id_record_keys AS
@@ -290,6 +295,59 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
            WHERE rid IN (SELECT rid FROM id_scope_rids)
            ORDER BY first_seen, customer_key NULLS LAST, email, phone NULLS LAST"""
     ).fetchall()
+
+
+# every distinct record (its keys, first seen) of the versions matching {where}
+_RECORDS_SQL = """
+    SELECT row_number() OVER () AS rid, * FROM (
+        SELECT email, customer_key, phone, phone_region, min(updated_at) AS first_seen FROM (
+            SELECT email, customer_key, phone, phone_region, updated_at FROM order_versions WHERE {where}
+            UNION ALL
+            SELECT email, customer_key, NULL, NULL, updated_at FROM customer_versions WHERE {where}
+        ) WHERE email IS NOT NULL OR customer_key IS NOT NULL GROUP BY ALL)"""
+
+_SEED_KEYS_SQL = """   -- the keys of the seeds among the records: those with a key of no member or keys of two
+    WITH owners AS (
+        SELECT rid, u.key, coalesce(res.survivor_id, k.member_id) AS member_id
+        FROM {records}, unnest([email, customer_key]) u(key)
+        LEFT JOIN member_keys k ON k.key = u.key LEFT JOIN member_resolution res ON res.member_id = k.member_id
+        WHERE u.key IS NOT NULL),
+    seeds AS (SELECT rid FROM owners GROUP BY rid
+              HAVING count(*) FILTER (WHERE member_id IS NULL) > 0 OR count(DISTINCT member_id) > 1)
+    SELECT DISTINCT key FROM owners WHERE rid IN (SELECT rid FROM seeds)"""
+
+_OWNED_KEYS_SQL = """   -- every key of the members owning a key of id_keys
+    SELECT k.key FROM member_keys k LEFT JOIN member_resolution res ON res.member_id = k.member_id
+    WHERE coalesce(res.survivor_id, k.member_id) IN (
+        SELECT coalesce(r2.survivor_id, k2.member_id) FROM member_keys k2
+        LEFT JOIN member_resolution r2 ON r2.member_id = k2.member_id
+        WHERE k2.key IN (SELECT key FROM id_keys))"""
+
+
+def _records_near_new(conn: duckdb.DuckDBPyConnection, since: dt.datetime, named: list[str]) -> None:
+    """id_records := the seeds (records with a key no member has, or keys of two members) among the
+    versions mapped since the last run and among the records of refused links (identity_conflicts:
+    their keys stay with two members), plus every record sharing a key with their members, grown
+    until it holds every seed it reaches and all records of those seeds' members. It gives what
+    scanning every record gives (test_identity_scope.py) and reads the history only by key."""
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE id_keys AS
+            {_SEED_KEYS_SQL.format(records=f"({_RECORDS_SQL.format(where='mapped_at > $since')})")}
+            UNION SELECT unnest(CAST($named AS VARCHAR[]))
+            UNION SELECT key FROM identity_conflicts  -- a refused link's record stays a seed (keys of two members)""",
+        {"since": since, "named": named},
+    )
+    while True:
+        conn.execute(f"INSERT INTO id_keys {_OWNED_KEYS_SQL} EXCEPT SELECT key FROM id_keys")
+        conn.execute(
+            "CREATE OR REPLACE TEMP TABLE id_records AS "
+            + _RECORDS_SQL.format(where="(email IN (SELECT key FROM id_keys) OR customer_key IN (SELECT key FROM id_keys))")
+        )
+        grown = conn.execute(
+            f"INSERT INTO id_keys {_SEED_KEYS_SQL.format(records='id_records')} EXCEPT SELECT key FROM id_keys"
+        ).fetchall()[0][0]
+        if not grown:
+            return
 
 
 def _insert_frame(conn: duckdb.DuckDBPyConnection, statement: str, rows: list[tuple], columns: list[str]) -> None:

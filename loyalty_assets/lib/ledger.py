@@ -101,22 +101,35 @@ def prepare_rules(conn: duckdb.DuckDBPyConnection, program: Program) -> dict:
 
 
 def compute_order_values(
-    conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date, rules: dict, scoped: bool = False
+    conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date, rules: dict, scoped: bool = False,
+    from_facts: bool = False,
 ) -> None:
     """Fill temp tables order_state, order_members and order_values as of the end of `day`.
 
-    `scoped`: only the orders in temp table order_scope, so a day costs what changed that day."""
+    `scoped`: only the orders in temp table order_scope, so a day costs what changed that day.
+    `from_facts`: see compute_point_values (off for order_facts itself and for the checks, which
+    recompute from the versions)."""
     source = "order_scope" if scoped else "(SELECT DISTINCT order_key FROM order_versions)"
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE state_points AS SELECT order_key, $asof AS point_at, $day AS booked_day FROM {source}",
         {"asof": day_end_utc(day, program), "day": day},
     )
-    compute_point_values(conn, rules)
+    compute_point_values(conn, rules, from_facts)
 
 
-def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict) -> None:
-    """order_state, order_members and order_values for every (order_key, point_at) of temp table state_points."""
+def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_facts: bool = True) -> None:
+    """order_state, order_members and order_values for every (order_key, point_at) of temp table
+    state_points. `from_facts`: points after an order's last change take its state from order_facts
+    (one row) rather than from all its versions (most points of a day's run and of a full booking)."""
+    facts_at = None
+    if from_facts:
+        row = conn.execute("SELECT refreshed_at FROM refresh_state WHERE name = 'order_facts'").fetchall()
+        facts_at = row[0][0] if row else None
+    if facts_at is not None:
+        run_script(conn, "order_state_known", {"facts_at": facts_at})
     run_script(conn, "order_state_asof")
+    if facts_at is not None:
+        conn.execute("INSERT INTO order_state BY NAME SELECT * FROM order_state_known")
     run_script(conn, "order_members")
     run_script(conn, "order_values", rules)
 

@@ -89,7 +89,7 @@ def refresh_member_status(conn: duckdb.DuckDBPyConnection, program: Program) -> 
                    WHERE coalesce(r.survivor_id, f.member_id) IN (
                        SELECT member_id FROM member_status_new WHERE tier_rank > 0 AND earned_rank >= tier_rank)"""
             )
-            compute_order_values(conn, program, as_of, rules, scoped=True)
+            compute_order_values(conn, program, as_of, rules, scoped=True, from_facts=True)
             conn.execute(ROLLING_EXPIRY_SQL, {"tz": program.timezone, "metric": program.tiers.metric,
                                               "unit": rules["unit"], "as_of": as_of})
         names = [lv.name for lv in program.tiers.levels]

@@ -2,11 +2,12 @@
 -- Expects temp tables order_state and order_members as of now (all orders when full, else the
 -- changed ones).
 DELETE FROM order_facts WHERE $full OR order_key IN (SELECT order_key FROM order_state);
-INSERT INTO order_facts
+INSERT INTO order_facts BY NAME
 SELECT s.order_key, s.platform, s.store_key, s.order_number, m.member_id, s.created_at, s.updated_at,
        s.lifecycle, s.currency, s.fx_rate, s.subtotal_minor, s.discount_minor, s.tax_minor,
        s.shipping_minor, s.grand_total_minor, s.eligible_minor, s.refunded_eligible_minor,
-       s.net_eligible_program_minor, s.email, s.customer_key
+       s.net_eligible_program_minor, s.email, s.customer_key,
+       s.discount_codes, s.net_program_minor_any, s.occurred_at, s.source_version
 FROM order_state s LEFT JOIN order_members m USING (order_key);
 -- members merged away since: their orders belong to the survivor now
 UPDATE order_facts f SET member_id = r.survivor_id

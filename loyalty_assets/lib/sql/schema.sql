@@ -424,3 +424,9 @@ CREATE TABLE IF NOT EXISTS order_facts (
     email                      VARCHAR,
     customer_key               VARCHAR
 );
+-- the rest of the order's latest state (order_state_asof.sql): an instant after the order's last
+-- change reads its state here instead of from every version (ledger.compute_point_values)
+ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS discount_codes VARCHAR;
+ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS net_program_minor_any BIGINT;
+ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS occurred_at TIMESTAMPTZ;
+ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS source_version VARCHAR;
