@@ -958,11 +958,14 @@ def run_bench(
             small.execute("CHECKPOINT")
             delivered = record_delivered(large)  # the day before pushed: the day's push volume is its own
             large.execute("CHECKPOINT")
+            small.close()
+            large.close()
             inc = {}
-            for label, conn, hist, mem in (
-                ("small", small, small_orders, small_members),
-                ("large", large, orders, members),
+            for label, path, hist, mem in (
+                ("small", small_path, small_orders, small_members),
+                ("large", large_path, orders, members),
             ):
+                conn = open_warehouse(path, memory_limit, threads)
                 day_sizes = land_incremental_day(
                     conn,
                     history_orders=hist,
@@ -972,7 +975,9 @@ def run_bench(
                     seed=seed + 100,
                     tz=program.timezone,
                 )
-                conn.execute("CHECKPOINT")
+                conn.close()  # the pull, then the day's run in a process of its own (as Dagster runs it)
+                gc.collect()
+                conn = open_warehouse(path, memory_limit, threads)
                 day_stages = run_pipeline(
                     conn,
                     program,
@@ -990,7 +995,9 @@ def run_bench(
                     "stages": day_stages,
                     "seconds": round(sum(s["seconds"] for s in day_stages), 4),
                 }
-            small.close()
+                if label == "small":
+                    conn.close()
+            large = conn
 
             # ---- push volume of the large history's incremental day (nothing sent), the Smile.io rate
             log(f"[bench] push volume of {inc_day} (dry run) ...")
