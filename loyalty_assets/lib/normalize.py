@@ -85,7 +85,7 @@ def _pending_sql(conn: duckdb.DuckDBPyConnection, columns: str, source: str,
     params = {"source": source, "since": since, "outcomes_since": outcomes_since}
     sql = f"""SELECT {columns} FROM raw_records r
               WHERE r.source = $source AND ($since IS NULL OR r.fetched_at >= $since) AND NOT EXISTS (
-                  SELECT 1 FROM raw_processed p WHERE p.source = r.source
+                  SELECT 1 FROM raw_processed p WHERE p.source = $source
                   AND ($since IS NULL OR p.processed_at >= $outcomes_since) AND p.version_key = {VERSION_KEY_SQL})"""
     if since is None or not conn.execute(
         "SELECT 1 FROM normalize_retry WHERE source = ? LIMIT 1", [source]
@@ -96,7 +96,7 @@ def _pending_sql(conn: duckdb.DuckDBPyConnection, columns: str, source: str,
               SELECT {columns} FROM raw_records r
               WHERE r.source = $source AND r.fetched_at < $since
                 AND r.payload_hash IN (SELECT hash FROM normalize_retry t WHERE t.source = r.source)
-                AND NOT EXISTS (SELECT 1 FROM raw_processed p WHERE p.source = r.source
+                AND NOT EXISTS (SELECT 1 FROM raw_processed p WHERE p.source = $source
                                 AND p.version_key = {VERSION_KEY_SQL})""", params
 
 
@@ -239,14 +239,20 @@ def map_magento_orders_in_sql(conn: duckdb.DuckDBPyConnection, program: Program,
         sql, params = _pending_sql(
             conn, f"r.tenant, r.modified_at, r.payload_hash, r.payload, {VERSION_KEY_SQL} AS version_key",
             "magento.orders", since)
-        conn.execute("CREATE OR REPLACE TEMP TABLE magento_pending AS " + sql, params)
+        if since is None:
+            # the first run maps every version: read in place (copying 1.7M payloads first cost 6 s)
+            inlined = sql.replace("$outcomes_since", "NULL").replace("$since", "NULL")
+            conn.execute("CREATE OR REPLACE TEMP VIEW magento_pending AS "
+                         + inlined.replace("$source", "'magento.orders'"))
+        else:
+            conn.execute("CREATE OR REPLACE TEMP TABLE magento_pending AS " + sql, params)
         run_script(conn, "magento_orders", {
             "currency": program.currency,
             "scale": 10 ** currency_digits(program.currency),
             "excluded": sorted({t.lower() for t in program.earning.excluded_product_types}),
         })
         n = conn.execute("SELECT count(*) FROM magento_sql_rows WHERE sql_ok").fetchone()[0]
-        conn.execute("DROP TABLE magento_sql_rows; DROP TABLE magento_pending")
+        conn.execute(f"DROP TABLE magento_sql_rows; DROP {'VIEW' if since is None else 'TABLE'} magento_pending")
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
