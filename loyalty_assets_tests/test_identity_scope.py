@@ -90,3 +90,63 @@ def test_scoped_resolution_equals_a_rebuild_of_every_member(tmp_path):
         full.close()
     # the scenarios reach merges and guard refusals (else they would prove little)
     assert merges > 0 and conflicts > 0 and refused > 0
+
+
+def test_scoped_resolution_reaches_every_record_of_a_merged_member(tmp_path):
+    """A member whose keys are not all on one record: its customer ids in two tenants share an
+    e-mail, and its second e-mail is only on an order of the second tenant. A new order links its
+    first customer id to an older guest's e-mail, so the member is absorbed and every key it has
+    moves to the guest's member; the run must find the records the new one does not name."""
+    from loyalty_assets.lib import raw
+    from loyalty_assets.lib.platforms.magento import parse_time
+
+    p = parse_program("{}")
+    fx = FxTable.load(None)
+
+    def land_to(conn, tenant: str, orders: list[dict]) -> None:
+        raw.insert_versions(conn, "magento.orders", tenant, orders, lambda r: r["entity_id"],
+                            lambda r: parse_time(r["updated_at"], "updated_at"), p.tz)
+
+    runs = [
+        [("default", [order(1, "2024-03-01 08:00:00", email="guest@example.com", customer_id=None),
+                      order(2, "2024-03-02 08:00:00", email="first@example.com", customer_id=1)]),
+         ("eu", [order(3, "2024-03-02 09:00:00", email="first@example.com", customer_id=1),
+                 order(4, "2024-03-02 10:00:00", email="second@example.com", customer_id=1)])],
+        [("default", [order(5, "2024-03-05 08:00:00", email="guest@example.com", customer_id=1)])],
+    ]
+    scoped, full = (warehouse.connect(str(tmp_path / f"{name}.duckdb")) for name in ("scoped", "full"))
+    for day, batches in zip((dt.date(2024, 3, 3), dt.date(2024, 3, 6)), runs, strict=True):
+        for conn, is_scoped in ((scoped, True), (full, False)):
+            for tenant, orders in batches:
+                land_to(conn, tenant, orders)
+            normalize.normalize(conn, p, fx, day)
+            identity.resolve_members(conn, p, day, scoped=is_scoped)
+    assert _state(scoped) == _state(full)
+    keys = dict(full.execute("SELECT key, member_id FROM member_keys").fetchall())
+    assert len(set(keys.values())) == 1 and set(keys) == {
+        "guest@example.com", "first@example.com", "second@example.com", "magento:default:1", "magento:eu:1"}
+    assert full.execute("SELECT count(*) FROM member_merges").fetchall()[0][0] == 1
+
+
+def test_a_lifted_cannot_link_merges_every_key_of_both_members(tmp_path):
+    """A refused link's record keeps its keys with two members; once the configuration lifts the
+    cannot_link, a scoped run with no new record finds that record and, through it, every record
+    of the other member, as the rebuild does."""
+    import yaml
+
+    blocked = parse_program(yaml.safe_dump({"identity": {"cannot_link": [["magento:default:3", "e4@example.com"]]}}))
+    lifted = parse_program("{}")
+    fx = FxTable.load(None)
+    orders = [order(1, "2024-03-01 08:00:00", email="e4@example.com", customer_id=None),
+              order(2, "2024-03-02 08:00:00", email="e3@example.com", customer_id=3),
+              order(3, "2024-03-02 09:00:00", email="e5@example.com", customer_id=3),
+              order(4, "2024-03-02 10:00:00", email="e4@example.com", customer_id=3)]
+    scoped, full = (warehouse.connect(str(tmp_path / f"{name}.duckdb")) for name in ("scoped", "full"))
+    for conn, is_scoped in ((scoped, True), (full, False)):
+        land(conn, blocked, orders=orders)
+        normalize.normalize(conn, blocked, fx, dt.date(2024, 3, 3))
+        identity.resolve_members(conn, blocked, dt.date(2024, 3, 3), scoped=is_scoped)
+        assert conn.execute("SELECT count(DISTINCT member_id) FROM member_keys").fetchall()[0][0] == 2
+        identity.resolve_members(conn, lifted, dt.date(2024, 3, 4), scoped=is_scoped)
+    assert _state(scoped) == _state(full)
+    assert full.execute("SELECT count(DISTINCT member_id) FROM member_keys").fetchall()[0][0] == 1
