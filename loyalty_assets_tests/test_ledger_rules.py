@@ -519,3 +519,25 @@ def test_a_booking_reads_no_order_facts_row_older_than_the_orders_versions(conn)
     assert [e[1:4] for e in entries(conn)] == [("earn", 100, D(2024, 3, 1)), ("adjust", 50, D(2024, 3, 2))]
     process(conn, p, D(2024, 3, 2))  # the facts refresh catches up; nothing is booked twice
     assert sum(e[2] for e in entries(conn)) == 150
+
+
+def test_our_own_smile_push_read_back_is_not_booked_again(conn):
+    """Smile.io points transactions pulled back include the ones we pushed (internal_note = our
+    batch id): only the shopper's own redemption becomes a loyalty event."""
+    from loyalty_assets.lib import normalize, raw
+    from loyalty_assets.lib.money import FxTable
+    from loyalty_assets.lib.platforms.common import iso_time
+
+    p = program()
+    conn.execute("""INSERT INTO outbox (batch_id, target, member_id, operation, points, entries, status, attempts,
+                                        created_at, updated_at) VALUES ('b-ours', 'smile', 'M1', 'points', -30, 1,
+                                        'sent', 1, now(), now())""")
+    txns = [{"id": 501, "customer_id": 7, "points_change": -30, "internal_note": "b-ours",
+             "created_at": "2024-03-02T10:00:00Z", "updated_at": "2024-03-02T10:00:00Z"},
+            {"id": 502, "customer_id": 7, "points_change": -40, "description": "Redeemed: $4 off",
+             "created_at": "2024-03-02T11:00:00Z", "updated_at": "2024-03-02T11:00:00Z"}]
+    raw.insert_versions(conn, "smile.points_transactions", "default", txns, lambda t: t["id"],
+                        lambda t: iso_time(t["updated_at"], "updated_at"), p.tz)
+    normalize.normalize(conn, p, FxTable.load(None), D(2024, 3, 2))
+    assert conn.execute("SELECT event_key, points FROM loyalty_events").fetchall() == [
+        ("smile:default:redemption:502", -40)]

@@ -214,6 +214,20 @@ class _Orders:
         return self._ct_payments.get(f"{tenant}:{payment_id}")
 
 
+class _OutboxIds:
+    """Our batch ids, read on the first lookup: a run with no loyalty event to map does not read
+    the outbox (a row per member and push, 200,000 at 1M orders)."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection):
+        self.conn = conn
+        self.ids: set[str] | None = None
+
+    def __contains__(self, batch_id: object) -> bool:
+        if self.ids is None:
+            self.ids = {r[0] for r in self.conn.execute("SELECT batch_id FROM outbox").fetchall()}
+        return batch_id in self.ids
+
+
 def _retry_scope(conn: duckdb.DuckDBPyConnection) -> None:
     """normalize_retry := the versions tried again this run (waiting refunds, missing FX rates), by
     payload hash, before their outcomes are cleared."""
@@ -352,7 +366,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
     _append(conn, "customer_versions", batch.customers)
 
     # Points events that are not orders; our own pushes, read back from the platforms, are skipped.
-    ours = {r[0] for r in conn.execute("SELECT batch_id FROM outbox").fetchall()}
+    ours = _OutboxIds(conn)
     # a Smile redemption's discount code is on its reward fulfillment
     codes = {str(t): c for t, c in conn.execute(
         """SELECT json_extract_string(p, '$.points_transaction_id'), json_extract_string(p, '$.code') FROM (
