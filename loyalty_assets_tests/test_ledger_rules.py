@@ -541,3 +541,40 @@ def test_our_own_smile_push_read_back_is_not_booked_again(conn):
     normalize.normalize(conn, p, FxTable.load(None), D(2024, 3, 2))
     assert conn.execute("SELECT event_key, points FROM loyalty_events").fetchall() == [
         ("smile:default:redemption:502", -40)]
+
+
+@pytest.mark.parametrize("older_rows", [False, True])
+def test_order_facts_refreshed_day_by_day_equal_a_recompute_from_every_version(tmp_path, older_rows):
+    """A refresh starts from each order's row and the versions and refunds mapped since; it gives
+    what recomputing from every version gives: later versions, a lifecycle that never moves back, a
+    refund, a late version older than the row, a new order. Rows written before order_facts held the
+    latest version's fields (`older_rows`) are recomputed from every version."""
+    p = program()
+    runs = [
+        (D(2024, 3, 1), [order(1, "2024-03-01 10:00:00", state="new"), order(2, "2024-03-01 11:00:00"),
+                         order(3, "2024-03-01 12:00:00", state="complete")], []),
+        (D(2024, 3, 2), [order(1, "2024-03-02 10:00:00", subtotal="120.00"),
+                         order(3, "2024-03-02 12:00:00", state="processing", subtotal="80.00")], []),
+        (D(2024, 3, 3), [order(2, "2024-03-01 18:00:00", subtotal="90.00")],  # late, older than the row
+         [memo(9, 2, "2024-03-03 09:00:00", subtotal="30.00")]),
+        (D(2024, 3, 5), [order(1, "2024-03-04 10:00:00", state="complete", subtotal="120.00"),
+                         order(4, "2024-03-05 10:00:00", email="bo@example.com")], []),
+    ]
+    daily = warehouse.connect(str(tmp_path / "daily.duckdb"))
+    for day, orders, memos in runs:
+        land(daily, p, orders=orders, memos=memos)
+        process(daily, p, day)
+        if older_rows:
+            daily.execute("UPDATE order_facts SET payload_hash = NULL, source_id = NULL")
+    once = warehouse.connect(str(tmp_path / "once.duckdb"))
+    for _, orders, memos in runs:
+        land(once, p, orders=orders, memos=memos)
+    process(once, p, D(2024, 3, 5))
+
+    def facts(conn):
+        return conn.execute("SELECT * EXCLUDE (payload_hash, source_id) FROM order_facts ORDER BY order_key").fetchall()
+
+    assert facts(daily) == facts(once)
+    assert [r[0] for r in facts(once)] == [f"magento:default:{i}" for i in (1, 2, 3, 4)]
+    lifecycle = dict(once.execute("SELECT order_key, lifecycle FROM order_facts").fetchall())
+    assert lifecycle["magento:default:3"] == "fulfilled"

@@ -1,7 +1,8 @@
 """order_facts: every order as it stands now, with its member (CONTRACT.md §3).
 
 After the first refresh only the orders with a version or refund mapped since the last one are
-recomputed; orders of members merged away since move to the survivor."""
+recomputed, from their row and what was mapped since, so a day never reads the history of its
+orders; orders of members merged away since move to the survivor."""
 
 import datetime as dt
 
@@ -27,7 +28,9 @@ def refresh_order_facts(conn: duckdb.DuckDBPyConnection, program: Program) -> in
                    UNION SELECT order_key FROM refund_versions WHERE mapped_at > $since""",
                 {"since": since},
             )
-        compute_order_values(conn, program, LATEST, prepare_rules(conn, program), scoped=since is not None)
+        versions = "order_versions" if since is None else _versions_since(conn, since)
+        compute_order_values(conn, program, LATEST, prepare_rules(conn, program), scoped=since is not None,
+                             versions=versions)
         run_script(conn, "order_facts", {"full": since is None})
         conn.execute(
             """INSERT INTO refresh_state VALUES ('order_facts', ?, NULL) ON CONFLICT (name) DO UPDATE
@@ -39,3 +42,38 @@ def refresh_order_facts(conn: duckdb.DuckDBPyConnection, program: Program) -> in
         conn.execute("ROLLBACK")
         raise
     return conn.execute("SELECT count(*) FROM order_facts").fetchone()[0]
+
+
+# an order's row as a version: its latest version's fields, with its lifecycle as the signal (the
+# highest rank seen), which order_state_asof.sql combines with later versions as with any other
+ROW_AS_VERSION = """
+    SELECT order_key, platform, source_id, order_number, store_key, created_at, updated_at, payload_hash,
+           lifecycle AS signal, email, customer_key, currency, subtotal_minor, discount_minor, tax_minor,
+           shipping_minor, grand_total_minor, eligible_minor, calc_currency, calc_eligible_minor, fx_rate,
+           to_program_factor, discount_codes
+    FROM order_facts WHERE order_key IN (SELECT order_key FROM order_scope) AND payload_hash IS NOT NULL"""
+
+
+def _versions_since(conn: duckdb.DuckDBPyConnection, since: dt.datetime) -> str:
+    """Temp table facts_versions: the versions the orders in order_scope stand on, which are their
+    rows (the state from every version mapped up to the last refresh) and the versions mapped since;
+    every version of an order whose row predates the fields a row needs (an older warehouse)."""
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE facts_versions AS {ROW_AS_VERSION}
+            UNION ALL BY NAME
+            SELECT * FROM order_versions WHERE mapped_at > $since AND order_key IN (SELECT order_key FROM order_scope)""",
+        {"since": since},
+    )
+    legacy = conn.execute(
+        """SELECT count(*) FROM order_facts
+           WHERE order_key IN (SELECT order_key FROM order_scope) AND payload_hash IS NULL"""
+    ).fetchall()[0][0]
+    if legacy:
+        conn.execute(
+            """INSERT INTO facts_versions BY NAME SELECT * FROM order_versions
+               WHERE mapped_at <= $since AND order_key IN (
+                   SELECT order_key FROM order_facts WHERE payload_hash IS NULL
+                   AND order_key IN (SELECT order_key FROM order_scope))""",
+            {"since": since},
+        )
+    return "facts_versions"

@@ -102,25 +102,28 @@ def prepare_rules(conn: duckdb.DuckDBPyConnection, program: Program) -> dict:
 
 def compute_order_values(
     conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date, rules: dict, scoped: bool = False,
-    from_facts: bool = False,
+    from_facts: bool = False, versions: str = "order_versions",
 ) -> None:
     """Fill temp tables order_state, order_members and order_values as of the end of `day`.
 
     `scoped`: only the orders in temp table order_scope, so a day costs what changed that day.
-    `from_facts`: see compute_point_values (off for order_facts itself and for the checks, which
-    recompute from the versions)."""
+    `from_facts`, `versions`: see compute_point_values (from_facts is off for order_facts itself
+    and for the checks, which recompute from the versions)."""
     source = "order_scope" if scoped else "(SELECT DISTINCT order_key FROM order_versions)"
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE state_points AS SELECT order_key, $asof AS point_at, $day AS booked_day FROM {source}",
         {"asof": day_end_utc(day, program), "day": day},
     )
-    compute_point_values(conn, rules, from_facts)
+    compute_point_values(conn, rules, from_facts, versions)
 
 
-def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_facts: bool = True) -> None:
+def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_facts: bool = True,
+                         versions: str = "order_versions") -> None:
     """order_state, order_members and order_values for every (order_key, point_at) of temp table
     state_points. `from_facts`: points after an order's last change take its state from order_facts
-    (one row) rather than from all its versions (most points of a day's run and of a full booking)."""
+    (one row) rather than from all its versions (most points of a day's run and of a full booking).
+    `versions`: the table of versions the others are computed from (refresh_order_facts gives one)."""
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW asof_versions AS SELECT * FROM {versions}")
     facts_at = None
     if from_facts:
         row = conn.execute("SELECT refreshed_at FROM refresh_state WHERE name = 'order_facts'").fetchall()

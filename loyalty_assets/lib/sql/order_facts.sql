@@ -7,7 +7,8 @@ SELECT s.order_key, s.platform, s.store_key, s.order_number, m.member_id, s.crea
        s.lifecycle, s.currency, s.fx_rate, s.subtotal_minor, s.discount_minor, s.tax_minor,
        s.shipping_minor, s.grand_total_minor, s.eligible_minor, s.refunded_eligible_minor,
        s.net_eligible_program_minor, s.email, s.customer_key,
-       s.discount_codes, s.net_program_minor_any, s.occurred_at, s.source_version
+       s.discount_codes, s.net_program_minor_any, s.occurred_at, s.source_version,
+       s.source_id, s.payload_hash, s.calc_currency, s.calc_eligible_minor, s.to_program_factor
 FROM order_state s LEFT JOIN order_members m USING (order_key);
 -- members merged away since: their orders belong to the survivor now
 UPDATE order_facts f SET member_id = r.survivor_id

@@ -1,4 +1,5 @@
--- Orders as they stood at given instants: one row per (order_key, point_at) of temp table state_points
+-- Orders as they stood at given instants: one row per (order_key, point_at) of temp table state_points,
+-- from the versions in temp view asof_versions (order_versions, or what refresh_order_facts gives)
 -- (point_at = exclusive end of a day, UTC): lifecycle (ranks only move up: the highest seen so far),
 -- refunds counted once by their own id, net eligible spend in program minor units, and the source
 -- version (the record versions that determined it). Many days of one order are computed at once.
@@ -7,7 +8,7 @@ WITH ranked AS (
     SELECT v.*, p.point_at, p.booked_day,
            CASE v.signal WHEN 'pending' THEN 0 WHEN 'paid' THEN 1 WHEN 'fulfilled' THEN 2
                          WHEN 'refunded' THEN 3 WHEN 'canceled' THEN 4 END AS signal_rank
-    FROM state_points p JOIN order_versions v ON v.order_key = p.order_key AND v.updated_at < p.point_at
+    FROM state_points p JOIN asof_versions v ON v.order_key = p.order_key AND v.updated_at < p.point_at
 ),
 cumulative AS (
     SELECT *,
@@ -38,6 +39,7 @@ refunds AS (
 SELECT l.order_key, l.point_at, l.booked_day, l.platform, l.store_key, l.order_number, l.created_at, l.updated_at,
        l.email, l.customer_key, l.discount_codes, l.currency, l.fx_rate, l.subtotal_minor, l.discount_minor,
        l.tax_minor, l.shipping_minor, l.grand_total_minor, l.eligible_minor,
+       l.source_id, l.payload_hash, l.calc_currency, l.calc_eligible_minor, l.to_program_factor,
        l.life_rank,
        CASE l.life_rank WHEN 0 THEN 'pending' WHEN 1 THEN 'paid' WHEN 2 THEN 'fulfilled'
                         WHEN 3 THEN 'refunded' ELSE 'canceled' END AS lifecycle,

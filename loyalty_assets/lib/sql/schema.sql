@@ -430,3 +430,9 @@ ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS discount_codes VARCHAR;
 ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS net_program_minor_any BIGINT;
 ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS occurred_at TIMESTAMPTZ;
 ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS source_version VARCHAR;
+-- and the latest version's own fields, so a refresh starts from the row and the versions mapped since
+ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS source_id VARCHAR;
+ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS payload_hash VARCHAR;
+ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS calc_currency VARCHAR;
+ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS calc_eligible_minor BIGINT;
+ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS to_program_factor DECIMAL(38, 18);
