@@ -118,11 +118,12 @@ def compute_order_values(
 
 
 def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_facts: bool = True,
-                         versions: str = "order_versions") -> None:
+                         versions: str = "order_versions", values: bool = True) -> None:
     """order_state, order_members and order_values for every (order_key, point_at) of temp table
     state_points. `from_facts`: points after an order's last change take its state from order_facts
     (one row) rather than from all its versions (most points of a day's run and of a full booking).
-    `versions`: the table of versions the others are computed from (refresh_order_facts gives one)."""
+    `versions`: the table of versions the others are computed from (refresh_order_facts gives one).
+    `values`: also order_values (what each order is worth: the journal's earn-time rates)."""
     conn.execute(f"CREATE OR REPLACE TEMP VIEW asof_versions AS SELECT * FROM {versions}")
     facts_at = None
     if from_facts:
@@ -134,7 +135,8 @@ def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_fact
     if facts_at is not None:
         conn.execute("INSERT INTO order_state BY NAME SELECT * FROM order_state_known")
     run_script(conn, "order_members")
-    run_script(conn, "order_values", rules)
+    if values:
+        run_script(conn, "order_values", rules)
 
 
 def scope_booking_points(

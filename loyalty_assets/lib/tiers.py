@@ -121,7 +121,14 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
            SELECT order_key, booked_day, timezone($tz, CAST(booked_day + 1 AS TIMESTAMP)) AS point_at FROM points""",
         {"first": first, "tz": program.timezone},
     )
-    compute_point_values(conn, rules)
+    points = program.tiers.metric == "points"
+    compute_point_values(conn, rules, values=points)
+    conn.execute(  # spend counts earning orders (order_values.sql's test) at their net spend
+        "CREATE OR REPLACE TEMP VIEW tier_values AS SELECT order_key, point_at, booked_day, created_at, earning, value,"
+        " net_program_minor_any FROM order_values" if points else
+        "CREATE OR REPLACE TEMP VIEW tier_values AS SELECT order_key, point_at, booked_day, created_at,"
+        f" life_rank >= {int(rules['trigger_rank'])} AND life_rank < 3 AS earning, NULL AS value,"
+        " net_program_minor_any FROM order_state")
     params = {"tz": program.timezone, "metric": program.tiers.metric, "period": program.tiers.period,
               "retention": program.tiers.retention, "unit": rules["unit"]}
     run_script(conn, "tier_contrib", params)
