@@ -117,23 +117,37 @@ def compute_order_values(
     compute_point_values(conn, rules, from_facts, versions)
 
 
+# order_state's columns an order_facts row holds (order_state_known.sql adds life_rank)
+STATE_COLUMNS = (
+    "platform", "store_key", "order_number", "created_at", "updated_at", "email", "customer_key", "discount_codes",
+    "currency", "fx_rate", "subtotal_minor", "discount_minor", "tax_minor", "shipping_minor", "grand_total_minor",
+    "eligible_minor", "source_id", "payload_hash", "calc_currency", "calc_eligible_minor", "to_program_factor",
+    "refunded_eligible_minor", "net_eligible_program_minor", "net_program_minor_any", "source_version",
+)
+
+
 def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_facts: bool = True,
-                         versions: str = "order_versions", values: bool = True) -> None:
+                         versions: str = "order_versions", values: bool = True,
+                         columns: tuple[str, ...] = STATE_COLUMNS) -> None:
     """order_state, order_members and order_values for every (order_key, point_at) of temp table
     state_points. `from_facts`: points after an order's last change take its state from order_facts
     (one row) rather than from all its versions (most points of a day's run and of a full booking).
     `versions`: the table of versions the others are computed from (refresh_order_facts gives one).
-    `values`: also order_values (what each order is worth: the journal's earn-time rates)."""
+    `values`: also order_values (what each order is worth: the journal's earn-time rates).
+    `columns`: the state columns the caller reads; the others stay NULL where order_facts answers
+    (a wide row read for every member's order cost most of a tier evaluation)."""
     conn.execute(f"CREATE OR REPLACE TEMP VIEW asof_versions AS SELECT * FROM {versions}")
     facts_at = None
     if from_facts:
         row = conn.execute("SELECT refreshed_at FROM refresh_state WHERE name = 'order_facts'").fetchall()
         facts_at = row[0][0] if row else None
     if facts_at is not None:
+        conn.execute("CREATE OR REPLACE TEMP VIEW known_facts AS SELECT order_key, occurred_at, lifecycle, "
+                     + ", ".join(c for c in columns if c in STATE_COLUMNS) + " FROM order_facts")
         run_script(conn, "order_state_known", {"facts_at": facts_at})
     run_script(conn, "order_state_asof")
-    if facts_at is not None:
-        conn.execute("INSERT INTO order_state BY NAME SELECT * FROM order_state_known")
+    conn.execute("CREATE OR REPLACE TEMP VIEW order_state AS SELECT * FROM order_state_versions" + (
+        "" if facts_at is None else " UNION ALL BY NAME SELECT * FROM order_state_known"))
     run_script(conn, "order_members")
     if values:
         run_script(conn, "order_values", rules)

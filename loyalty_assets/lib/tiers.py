@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import duckdb
 
 from loyalty_assets.lib.ledger import (
+    STATE_COLUMNS,
     compute_point_values,
     prepare_rules,
     scope_booking_points,
@@ -122,7 +123,8 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
         {"first": first, "tz": program.timezone},
     )
     points = program.tiers.metric == "points"
-    compute_point_values(conn, rules, values=points)
+    compute_point_values(conn, rules, values=points,
+                         columns=STATE_COLUMNS if points else ("created_at", "email", "customer_key", "net_program_minor_any"))
     conn.execute(  # spend counts earning orders (order_values.sql's test) at their net spend
         "CREATE OR REPLACE TEMP VIEW tier_values AS SELECT order_key, point_at, booked_day, created_at, earning, value,"
         " net_program_minor_any FROM order_values" if points else

@@ -1,9 +1,10 @@
--- Orders as they stood at given instants: one row per (order_key, point_at) of temp table state_points,
+-- Orders as they stood at given instants (order_state_versions; ledger.py reads them with the ones
+-- order_facts answers as temp view order_state): one row per (order_key, point_at) of temp table state_points,
 -- from the versions in temp view asof_versions (order_versions, or what refresh_order_facts gives)
 -- (point_at = exclusive end of a day, UTC): lifecycle (ranks only move up: the highest seen so far),
 -- refunds counted once by their own id, net eligible spend in program minor units, and the source
 -- version (the record versions that determined it). Many days of one order are computed at once.
-CREATE OR REPLACE TEMP TABLE order_state AS
+CREATE OR REPLACE TEMP TABLE order_state_versions AS
 WITH ranked AS (
     SELECT v.*, p.point_at, p.booked_day,
            CASE v.signal WHEN 'pending' THEN 0 WHEN 'paid' THEN 1 WHEN 'fulfilled' THEN 2
