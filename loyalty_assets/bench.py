@@ -9,7 +9,8 @@ fresh DuckDB warehouse with bulk SQL (setup, not timed). Then, in the same run:
 * the full recompute, stage by stage (raw -> facts (normalize), identity, facts refresh, ledger,
   tiers, member status, push preparation), each with its seconds, ratio to the baseline and peak RSS;
 * one incremental day of changed orders on a history of N/10 orders and on the history of N orders,
-  the whole pipeline timed for that day on each.
+  the whole pipeline timed for that day on each, in a connection opened for the day (a day's run is
+  a Dagster process of its own: it starts with cold buffers).
 
 Then the push side of the incremental day on the history of N orders and the backfill:
 
