@@ -51,7 +51,7 @@ def outcome(texts: list[str], program=PROGRAM) -> tuple[set[str], dict]:
         ensure_schema(conn)
         land(conn, texts)
         if sql:
-            n = map_magento_orders_in_sql(conn, program)
+            n, _ = map_magento_orders_in_sql(conn, program)
             in_sql = {r[0] for r in conn.execute("SELECT source_id FROM order_versions").fetchall()}
             assert n == conn.execute("SELECT count(*) FROM order_versions").fetchone()[0]
         normalize(conn, program, FX, TODAY, sql_mapping=sql)
