@@ -267,9 +267,8 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
            WHERE rk.key IS NOT NULL"""
     )
     conn.execute(
-        """CREATE OR REPLACE TEMP TABLE id_scope_members AS
-           WITH seeds AS (SELECT rid FROM id_record_owner GROUP BY rid
-                          HAVING count(*) FILTER (WHERE member_id IS NULL) > 0 OR count(DISTINCT member_id) > 1)
+        f"""CREATE OR REPLACE TEMP TABLE id_scope_members AS
+           WITH seeds AS (SELECT rid FROM id_record_owner GROUP BY rid HAVING {_IS_SEED})
            SELECT DISTINCT member_id FROM id_record_owner
            WHERE (NOT $scoped OR rid IN (SELECT rid FROM seeds)) AND member_id IS NOT NULL
            UNION
@@ -278,9 +277,9 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
         {"named": named, "scoped": scoped},
     )
     conn.execute(
-        """CREATE OR REPLACE TEMP TABLE id_scope_rids AS
+        f"""CREATE OR REPLACE TEMP TABLE id_scope_rids AS
            SELECT rid FROM id_record_owner GROUP BY rid
-           HAVING NOT $scoped OR count(*) FILTER (WHERE member_id IS NULL) > 0 OR count(DISTINCT member_id) > 1
+           HAVING NOT $scoped OR {_IS_SEED}
                OR bool_or(member_id IN (SELECT member_id FROM id_scope_members))""",
         {"scoped": scoped},
     )
@@ -297,6 +296,10 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
     ).fetchall()
 
 
+# a record (grouped by rid with the owners of its keys) is a seed of the resolution when one of its
+# keys belongs to no member or its keys belong to two members
+_IS_SEED = "count(*) FILTER (WHERE member_id IS NULL) > 0 OR count(DISTINCT member_id) > 1"
+
 # every distinct record (its keys, first seen) of the versions matching {where}
 _RECORDS_SQL = """
     SELECT row_number() OVER () AS rid, * FROM (
@@ -312,8 +315,7 @@ _SEED_KEYS_SQL = """   -- the keys of the seeds among the records: those with a 
         FROM {records}, unnest([email, customer_key]) u(key)
         LEFT JOIN member_keys k ON k.key = u.key LEFT JOIN member_resolution res ON res.member_id = k.member_id
         WHERE u.key IS NOT NULL),
-    seeds AS (SELECT rid FROM owners GROUP BY rid
-              HAVING count(*) FILTER (WHERE member_id IS NULL) > 0 OR count(DISTINCT member_id) > 1)
+    seeds AS (SELECT rid FROM owners GROUP BY rid HAVING {is_seed})
     SELECT DISTINCT key FROM owners WHERE rid IN (SELECT rid FROM seeds)"""
 
 _OWNED_KEYS_SQL = """   -- every key of the members owning a key of id_keys
@@ -332,7 +334,7 @@ def _records_near_new(conn: duckdb.DuckDBPyConnection, since: dt.datetime, named
     scanning every record gives (test_identity_scope.py) and reads the history only by key."""
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE id_keys AS
-            {_SEED_KEYS_SQL.format(records=f"({_RECORDS_SQL.format(where='mapped_at > $since')})")}
+            {_SEED_KEYS_SQL.format(records=f"({_RECORDS_SQL.format(where='mapped_at > $since')})", is_seed=_IS_SEED)}
             UNION SELECT unnest(CAST($named AS VARCHAR[]))
             UNION SELECT key FROM identity_conflicts  -- a refused link's record stays a seed (keys of two members)""",
         {"since": since, "named": named},
@@ -344,7 +346,7 @@ def _records_near_new(conn: duckdb.DuckDBPyConnection, since: dt.datetime, named
             + _RECORDS_SQL.format(where="(email IN (SELECT key FROM id_keys) OR customer_key IN (SELECT key FROM id_keys))")
         )
         grown = conn.execute(
-            f"INSERT INTO id_keys {_SEED_KEYS_SQL.format(records='id_records')} EXCEPT SELECT key FROM id_keys"
+            f"INSERT INTO id_keys {_SEED_KEYS_SQL.format(records='id_records', is_seed=_IS_SEED)} EXCEPT SELECT key FROM id_keys"
         ).fetchall()[0][0]
         if not grown:
             return

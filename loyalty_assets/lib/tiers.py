@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import duckdb
 
 from loyalty_assets.lib.ledger import (
-    STATE_COLUMNS,
     compute_point_values,
     prepare_rules,
     scope_booking_points,
@@ -122,15 +121,15 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
            SELECT order_key, booked_day, timezone($tz, CAST(booked_day + 1 AS TIMESTAMP)) AS point_at FROM points""",
         {"first": first, "tz": program.timezone},
     )
-    points = program.tiers.metric == "points"
-    compute_point_values(conn, rules, values=points,
-                         columns=STATE_COLUMNS if points else ("created_at", "email", "customer_key", "net_program_minor_any"))
-    conn.execute(  # spend counts earning orders (order_values.sql's test) at their net spend
-        "CREATE OR REPLACE TEMP VIEW tier_values AS SELECT order_key, point_at, booked_day, created_at, earning, value,"
-        " net_program_minor_any FROM order_values" if points else
-        "CREATE OR REPLACE TEMP VIEW tier_values AS SELECT order_key, point_at, booked_day, created_at,"
-        f" life_rank >= {int(rules['trigger_rank'])} AND life_rank < 3 AS earning, NULL AS value,"
-        " net_program_minor_any FROM order_state")
+    if program.tiers.metric == "points":
+        compute_point_values(conn, rules)
+        tier_values = "SELECT order_key, point_at, booked_day, created_at, earning, value, net_program_minor_any FROM order_values"
+    else:  # spend: earning orders (order_values.sql's test) at their net spend, no earn-time rates needed
+        compute_point_values(conn, rules, values=False,
+                             columns=("created_at", "email", "customer_key", "net_program_minor_any"))
+        tier_values = (f"SELECT order_key, point_at, booked_day, created_at, life_rank >= {int(rules['trigger_rank'])}"
+                       " AND life_rank < 3 AS earning, NULL AS value, net_program_minor_any FROM order_state")
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW tier_values AS {tier_values}")
     params = {"tz": program.timezone, "metric": program.tiers.metric, "period": program.tiers.period,
               "retention": program.tiers.retention, "unit": rules["unit"]}
     run_script(conn, "tier_contrib", params)
