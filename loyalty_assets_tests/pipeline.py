@@ -52,7 +52,8 @@ def entries(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
 
 
 def status_of(conn: duckdb.DuckDBPyConnection, email: str) -> dict:
-    row = conn.execute("SELECT * FROM member_status WHERE email = ?", [email]).fetchone()
-    assert row is not None, f"no member_status row for {email}"
+    rows = conn.execute("SELECT * FROM member_status WHERE email = ?", [email]).fetchall()  # all: no open result
+    assert rows, f"no member_status row for {email}"
+    row = rows[0]
     cols = [d[0] for d in conn.description]
     return dict(zip(cols, row, strict=True))

@@ -578,3 +578,74 @@ def test_order_facts_refreshed_day_by_day_equal_a_recompute_from_every_version(t
     assert [r[0] for r in facts(once)] == [f"magento:default:{i}" for i in (1, 2, 3, 4)]
     lifecycle = dict(once.execute("SELECT order_key, lifecycle FROM order_facts").fetchall())
     assert lifecycle["magento:default:3"] == "fulfilled"
+
+
+def test_an_order_moved_to_another_shopper_moves_its_tier_contribution_that_day(conn):
+    """An order whose e-mail is corrected to another shopper's leaves the first member's tier and
+    joins the other's on the day it moves. The members it belonged to come from its order_facts row
+    (prior_keys) and, for versions mapped after the last facts refresh, from those versions."""
+    from loyalty_assets.lib import facts, identity, ledger, normalize, status, tiers
+    from loyalty_assets.lib.money import FxTable
+
+    def tiers_of(*names):
+        return tuple(status_of(conn, f"{n}@example.com")["vip_tier"] for n in names)
+
+    p = program(tiers={"retention": "none"})
+    land(conn, p, orders=[order(1, "2024-06-01 10:00:00", subtotal="1600.00", email="ann@example.com")])
+    process(conn, p, D(2024, 6, 1))
+    assert tiers_of("ann") == ("Gold",)
+    land(conn, p, orders=[order(1, "2024-06-02 10:00:00", subtotal="1600.00", email="bob@example.com")])
+    process(conn, p, D(2024, 6, 2))
+    assert tiers_of("ann", "bob") == ("Bronze", "Gold")
+    assert conn.execute("SELECT email, prior_keys FROM order_facts").fetchall() == [("bob@example.com", ["ann@example.com"])]
+    # to a third shopper, with tiers evaluated before order_facts is refreshed
+    land(conn, p, orders=[order(1, "2024-06-03 10:00:00", subtotal="1600.00", email="cat@example.com")])
+    normalize.normalize(conn, p, FxTable.load(None), D(2024, 6, 3))
+    identity.resolve_members(conn, p, D(2024, 6, 3))
+    ledger.book_through(conn, p, D(2024, 6, 3), FAR_FUTURE)
+    tiers.evaluate_through(conn, p)
+    status.refresh_member_status(conn, p)
+    assert tiers_of("ann", "bob", "cat") == ("Bronze", "Bronze", "Gold")
+    process(conn, p, D(2024, 6, 4))  # the row keeps the keys of the versions before it
+    assert conn.execute("SELECT prior_keys FROM order_facts").fetchall() == [(["ann@example.com", "bob@example.com"],)]
+    changes = conn.execute("SELECT changed_on, from_tier, to_tier FROM vip_tier_changes ORDER BY changed_on, to_tier").fetchall()
+    assert changes == [(D(2024, 6, 1), "Bronze", "Gold"), (D(2024, 6, 2), "Gold", "Bronze"), (D(2024, 6, 2), "Bronze", "Gold"),
+                       (D(2024, 6, 3), "Gold", "Bronze"), (D(2024, 6, 3), "Bronze", "Gold")]
+    # a row from before prior_keys: tiers read every version of its order, and the next refresh
+    # gives the row its prior_keys from the versions
+    conn.execute("UPDATE order_facts SET prior_keys = NULL")
+    land(conn, p, orders=[order(1, "2024-06-05 10:00:00", subtotal="1600.00", email="dan@example.com")])
+    normalize.normalize(conn, p, FxTable.load(None), D(2024, 6, 5))
+    identity.resolve_members(conn, p, D(2024, 6, 5))
+    ledger.book_through(conn, p, D(2024, 6, 5), FAR_FUTURE)
+    tiers.evaluate_through(conn, p)
+    paired = conn.execute(
+        """SELECT list(DISTINCT k.key ORDER BY k.key) FROM tier_pairs t JOIN member_keys k USING (member_id)
+           WHERE t.day = DATE '2024-06-05'""").fetchall()[0][0]
+    assert paired == ["ann@example.com", "bob@example.com", "cat@example.com", "dan@example.com"]
+    facts.refresh_order_facts(conn, p)
+    assert conn.execute("SELECT prior_keys FROM order_facts").fetchall() == [
+        (["ann@example.com", "bob@example.com", "cat@example.com"],)]
+
+
+def test_orders_book_to_the_member_their_keys_have_when_identity_ran_after_the_facts_refresh(conn):
+    """order_facts rows give the ledger their member only while identity has not run since the
+    refresh; after it, each order books to the member its keys map to now."""
+    from loyalty_assets.lib import facts, ledger, normalize
+    from loyalty_assets.lib.money import FxTable
+
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", state="new"),
+                          order(2, "2024-03-01 11:00:00", state="new", customer_id=7, email="bob@example.com")])
+    process(conn, p, D(2024, 3, 1))
+    land(conn, p, orders=[order(1, "2024-03-02 10:00:00"),
+                          order(2, "2024-03-02 11:00:00", customer_id=7, email="bob@example.com")])
+    normalize.normalize(conn, p, FxTable.load(None), D(2024, 3, 2))
+    facts.refresh_order_facts(conn, p)
+    # identity moving a key to another member after the refresh, as resolve_members records it
+    conn.execute("UPDATE member_keys SET member_id = 'M-MOVED' WHERE key = 'ann@example.com'")
+    conn.execute("UPDATE refresh_state SET refreshed_at = now() WHERE name = 'identity'")
+    ledger.book_through(conn, p, D(2024, 3, 2), FAR_FUTURE)
+    owner = dict(conn.execute("SELECT key, member_id FROM member_keys").fetchall())
+    booked = dict(conn.execute("SELECT order_key, booked_member_id FROM ledger_journal WHERE kind = 'earn'").fetchall())
+    assert booked == {K1: "M-MOVED", K2: owner["magento:default:7"]}

@@ -198,3 +198,49 @@ def test_a_run_reads_what_arrived_since_the_last_one_and_still_retries_waiting_r
     conn.execute("DELETE FROM refresh_state WHERE name = 'normalize'")
     conn.execute("DELETE FROM order_versions WHERE order_key = 'magento:default:1'")
     assert normalize(conn, PROGRAM, FX, TODAY).orders == 1
+
+
+def test_a_memo_leaves_out_its_orders_excluded_lines_whichever_way_the_order_was_read():
+    """A memo's items name the order's lines by id only: its order's excluded line ids come from the
+    order's latest mapped version (Python- or SQL-mapped), or from its raw payload when the version
+    does not record them (a warehouse from before the column) or every version was quarantined."""
+    from magento_factory import memo
+    from pipeline import land
+
+    def line(item_id, product_type, total):
+        return {"item_id": item_id, "product_type": product_type, "row_total": Decimal(total),
+                "base_row_total": Decimal(total), "discount_amount": Decimal("0"), "base_discount_amount": Decimal("0")}
+
+    def refund_line(item_id, total):  # as Magento sends memo items: no product_type
+        return {"order_item_id": item_id, "row_total": Decimal(total), "base_row_total": Decimal(total),
+                "discount_amount": Decimal("0"), "base_discount_amount": Decimal("0")}
+
+    gift = order(1, "2024-03-01 10:00:00", items=[line(11, "giftcard", "30.00"), line(12, "simple", "70.00")])
+    plain = order(2, "2024-03-01 10:00:00")
+    odd = order(3, "2024-03-01 10:00:00", items=[line(31, "giftcard", "30.00"), line(32, "simple", "70.00")])
+    odd["state"] = "on_the_moon"  # its only version is quarantined: the order is still known
+    memos = []
+    for entity, order_id, item in ((9, 1, 11), (10, 2, 20), (13, 3, 31)):
+        m = memo(entity, order_id, "2024-03-02 10:00:00", subtotal="30.00")
+        m["items"] = [refund_line(item, "30.00")]
+        memos.append(m)
+
+    def refunds(conn):
+        return conn.execute(
+            "SELECT order_key, order_known, refunded_eligible_minor FROM refund_versions ORDER BY ALL").fetchall()
+
+    expected = [("magento:default:1", True, 0), ("magento:default:2", True, 3000), ("magento:default:3", True, 0)]
+    conn = duckdb.connect()
+    ensure_schema(conn)
+    land(conn, PROGRAM, orders=[gift, plain, odd], memos=memos)
+    normalize(conn, PROGRAM, FX, TODAY)
+    assert conn.execute("SELECT order_key, excluded_item_ids FROM order_versions ORDER BY 1").fetchall() == [
+        ("magento:default:1", "11"), ("magento:default:2", "")]
+    assert refunds(conn) == expected
+    # a warehouse whose versions were mapped before excluded_item_ids: the memos are mapped again
+    conn.execute("UPDATE order_versions SET excluded_item_ids = NULL")
+    conn.execute("DELETE FROM refund_versions")
+    conn.execute("DELETE FROM raw_processed WHERE source = 'magento.creditmemos'")
+    conn.execute("DELETE FROM refresh_state WHERE name = 'normalize'")
+    normalize(conn, PROGRAM, FX, TODAY)
+    assert refunds(conn) == expected

@@ -28,9 +28,12 @@ def refresh_order_facts(conn: duckdb.DuckDBPyConnection, program: Program) -> in
                    UNION SELECT order_key FROM refund_versions WHERE mapped_at > $since""",
                 {"since": since},
             )
+            _fill_prior_keys(conn)
         versions = "order_versions" if since is None else _versions_since(conn, since)
         compute_order_values(conn, program, LATEST, prepare_rules(conn, program), scoped=since is not None,
                              versions=versions)
+        # a row's prior_keys carries its earlier versions' keys into the next refresh (ROW_AS_VERSION)
+        conn.execute(KEYS_SQL.format(prior="[]" if since is None else "prior_keys", versions=versions))
         run_script(conn, "order_facts", {"full": since is None})
         conn.execute(
             """INSERT INTO refresh_state VALUES ('order_facts', ?, NULL) ON CONFLICT (name) DO UPDATE
@@ -50,8 +53,35 @@ ROW_AS_VERSION = """
     SELECT order_key, platform, source_id, order_number, store_key, created_at, updated_at, payload_hash,
            lifecycle AS signal, email, customer_key, currency, subtotal_minor, discount_minor, tax_minor,
            shipping_minor, grand_total_minor, eligible_minor, calc_currency, calc_eligible_minor, fx_rate,
-           to_program_factor, discount_codes
+           to_program_factor, discount_codes, prior_keys
     FROM order_facts WHERE order_key IN (SELECT order_key FROM order_scope) AND payload_hash IS NOT NULL"""
+
+# every key (customer id, else e-mail: what order_members.sql finds the member by) each order of
+# order_state belonged to a member by, from {versions} and the keys its row kept ({prior})
+KEYS_SQL = """
+    CREATE OR REPLACE TEMP TABLE facts_keys AS
+    SELECT order_key, list(DISTINCT k ORDER BY k) AS keys
+    FROM (SELECT order_key, unnest(list_concat([coalesce(customer_key, email)], {prior})) AS k FROM {versions}
+          WHERE order_key IN (SELECT order_key FROM order_state))
+    WHERE k IS NOT NULL GROUP BY order_key"""
+
+
+def _fill_prior_keys(conn: duckdb.DuckDBPyConnection) -> None:
+    """Rows from a warehouse older than prior_keys get it from their versions, once (a NULL is found
+    from the column's statistics, without a scan, when there is none)."""
+    if not conn.execute("SELECT 1 FROM order_facts WHERE prior_keys IS NULL LIMIT 1").fetchall():
+        return
+    conn.execute(
+        """UPDATE order_facts f SET prior_keys = k.prior_keys FROM (
+               SELECT o.order_key, list(DISTINCT coalesce(o.customer_key, o.email) ORDER BY coalesce(o.customer_key, o.email))
+                   FILTER (WHERE coalesce(o.customer_key, o.email) IS DISTINCT FROM coalesce(r.customer_key, r.email))
+                   AS prior_keys
+               FROM order_versions o JOIN order_facts r USING (order_key)
+               WHERE r.prior_keys IS NULL
+               GROUP BY o.order_key) k
+           WHERE f.order_key = k.order_key AND f.prior_keys IS NULL"""
+    )
+    conn.execute("UPDATE order_facts SET prior_keys = [] WHERE prior_keys IS NULL")
 
 
 def _versions_since(conn: duckdb.DuckDBPyConnection, since: dt.datetime) -> str:

@@ -124,6 +124,11 @@ STATE_COLUMNS = (
     "eligible_minor", "source_id", "payload_hash", "calc_currency", "calc_eligible_minor", "to_program_factor",
     "refunded_eligible_minor", "net_eligible_program_minor", "net_program_minor_any", "source_version",
 )
+# those booking reads (order_values, order_members, book_order_entries.sql)
+BOOKING_COLUMNS = (
+    "platform", "store_key", "order_number", "email", "customer_key", "fx_rate", "refunded_eligible_minor",
+    "net_eligible_program_minor", "source_version",
+)
 
 
 def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_facts: bool = True,
@@ -135,14 +140,24 @@ def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_fact
     `versions`: the table of versions the others are computed from (refresh_order_facts gives one).
     `values`: also order_values (what each order is worth: the journal's earn-time rates).
     `columns`: the state columns the caller reads; the others stay NULL where order_facts answers
-    (a wide row read for every member's order cost most of a tier evaluation)."""
+    (a wide row read for every member's order cost most of a tier evaluation).
+
+    Where order_facts answers, the member is the row's too (facts_member_id) when identity has not
+    run since the refresh: its keys then map to the member the row holds, or to its survivor, and
+    looking them up in member_keys cost each stage a read of every key."""
     conn.execute(f"CREATE OR REPLACE TEMP VIEW asof_versions AS SELECT * FROM {versions}")
     facts_at = None
     if from_facts:
-        row = conn.execute("SELECT refreshed_at FROM refresh_state WHERE name = 'order_facts'").fetchall()
-        facts_at = row[0][0] if row else None
+        row = conn.execute(
+            """SELECT max(refreshed_at) FILTER (WHERE name = 'order_facts'),
+                      max(refreshed_at) FILTER (WHERE name = 'identity') FROM refresh_state""").fetchall()
+        facts_at, identity_at = row[0]
     if facts_at is not None:
+        members = identity_at is not None and identity_at < facts_at
+        if members:
+            columns = tuple(c for c in columns if c not in ("email", "customer_key"))
         conn.execute("CREATE OR REPLACE TEMP VIEW known_facts AS SELECT order_key, occurred_at, lifecycle, "
+                     + ("member_id" if members else "CAST(NULL AS VARCHAR)") + " AS facts_member_id, "
                      + ", ".join(c for c in columns if c in STATE_COLUMNS) + " FROM order_facts")
         run_script(conn, "order_state_known", {"facts_at": facts_at})
     run_script(conn, "order_state_asof")
@@ -191,24 +206,24 @@ def hold_journal(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
-    # one scan of the journal finds the ids already booked, for the clash check and the insert
-    conn.execute(
-        """CREATE OR REPLACE TEMP TABLE already_booked AS
-           SELECT n.entry_id,
-                  j.points <> n.points OR j.kind <> n.kind OR j.booked_on <> n.booked_on
+    """Journal temp table new_entries, inside the caller's transaction. An id already booked is not
+    booked again: the unique index skips it, so a run whose ids are all new reads nothing more of
+    the journal (a join on entry_id read all of it); the same id with other content is an error,
+    which rolls the run back."""
+    total = conn.execute("SELECT count(*) FROM new_entries").fetchall()[0][0]
+    added = conn.execute(
+        "INSERT INTO ledger_journal BY NAME SELECT * FROM new_entries ON CONFLICT DO NOTHING").fetchall()[0][0]
+    if added < total:
+        clash = conn.execute(
+            """SELECT n.entry_id FROM new_entries n JOIN ledger_journal j USING (entry_id)
+               WHERE j.points <> n.points OR j.kind <> n.kind OR j.booked_on <> n.booked_on
                   OR (n.event_key IS NULL AND coalesce(j.order_key, '') <> coalesce(n.order_key, ''))
-                  OR coalesce(j.event_key, '') <> coalesce(n.event_key, '') AS clash
-           FROM new_entries n JOIN ledger_journal j USING (entry_id)"""
-    )
-    clash = conn.execute("SELECT entry_id FROM already_booked WHERE clash ORDER BY entry_id LIMIT 5").fetchall()
-    if clash:
-        raise LedgerIntegrityError(
-            f"entry ids already booked with different content: {[c[0] for c in clash]}"
-        )
-    return conn.execute(
-        """INSERT INTO ledger_journal BY NAME
-           SELECT * FROM new_entries WHERE entry_id NOT IN (SELECT entry_id FROM already_booked)"""
-    ).fetchone()[0]
+                  OR coalesce(j.event_key, '') <> coalesce(n.event_key, '')
+               ORDER BY n.entry_id LIMIT 5"""
+        ).fetchall()
+        if clash:
+            raise LedgerIntegrityError(f"entry ids already booked with different content: {[c[0] for c in clash]}")
+    return added
 
 
 def last_booking_at(conn: duckdb.DuckDBPyConnection, program: Program) -> dt.datetime | None:
@@ -263,7 +278,7 @@ def book_through(
         # every order entry of every day in one set-based pass (RULES.md §6: each day books the
         # value at its end minus what was booked before); then, day by day, what depends on them
         scope_booking_points(conn, program, days, late_since)
-        compute_point_values(conn, rules)
+        compute_point_values(conn, rules, columns=BOOKING_COLUMNS)
         entries, points = _book_script(conn, "book_order_entries", {
             **common, "pending_days": program.earning.pending_days})
         for day in days:

@@ -45,6 +45,7 @@ ORDER_COLUMNS = [
     "payload_hash", "status", "signal", "email", "customer_key", "currency", "subtotal_minor", "discount_minor",
     "tax_minor", "shipping_minor", "grand_total_minor", "eligible_minor", "calc_currency", "calc_eligible_minor",
     "fx_rate", "calc_rate", "to_program_factor", "phone", "phone_region", "discount_codes",
+    "excluded_item_ids",
 ]  # fmt: skip
 
 
@@ -166,11 +167,13 @@ def _each(conn, batch: _Batch, source: str, handle: Callable[[str, object, dt.da
 
 
 class _Orders:
-    """The latest raw payload of the orders pending refunds name, loaded per platform on first use.
+    """What pending refunds need of their orders, loaded per platform on first use.
 
     Magento memos and BigCommerce refunds carry their order id, so only those orders are read (a
     day's refunds cost what they name, not the whole history); commercetools payments are found
-    from the orders' paymentInfo, so all of its orders are read when there are payments to map."""
+    from the orders' paymentInfo, so all of its orders are read when there are payments to map.
+    A Magento memo needs only its order's excluded line ids, which the order's latest mapped version
+    keeps: a narrow read of order_versions instead of the payloads (0.2 s a day at 1M orders)."""
 
     # refund source -> SQL text of the order id it names (as the mappers build the order key)
     ORDER_ID_SQL = {
@@ -183,17 +186,27 @@ class _Orders:
         self.since = since
         self._by_source: dict[tuple[str, str | None], dict[str, str]] = {}
         self._ct_payments: dict[str, str] | None = None
+        self._magento_excluded: dict[str, set[str]] | None = None
 
-    def latest(self, source: str, refund_source: str | None = None) -> dict[str, str]:
+    def _name_orders(self, refund_source: str) -> None:
+        """Temp table refund_named: (order_key, id) of the orders the pending refunds name. The ids
+        first: a semi-join on the pending query itself costs a scan of every payload."""
+        sql, params = _pending_sql(self.conn, "r.tenant, r.payload", refund_source, self.since)
+        platform = refund_source.split(".")[0]
+        self.conn.execute(
+            f"""CREATE OR REPLACE TEMP TABLE refund_named AS
+                SELECT DISTINCT '{platform}:' || tenant || ':' || id AS order_key, id
+                FROM (SELECT r.tenant, {self.ORDER_ID_SQL[refund_source]} AS id FROM ({sql}) r)""", params)
+
+    def latest(self, source: str, refund_source: str | None = None, unmapped: bool = False) -> dict[str, str]:
+        """order key -> latest raw payload; with `refund_source`, of the orders its refunds name
+        (`unmapped`: only those of them without a recorded excluded_item_ids)."""
         if (source, refund_source) not in self._by_source:
             platform = source.split(".")[0]
             named = ""
             if refund_source in self.ORDER_ID_SQL:
-                # the ids first: a semi-join on the pending query itself costs a scan of every payload
-                sql, params = _pending_sql(self.conn, "r.tenant, r.payload", refund_source, self.since)
-                self.conn.execute(
-                    f"""CREATE OR REPLACE TEMP TABLE refund_named AS
-                        SELECT DISTINCT {self.ORDER_ID_SQL[refund_source]} AS id FROM ({sql}) r""", params)
+                if not unmapped:
+                    self._name_orders(refund_source)
                 named = "AND o.record_id IN (SELECT id FROM refund_named)"  # any tenant's: keyed by tenant below
             self._by_source[source, refund_source] = dict(self.conn.execute(
                 f"""SELECT '{platform}:' || o.tenant || ':' || o.record_id, arg_max(o.payload, o.modified_at)
@@ -203,6 +216,27 @@ class _Orders:
     def get(self, source: str, order_key: str, refund_source: str | None = None) -> dict | None:
         payload = self.latest(source, refund_source).get(order_key)
         return _loads(payload) if payload else None
+
+    def magento_excluded(self, order_key: str, program: Program) -> set[str] | None:
+        """The Magento order's excluded line ids; None when the order is unknown. From its latest
+        mapped version, else (versions mapped before the column existed, an order whose versions
+        were all quarantined) from its latest raw payload."""
+        if self._magento_excluded is None:
+            self._name_orders("magento.creditmemos")
+            self.conn.execute(
+                """CREATE OR REPLACE TEMP TABLE refund_named_excluded AS
+                   SELECT order_key, ids FROM (
+                       SELECT order_key, arg_max_null(excluded_item_ids, updated_at) AS ids FROM order_versions
+                       WHERE order_key IN (SELECT order_key FROM refund_named) GROUP BY 1)
+                   WHERE ids IS NOT NULL""")
+            found = {key: set(ids.split(",")) if ids else set() for key, ids in
+                     self.conn.execute("SELECT order_key, ids FROM refund_named_excluded").fetchall()}
+            self.conn.execute("DELETE FROM refund_named WHERE order_key IN (SELECT order_key FROM refund_named_excluded)")
+            if self.conn.execute("SELECT count(*) FROM refund_named").fetchall()[0][0]:
+                for key, payload in self.latest("magento.orders", "magento.creditmemos", unmapped=True).items():
+                    found.setdefault(key, magento.excluded_item_ids(_loads(payload), program))
+            self._magento_excluded = found
+        return self._magento_excluded.get(order_key)
 
     def commercetools_order_of_payment(self, tenant: str, payment_id: str) -> str | None:
         if self._ct_payments is None:
@@ -329,18 +363,19 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
     def refund_rows(source: str, tenant: str, payload, day, rid, raw) -> str:
         if source == "magento.creditmemos":
             order_key = f"magento:{tenant}:{payload.get('order_id')}" if isinstance(payload, dict) else None
-            order = orders.get("magento.orders", order_key, source)
-            excluded_ids = magento.excluded_item_ids(order, program) if order else None
+            excluded_ids = orders.magento_excluded(order_key, program) if order_key else None
+            known = excluded_ids is not None
             rows = [magento.map_creditmemo(payload, tenant, program, excluded_ids)]
         elif source == "bigcommerce.refunds":
             order_key = f"bigcommerce:{tenant}:{bigcommerce.refund_order_id(payload)}"
             order = orders.get("bigcommerce.orders", order_key, source)
             rows = bigcommerce.map_refund(payload, tenant, program, order)
+            known = order is not None
         else:
             order_key = orders.commercetools_order_of_payment(tenant, str(payload.get("id")))
             order = orders.get("commercetools.orders", order_key) if order_key else None
             rows = commercetools.map_payment(payload, tenant, program, order, order_key.split(":", 2)[2] if order_key else None)
-        known = order is not None
+            known = order is not None
         for version in rows:
             row = version.row()
             row.update(source_id=row.pop("native_id"), order_known=known, **raw)

@@ -58,6 +58,7 @@ class OrderVersion:
     phone: str | None = None  # as typed; E.164 only in identity, when identity.match_phone is on
     phone_region: str | None = None  # ISO country of the address, to read national numbers
     discount_codes: str | None = None  # comma-separated, upper case: links a redemption to its order
+    excluded_item_ids: str | None = None  # comma-separated line ids of excluded product types (Magento memos name lines)
 
     def row(self) -> dict:
         return dict(self.__dict__)  # flat fields: no deep copy (asdict was a third of normalize)

@@ -174,6 +174,7 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
         phone=_text((payload.get("billing_address") or {}).get("telephone")),
         phone_region=_text((payload.get("billing_address") or {}).get("country_id")),
         discount_codes=join_codes([payload.get("coupon_code")]),
+        excluded_item_ids=",".join(sorted(excluded_item_ids(payload, program))),
     )
 
 

@@ -121,7 +121,8 @@ SELECT 'magento:' || tenant || ':' || native_id AS order_key, 'magento' AS platf
        CAST(round(eligible * $scale) AS BIGINT) AS calc_eligible_minor,
        1 AS fx_rate, 1 AS calc_rate, 1 AS to_program_factor,
        phone, phone_region,
-       CASE WHEN trim(coupon_code) <> '' THEN upper(trim(coupon_code)) END AS discount_codes
+       CASE WHEN trim(coupon_code) <> '' THEN upper(trim(coupon_code)) END AS discount_codes,
+       '' AS excluded_item_ids   -- sql_ok: no line of an excluded product type
 FROM magento_sql_rows WHERE sql_ok;
 
 INSERT INTO raw_processed

@@ -37,7 +37,7 @@ refunds AS (
     FROM memo_latest m JOIN latest l USING (order_key, point_at)
     GROUP BY m.order_key, m.point_at
 )
-SELECT l.order_key, l.point_at, l.booked_day, l.platform, l.store_key, l.order_number, l.created_at, l.updated_at,
+SELECT l.order_key, l.point_at, l.booked_day, CAST(NULL AS VARCHAR) AS facts_member_id, l.platform, l.store_key, l.order_number, l.created_at, l.updated_at,
        l.email, l.customer_key, l.discount_codes, l.currency, l.fx_rate, l.subtotal_minor, l.discount_minor,
        l.tax_minor, l.shipping_minor, l.grand_total_minor, l.eligible_minor,
        l.source_id, l.payload_hash, l.calc_currency, l.calc_eligible_minor, l.to_program_factor,

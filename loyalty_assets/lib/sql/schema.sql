@@ -64,11 +64,13 @@ CREATE TABLE IF NOT EXISTS order_versions (
     phone            VARCHAR,
     phone_region     VARCHAR,
     discount_codes   VARCHAR,
-    mapped_at        TIMESTAMPTZ DEFAULT current_timestamp  -- when normalized: finds late arrivals
+    mapped_at        TIMESTAMPTZ DEFAULT current_timestamp,  -- when normalized: finds late arrivals
+    excluded_item_ids VARCHAR  -- Magento: the excluded lines' ids, comma-separated (NULL: not recorded)
     -- one row per (order_key, updated_at, payload_hash): normalize maps a raw version once (raw_processed).
     -- No PRIMARY KEY: at a million versions its index cost more than the rest of normalize's writes.
 );
 ALTER TABLE order_versions ADD COLUMN IF NOT EXISTS mapped_at TIMESTAMPTZ DEFAULT current_timestamp;
+ALTER TABLE order_versions ADD COLUMN IF NOT EXISTS excluded_item_ids VARCHAR;
 
 CREATE TABLE IF NOT EXISTS refund_versions (
     refund_key      VARCHAR NOT NULL,
@@ -436,3 +438,7 @@ ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS payload_hash VARCHAR;
 ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS calc_currency VARCHAR;
 ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS calc_eligible_minor BIGINT;
 ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS to_program_factor DECIMAL(38, 18);
+-- the keys (customer id, else e-mail) the order's earlier versions belonged to a member by, other
+-- than its current one ([] for most orders; NULL: not computed yet): the members whose tiers its
+-- changes move (tier_pairs.sql), without reading its versions
+ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS prior_keys VARCHAR[];

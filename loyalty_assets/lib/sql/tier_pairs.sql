@@ -7,17 +7,26 @@
 CREATE OR REPLACE TEMP TABLE tier_res AS SELECT member_id, survivor_id FROM member_resolution;
 
 CREATE OR REPLACE TEMP TABLE tier_pairs AS
-WITH order_keys AS (   -- one scan of order_versions for both keys
+WITH changed AS (   -- one read of order_facts: the order's member and those its earlier versions had
+    SELECT c.order_key, c.booked_day, f.member_id, f.prior_keys
+    FROM tier_changed c JOIN order_facts f USING (order_key)
+),
+order_keys AS (
     SELECT DISTINCT order_key, key FROM (
-        SELECT order_key, unnest([customer_key, email]) AS key FROM order_versions
-        WHERE order_key IN (SELECT order_key FROM tier_changed))
+        SELECT order_key, unnest(prior_keys) AS key FROM changed
+        UNION ALL   -- versions mapped since the facts refresh are not in its row yet
+        SELECT order_key, unnest([customer_key, email]) FROM order_versions
+        WHERE ($facts_at IS NULL OR mapped_at > $facts_at) AND order_key IN (SELECT order_key FROM tier_changed)
+        UNION ALL   -- a row not given its prior_keys yet (a warehouse from before them)
+        SELECT order_key, unnest([customer_key, email]) FROM order_versions
+        WHERE order_key IN (SELECT order_key FROM changed WHERE prior_keys IS NULL))
     WHERE key IS NOT NULL
 ),
 raw AS (
     SELECT k.member_id, c.booked_day AS day
     FROM tier_changed c JOIN order_keys o USING (order_key) JOIN member_keys k ON k.key = o.key
     UNION ALL
-    SELECT f.member_id, c.booked_day FROM tier_changed c JOIN order_facts f USING (order_key)
+    SELECT member_id, booked_day FROM changed
     UNION ALL   -- orders created 365 days before leave the rolling window
     SELECT member_id, CAST(timezone($tz, created_at) AS DATE) + 365 FROM order_facts
     WHERE $rolling AND CAST(timezone($tz, created_at) AS DATE) + 365 BETWEEN CAST($first AS DATE) AND CAST($last AS DATE)
