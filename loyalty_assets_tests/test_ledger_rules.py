@@ -649,3 +649,69 @@ def test_orders_book_to_the_member_their_keys_have_when_identity_ran_after_the_f
     owner = dict(conn.execute("SELECT key, member_id FROM member_keys").fetchall())
     booked = dict(conn.execute("SELECT order_key, booked_member_id FROM ledger_journal WHERE kind = 'earn'").fetchall())
     assert booked == {K1: "M-MOVED", K2: owner["magento:default:7"]}
+
+
+def test_member_status_email_is_the_address_the_member_used_last(conn):
+    """member_status.email is the address of the member's most recent order or account version,
+    so a day with no new version of the member keeps it."""
+    p = program()
+
+    def email():
+        return conn.execute(
+            """SELECT s.email FROM member_status s JOIN member_keys k USING (member_id)
+               WHERE k.key = 'magento:default:7'""").fetchall()
+
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", customer_id=7)])
+    process(conn, p, D(2024, 3, 1))
+    assert email() == [("ann@example.com",)]
+    land(conn, p, orders=[order(2, "2024-03-02 10:00:00", customer_id=7, email="ann.new@example.com")])
+    process(conn, p, D(2024, 3, 2))
+    assert email() == [("ann.new@example.com",)]
+    land(conn, p, orders=[order(1, "2024-03-03 10:00:00", customer_id=7, state="complete")])  # the first address again
+    process(conn, p, D(2024, 3, 3))
+    assert email() == [("ann@example.com",)]
+    land(conn, p, memos=[memo(9, 2, "2024-03-04 10:00:00")])  # the member changes, with no version
+    process(conn, p, D(2024, 3, 4))
+    assert email() == [("ann@example.com",)]
+    land(conn, p, orders=[order(3, "2024-03-01 12:00:00", customer_id=7)])  # late, and older than the last use
+    process(conn, p, D(2024, 3, 5))
+    assert email() == [("ann@example.com",)]
+    assert conn.execute("SELECT count(*) FROM ledger_journal WHERE booked_on = DATE '2024-03-04'").fetchall() == [(1,)]
+    # a version mapped after identity's last run counts too
+    from loyalty_assets.lib import normalize, status
+    from loyalty_assets.lib.money import FxTable
+
+    land(conn, p, orders=[order(4, "2024-03-06 10:00:00", customer_id=7, email="ann.new@example.com")])
+    normalize.normalize(conn, p, FxTable.load(None), D(2024, 3, 6))
+    status.refresh_member_status(conn, p)
+    assert email() == [("ann.new@example.com",)]
+
+
+def test_a_key_moved_to_another_member_refreshes_both_members_addresses(conn):
+    """When identity moves a key between members (recorded in member_key_moves), both members are
+    refreshed and the receiving one finds the moved address's uses in every version."""
+    from loyalty_assets.lib import status
+
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", customer_id=7),
+                          order(2, "2024-03-02 10:00:00", customer_id=8, email="bob@example.com"),
+                          order(3, "2024-03-03 10:00:00", customer_id=8, email="bob.new@example.com")])
+    process(conn, p, D(2024, 3, 3))
+    owner = dict(conn.execute("SELECT key, member_id FROM member_keys").fetchall())
+    ann, bob = owner["magento:default:7"], owner["magento:default:8"]
+    emails = dict(conn.execute("SELECT member_id, email FROM member_status").fetchall())
+    assert emails == {ann: "ann@example.com", bob: "bob.new@example.com"}
+    # identity moves bob@ to ann's member (as resolve_members records a key it reassigns)
+    conn.execute("UPDATE member_keys SET member_id = ? WHERE key = 'bob@example.com'", [ann])
+    conn.execute("INSERT INTO member_key_moves VALUES ('bob@example.com', ?, ?, now())", [bob, ann])
+    status.refresh_member_status(conn, p)
+    emails = dict(conn.execute("SELECT member_id, email FROM member_status").fetchall())
+    assert emails == {ann: "bob@example.com", bob: "bob.new@example.com"}
+    # a warehouse from before member_emails: a member refreshed with no new version of its own reads
+    # its addresses from every version
+    conn.execute("DELETE FROM member_emails")
+    land(conn, p, memos=[memo(9, 1, "2024-03-04 10:00:00")])
+    process(conn, p, D(2024, 3, 4))
+    assert conn.execute("SELECT email FROM member_status WHERE member_id = ?", [ann]).fetchall() == [("bob@example.com",)]
+    assert conn.execute("SELECT email FROM member_emails WHERE member_id = ?", [ann]).fetchall() == [
+        ("bob@example.com",)]  # written again

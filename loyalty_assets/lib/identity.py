@@ -198,6 +198,8 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
         if assignments:
             _insert_frame(conn, "UPDATE member_keys k SET member_id = f.member_id FROM _frame f WHERE k.key = f.key",
                           assignments, ["member_id", "key"])
+            _insert_frame(conn, "INSERT INTO member_key_moves SELECT key, from_member_id, member_id, now() FROM _frame",
+                          [(m, k, existing[k]) for m, k in assignments], ["member_id", "key", "from_member_id"])
         for contested, sides, reason in conflicts.values():
             members = sorted({final[k] for k in sides if k in final})
             cid = hashlib.sha256(f"{contested}|{'|'.join(sides)}".encode()).hexdigest()[:16]

@@ -1,8 +1,8 @@
 """member_status: the current-state table support agents and pushes read (CONTRACT.md §3).
 
 Refreshed for the members something happened to since the last refresh (entries journaled or
-becoming spendable, tier rows, new keys, merges); all of them on the first refresh and when the
-year turns (calendar-year tier expiry dates move then)."""
+becoming spendable, tier rows, new keys, merges, keys moved between members); all of them on the
+first refresh and when the year turns (calendar-year tier expiry dates move then)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ WITH ids AS (
     UNION ALL SELECT booked_member_id FROM ledger_journal WHERE available_on > $prev AND available_on <= $as_of
     UNION ALL SELECT member_id FROM tier_days WHERE day >= $prev
     UNION ALL SELECT survivor_id FROM member_merges WHERE merged_on >= $prev - 1
+    UNION ALL SELECT unnest([from_member_id, member_id]) FROM member_key_moves WHERE moved_at > $since
     UNION ALL SELECT k.member_id FROM member_keys k WHERE k.key IN (
         SELECT email FROM order_versions WHERE mapped_at > $since
         UNION ALL SELECT customer_key FROM order_versions WHERE mapped_at > $since
@@ -79,6 +80,7 @@ def refresh_member_status(conn: duckdb.DuckDBPyConnection, program: Program) -> 
             conn.execute(SCOPE_SQL, {"since": since, "prev": prev, "as_of": as_of})
         run_script(conn, "member_status", {
             "as_of": as_of, "full": full, "retention": program.tiers.retention, "period": program.tiers.period,
+            "since": since,
         })
         if as_of is not None and program.tiers.period == "rolling_365" and program.tiers.retention != "none":
             rules = prepare_rules(conn, program)
@@ -95,12 +97,15 @@ def refresh_member_status(conn: duckdb.DuckDBPyConnection, program: Program) -> 
         names = [lv.name for lv in program.tiers.levels]
         if full:
             conn.execute("DELETE FROM member_status")
+            conn.execute("DELETE FROM member_emails")
         else:
             # rows of members absorbed by a merge go, the survivors' rows are rewritten
-            conn.execute(
-                """DELETE FROM member_status WHERE member_id IN (SELECT member_id FROM member_status_new)
-                   OR member_id IN (SELECT absorbed_id FROM member_merges)"""
-            )
+            for table in ("member_status", "member_emails"):
+                conn.execute(
+                    f"""DELETE FROM {table} WHERE member_id IN (SELECT member_id FROM member_status_new)
+                        OR member_id IN (SELECT absorbed_id FROM member_merges)"""
+                )
+        conn.execute("INSERT INTO member_emails SELECT member_id, email, used_at FROM member_emails_new")
         conn.execute(
             """INSERT INTO member_status
                SELECT member_id, email, points_spendable, points_pending, points_earned_lifetime,

@@ -187,7 +187,7 @@ def forget(conn: duckdb.DuckDBPyConnection, email: str, program_id: str) -> Eras
                 conn.execute(f"UPDATE {table} SET payload = ? WHERE {where}", [scrubbed, *pk])
                 changed += 1
             counts[table] = changed
-        for table in ("order_versions", "customer_versions", "order_facts", "member_status"):
+        for table in ("order_versions", "customer_versions", "order_facts", "member_status", "member_emails"):
             counts[table] = conn.execute(
                 f"UPDATE {table} SET email = ? WHERE lower(trim(email)) IN (SELECT unnest(?))", [alias, sorted(emails)]
             ).fetchone()[0]

@@ -5,19 +5,38 @@ SELECT coalesce(r.survivor_id, k.member_id) AS member_id, k.key, k.first_seen_at
 FROM member_keys k LEFT JOIN member_resolution r ON r.member_id = k.member_id
 WHERE $full OR coalesce(r.survivor_id, k.member_id) IN (SELECT member_id FROM status_scope);
 
+-- The keys of members whose address is found again from every version: a key moved to them since
+-- the last refresh, or no member_emails row behind their status row (a warehouse from before it).
+CREATE OR REPLACE TEMP TABLE email_rescan AS
+SELECT key FROM scoped_keys WHERE NOT $full AND member_id IN (
+    SELECT member_id FROM scoped_keys WHERE key IN (SELECT key FROM member_key_moves WHERE moved_at > $since)
+    UNION ALL
+    SELECT coalesce(r.survivor_id, s.member_id) FROM member_status s
+    LEFT JOIN member_resolution r ON r.member_id = s.member_id
+    WHERE s.email IS NOT NULL AND s.member_id NOT IN (SELECT member_id FROM member_emails));
+
+CREATE OR REPLACE TEMP TABLE member_emails_new AS
+-- the address the member used most recently (orders or account), not merely the newest key: the
+-- last refresh's (a merged member's too) against the versions mapped since; all versions when full
+SELECT k.member_id, arg_max(u.email, u.used_at) AS email, max(u.used_at) AS used_at
+FROM (SELECT email, updated_at AS used_at FROM order_versions WHERE $full AND email IS NOT NULL
+      UNION ALL SELECT email, updated_at FROM customer_versions WHERE $full AND email IS NOT NULL
+      UNION ALL SELECT email, updated_at FROM order_versions
+      WHERE NOT $full AND mapped_at > $since AND email IN (SELECT key FROM scoped_keys)
+      UNION ALL SELECT email, updated_at FROM customer_versions
+      WHERE NOT $full AND mapped_at > $since AND email IN (SELECT key FROM scoped_keys)
+      UNION ALL SELECT email, updated_at FROM order_versions WHERE email IN (SELECT key FROM email_rescan)
+      UNION ALL SELECT email, updated_at FROM customer_versions WHERE email IN (SELECT key FROM email_rescan)
+      UNION ALL SELECT email, used_at FROM member_emails WHERE NOT $full AND email IN (SELECT key FROM scoped_keys)) u
+JOIN scoped_keys k ON k.key = u.email
+GROUP BY 1;
+
 CREATE OR REPLACE TEMP TABLE member_status_new AS
 WITH members AS (
     SELECT DISTINCT member_id FROM scoped_keys
 ),
 emails AS (
-    -- the address the member used most recently (orders or account), not merely the newest key
-    SELECT k.member_id, arg_max(u.email, u.updated_at) AS email
-    FROM (SELECT email, updated_at FROM order_versions
-          WHERE email IS NOT NULL AND ($full OR email IN (SELECT key FROM scoped_keys))
-          UNION ALL SELECT email, updated_at FROM customer_versions
-          WHERE email IS NOT NULL AND ($full OR email IN (SELECT key FROM scoped_keys))) u
-    JOIN scoped_keys k ON k.key = u.email
-    GROUP BY 1
+    SELECT member_id, email FROM member_emails_new
 ),
 balances AS (
     SELECT member_id,

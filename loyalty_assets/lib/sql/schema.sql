@@ -278,6 +278,21 @@ CREATE TABLE IF NOT EXISTS member_status (
     updated_at              TIMESTAMPTZ NOT NULL
 );
 
+-- The address each member used last and when (member_status.email), so a refresh reads only the
+-- versions mapped since the last one (status.py); and the keys identity moved to another member,
+-- whose members' addresses are found again from every version.
+CREATE TABLE IF NOT EXISTS member_emails (
+    member_id VARCHAR NOT NULL,   -- one row per member with an address: status.py rewrites them (no index)
+    email     VARCHAR NOT NULL,
+    used_at   TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS member_key_moves (
+    key            VARCHAR NOT NULL,
+    from_member_id VARCHAR NOT NULL,
+    member_id      VARCHAR NOT NULL,   -- the member the key moved to
+    moved_at       TIMESTAMPTZ NOT NULL
+);
+
 -- Outbox (DESIGN.md §4): every intended write to a target, recorded before it is sent.
 CREATE TABLE IF NOT EXISTS outbox (
     batch_id             VARCHAR PRIMARY KEY,
