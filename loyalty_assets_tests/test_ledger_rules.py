@@ -707,8 +707,8 @@ def test_a_key_moved_to_another_member_refreshes_both_members_addresses(conn):
     status.refresh_member_status(conn, p)
     emails = dict(conn.execute("SELECT member_id, email FROM member_status").fetchall())
     assert emails == {ann: "bob@example.com", bob: "bob.new@example.com"}
-    # a warehouse from before member_emails: a member refreshed with no new version of its own reads
-    # its addresses from every version
+    # a warehouse from before member_emails: one full refresh gives every member its row, so a member
+    # refreshed with no new version of its own still has its address
     conn.execute("DELETE FROM member_emails")
     land(conn, p, memos=[memo(9, 1, "2024-03-04 10:00:00")])
     process(conn, p, D(2024, 3, 4))

@@ -71,6 +71,10 @@ def refresh_member_status(conn: duckdb.DuckDBPyConnection, program: Program) -> 
     _, as_of = watermark(conn, program)
     since, prev = _last_refresh(conn)
     full = since is None or prev is None or as_of is None or prev.year != as_of.year or prev > as_of
+    # a warehouse from before member_emails: one full refresh gives every member its row
+    full = full or conn.execute(
+        """SELECT NOT EXISTS (SELECT 1 FROM member_emails)
+                  AND EXISTS (SELECT 1 FROM member_status WHERE email IS NOT NULL)""").fetchall()[0][0]
     conn.execute("BEGIN")
     try:
         started = conn.execute("SELECT now()").fetchone()[0]

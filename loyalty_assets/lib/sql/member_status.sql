@@ -6,14 +6,10 @@ FROM member_keys k LEFT JOIN member_resolution r ON r.member_id = k.member_id
 WHERE $full OR coalesce(r.survivor_id, k.member_id) IN (SELECT member_id FROM status_scope);
 
 -- The keys of members whose address is found again from every version: a key moved to them since
--- the last refresh, or no member_emails row behind their status row (a warehouse from before it).
+-- the last refresh (member_emails has a row for every member with an address: status.py).
 CREATE OR REPLACE TEMP TABLE email_rescan AS
 SELECT key FROM scoped_keys WHERE NOT $full AND member_id IN (
-    SELECT member_id FROM scoped_keys WHERE key IN (SELECT key FROM member_key_moves WHERE moved_at > $since)
-    UNION ALL
-    SELECT coalesce(r.survivor_id, s.member_id) FROM member_status s
-    LEFT JOIN member_resolution r ON r.member_id = s.member_id
-    WHERE s.email IS NOT NULL AND s.member_id NOT IN (SELECT member_id FROM member_emails));
+    SELECT member_id FROM scoped_keys WHERE key IN (SELECT key FROM member_key_moves WHERE moved_at > $since));
 
 CREATE OR REPLACE TEMP TABLE member_emails_new AS
 -- the address the member used most recently (orders or account), not merely the newest key: the
