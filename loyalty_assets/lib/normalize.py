@@ -187,10 +187,12 @@ class _Orders:
         self._by_source: dict[tuple[str, str | None], dict[str, str]] = {}
         self._ct_payments: dict[str, str] | None = None
         self._magento_excluded: dict[str, set[str]] | None = None
+        self._named: str | None = None  # the refund source temp table refund_named holds the orders of
 
     def _name_orders(self, refund_source: str) -> None:
         """Temp table refund_named: (order_key, id) of the orders the pending refunds name. The ids
         first: a semi-join on the pending query itself costs a scan of every payload."""
+        self._named = refund_source
         sql, params = _pending_sql(self.conn, "r.tenant, r.payload", refund_source, self.since)
         platform = refund_source.split(".")[0]
         self.conn.execute(
@@ -198,14 +200,13 @@ class _Orders:
                 SELECT DISTINCT '{platform}:' || tenant || ':' || id AS order_key, id
                 FROM (SELECT r.tenant, {self.ORDER_ID_SQL[refund_source]} AS id FROM ({sql}) r)""", params)
 
-    def latest(self, source: str, refund_source: str | None = None, unmapped: bool = False) -> dict[str, str]:
-        """order key -> latest raw payload; with `refund_source`, of the orders its refunds name
-        (`unmapped`: only those of them without a recorded excluded_item_ids)."""
+    def latest(self, source: str, refund_source: str | None = None) -> dict[str, str]:
+        """order key -> latest raw payload; with `refund_source`, of the orders in refund_named."""
         if (source, refund_source) not in self._by_source:
             platform = source.split(".")[0]
             named = ""
             if refund_source in self.ORDER_ID_SQL:
-                if not unmapped:
+                if self._named != refund_source:
                     self._name_orders(refund_source)
                 named = "AND o.record_id IN (SELECT id FROM refund_named)"  # any tenant's: keyed by tenant below
             self._by_source[source, refund_source] = dict(self.conn.execute(
@@ -233,7 +234,8 @@ class _Orders:
                      self.conn.execute("SELECT order_key, ids FROM refund_named_excluded").fetchall()}
             self.conn.execute("DELETE FROM refund_named WHERE order_key IN (SELECT order_key FROM refund_named_excluded)")
             if self.conn.execute("SELECT count(*) FROM refund_named").fetchall()[0][0]:
-                for key, payload in self.latest("magento.orders", "magento.creditmemos", unmapped=True).items():
+                # refund_named holds the named orders without a recorded excluded_item_ids now
+                for key, payload in self.latest("magento.orders", "magento.creditmemos").items():
                     found.setdefault(key, magento.excluded_item_ids(_loads(payload), program))
             self._magento_excluded = found
         return self._magento_excluded.get(order_key)
