@@ -113,6 +113,8 @@ PLAIN = [
     variant(29, order_currency_code="usd"),
     variant(30, customer_is_guest="no"),  # any text is truthy
     variant(31, store_id="1.5"),
+    variant(32, created_at="2024-03-01 10:00:00\u00a0Zo\u00eb"),  # text past the 19th character is ignored either way
+    variant(33, created_at="\u20032024-03-01 10:00:00"),  # trim() strips some of what Python's strip() does, never more
 ]
 # left to Python (mapped there or quarantined with its reason)
 OTHER = [
@@ -129,6 +131,7 @@ OTHER = [
     variant(65, subtotal=Decimal("1234567890123.456")), variant(66, entity_id="\t66"),
     variant(67, billing_address={"email": "x@example.com", "telephone": 5551234}), variant(68, items={"a": 1}),
     variant(69, subtotal=Decimal("0.0049999999999999999")), variant(70, status=5),
+    variant(71, created_at="\t2024-03-01 10:00:00"),  # whitespace Python strips and trim() does not
 ]
 
 

@@ -18,8 +18,10 @@ CREATE OR REPLACE TEMP MACRO mg_amount(v) AS CASE
     WHEN mg_type(v) = 'VARCHAR' AND regexp_full_match(v ->> '$', ' *-?\d{1,15}(\.\d{1,10})? *')
         THEN CAST(trim(v ->> '$') AS DECIMAL(38, 10)) END;
 
+-- No ASCII check: when the first 19 characters after trim() have this shape, Python's
+-- value.strip()[:19] is the same text (it starts with a digit and holds no other whitespace).
 CREATE OR REPLACE TEMP MACRO mg_time(v) AS CASE
-    WHEN mg_type(v) = 'VARCHAR' AND mg_ascii(v ->> '$')
+    WHEN mg_type(v) = 'VARCHAR'
          AND regexp_full_match(substr(trim(v ->> '$'), 1, 19), '[1-9]\d{3}-\d{2}-\d{2} ([01]\d|2[0-3]):[0-5]\d:[0-5]\d')
         THEN timezone('UTC', TRY_CAST(substr(trim(v ->> '$'), 1, 19) AS TIMESTAMP)) END;
 
@@ -79,28 +81,8 @@ mapped AS (
            greatest(subtotal - (abs(discount) - abs(shipping_discount)), 0) AS eligible
     FROM shaped
 )
-SELECT *,
-       id_type IN ('UBIGINT', 'BIGINT', 'VARCHAR') AND native_id <> '' AND mg_ascii(native_id)
-       AND increment_type IN ('NULL', 'UBIGINT', 'BIGINT', 'VARCHAR')
-       AND state IN ('new', 'pending_payment', 'payment_review', 'holded', 'processing', 'complete', 'canceled', 'closed')
-       AND status_type IN ('NULL', 'VARCHAR')
-       AND created_at IS NOT NULL AND payload_updated_at IS NOT NULL
-       AND currency_type = 'VARCHAR' AND currency = $currency
-       AND email_type IN ('NULL', 'VARCHAR') AND (email_type = 'NULL' OR mg_ascii(customer_email_text))
-       AND customer_type IN ('NULL', 'UBIGINT', 'BIGINT', 'VARCHAR') AND guest_type IN ('NULL', 'BOOLEAN', 'VARCHAR', 'UBIGINT', 'BIGINT')
-       AND store_type IN ('NULL', 'UBIGINT', 'BIGINT', 'VARCHAR')
-       AND coupon_type IN ('NULL', 'VARCHAR') AND (coupon_type = 'NULL' OR mg_ascii(coupon_code))
-       AND subtotal >= 0 AND tax >= 0 AND shipping >= 0 AND grand_total >= 0
-       AND discount IS NOT NULL AND shipping_discount IS NOT NULL
-       AND billing_type IN ('NULL', 'OBJECT')
-       AND billing_email_type IN ('NULL', 'VARCHAR') AND (billing_email_type = 'NULL' OR mg_ascii(billing_email ->> '$'))
-       AND phone_type IN ('NULL', 'VARCHAR') AND region_type IN ('NULL', 'VARCHAR')
-       AND (email IS NOT NULL OR NOT is_guest)
-       AND (items_type = 'NULL' OR (items_type = 'ARRAY' AND NOT list_has_any(product_types, CAST($excluded AS VARCHAR[])))) AS sql_ok
-FROM mapped;
-
-INSERT INTO order_versions BY NAME
-SELECT 'magento:' || tenant || ':' || native_id AS order_key, 'magento' AS platform, tenant, native_id AS source_id,
+SELECT version_key,
+       'magento:' || tenant || ':' || native_id AS order_key, 'magento' AS platform, tenant, native_id AS source_id,
        CASE WHEN increment_type = 'NULL' OR increment_id = '' OR (increment_type <> 'VARCHAR' AND increment_id = '0')
             THEN native_id ELSE increment_id END AS order_number,
        'magento:' || tenant || ':' || coalesce(store_id, 'default') AS store_key,
@@ -122,8 +104,28 @@ SELECT 'magento:' || tenant || ':' || native_id AS order_key, 'magento' AS platf
        1 AS fx_rate, 1 AS calc_rate, 1 AS to_program_factor,
        phone, phone_region,
        CASE WHEN trim(coupon_code) <> '' THEN upper(trim(coupon_code)) END AS discount_codes,
-       '' AS excluded_item_ids   -- sql_ok: no line of an excluded product type
-FROM magento_sql_rows WHERE sql_ok;
+       '' AS excluded_item_ids,   -- sql_ok: no line of an excluded product type
+       id_type IN ('UBIGINT', 'BIGINT', 'VARCHAR') AND native_id <> '' AND mg_ascii(native_id)
+       AND increment_type IN ('NULL', 'UBIGINT', 'BIGINT', 'VARCHAR')
+       AND state IN ('new', 'pending_payment', 'payment_review', 'holded', 'processing', 'complete', 'canceled', 'closed')
+       AND status_type IN ('NULL', 'VARCHAR')
+       AND created_at IS NOT NULL AND payload_updated_at IS NOT NULL
+       AND currency_type = 'VARCHAR' AND currency = $currency
+       AND email_type IN ('NULL', 'VARCHAR') AND (email_type = 'NULL' OR mg_ascii(customer_email_text))
+       AND customer_type IN ('NULL', 'UBIGINT', 'BIGINT', 'VARCHAR') AND guest_type IN ('NULL', 'BOOLEAN', 'VARCHAR', 'UBIGINT', 'BIGINT')
+       AND store_type IN ('NULL', 'UBIGINT', 'BIGINT', 'VARCHAR')
+       AND coupon_type IN ('NULL', 'VARCHAR') AND (coupon_type = 'NULL' OR mg_ascii(coupon_code))
+       AND subtotal >= 0 AND tax >= 0 AND shipping >= 0 AND grand_total >= 0
+       AND discount IS NOT NULL AND shipping_discount IS NOT NULL
+       AND billing_type IN ('NULL', 'OBJECT')
+       AND billing_email_type IN ('NULL', 'VARCHAR') AND (billing_email_type = 'NULL' OR mg_ascii(billing_email ->> '$'))
+       AND phone_type IN ('NULL', 'VARCHAR') AND region_type IN ('NULL', 'VARCHAR')
+       AND (email IS NOT NULL OR NOT is_guest)
+       AND (items_type = 'NULL' OR (items_type = 'ARRAY' AND NOT list_has_any(product_types, CAST($excluded AS VARCHAR[])))) AS sql_ok
+FROM mapped;
+
+INSERT INTO order_versions BY NAME
+SELECT * EXCLUDE (version_key, sql_ok) FROM magento_sql_rows WHERE sql_ok;
 
 INSERT INTO raw_processed
 SELECT 'magento.orders', version_key, 'processed', now() FROM magento_sql_rows WHERE sql_ok;
