@@ -626,6 +626,13 @@ def test_an_order_moved_to_another_shopper_moves_its_tier_contribution_that_day(
     facts.refresh_order_facts(conn, p)
     assert conn.execute("SELECT prior_keys FROM order_facts").fetchall() == [
         (["ann@example.com", "bob@example.com", "cat@example.com"],)]
+    # a full refresh (no refresh before it) finds the same keys from the versions alone
+    land(conn, p, orders=[order(2, "2024-06-05 11:00:00", subtotal="10.00", email="eve@example.com")])
+    normalize.normalize(conn, p, FxTable.load(None), D(2024, 6, 5))
+    conn.execute("DELETE FROM refresh_state WHERE name = 'order_facts'")
+    facts.refresh_order_facts(conn, p)
+    assert conn.execute("SELECT order_key, prior_keys FROM order_facts ORDER BY 1").fetchall() == [
+        ("magento:default:1", ["ann@example.com", "bob@example.com", "cat@example.com"]), ("magento:default:2", [])]
 
 
 def test_orders_book_to_the_member_their_keys_have_when_identity_ran_after_the_facts_refresh(conn):

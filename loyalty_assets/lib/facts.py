@@ -33,7 +33,7 @@ def refresh_order_facts(conn: duckdb.DuckDBPyConnection, program: Program) -> in
         compute_order_values(conn, program, LATEST, prepare_rules(conn, program), scoped=since is not None,
                              versions=versions)
         # a row's prior_keys carries its earlier versions' keys into the next refresh (ROW_AS_VERSION)
-        conn.execute(KEYS_SQL.format(prior="[]" if since is None else "prior_keys", versions=versions))
+        conn.execute(KEYS_SQL.format(prior="prior_keys", versions=versions) if since is not None else FULL_KEYS_SQL)
         run_script(conn, "order_facts", {"full": since is None})
         conn.execute(
             """INSERT INTO refresh_state VALUES ('order_facts', ?, NULL) ON CONFLICT (name) DO UPDATE
@@ -64,6 +64,18 @@ KEYS_SQL = """
     FROM (SELECT order_key, unnest(list_concat([coalesce(customer_key, email)], {prior})) AS k FROM {versions}
           WHERE order_key IN (SELECT order_key FROM order_state))
     WHERE k IS NOT NULL GROUP BY order_key"""
+
+# the same on a full refresh, for the orders whose versions have more than one key (a NULL counts:
+# the key of a row that now has none is a prior key): the others' prior_keys are [], and a list per
+# order cost 0.7 s at 1M orders
+FULL_KEYS_SQL = """
+    CREATE OR REPLACE TEMP TABLE facts_keys AS
+    WITH versions AS (SELECT order_key, coalesce(customer_key, email) AS k FROM order_versions)
+    SELECT order_key, list(DISTINCT k ORDER BY k) AS keys FROM versions
+    WHERE k IS NOT NULL AND order_key IN (
+        SELECT order_key FROM versions GROUP BY order_key
+        HAVING count(*) > 1 AND (min(k) <> max(k) OR count(k) <> count(*)))
+    GROUP BY order_key"""
 
 
 def _fill_prior_keys(conn: duckdb.DuckDBPyConnection) -> None:
