@@ -145,7 +145,7 @@ def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_fact
     Where order_facts answers, the member is the row's too (facts_member_id) when identity has not
     run since the refresh: its keys then map to the member the row holds, or to its survivor, and
     looking them up in member_keys cost each stage a read of every key."""
-    conn.execute(f"CREATE OR REPLACE TEMP VIEW asof_versions AS SELECT * FROM {versions}")
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW asof_versions AS SELECT rowid AS version_row, * FROM {versions}")
     facts_at = None
     if from_facts:
         row = conn.execute(

@@ -3,12 +3,13 @@
 -- each day books its value minus the value booked before (the previous day's, or what the journal
 -- holds for the first one).
 CREATE OR REPLACE TEMP TABLE new_entries AS
-WITH seq AS (
-    SELECT v.*,
-           v.value - lag(v.value, 1, v.booked_points) OVER w AS delta,
-           lag(v.value, 1, v.booked_points) OVER w AS booked_before
-    FROM order_values v
-    WINDOW w AS (PARTITION BY v.order_key ORDER BY v.point_at)
+WITH seq AS (   -- the windows on narrow rows, the rest of the row read once for the entries (they sorted
+                -- every column three times: 2.9 of 4.5 s at 1M orders)
+    SELECT rowid AS value_row, order_key, point_at, booked_day, trigger_day,
+           value - lag(value, 1, booked_points) OVER w AS delta,
+           lag(value, 1, booked_points) OVER w AS booked_before
+    FROM order_values
+    WINDOW w AS (PARTITION BY order_key ORDER BY point_at)
 ),
 seq2 AS (
     SELECT *, coalesce(bool_or(delta > 0) OVER (PARTITION BY order_key ORDER BY point_at
@@ -24,11 +25,13 @@ kinded AS (
 ),
 triggered AS (
     -- the trigger day is the earn entry's day, booked before this run or in it
-    SELECT *, coalesce(trigger_day,
-                       min(booked_day) FILTER (WHERE kind = 'earn') OVER (PARTITION BY order_key),
-                       booked_day) AS trig
+    SELECT value_row, delta, booked_before, kind,
+           coalesce(trigger_day,
+                    min(booked_day) FILTER (WHERE kind = 'earn') OVER (PARTITION BY order_key),
+                    booked_day) AS trig
     FROM kinded
-)
+),
+rows AS (SELECT v.*, t.delta, t.booked_before, t.kind, t.trig FROM triggered t JOIN order_values v ON v.rowid = t.value_row)
 SELECT substr(sha256(concat_ws('|', $program_id, k.order_key, CAST(k.booked_day AS VARCHAR), k.kind, k.source_version)), 1, 32) AS entry_id,
        coalesce(m.member_id, 'UNRESOLVED') AS booked_member_id,
        k.kind,
@@ -54,5 +57,5 @@ SELECT substr(sha256(concat_ws('|', $program_id, k.order_key, CAST(k.booked_day 
            '): worth ', k.value, ' pts, ', k.booked_before, ' booked before') AS description,
        now() AS journaled_at,
        NULL AS event_key
-FROM triggered k
+FROM rows k
 LEFT JOIN order_members m USING (order_key, point_at);
