@@ -53,14 +53,14 @@ class _Components:
             self.parent[key], key = root, self.parent[key]
         return root
 
-    def clash(self, a: str, b: str) -> list[tuple[str, str]]:
-        ca, cb = self.customers[self.find(a)], self.customers[self.find(b)]
-        return [(ca[t], cb[t]) for t in sorted(ca.keys() & cb.keys()) if ca[t] != cb[t]]
+    def clash(self, ra: str, rb: str) -> list[tuple[str, str]]:
+        """Customer keys of one tenant on both sides, between the components of roots ra and rb."""
+        ca, cb = self.customers[ra], self.customers[rb]
+        common = ca.keys() & cb.keys()
+        return [(ca[t], cb[t]) for t in sorted(common) if ca[t] != cb[t]] if common else []
 
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return
+    def union(self, ra: str, rb: str) -> None:
+        """Join the components of roots ra and rb (different)."""
         if ra > rb:
             ra, rb = rb, ra
         self.parent[rb] = ra
@@ -116,22 +116,22 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
     conflicts: dict[str, tuple[str, list[str], str]] = {}
 
     def link(a: str, b: str, forced: bool = False) -> None:
-        if comps.find(a) == comps.find(b):
-            return
         ra, rb = comps.find(a), comps.find(b)
+        if ra == rb:
+            return
         blocked = [
             sorted(p)
             for p in cannot
             if len(p) == 2 and {comps.find(k) for k in p if k in comps.parent} == {ra, rb}
-        ]
-        clashes = [] if forced else comps.clash(a, b)
+        ] if cannot else []
+        clashes = [] if forced else comps.clash(ra, rb)
         if blocked or clashes:
             contested = b if key_type(b) in ("email", "phone") else a
             sides = list(blocked[0]) if blocked else [clashes[0][0], clashes[0][1]]
             reason = "cannot_link" if blocked else "same_tenant_customers_share_email"
             conflicts.setdefault(f"{contested}|{'|'.join(sides)}", (contested, sides, reason))
             return
-        comps.union(a, b)
+        comps.union(ra, rb)
 
     # Registered identities first, so a shared email cannot glue two customers together before
     # each has its own component; records are taken oldest first, so a contested email stays
@@ -355,7 +355,8 @@ def _records_near_new(conn: duckdb.DuckDBPyConnection, since: dt.datetime, named
 
 
 def _insert_frame(conn: duckdb.DuckDBPyConnection, statement: str, rows: list[tuple], columns: list[str]) -> None:
-    with registered(conn, "_frame", pa.Table.from_pylist([dict(zip(columns, r, strict=True)) for r in rows])):
+    # column by column: a dict per row cost 0.6 s for the 318,000 keys of 1M orders
+    with registered(conn, "_frame", pa.table(dict(zip(columns, map(list, zip(*rows, strict=True)), strict=True)))):
         conn.execute(statement)
 
 
