@@ -5,30 +5,31 @@
 -- Reads temp table magento_pending (normalize.py: the versions of the run without an outcome yet).
 -- DuckDB reads JSON numbers as doubles: a payload with a run of 16+ digits or dots goes to Python,
 -- so every amount taken here has at most 15 significant digits and its double is exact.
+-- Each field's JSON type and text are read once (typed); the macros take both.
 CREATE OR REPLACE TEMP MACRO mg_type(v) AS coalesce(json_type(v), 'NULL');
 
-CREATE OR REPLACE TEMP MACRO mg_text(v) AS CASE WHEN mg_type(v) = 'VARCHAR' THEN v ->> '$' END;
+CREATE OR REPLACE TEMP MACRO mg_text(t, s) AS CASE WHEN t = 'VARCHAR' THEN s END;
 
 CREATE OR REPLACE TEMP MACRO mg_ascii(s) AS regexp_full_match(s, '[ -~]*');
 
-CREATE OR REPLACE TEMP MACRO mg_amount(v) AS CASE
-    WHEN mg_type(v) = 'NULL' THEN CAST(0 AS DECIMAL(38, 10))
-    WHEN mg_type(v) IN ('UBIGINT', 'BIGINT', 'DOUBLE') AND regexp_full_match(v ->> '$', '-?\d{1,15}(\.\d{1,10})?')
-        THEN CAST(v ->> '$' AS DECIMAL(38, 10))
-    WHEN mg_type(v) = 'VARCHAR' AND regexp_full_match(v ->> '$', ' *-?\d{1,15}(\.\d{1,10})? *')
-        THEN CAST(trim(v ->> '$') AS DECIMAL(38, 10)) END;
+CREATE OR REPLACE TEMP MACRO mg_amount(t, s) AS CASE
+    WHEN t = 'NULL' THEN CAST(0 AS DECIMAL(38, 10))
+    WHEN t IN ('UBIGINT', 'BIGINT', 'DOUBLE') AND regexp_full_match(s, '-?\d{1,15}(\.\d{1,10})?')
+        THEN CAST(s AS DECIMAL(38, 10))
+    WHEN t = 'VARCHAR' AND regexp_full_match(s, ' *-?\d{1,15}(\.\d{1,10})? *')
+        THEN CAST(trim(s) AS DECIMAL(38, 10)) END;
 
 -- No ASCII check: when the first 19 characters after trim() have this shape, Python's
 -- value.strip()[:19] is the same text (it starts with a digit and holds no other whitespace).
-CREATE OR REPLACE TEMP MACRO mg_time(v) AS CASE
-    WHEN mg_type(v) = 'VARCHAR'
-         AND regexp_full_match(substr(trim(v ->> '$'), 1, 19), '[1-9]\d{3}-\d{2}-\d{2} ([01]\d|2[0-3]):[0-5]\d:[0-5]\d')
-        THEN timezone('UTC', TRY_CAST(substr(trim(v ->> '$'), 1, 19) AS TIMESTAMP)) END;
+CREATE OR REPLACE TEMP MACRO mg_time(t, s) AS CASE
+    WHEN t = 'VARCHAR'
+         AND regexp_full_match(substr(trim(s), 1, 19), '[1-9]\d{3}-\d{2}-\d{2} ([01]\d|2[0-3]):[0-5]\d:[0-5]\d')
+        THEN timezone('UTC', TRY_CAST(substr(trim(s), 1, 19) AS TIMESTAMP)) END;
 
 CREATE OR REPLACE TEMP MACRO mg_email(s) AS CASE WHEN contains(lower(trim(s)), '@') THEN lower(trim(s)) END;
 
-CREATE OR REPLACE TEMP MACRO mg_scalar_text(v) AS CASE   -- str(value) of a string or an integer
-    WHEN mg_type(v) IN ('VARCHAR', 'UBIGINT', 'BIGINT') THEN v ->> '$' END;
+CREATE OR REPLACE TEMP MACRO mg_scalar_text(t, s) AS CASE   -- str(value) of a string or an integer
+    WHEN t IN ('VARCHAR', 'UBIGINT', 'BIGINT') THEN s END;
 
 CREATE OR REPLACE TEMP TABLE magento_sql_rows AS
 WITH pending AS (
@@ -42,33 +43,57 @@ WITH pending AS (
     WHERE starts_with(ltrim(CAST(payload AS VARCHAR)), '{')   -- an object (the JSON column holds valid JSON)
       AND NOT regexp_matches(CAST(payload AS VARCHAR), '[0-9.]{16,}')
 ),
-fields AS (
+typed AS (
     SELECT tenant, modified_at, payload_hash, version_key,
-           mg_type(j.entity_id) AS id_type, trim(mg_scalar_text(j.entity_id)) AS native_id,
-           mg_type(j.increment_id) AS increment_type, mg_scalar_text(j.increment_id) AS increment_id,
-           mg_text(j.state) AS state,
-           mg_type(j.status) AS status_type, mg_text(j.status) AS status,
-           mg_time(j.created_at) AS created_at, mg_time(j.updated_at) AS payload_updated_at,
-           mg_type(j.order_currency_code) AS currency_type, upper(mg_text(j.order_currency_code)) AS currency,
-           mg_type(j.customer_email) AS email_type, mg_text(j.customer_email) AS customer_email_text,
-           mg_type(j.customer_id) AS customer_type, mg_scalar_text(j.customer_id) AS customer_id,
+           mg_type(j.entity_id) AS id_type, j.entity_id ->> '$' AS id_s,
+           mg_type(j.increment_id) AS increment_type, j.increment_id ->> '$' AS increment_s,
+           mg_type(j.state) AS state_type, j.state ->> '$' AS state_s,
+           mg_type(j.status) AS status_type, j.status ->> '$' AS status_s,
+           mg_type(j.created_at) AS created_type, j.created_at ->> '$' AS created_s,
+           mg_type(j.updated_at) AS updated_type, j.updated_at ->> '$' AS updated_s,
+           mg_type(j.order_currency_code) AS currency_type, j.order_currency_code ->> '$' AS currency_s,
+           mg_type(j.customer_email) AS email_type, j.customer_email ->> '$' AS email_s,
+           mg_type(j.customer_id) AS customer_type, j.customer_id ->> '$' AS customer_s,
            mg_type(j.customer_is_guest) AS guest_type, j.customer_is_guest ->> '$' AS guest_text,
-           mg_type(j.store_id) AS store_type, mg_scalar_text(j.store_id) AS store_id,
-           mg_type(j.coupon_code) AS coupon_type, mg_text(j.coupon_code) AS coupon_code,
-           mg_amount(j.subtotal) AS subtotal, mg_amount(j.discount_amount) AS discount,
-           mg_amount(j.shipping_discount_amount) AS shipping_discount, mg_amount(j.tax_amount) AS tax,
-           mg_amount(j.shipping_amount) AS shipping, mg_amount(j.grand_total) AS grand_total,
+           mg_type(j.store_id) AS store_type, j.store_id ->> '$' AS store_s,
+           mg_type(j.coupon_code) AS coupon_type, j.coupon_code ->> '$' AS coupon_s,
+           mg_type(j.subtotal) AS subtotal_type, j.subtotal ->> '$' AS subtotal_s,
+           mg_type(j.discount_amount) AS discount_type, j.discount_amount ->> '$' AS discount_s,
+           mg_type(j.shipping_discount_amount) AS shipping_discount_type, j.shipping_discount_amount ->> '$' AS shipping_discount_s,
+           mg_type(j.tax_amount) AS tax_type, j.tax_amount ->> '$' AS tax_s,
+           mg_type(j.shipping_amount) AS shipping_type, j.shipping_amount ->> '$' AS shipping_s,
+           mg_type(j.grand_total) AS grand_total_type, j.grand_total ->> '$' AS grand_total_s,
            mg_type(j.billing_address) AS billing_type, j.billing_address AS billing,
-           mg_type(j.items) AS items_type,
-           CASE WHEN mg_type(j.items) = 'ARRAY'
-                THEN list_transform(json_extract_string(j.items, '$[*].product_type'), lambda t: lower(t)) END AS product_types
+           mg_type(j.items) AS items_type, j.items
     FROM pending
+),
+fields AS (
+    SELECT tenant, modified_at, payload_hash, version_key, id_type, trim(mg_scalar_text(id_type, id_s)) AS native_id,
+           increment_type, mg_scalar_text(increment_type, increment_s) AS increment_id,
+           mg_text(state_type, state_s) AS state,
+           status_type, mg_text(status_type, status_s) AS status,
+           mg_time(created_type, created_s) AS created_at, mg_time(updated_type, updated_s) AS payload_updated_at,
+           currency_type, upper(mg_text(currency_type, currency_s)) AS currency,
+           email_type, mg_text(email_type, email_s) AS customer_email_text,
+           customer_type, mg_scalar_text(customer_type, customer_s) AS customer_id,
+           guest_type, guest_text,
+           store_type, mg_scalar_text(store_type, store_s) AS store_id,
+           coupon_type, mg_text(coupon_type, coupon_s) AS coupon_code,
+           mg_amount(subtotal_type, subtotal_s) AS subtotal, mg_amount(discount_type, discount_s) AS discount,
+           mg_amount(shipping_discount_type, shipping_discount_s) AS shipping_discount, mg_amount(tax_type, tax_s) AS tax,
+           mg_amount(shipping_type, shipping_s) AS shipping, mg_amount(grand_total_type, grand_total_s) AS grand_total,
+           billing_type,
+           coalesce(json_type(billing, '$.email'), 'NULL') AS billing_email_type, json_extract_string(billing, '$.email') AS billing_email_s,
+           coalesce(json_type(billing, '$.telephone'), 'NULL') AS phone_type, json_extract_string(billing, '$.telephone') AS phone_s,
+           coalesce(json_type(billing, '$.country_id'), 'NULL') AS region_type, json_extract_string(billing, '$.country_id') AS region_s,
+           items_type,
+           CASE WHEN items_type = 'ARRAY'
+                THEN list_transform(json_extract_string(items, '$[*].product_type'), lambda t: lower(t)) END AS product_types
+    FROM typed
 ),
 shaped AS (
     SELECT f.*,
-           mg_type(json_extract(billing, '$.email')) AS billing_email_type, json_extract(billing, '$.email') AS billing_email,
-           mg_type(json_extract(billing, '$.telephone')) AS phone_type, mg_text(json_extract(billing, '$.telephone')) AS phone,
-           mg_type(json_extract(billing, '$.country_id')) AS region_type, mg_text(json_extract(billing, '$.country_id')) AS phone_region,
+           mg_text(phone_type, phone_s) AS phone, mg_text(region_type, region_s) AS phone_region,
            CASE guest_type WHEN 'NULL' THEN FALSE WHEN 'BOOLEAN' THEN guest_text = 'true'
                            WHEN 'VARCHAR' THEN guest_text <> '' WHEN 'UBIGINT' THEN guest_text <> '0'
                            WHEN 'BIGINT' THEN guest_text <> '0' END
@@ -77,7 +102,7 @@ shaped AS (
 ),
 mapped AS (
     SELECT *,
-           coalesce(mg_email(customer_email_text), mg_email(mg_text(billing_email))) AS email,
+           coalesce(mg_email(customer_email_text), mg_email(mg_text(billing_email_type, billing_email_s))) AS email,
            greatest(subtotal - (abs(discount) - abs(shipping_discount)), 0) AS eligible
     FROM shaped
 )
@@ -118,7 +143,7 @@ SELECT version_key,
        AND subtotal >= 0 AND tax >= 0 AND shipping >= 0 AND grand_total >= 0
        AND discount IS NOT NULL AND shipping_discount IS NOT NULL
        AND billing_type IN ('NULL', 'OBJECT')
-       AND billing_email_type IN ('NULL', 'VARCHAR') AND (billing_email_type = 'NULL' OR mg_ascii(billing_email ->> '$'))
+       AND billing_email_type IN ('NULL', 'VARCHAR') AND (billing_email_type = 'NULL' OR mg_ascii(billing_email_s))
        AND phone_type IN ('NULL', 'VARCHAR') AND region_type IN ('NULL', 'VARCHAR')
        AND (email IS NOT NULL OR NOT is_guest)
        AND (items_type = 'NULL' OR (items_type = 'ARRAY' AND NOT list_has_any(product_types, CAST($excluded AS VARCHAR[])))) AS sql_ok
