@@ -18,7 +18,7 @@ from magento_factory import order
 
 from loyalty_assets import bench
 from loyalty_assets.lib.money import FxTable
-from loyalty_assets.lib.normalize import map_magento_orders_in_sql, normalize
+from loyalty_assets.lib.normalize import map_magento_memos_in_sql, map_magento_orders_in_sql, normalize
 from loyalty_assets.lib.program import parse_program
 from loyalty_assets.lib.warehouse import ensure_schema
 from loyalty_assets.sandbox.generate import generate
@@ -33,12 +33,12 @@ def dumps(payload) -> str:
     return simplejson.dumps(payload, use_decimal=True)  # Decimals as bare JSON numbers, as Magento sends them
 
 
-def land(conn, texts: list[str]) -> None:
+def land(conn, texts: list[str], source: str = "magento.orders") -> None:
     for i, text in enumerate(texts):
         modified = dt.datetime(2024, 3, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=i)
         conn.execute(
-            "INSERT INTO raw_records VALUES ('magento.orders', 'default', ?, ?, ?, ?, ?, now())",
-            [str(i), modified, hashlib.sha256(text.encode()).hexdigest()[:16], text, modified.date()],
+            "INSERT INTO raw_records VALUES (?, 'default', ?, ?, ?, ?, ?, now())",
+            [source, str(i), modified, hashlib.sha256(text.encode()).hexdigest()[:16], text, modified.date()],
         )
 
 
@@ -55,28 +55,41 @@ def outcome(texts: list[str], program=PROGRAM) -> tuple[set[str], dict]:
             in_sql = {r[0] for r in conn.execute("SELECT source_id FROM order_versions").fetchall()}
             assert n == conn.execute("SELECT count(*) FROM order_versions").fetchone()[0]
         normalize(conn, program, FX, TODAY, sql_mapping=sql)
-        tables.append({
-            "orders": conn.execute("SELECT * EXCLUDE (mapped_at) FROM order_versions ORDER BY ALL").fetchall(),
-            "quarantine": conn.execute(
-                "SELECT source, record_key, reason, detail, version_key FROM quarantine ORDER BY ALL").fetchall(),
-            "processed": conn.execute("SELECT source, version_key, outcome FROM raw_processed ORDER BY ALL").fetchall(),
-        })
+        tables.append(snapshot(conn, "orders", "order_versions"))
         conn.close()
-    for name in tables[0]:
-        sql_only = sorted(set(tables[0][name]) - set(tables[1][name]))
-        python_only = sorted(set(tables[1][name]) - set(tables[0][name]))
-        assert (name, sql_only) == (name, python_only)
+    assert_same(*tables)
     return in_sql, tables[0]
 
 
-def variant(i: int, **changes) -> dict:
-    rec = order(i, "2024-03-01 10:00:00", subtotal="100.00", discount="10.00", customer_id=7)
+def snapshot(conn, name: str, table: str) -> dict:
+    """The mapped rows of `table` (as `name`), the quarantine and the outcomes."""
+    return {
+        name: conn.execute(f"SELECT * EXCLUDE (mapped_at) FROM {table} ORDER BY ALL").fetchall(),
+        "quarantine": conn.execute(
+            "SELECT source, record_key, reason, detail, version_key FROM quarantine ORDER BY ALL").fetchall(),
+        "processed": conn.execute("SELECT source, version_key, outcome FROM raw_processed ORDER BY ALL").fetchall(),
+    }
+
+
+def assert_same(with_sql: dict, python_alone: dict) -> None:
+    for name in with_sql:
+        sql_only = sorted(set(with_sql[name]) - set(python_alone[name]))
+        python_only = sorted(set(python_alone[name]) - set(with_sql[name]))
+        assert (name, sql_only) == (name, python_only)
+
+
+def changed(rec: dict, changes: dict) -> dict:
+    """`rec` with `changes` applied; `...` removes the field."""
     for key, value in changes.items():
         if value is ...:
             rec.pop(key, None)
         else:
             rec[key] = value
     return rec
+
+
+def variant(i: int, **changes) -> dict:
+    return changed(order(i, "2024-03-01 10:00:00", subtotal="100.00", discount="10.00", customer_id=7), changes)
 
 
 # mapped in SQL: every field in its plain shape, with the values that trip naive mappings
@@ -247,3 +260,79 @@ def test_a_memo_leaves_out_its_orders_excluded_lines_whichever_way_the_order_was
     conn.execute("DELETE FROM refresh_state WHERE name = 'normalize'")
     normalize(conn, PROGRAM, FX, TODAY)
     assert refunds(conn) == expected
+
+
+def memo_variant(i: int, order_id=1, **changes) -> dict:
+    from magento_factory import memo
+
+    return changed(memo(i, order_id, "2024-03-02 10:00:00", subtotal="40.00", discount="4.00"), changes)
+
+
+GIFT_LINE = {"item_id": 11, "product_type": "giftcard", "row_total": Decimal("30.00"), "discount_amount": Decimal("0")}
+# mapped in SQL: memos of order 1 (no excluded line) with every field in its plain shape
+PLAIN_MEMOS = [
+    memo_variant(1), memo_variant(2, state=1), memo_variant(3, state="3"),
+    memo_variant(4, subtotal=Decimal("12.345"), discount_amount=Decimal("-5.00")),  # half-up: 735
+    memo_variant(5, updated_at=""), memo_variant(6, updated_at=...),  # created_at instead
+    memo_variant(7, base_currency_code=...), memo_variant(8, base_currency_code=""), memo_variant(9, base_currency_code="usd"),
+    memo_variant(10, order_currency_code="usd"), memo_variant(11, discount_amount=Decimal("-90.00")),  # floors at 0
+    memo_variant(12, items=[{"order_item_id": 5, "product_type": "simple"}, "not an item"]),
+    memo_variant(13, entity_id="  13 "), memo_variant(14, subtotal="  20.00 "),
+    memo_variant(15, updated_at="2024-03-02 10:00:00.000000"), memo_variant(16, discount_amount=...),
+]
+# left to Python (mapped there, waiting, or quarantined with its reason)
+OTHER_MEMOS = [
+    memo_variant(40, state=4), memo_variant(41, state=True), memo_variant(42, state=Decimal("2.0")),
+    memo_variant(43, order_id=99),  # an unknown order: waiting
+    memo_variant(44, order_id=" 1"), memo_variant(45, order_id=2),  # order 2 has an excluded line
+    memo_variant(46, order_currency_code="EUR"), memo_variant(47, base_currency_code="EUR"),
+    memo_variant(48, subtotal=Decimal("-1.00")), memo_variant(49, items=[{"order_item_id": 5, "product_type": "GiftCard",
+                                                                         "row_total": Decimal("10.00")}]),
+    memo_variant(50, updated_at=0), memo_variant(51, entity_id="\t51"), memo_variant(52, updated_at="2024-02-30 10:00:00"),
+    memo_variant(53, subtotal=Decimal("0.0049999999999999999")), memo_variant(54, subtotal="1e2"),
+    memo_variant(55, base_subtotal=Decimal("-5.00")), memo_variant(56, entity_id=None), memo_variant(57, order_id=True),
+    memo_variant(58, state=" 2"), memo_variant(59, updated_at=" "),
+]
+
+
+def test_credit_memos_of_known_orders_map_in_sql_as_in_python():
+    """The set-based memo mapping (lib/sql/magento_creditmemos.sql) gives exactly the refund rows,
+    quarantine and outcomes of magento.map_creditmemo, and leaves to Python every memo it cannot
+    map exactly: other currencies, odd shapes, orders with excluded lines, unknown orders."""
+    orders = [dumps(variant(1)), dumps(variant(2, items=[GIFT_LINE, {"item_id": 12, "product_type": "simple"}]))]
+    memos = [dumps(m) for m in PLAIN_MEMOS + OTHER_MEMOS] + ["[1, 2]"]
+    tables = []
+    for sql in (True, False):
+        conn = duckdb.connect()
+        ensure_schema(conn)
+        land(conn, orders)
+        land(conn, memos, "magento.creditmemos")
+        if sql:
+            map_magento_orders_in_sql(conn, PROGRAM)  # order 2 (an excluded line) is mapped in Python below
+            normalize(conn, PROGRAM, FX, TODAY, sql_mapping=False)
+            conn.execute("DELETE FROM refund_versions; DELETE FROM raw_processed WHERE source = 'magento.creditmemos'")
+            conn.execute("DELETE FROM quarantine WHERE source = 'magento.creditmemos'")
+            assert map_magento_memos_in_sql(conn, PROGRAM) == len(PLAIN_MEMOS)
+            in_sql = {r[0] for r in conn.execute("SELECT source_id FROM refund_versions").fetchall()}
+        result = normalize(conn, PROGRAM, FX, TODAY, sql_mapping=sql)
+        tables.append(snapshot(conn, "refunds", "refund_versions"))
+        conn.close()
+    assert_same(*tables)
+    assert in_sql == {str(m["entity_id"]).strip() for m in PLAIN_MEMOS}
+    assert result.waiting == 2  # order 99 and order " 1" are not known
+    minor = {r[3]: (r[6], r[8], r[10]) for r in tables[0]["refunds"]}  # counts, refunded minor, base minor
+    assert minor["4"] == (True, 735, 3600) and minor["2"] == (False, 3600, 3600) and minor["7"] == (True, 3600, None)
+    assert minor["11"] == (True, 0, 3600) and minor["45"] == (True, 3600, 3600)
+    reasons = {r[2] for r in tables[0]["quarantine"]}
+    assert {"unknown_status", "malformed_record", "negative_amount"} <= reasons
+
+
+def test_the_benchmark_memos_map_entirely_in_sql():
+    conn = duckdb.connect()
+    ensure_schema(conn)
+    bench.land_history(conn, orders=300, members=60, days=30, seed=1, memo_rate=0.2, tz="UTC")
+    map_magento_orders_in_sql(conn, PROGRAM)
+    assert map_magento_memos_in_sql(conn, PROGRAM) == 60
+    result = normalize(conn, PROGRAM, FX, TODAY)  # nothing left for Python
+    assert (result.orders, result.refunds, result.quarantined, result.waiting) == (0, 0, 0, 0)
+    assert conn.execute("SELECT count(*), count(*) FILTER (WHERE order_known) FROM refund_versions").fetchone() == (60, 60)

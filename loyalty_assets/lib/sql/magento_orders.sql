@@ -3,34 +3,7 @@
 -- state, 'YYYY-MM-DD HH:MM:SS' times, ASCII text, no line of an excluded product type. Anything else
 -- (and every record that would be quarantined) is left pending for the Python mapper, which says why.
 -- Reads temp table magento_pending (normalize.py: the versions of the run without an outcome yet).
--- DuckDB reads JSON numbers as doubles: a payload with a run of 16+ digits or dots goes to Python,
--- so every amount taken here has at most 15 significant digits and its double is exact.
--- Each field's JSON type and text are read once (typed); the macros take both.
-CREATE OR REPLACE TEMP MACRO mg_type(v) AS coalesce(json_type(v), 'NULL');
-
-CREATE OR REPLACE TEMP MACRO mg_text(t, s) AS CASE WHEN t = 'VARCHAR' THEN s END;
-
-CREATE OR REPLACE TEMP MACRO mg_ascii(s) AS regexp_full_match(s, '[ -~]*');
-
-CREATE OR REPLACE TEMP MACRO mg_amount(t, s) AS CASE
-    WHEN t = 'NULL' THEN CAST(0 AS DECIMAL(38, 10))
-    WHEN t IN ('UBIGINT', 'BIGINT', 'DOUBLE') AND regexp_full_match(s, '-?\d{1,15}(\.\d{1,10})?')
-        THEN CAST(s AS DECIMAL(38, 10))
-    WHEN t = 'VARCHAR' AND regexp_full_match(s, ' *-?\d{1,15}(\.\d{1,10})? *')
-        THEN CAST(trim(s) AS DECIMAL(38, 10)) END;
-
--- No ASCII check: when the first 19 characters after trim() have this shape, Python's
--- value.strip()[:19] is the same text (it starts with a digit and holds no other whitespace).
-CREATE OR REPLACE TEMP MACRO mg_time(t, s) AS CASE
-    WHEN t = 'VARCHAR'
-         AND regexp_full_match(substr(trim(s), 1, 19), '[1-9]\d{3}-\d{2}-\d{2} ([01]\d|2[0-3]):[0-5]\d:[0-5]\d')
-        THEN timezone('UTC', TRY_CAST(substr(trim(s), 1, 19) AS TIMESTAMP)) END;
-
-CREATE OR REPLACE TEMP MACRO mg_email(s) AS CASE WHEN contains(lower(trim(s)), '@') THEN lower(trim(s)) END;
-
-CREATE OR REPLACE TEMP MACRO mg_scalar_text(t, s) AS CASE   -- str(value) of a string or an integer
-    WHEN t IN ('VARCHAR', 'UBIGINT', 'BIGINT') THEN s END;
-
+-- The mg_* macros, and why amounts are exact: magento_macros.sql.
 CREATE OR REPLACE TEMP TABLE magento_sql_rows AS
 WITH pending AS (
     SELECT tenant, modified_at, payload_hash, version_key,
@@ -40,8 +13,7 @@ WITH pending AS (
                "subtotal": "JSON", "discount_amount": "JSON", "shipping_discount_amount": "JSON", "tax_amount": "JSON",
                "shipping_amount": "JSON", "grand_total": "JSON", "billing_address": "JSON", "items": "JSON"}') AS j
     FROM magento_pending
-    WHERE starts_with(ltrim(CAST(payload AS VARCHAR)), '{')   -- an object (the JSON column holds valid JSON)
-      AND NOT regexp_matches(CAST(payload AS VARCHAR), '[0-9.]{16,}')
+    WHERE mg_plain_object(payload)
 ),
 typed AS (
     SELECT tenant, modified_at, payload_hash, version_key,
