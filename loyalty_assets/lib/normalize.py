@@ -88,6 +88,10 @@ def _pending_sql(conn: duckdb.DuckDBPyConnection, columns: str, source: str,
               WHERE r.source = $source AND ($since IS NULL OR r.fetched_at >= $since) AND NOT EXISTS (
                   SELECT 1 FROM raw_processed p WHERE p.source = $source
                   AND ($since IS NULL OR p.processed_at >= $outcomes_since) AND p.version_key = {VERSION_KEY_SQL})"""
+    if since is None and not conn.execute("SELECT 1 FROM raw_processed WHERE source = ? LIMIT 1", [source]).fetchall():
+        # nothing mapped yet (a first run): no anti-join (0.5 s of version keys at 1M orders)
+        sql = sql[:sql.index("AND NOT EXISTS")].rstrip()
+        del params["outcomes_since"]
     if since is None or not conn.execute(
         "SELECT 1 FROM normalize_retry WHERE source = ? LIMIT 1", [source]
     ).fetchall():
