@@ -128,6 +128,7 @@ PLAIN = [
     variant(31, store_id="1.5"),
     variant(32, created_at="2024-03-01 10:00:00\u00a0Zo\u00eb"),  # text past the 19th character is ignored either way
     variant(33, created_at="\u20032024-03-01 10:00:00"),  # trim() strips some of what Python's strip() does, never more
+    variant(34, coupon_code='sa"ve\\10'),  # escaped in the JSON text
 ]
 # left to Python (mapped there or quarantined with its reason)
 OTHER = [

@@ -1,6 +1,16 @@
 -- Macros of the set-based Magento mappings (magento_orders.sql, magento_creditmemos.sql): each
 -- field's JSON type and text are read once; the macros take both.
-CREATE OR REPLACE TEMP MACRO mg_type(v) AS coalesce(json_type(v), 'NULL');
+-- The type and text of a JSON value json_transform gave (as JSON text: its type follows from the
+-- first character, as json_type() would parse it, and a number or literal is its own text; only a
+-- string needs parsing, three times faster at 1.7M versions x 18 fields).
+CREATE OR REPLACE TEMP MACRO mg_type(v) AS CASE WHEN v IS NULL THEN 'NULL' ELSE CASE left(CAST(v AS VARCHAR), 1)
+    WHEN '"' THEN 'VARCHAR' WHEN '{' THEN 'OBJECT' WHEN '[' THEN 'ARRAY' WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN'
+    WHEN 'n' THEN 'NULL'
+    ELSE CASE WHEN contains(CAST(v AS VARCHAR), '.') OR contains(CAST(v AS VARCHAR), 'e') OR contains(CAST(v AS VARCHAR), 'E')
+              THEN 'DOUBLE' WHEN starts_with(CAST(v AS VARCHAR), '-') THEN 'BIGINT' ELSE 'UBIGINT' END END END;
+
+CREATE OR REPLACE TEMP MACRO mg_json_text(v) AS
+    CASE WHEN left(CAST(v AS VARCHAR), 1) = '"' THEN v ->> '$' ELSE CAST(v AS VARCHAR) END;
 
 CREATE OR REPLACE TEMP MACRO mg_text(t, s) AS CASE WHEN t = 'VARCHAR' THEN s END;
 
