@@ -35,7 +35,10 @@ typed AS (
            mg_type(j.tax_amount) AS tax_type, mg_json_text(j.tax_amount) AS tax_s,
            mg_type(j.shipping_amount) AS shipping_type, mg_json_text(j.shipping_amount) AS shipping_s,
            mg_type(j.grand_total) AS grand_total_type, mg_json_text(j.grand_total) AS grand_total_s,
-           mg_type(j.billing_address) AS billing_type, j.billing_address AS billing,
+           mg_type(j.billing_address) AS billing_type,
+           -- one parse each of the address for its three fields
+           json_type(j.billing_address, ['$.email', '$.telephone', '$.country_id']) AS billing_types,
+           json_extract_string(j.billing_address, ['$.email', '$.telephone', '$.country_id']) AS billing_texts,
            mg_type(j.items) AS items_type, j.items
     FROM pending
 ),
@@ -54,10 +57,7 @@ fields AS (
            mg_amount(subtotal_type, subtotal_s) AS subtotal, mg_amount(discount_type, discount_s) AS discount,
            mg_amount(shipping_discount_type, shipping_discount_s) AS shipping_discount, mg_amount(tax_type, tax_s) AS tax,
            mg_amount(shipping_type, shipping_s) AS shipping, mg_amount(grand_total_type, grand_total_s) AS grand_total,
-           billing_type,
-           coalesce(json_type(billing, '$.email'), 'NULL') AS billing_email_type, json_extract_string(billing, '$.email') AS billing_email_s,
-           coalesce(json_type(billing, '$.telephone'), 'NULL') AS phone_type, json_extract_string(billing, '$.telephone') AS phone_s,
-           coalesce(json_type(billing, '$.country_id'), 'NULL') AS region_type, json_extract_string(billing, '$.country_id') AS region_s,
+           billing_type, billing_types, billing_texts,
            items_type,
            CASE WHEN items_type = 'ARRAY'
                 THEN list_transform(json_extract_string(items, '$[*].product_type'), lambda t: lower(t)) END AS product_types
@@ -65,7 +65,9 @@ fields AS (
 ),
 shaped AS (
     SELECT f.*,
-           mg_text(phone_type, phone_s) AS phone, mg_text(region_type, region_s) AS phone_region,
+           coalesce(billing_types[1], 'NULL') AS billing_email_type, billing_texts[1] AS billing_email_s,
+           coalesce(billing_types[2], 'NULL') AS phone_type, mg_text(billing_types[2], billing_texts[2]) AS phone,
+           coalesce(billing_types[3], 'NULL') AS region_type, mg_text(billing_types[3], billing_texts[3]) AS phone_region,
            CASE guest_type WHEN 'NULL' THEN FALSE WHEN 'BOOLEAN' THEN guest_text = 'true'
                            WHEN 'VARCHAR' THEN guest_text <> '' WHEN 'UBIGINT' THEN guest_text <> '0'
                            WHEN 'BIGINT' THEN guest_text <> '0' END
