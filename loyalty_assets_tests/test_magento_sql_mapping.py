@@ -114,14 +114,15 @@ PLAIN = [
     variant(18, customer_email="no-at-sign", billing_address={"email": " Bob@Example.com", "telephone": "+1 555",
                                                                 "country_id": "US"}),
     variant(19, customer_email=..., billing_address=...),
-    variant(20, subtotal=Decimal("12.345"), discount_amount=Decimal("-0.005")),  # half-up: 1235, 1
+    variant(20, subtotal="12.345", discount_amount="-0.005"),  # text is exact: half-up 1235, 1
     variant(21, subtotal="  99.995 ", tax_amount="0", grand_total="1e2"),       # '1e2' goes to Python
     variant(22, subtotal=Decimal("10.00"), discount_amount=Decimal("3.00"), shipping_discount_amount=Decimal("-1.00")),
     variant(23, subtotal=Decimal("5.00"), discount_amount=Decimal("-9.00")),   # eligible floors at 0
     variant(24, created_at="2024-02-29 23:59:59.000000", state="complete"),
     variant(25, entity_id="  25 ", state="holded"),
     variant(26, items=[{"item_id": 1, "product_type": "simple"}, "not an item"]),
-    variant(27, subtotal=Decimal("123456789012.34")),  # 14 digits: exact as a double
+    variant(27, subtotal=Decimal("123456789.12")),  # 9 integer digits on the cent grid
+    variant(35, subtotal=Decimal("10.00000000000000000001")),  # reads as 10.0: the same cents
     variant(28, shipping_amount=None, tax_amount=None),
     variant(29, order_currency_code="usd"),
     variant(30, customer_is_guest="no"),  # any text is truthy
@@ -144,7 +145,9 @@ OTHER = [
     variant(62, store_id=Decimal("1.5")), variant(63, coupon_code=123), variant(64, customer_email="Zoë@example.com"),
     variant(65, subtotal=Decimal("1234567890123.456")), variant(66, entity_id="\t66"),
     variant(67, billing_address={"email": "x@example.com", "telephone": 5551234}), variant(68, items={"a": 1}),
-    variant(69, subtotal=Decimal("0.0049999999999999999")), variant(70, status=5),
+    variant(69, subtotal=Decimal("0.0049999999999999999")), variant(70, status=5),  # 69 reads as 0.005
+    variant(72, subtotal=Decimal("12.345")),  # a number off the cent grid
+    variant(73, subtotal=Decimal("1000000000.00")), variant(74, tax_amount=Decimal("-1E-400")),  # 74 reads as -0.0
     variant(71, created_at="\t2024-03-01 10:00:00"),  # whitespace Python strips and trim() does not
 ]
 
@@ -188,6 +191,15 @@ def test_excluded_product_types_of_the_program_are_honoured():
     in_sql, tables = outcome([dumps(rec), dumps(copy.deepcopy(plain))], program)
     assert in_sql == {"91"}
     assert {r[0]: r[19] for r in tables["orders"]} == {"magento:default:90": 6000, "magento:default:91": 9000}
+
+
+def test_a_currency_without_minor_units_takes_whole_numbers_only():
+    program = parse_program("currency: JPY")
+    yen = [variant(i, order_currency_code="JPY", base_currency_code="JPY", subtotal=amount, discount_amount=Decimal("0"))
+           for i, amount in ((1, 1200), (2, Decimal("1200.0")), (3, Decimal("1200.5")), (4, "1200.5"))]
+    in_sql, tables = outcome([dumps(r) for r in yen], program)
+    assert in_sql == {"1", "2", "4"}  # a number off the yen grid goes to Python; text is exact
+    assert {r[3]: r[19] for r in tables["orders"]} == {"1": 1200, "2": 1200, "3": 1201, "4": 1201}
 
 
 def test_a_run_reads_what_arrived_since_the_last_one_and_still_retries_waiting_refunds():
@@ -273,7 +285,7 @@ GIFT_LINE = {"item_id": 11, "product_type": "giftcard", "row_total": Decimal("30
 # mapped in SQL: memos of order 1 (no excluded line) with every field in its plain shape
 PLAIN_MEMOS = [
     memo_variant(1), memo_variant(2, state=1), memo_variant(3, state="3"),
-    memo_variant(4, subtotal=Decimal("12.345"), discount_amount=Decimal("-5.00")),  # half-up: 735
+    memo_variant(4, subtotal="12.345", discount_amount=Decimal("-5.00")),  # text is exact: half-up 735
     memo_variant(5, updated_at=""), memo_variant(6, updated_at=...),  # created_at instead
     memo_variant(7, base_currency_code=...), memo_variant(8, base_currency_code=""), memo_variant(9, base_currency_code="usd"),
     memo_variant(10, order_currency_code="usd"), memo_variant(11, discount_amount=Decimal("-90.00")),  # floors at 0

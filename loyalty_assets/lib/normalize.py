@@ -282,8 +282,10 @@ def _retry_scope(conn: duckdb.DuckDBPyConnection) -> None:
 
 def _mapping_params(program: Program) -> dict:
     """What the set-based Magento mappings check against: the program currency, its minor units, the
-    product types that earn nothing."""
-    return {"currency": program.currency, "scale": 10 ** currency_digits(program.currency),
+    text of a JSON number they take (magento_macros.sql, mg_amount), the product types that earn nothing."""
+    digits = currency_digits(program.currency)
+    return {"currency": program.currency, "scale": 10 ** digits,
+            "number": rf"-?\d{{1,9}}(\.\d{{1,{digits}}})?" if digits else r"-?\d{1,9}(\.0)?",
             "excluded": sorted({t.lower() for t in program.earning.excluded_product_types})}
 
 

@@ -38,9 +38,9 @@ fields AS (
                 WHEN updated_type = 'NULL' OR updated_s = '' THEN mg_time(created_type, created_s) END AS memo_time,
            currency_type, upper(mg_text(currency_type, currency_s)) AS currency,
            base_type, CASE WHEN base_type = 'VARCHAR' AND base_s <> '' THEN upper(base_s) END AS base_currency,
-           mg_amount(subtotal_type, subtotal_s) AS subtotal, mg_amount(discount_type, discount_s) AS discount,
-           mg_amount(base_subtotal_type, base_subtotal_s) AS base_subtotal,
-           mg_amount(base_discount_type, base_discount_s) AS base_discount,
+           mg_amount(subtotal_type, subtotal_s, $number) AS subtotal, mg_amount(discount_type, discount_s, $number) AS discount,
+           mg_amount(base_subtotal_type, base_subtotal_s, $number) AS base_subtotal,
+           mg_amount(base_discount_type, base_discount_s, $number) AS base_discount,
            items_type,
            CASE WHEN items_type = 'ARRAY'
                 THEN list_transform(json_extract_string(items, '$[*].product_type'), lambda t: lower(t)) END AS product_types

@@ -54,9 +54,9 @@ fields AS (
            guest_type, guest_text,
            store_type, mg_scalar_text(store_type, store_s) AS store_id,
            coupon_type, mg_text(coupon_type, coupon_s) AS coupon_code,
-           mg_amount(subtotal_type, subtotal_s) AS subtotal, mg_amount(discount_type, discount_s) AS discount,
-           mg_amount(shipping_discount_type, shipping_discount_s) AS shipping_discount, mg_amount(tax_type, tax_s) AS tax,
-           mg_amount(shipping_type, shipping_s) AS shipping, mg_amount(grand_total_type, grand_total_s) AS grand_total,
+           mg_amount(subtotal_type, subtotal_s, $number) AS subtotal, mg_amount(discount_type, discount_s, $number) AS discount,
+           mg_amount(shipping_discount_type, shipping_discount_s, $number) AS shipping_discount, mg_amount(tax_type, tax_s, $number) AS tax,
+           mg_amount(shipping_type, shipping_s, $number) AS shipping, mg_amount(grand_total_type, grand_total_s, $number) AS grand_total,
            billing_type, billing_types, billing_texts,
            items_type,
            CASE WHEN items_type = 'ARRAY'
