@@ -130,6 +130,7 @@ PLAIN = [
     variant(32, created_at="2024-03-01 10:00:00\u00a0Zo\u00eb"),  # text past the 19th character is ignored either way
     variant(33, created_at="\u20032024-03-01 10:00:00"),  # trim() strips some of what Python's strip() does, never more
     variant(34, coupon_code='sa"ve\\10'),  # escaped in the JSON text
+    variant(18446744073709551616, customer_id=123456789012345678901234),  # beyond 64 bits: kept as digits
 ]
 # left to Python (mapped there or quarantined with its reason)
 OTHER = [

@@ -1,8 +1,11 @@
 -- Macros of the set-based Magento mappings (magento_orders.sql, magento_creditmemos.sql): each
 -- field's JSON type and text are read once; the macros take both.
--- The type and text of a JSON value json_transform gave (as JSON text: its type follows from the
--- first character, as json_type() would parse it, and a number or literal is its own text; only a
--- string needs parsing, three times faster at 1.7M versions x 18 fields).
+
+-- The type and text of a JSON value json_transform gave as JSON text: the type follows from the
+-- first character, as json_type() tells it, and a number or literal is its own text; only a string
+-- is parsed again (three times faster than json_type() and ->> at 1.7M versions x 18 fields). An
+-- integer beyond 64 bits, kept as its digits, reads as an integer here: its text is str() of
+-- Python's int, and no amount takes more than 9 integer digits.
 CREATE OR REPLACE TEMP MACRO mg_type(v) AS CASE WHEN v IS NULL THEN 'NULL' ELSE CASE left(CAST(v AS VARCHAR), 1)
     WHEN '"' THEN 'VARCHAR' WHEN '{' THEN 'OBJECT' WHEN '[' THEN 'ARRAY' WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN'
     WHEN 'n' THEN 'NULL'
@@ -41,7 +44,6 @@ CREATE OR REPLACE TEMP MACRO mg_email(s) AS CASE WHEN contains(lower(trim(s)), '
 
 CREATE OR REPLACE TEMP MACRO mg_scalar_text(t, s) AS CASE   -- str(value) of a string or an integer
     WHEN t IN ('VARCHAR', 'UBIGINT', 'BIGINT') THEN s END;
-
 
 -- a JSON object (the column holds valid JSON)
 CREATE OR REPLACE TEMP MACRO mg_plain_object(payload) AS starts_with(ltrim(CAST(payload AS VARCHAR)), '{');
