@@ -33,7 +33,7 @@ def refresh_order_facts(conn: duckdb.DuckDBPyConnection, program: Program) -> in
         compute_order_values(conn, program, LATEST, prepare_rules(conn, program), scoped=since is not None,
                              versions=versions)
         # a row's prior_keys carries its earlier versions' keys into the next refresh (ROW_AS_VERSION)
-        conn.execute(KEYS_SQL.format(prior="prior_keys", versions=versions) if since is not None else FULL_KEYS_SQL)
+        conn.execute(KEYS_SQL.format(versions=versions) if since is not None else FULL_KEYS_SQL)
         run_script(conn, "order_facts", {"full": since is None})
         conn.execute(
             """INSERT INTO refresh_state VALUES ('order_facts', ?, NULL) ON CONFLICT (name) DO UPDATE
@@ -57,11 +57,11 @@ ROW_AS_VERSION = """
     FROM order_facts WHERE order_key IN (SELECT order_key FROM order_scope) AND payload_hash IS NOT NULL"""
 
 # every key (customer id, else e-mail: what order_members.sql finds the member by) each order of
-# order_state belonged to a member by, from {versions} and the keys its row kept ({prior})
+# order_state belonged to a member by, from {versions} and the keys its row kept (prior_keys)
 KEYS_SQL = """
     CREATE OR REPLACE TEMP TABLE facts_keys AS
     SELECT order_key, list(DISTINCT k ORDER BY k) AS keys
-    FROM (SELECT order_key, unnest(list_concat([coalesce(customer_key, email)], {prior})) AS k FROM {versions}
+    FROM (SELECT order_key, unnest(list_concat([coalesce(customer_key, email)], prior_keys)) AS k FROM {versions}
           WHERE order_key IN (SELECT order_key FROM order_state))
     WHERE k IS NOT NULL GROUP BY order_key"""
 

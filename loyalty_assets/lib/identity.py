@@ -123,7 +123,7 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
             sorted(p)
             for p in cannot
             if len(p) == 2 and {comps.find(k) for k in p if k in comps.parent} == {ra, rb}
-        ] if cannot else []
+        ]
         clashes = [] if forced else comps.clash(ra, rb)
         if blocked or clashes:
             contested = b if key_type(b) in ("email", "phone") else a

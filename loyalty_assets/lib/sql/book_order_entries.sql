@@ -31,7 +31,7 @@ triggered AS (
                     booked_day) AS trig
     FROM kinded
 ),
-rows AS (SELECT v.*, t.delta, t.booked_before, t.kind, t.trig FROM triggered t JOIN order_values v ON v.rowid = t.value_row)
+entry_rows AS (SELECT v.*, t.delta, t.booked_before, t.kind, t.trig FROM triggered t JOIN order_values v ON v.rowid = t.value_row)
 SELECT substr(sha256(concat_ws('|', $program_id, k.order_key, CAST(k.booked_day AS VARCHAR), k.kind, k.source_version)), 1, 32) AS entry_id,
        coalesce(m.member_id, 'UNRESOLVED') AS booked_member_id,
        k.kind,
@@ -57,5 +57,5 @@ SELECT substr(sha256(concat_ws('|', $program_id, k.order_key, CAST(k.booked_day 
            '): worth ', k.value, ' pts, ', k.booked_before, ' booked before') AS description,
        now() AS journaled_at,
        NULL AS event_key
-FROM rows k
+FROM entry_rows k
 LEFT JOIN order_members m USING (order_key, point_at);

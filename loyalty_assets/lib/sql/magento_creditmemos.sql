@@ -32,7 +32,7 @@ typed AS (
 fields AS (
     SELECT tenant, modified_at, payload_hash, version_key, id_type, order_type, state_type, state_s,
            trim(mg_scalar_text(id_type, id_s)) AS native_id,
-           order_s AS order_id,   -- the order is looked up untrimmed (normalize.py): plain means no spaces
+           order_s AS order_id,   -- untrimmed, as normalize.py looks the order up: ' 1' finds none
            -- updated_at, else (missing, null or '') created_at; Python takes any falsy value for missing
            CASE WHEN updated_type = 'VARCHAR' AND updated_s <> '' THEN mg_time(updated_type, updated_s)
                 WHEN updated_type = 'NULL' OR updated_s = '' THEN mg_time(created_type, created_s) END AS memo_time,
@@ -60,8 +60,7 @@ SELECT version_key,
        TRUE AS order_known,
        version_key AS raw_version_key,
        id_type IN ('UBIGINT', 'BIGINT', 'VARCHAR') AND native_id <> '' AND mg_ascii(native_id)
-       AND order_type IN ('UBIGINT', 'BIGINT', 'VARCHAR') AND order_id <> '' AND order_id = trim(order_id)
-       AND mg_ascii(order_id)
+       AND order_type IN ('UBIGINT', 'BIGINT', 'VARCHAR') AND order_id <> '' AND mg_ascii(order_id)
        AND state_type IN ('UBIGINT', 'BIGINT', 'VARCHAR') AND state_s IN ('1', '2', '3')
        AND memo_time IS NOT NULL
        AND currency_type = 'VARCHAR' AND currency = $currency
