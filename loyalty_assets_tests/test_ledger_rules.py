@@ -169,6 +169,21 @@ def test_tier_upgrade_retention_next_period_and_expiry(conn):
     assert changes == [(D(2024, 6, 1), "Bronze", "Silver", "upgrade"), (D(2026, 1, 1), "Silver", "Bronze", "retention_expired")]
 
 
+def test_a_tier_counts_every_earlier_order_of_the_member_not_only_the_days_changes(conn):
+    """A day's evaluation reads the member's other orders from order_facts (tiers.py: tier_facts),
+    whatever their lifecycle: here a fulfilled and a paid order from earlier days lift the member
+    with the day's new order."""
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", state="complete", subtotal="250.00"),
+                          order(2, "2024-03-02 10:00:00", subtotal="200.00")])
+    process(conn, p, D(2024, 3, 2))
+    assert status_of(conn, "ann@example.com")["vip_tier"] == "Bronze"
+    land(conn, p, orders=[order(3, "2024-03-05 10:00:00", subtotal="60.00")])
+    process(conn, p, D(2024, 3, 5))
+    s = status_of(conn, "ann@example.com")
+    assert (s["vip_tier"], float(s["tier_metric"])) == ("Silver", 510.0)
+    assert conn.execute("SELECT changed_on, to_tier FROM vip_tier_changes").fetchall() == [(D(2024, 3, 5), "Silver")]
+
 def test_order_of_31_december_first_seen_in_january_counts_for_its_year(conn):
     p = program()
     land(conn, p, orders=[order(1, "2025-01-02 10:00:00", created_at="2024-12-31 20:00:00", subtotal="700.00")])
@@ -503,6 +518,15 @@ def test_an_entry_id_booked_again_with_other_content_is_refused(conn):
     with pytest.raises(ledger.LedgerIntegrityError, match="different content"):
         ledger._insert_entries(conn)
     assert conn.execute("SELECT count(*) FROM ledger_journal").fetchall() == [(1,)]
+    # the same id on another day (ids are looked for among the same days' entries): the index refuses it
+    conn.execute("UPDATE new_entries SET points = points - 1, booked_on = booked_on + 1")
+    with pytest.raises(ledger.LedgerIntegrityError, match="another day"):
+        ledger._insert_entries(conn)
+    # a new id among known ones: only it is added
+    conn.execute("UPDATE new_entries SET booked_on = booked_on - 1")
+    conn.execute("INSERT INTO new_entries SELECT * REPLACE ('new-' || entry_id AS entry_id) FROM new_entries")
+    assert ledger._insert_entries(conn) == 1
+    assert conn.execute("SELECT count(*) FROM ledger_journal").fetchall() == [(2,)]
 
 
 def test_a_booking_reads_no_order_facts_row_older_than_the_orders_versions(conn):
@@ -519,6 +543,28 @@ def test_a_booking_reads_no_order_facts_row_older_than_the_orders_versions(conn)
     assert [e[1:4] for e in entries(conn)] == [("earn", 100, D(2024, 3, 1)), ("adjust", 50, D(2024, 3, 2))]
     process(conn, p, D(2024, 3, 2))  # the facts refresh catches up; nothing is booked twice
     assert sum(e[2] for e in entries(conn)) == 150
+
+
+@pytest.mark.parametrize("stamped", [True, False])
+def test_a_booking_answers_an_order_from_its_row_only_when_written_after_its_versions(conn, stamped):
+    """The day's booking takes an order's state from its order_facts row when the refresh that wrote
+    it began after the order's versions were mapped (order_facts.refreshed_at); a row without that
+    stamp (a warehouse from before it) is recomputed from the versions, with the same entries."""
+    from loyalty_assets.lib import facts, ledger
+
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00"), order(2, "2024-03-01 11:00:00")])
+    process(conn, p, D(2024, 3, 1))
+    land(conn, p, orders=[order(1, "2024-03-02 10:00:00", subtotal="150.00")])
+    map_and_resolve(conn, p, D(2024, 3, 2))
+    facts.refresh_order_facts(conn, p)
+    if not stamped:
+        conn.execute("UPDATE order_facts SET refreshed_at = NULL")
+    ledger.book_through(conn, p, D(2024, 3, 2), FAR_FUTURE)
+    known = conn.execute("SELECT order_key, booked_day FROM order_state_known").fetchall()
+    assert known == ([(K1, D(2024, 3, 2))] if stamped else [])
+    assert [e[:4] for e in entries(conn)] == [
+        (K1, "earn", 100, D(2024, 3, 1)), (K2, "earn", 100, D(2024, 3, 1)), (K1, "adjust", 50, D(2024, 3, 2))]
 
 
 def test_our_own_smile_push_read_back_is_not_booked_again(conn):
@@ -572,7 +618,8 @@ def test_order_facts_refreshed_day_by_day_equal_a_recompute_from_every_version(t
     process(once, p, D(2024, 3, 5))
 
     def facts(conn):
-        return conn.execute("SELECT * EXCLUDE (payload_hash, source_id) FROM order_facts ORDER BY order_key").fetchall()
+        return conn.execute(
+            "SELECT * EXCLUDE (payload_hash, source_id, refreshed_at) FROM order_facts ORDER BY order_key").fetchall()
 
     assert facts(daily) == facts(once)
     assert [r[0] for r in facts(once)] == [f"magento:default:{i}" for i in (1, 2, 3, 4)]

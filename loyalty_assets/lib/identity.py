@@ -333,7 +333,12 @@ def _records_near_new(conn: duckdb.DuckDBPyConnection, since: dt.datetime, named
     versions mapped since the last run and among the records of refused links (identity_conflicts:
     their keys stay with two members), plus every record sharing a key with their members, grown
     until it holds every seed it reaches and all records of those seeds' members. It gives what
-    scanning every record gives (test_identity_scope.py) and reads the history only by key."""
+    scanning every record gives (test_identity_scope.py) and reads the history only by key.
+
+    Every key of a record mapped by the last run is in member_keys (a run gives each record's keys
+    a member; keys are never deleted, and an erasure renames a key in both places), so a key no
+    member owns is found among the versions mapped since: when id_keys holds no owned key, only
+    those are read (at 1M orders the scan of every version cost 0.07 s of a 0.2 s day)."""
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE id_keys AS
             {_SEED_KEYS_SQL.format(records=f"({_RECORDS_SQL.format(where='mapped_at > $since')})", is_seed=_IS_SEED)}
@@ -341,11 +346,15 @@ def _records_near_new(conn: duckdb.DuckDBPyConnection, since: dt.datetime, named
             UNION SELECT key FROM identity_conflicts  -- a refused link's record stays a seed (keys of two members)""",
         {"since": since, "named": named},
     )
+    by_key = "(email IN (SELECT key FROM id_keys) OR customer_key IN (SELECT key FROM id_keys))"
     while True:
         conn.execute(f"INSERT INTO id_keys {_OWNED_KEYS_SQL} EXCEPT SELECT key FROM id_keys")
+        owned = conn.execute(
+            "SELECT count(*) FROM member_keys WHERE key IN (SELECT key FROM id_keys)").fetchall()[0][0]
         conn.execute(
             "CREATE OR REPLACE TEMP TABLE id_records AS "
-            + _RECORDS_SQL.format(where="(email IN (SELECT key FROM id_keys) OR customer_key IN (SELECT key FROM id_keys))")
+            + _RECORDS_SQL.format(where=by_key if owned else f"mapped_at > $since AND {by_key}"),
+            None if owned else {"since": since},
         )
         grown = conn.execute(
             f"INSERT INTO id_keys {_SEED_KEYS_SQL.format(records='id_records', is_seed=_IS_SEED)} EXCEPT SELECT key FROM id_keys"

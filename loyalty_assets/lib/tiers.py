@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import duckdb
 
 from loyalty_assets.lib.ledger import (
+    STATE_COLUMNS,
     compute_point_values,
+    known_columns,
     prepare_rules,
     scope_booking_points,
     watermark,
@@ -108,12 +110,20 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
                EXCEPT SELECT member_id, day FROM tier_pairs""", {"last": last}
         ).fetchone()[0]:
             pass
+    spend = program.tiers.metric != "points"
+    columns = ("created_at", "email", "customer_key", "net_program_minor_any") if spend else STATE_COLUMNS
+    # one read of order_facts for the pairs' members: their orders are the candidates, and their rows
+    # answer the points (every point's order with a row is among them: a changed order's member makes
+    # a pair; a row without a member goes to the versions, which find none either)
+    read = known_columns(conn, columns)[2]
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE tier_facts AS
+            SELECT {', '.join('f.' + c for c in read)} FROM order_facts f LEFT JOIN tier_res r ON r.member_id = f.member_id
+            WHERE coalesce(r.survivor_id, f.member_id) IN (SELECT member_id FROM tier_pairs)""")
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE state_points AS
            WITH candidates AS (
-               SELECT f.order_key FROM order_facts f LEFT JOIN tier_res r ON r.member_id = f.member_id
-               WHERE coalesce(r.survivor_id, f.member_id) IN (SELECT member_id FROM tier_pairs)
-               UNION SELECT order_key FROM tier_changed
+               SELECT order_key FROM tier_facts UNION SELECT order_key FROM tier_changed
            ),
            points AS (
                SELECT order_key, CAST($first AS DATE) AS booked_day FROM candidates
@@ -122,12 +132,11 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
            SELECT order_key, booked_day, timezone($tz, CAST(booked_day + 1 AS TIMESTAMP)) AS point_at FROM points""",
         {"first": first, "tz": program.timezone},
     )
-    if program.tiers.metric == "points":
-        compute_point_values(conn, rules)
+    if not spend:
+        compute_point_values(conn, rules, facts="tier_facts")
         tier_values = "SELECT order_key, point_at, booked_day, created_at, earning, value, net_program_minor_any FROM order_values"
     else:  # spend: earning orders (order_values.sql's test) at their net spend, no earn-time rates needed
-        compute_point_values(conn, rules, values=False,
-                             columns=("created_at", "email", "customer_key", "net_program_minor_any"))
+        compute_point_values(conn, rules, values=False, columns=columns, facts="tier_facts")
         tier_values = (f"SELECT order_key, point_at, booked_day, created_at, life_rank >= {int(rules['trigger_rank'])}"
                        " AND life_rank < 3 AS earning, NULL AS value, net_program_minor_any FROM order_state")
     conn.execute(f"CREATE OR REPLACE TEMP VIEW tier_values AS {tier_values}")

@@ -9,7 +9,8 @@ SELECT s.order_key, s.platform, s.store_key, s.order_number, m.member_id, s.crea
        s.net_eligible_program_minor, s.email, s.customer_key,
        s.discount_codes, s.net_program_minor_any, s.occurred_at, s.source_version,
        s.source_id, s.payload_hash, s.calc_currency, s.calc_eligible_minor, s.to_program_factor,
-       list_filter(coalesce(k.keys, []), lambda x: x IS DISTINCT FROM coalesce(s.customer_key, s.email)) AS prior_keys
+       list_filter(coalesce(k.keys, []), lambda x: x IS DISTINCT FROM coalesce(s.customer_key, s.email)) AS prior_keys,
+       CAST($started AS TIMESTAMPTZ) AS refreshed_at
 FROM order_state s LEFT JOIN order_members m USING (order_key) LEFT JOIN facts_keys k USING (order_key);
 -- members merged away since: their orders belong to the survivor now
 UPDATE order_facts f SET member_id = r.survivor_id

@@ -457,3 +457,7 @@ ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS to_program_factor DECIMAL(38, 1
 -- than its current one ([] for most orders; NULL: not computed yet): the members whose tiers its
 -- changes move (tier_pairs.sql), without reading its versions
 ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS prior_keys VARCHAR[];
+-- when the refresh that wrote the row began (NULL: a row from before the column): a row is later
+-- than every version it stands on, so a booking reads only the rows written after its versions were
+-- mapped, which are the table's last row groups (ledger.compute_point_values)
+ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS refreshed_at TIMESTAMPTZ;
