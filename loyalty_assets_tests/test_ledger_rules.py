@@ -450,6 +450,27 @@ def test_push_preparation_gives_every_spendable_entry_once_however_late(conn):
     assert prepare(D(2024, 3, 20)) == 3
 
 
+def test_a_push_batch_id_is_the_hash_of_its_target_member_and_sorted_entries(conn):
+    """A batch's id (the idempotency key the target sees) hashes the target, the member and the
+    batch's entry ids in sorted order, so the same entries always give the same id."""
+    import hashlib
+
+    from loyalty_assets.lib import outbox
+
+    p = program()
+    land(conn, p, orders=[order(i, f"2024-03-01 1{i}:00:00") for i in range(1, 7)])
+    process(conn, p, D(2024, 3, 1))
+    conn.execute("BEGIN")
+    outbox.prepare_batches(conn, "smile", D(2024, 3, 1), ("smile",))
+    conn.execute("COMMIT")
+    batches = conn.execute(
+        """SELECT o.batch_id, o.member_id, list(e.entry_id) FROM outbox o JOIN outbox_entries e USING (batch_id)
+           GROUP BY ALL""").fetchall()
+    assert [len(ids) for _, _, ids in batches] == [6]
+    for batch_id, member, ids in batches:
+        text = f"smile|{member}|{','.join(sorted(ids))}"
+        assert batch_id == hashlib.sha256(text.encode()).hexdigest()[:24]
+
 def test_a_booking_and_a_push_preparation_that_overlap_cannot_both_commit(conn):
     """The preparation looks only at entries journaled since the previous one began; a booking that
     began before it and committed after it would be missed for good, so one of the two must fail."""
