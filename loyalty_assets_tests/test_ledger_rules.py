@@ -548,6 +548,15 @@ def test_an_entry_id_booked_again_with_other_content_is_refused(conn):
     conn.execute("INSERT INTO new_entries SELECT * REPLACE ('new-' || entry_id AS entry_id) FROM new_entries")
     assert ledger._insert_entries(conn) == 1
     assert conn.execute("SELECT count(*) FROM ledger_journal").fetchall() == [(2,)]
+    # a new id given twice by one run: once when the rows agree, refused when they differ
+    conn.execute("CREATE OR REPLACE TEMP TABLE new_entries AS SELECT * REPLACE ('twice' AS entry_id) FROM ledger_journal LIMIT 1")
+    conn.execute("INSERT INTO new_entries SELECT * FROM new_entries")
+    assert ledger._insert_entries(conn) == 1
+    conn.execute("CREATE OR REPLACE TEMP TABLE new_entries AS SELECT * REPLACE ('twice2' AS entry_id) FROM ledger_journal LIMIT 1")
+    conn.execute("INSERT INTO new_entries SELECT * REPLACE (points + 1 AS points) FROM new_entries")
+    with pytest.raises(ledger.LedgerIntegrityError, match="given twice with different content"):
+        ledger._insert_entries(conn)
+    assert conn.execute("SELECT count(*) FROM ledger_journal").fetchall() == [(3,)]
 
 
 def test_a_booking_reads_no_order_facts_row_older_than_the_orders_versions(conn):

@@ -228,6 +228,15 @@ def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
     lo, hi = conn.execute("SELECT min(booked_on), max(booked_on) FROM new_entries").fetchall()[0]
     if lo is None:
         return 0
+    # an id given twice by the run goes in once when its rows agree (as ON CONFLICT kept one)
+    if conn.execute("SELECT count(*) > count(DISTINCT entry_id) FROM new_entries").fetchall()[0][0]:
+        differ = conn.execute(
+            """SELECT entry_id FROM new_entries GROUP BY entry_id
+               HAVING count(DISTINCT (points, kind, booked_on, order_key, event_key)) > 1 ORDER BY 1 LIMIT 5"""
+        ).fetchall()
+        if differ:
+            raise LedgerIntegrityError(f"entry ids given twice with different content: {[d[0] for d in differ]}")
+        conn.execute("CREATE OR REPLACE TEMP TABLE new_entries AS SELECT DISTINCT ON (entry_id) * FROM new_entries")
     again = conn.execute(
         """CREATE OR REPLACE TEMP TABLE entries_again AS
            SELECT n.entry_id,
