@@ -148,7 +148,7 @@ def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_fact
     later than the versions it stands on); older rows and rows without the stamp go to the versions.
     The scan then reads the table's last row groups: at 1M orders 0.05 s of a day's booking.
     `facts`: order_facts, or a temp table of its rows holding every point's order that has a row,
-    with the columns known_columns names (tiers.py reads the members' orders once for both).
+    with the columns known_columns names and member_id (tiers.py reads the members' orders once for both).
 
     Where order_facts answers, the member is the row's too (facts_member_id) when identity has not
     run since the refresh: its keys then map to the member the row holds, or to its survivor, and
@@ -156,7 +156,7 @@ def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_fact
     conn.execute(f"CREATE OR REPLACE TEMP VIEW asof_versions AS SELECT rowid AS version_row, * FROM {versions}")
     facts_at, members, read = known_columns(conn, columns) if from_facts else (None, False, [])
     if facts_at is not None:
-        conn.execute(f"CREATE OR REPLACE TEMP VIEW known_facts AS SELECT {', '.join(c for c in read if c != 'member_id')}, "
+        conn.execute(f"CREATE OR REPLACE TEMP VIEW known_facts AS SELECT {', '.join(read)}, "
                      + ("member_id" if members else "CAST(NULL AS VARCHAR)") + f" AS facts_member_id FROM {facts}")
         run_script(conn, "order_state_known", {"facts_at": facts_at, "rows_since": rows_since})
     run_script(conn, "order_state_asof")
@@ -169,7 +169,8 @@ def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_fact
 
 def known_columns(conn: duckdb.DuckDBPyConnection, columns: tuple[str, ...]) -> tuple[dt.datetime | None, bool, list[str]]:
     """(the last order_facts refresh (None: none yet), whether its rows' members answer (identity
-    has not run since), the order_facts columns compute_point_values reads for `columns`)."""
+    has not run since), the order_facts columns compute_point_values reads for `columns`, besides
+    member_id)."""
     facts_at, identity_at = conn.execute(
         """SELECT max(refreshed_at) FILTER (WHERE name = 'order_facts'),
                   max(refreshed_at) FILTER (WHERE name = 'identity') FROM refresh_state""").fetchall()[0]
@@ -177,7 +178,7 @@ def known_columns(conn: duckdb.DuckDBPyConnection, columns: tuple[str, ...]) -> 
     if members:
         columns = tuple(c for c in columns if c not in ("email", "customer_key"))
     read = ["order_key", "occurred_at", "lifecycle", *(c for c in columns if c in STATE_COLUMNS), "refreshed_at"]
-    return facts_at, members, read + (["member_id"] if members else [])
+    return facts_at, members, read
 
 
 def scope_booking_points(

@@ -118,7 +118,7 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
     read = known_columns(conn, columns)[2]
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE tier_facts AS
-            SELECT {', '.join('f.' + c for c in read)} FROM order_facts f LEFT JOIN tier_res r ON r.member_id = f.member_id
+            SELECT {', '.join('f.' + c for c in read)}, f.member_id FROM order_facts f LEFT JOIN tier_res r ON r.member_id = f.member_id
             WHERE coalesce(r.survivor_id, f.member_id) IN (SELECT member_id FROM tier_pairs)""")
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE state_points AS
