@@ -9,9 +9,11 @@ fresh DuckDB warehouse with bulk SQL (setup, not timed). Then, in the same run:
 * the full recompute, stage by stage (raw -> facts (normalize), identity, facts refresh, ledger,
   tiers, member status, push preparation), each with its seconds, ratio to the baseline and peak RSS;
 * one incremental day of changed orders on a history of N/10 orders and on the history of N orders,
-  the whole pipeline timed for that day on each, in a connection opened for the day (a day's run is
-  a Dagster process of its own: it starts with cold buffers), and apart from it the checkpoint that
-  persists the day's writes (a Dagster process checkpoints when it closes the file).
+  the whole pipeline timed for that day on each, in a fresh process (a day's run is a Dagster process
+  of its own: it starts with cold buffers), and apart from it the checkpoint that persists the day's
+  writes (a Dagster process checkpoints when it closes the file). Each day runs `--day-runs` times
+  (default 3) on copies of the same pre-day warehouse and the median run is reported, as the
+  baseline's median of three: one run of the same day drifted by a third on this shared machine.
 
 Then the push side of the incremental day on the history of N orders and the backfill:
 
@@ -38,6 +40,7 @@ import argparse
 import datetime as dt
 import gc
 import json
+import multiprocessing
 import os
 import platform as _platform
 import resource
@@ -48,6 +51,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -85,6 +89,7 @@ INCREMENTAL_MEMO_ID_BASE = 95_000_000
 DEFAULT_MEMORY_LIMIT = "3GB"  # the buffer pool plus Python stays under the 4 GiB target at 1M orders
 DEFAULT_THREADS = 2
 SMILE_SAMPLE = 2_000
+DAY_RUNS = 3  # each incremental day is run this many times; the median run is reported
 SMILE_CUSTOMER_ID_BASE = 5_000_000
 # Bulk API 2.0, one job (simple-salesforce + SalesforceClient._bulk_upsert): create, upload, close,
 # the job read after the wait, successful and failed results = 6, plus at least one status poll.
@@ -598,6 +603,62 @@ def run_pipeline(
     return stages
 
 
+def _day_worker(path: str, memory_limit: str, threads: int, day: dt.date, baseline_seconds: float | None,
+                label: str) -> dict:
+    """One incremental day in this process: its stages, then the checkpoint that persists them."""
+    from loyalty_assets.lib.money import FxTable
+    from loyalty_assets.lib.program import load_program
+
+    program, fx = load_program(), FxTable.load(None)
+    sampler, timer = RssSampler().start(), ScriptTimer()
+    try:
+        with timer.installed():
+            conn = open_warehouse(Path(path), memory_limit, threads)
+            # no checkpoint inside the stages, on both histories alike (DuckDB's own, at 16 MB of WAL,
+            # fell inside the 1M day's last stage and not in the 100k day's): the closing one is apart
+            conn.execute(f"SET checkpoint_threshold = '{DAY_WAL_LIMIT}'")
+            stages = run_pipeline(conn, program, fx, day, sampler, timer, baseline_seconds, label, lambda _m: None)
+            t0 = time.perf_counter()
+            conn.execute("CHECKPOINT")  # as each Dagster process does when it closes the file
+            checkpoint = time.perf_counter() - t0
+            conn.close()
+    finally:
+        sampler.stop()
+    return {"stages": stages, "checkpoint_seconds": round(checkpoint, 4)}
+
+
+def run_day(path: Path, runs: int, memory_limit: str, threads: int, day: dt.date, baseline_seconds: float | None,
+            label: str, log: Callable[[str], None]) -> dict:
+    """The day `runs` times, each in a fresh process on a copy of the pre-day warehouse (the last one
+    on `path` itself, which keeps the day): the run of median seconds, and every run's figures. A
+    single run of the same day on the same file drifted by a third on this shared machine."""
+    results = []
+    for i in range(runs):
+        target = path if i == runs - 1 else path.with_name(f"{path.stem}.run{i}{path.suffix}")
+        if target != path:
+            shutil.copyfile(path, target)
+            with open(target, "rb+") as f:  # on disk before the run: else its checkpoint's fsync writes the copy
+                os.fsync(f.fileno())
+        try:
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                r = pool.submit(_day_worker, str(target), memory_limit, threads, day, baseline_seconds, label).result()
+        finally:
+            if target != path:
+                target.unlink(missing_ok=True)
+                target.with_name(target.name + ".wal").unlink(missing_ok=True)
+        r["seconds"] = round(sum(s["seconds"] for s in r["stages"]), 4)
+        r["seconds_with_checkpoint"] = round(r["seconds"] + r["checkpoint_seconds"], 4)
+        stages = ", ".join(f"{st['name']} {st['seconds']:.3f}" for st in r["stages"])
+        log(f"[bench] {label}, run {i + 1}/{runs}: {r['seconds']:.3f}s ({stages}), checkpoint {r['checkpoint_seconds']:.3f}s")
+        results.append(r)
+    median = sorted(results, key=lambda r: r["seconds"])[(runs - 1) // 2]
+    return {**median, "runs": runs,
+            "runs_seconds": [r["seconds"] for r in results],
+            "runs_checkpoint_seconds": [r["checkpoint_seconds"] for r in results],
+            # what each run's stages did: the same work, as every run starts from the same warehouse
+            "runs_results": [[st["result"] for st in r["stages"]] for r in results]}
+
+
 def _shoppers_disagreeing(conn) -> int:
     """Shoppers whose baseline points differ from their member's lifetime earned points."""
     return int(conn.execute(
@@ -863,6 +924,7 @@ def run_bench(
     smile_sample: int = SMILE_SAMPLE,
     backfill: bool = True,
     first_day: dt.date = FIRST_DAY,
+    day_runs: int = DAY_RUNS,
     print_table: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -878,6 +940,8 @@ def run_bench(
         raise ValueError("--orders must be at least 10")
     if days < 1:
         raise ValueError("--days must be at least 1")
+    if day_runs < 1:
+        raise ValueError("--day-runs must be at least 1")
     unsupported = [p for p in platforms if p not in SUPPORTED_PLATFORMS]
     if unsupported:
         raise ValueError(
@@ -978,41 +1042,12 @@ def run_bench(
                     seed=seed + 100,
                     tz=program.timezone,
                 )
-                conn.close()  # the pull, then the day's run in a process of its own (as Dagster runs it)
+                conn.close()  # the pull; then the day's run, in processes of their own (as Dagster runs it)
                 gc.collect()
-                conn = open_warehouse(path, memory_limit, threads)
-                # no checkpoint inside the stages, on both histories alike (DuckDB's own, at 16 MB of
-                # WAL, fell inside the 1M day's last stage and not in the 100k day's): the closing
-                # one is timed apart
-                conn.execute(f"SET checkpoint_threshold = '{DAY_WAL_LIMIT}'")
-                day_stages = run_pipeline(
-                    conn,
-                    program,
-                    fx,
-                    inc_day,
-                    sampler,
-                    timer,
-                    baseline_seconds,
-                    f"incremental day on {label} history",
-                    log,
-                )
-                # the day's writes persisted, as each Dagster process does when it closes the file
-                t0 = time.perf_counter()
-                conn.execute("CHECKPOINT")
-                checkpoint_seconds = time.perf_counter() - t0
-                log(f"[bench] incremental day on {label} history: checkpoint {checkpoint_seconds:.2f}s")
-                day_seconds = sum(s["seconds"] for s in day_stages)
-                inc[label] = {
-                    "history_orders": hist,
-                    "sizes": day_sizes,
-                    "stages": day_stages,
-                    "seconds": round(day_seconds, 4),
-                    "checkpoint_seconds": round(checkpoint_seconds, 4),
-                    "seconds_with_checkpoint": round(day_seconds + checkpoint_seconds, 4),
-                }
-                if label == "small":
-                    conn.close()
-            large = conn
+                day = run_day(path, day_runs, memory_limit, threads, inc_day, baseline_seconds,
+                              f"incremental day on {label} history", log)
+                inc[label] = {"history_orders": hist, "sizes": day_sizes, **day}
+            large = open_warehouse(large_path, memory_limit, threads)
 
             # ---- push volume of the large history's incremental day (nothing sent), the Smile.io rate
             log(f"[bench] push volume of {inc_day} (dry run) ...")
@@ -1233,7 +1268,9 @@ def format_table(report: dict) -> str:
         f"({inc['ratio_small_to_baseline']:.2f}x baseline)",
         f"  on {inc['large']['history_orders']:,} orders: {report['incremental_seconds_large']:.3f}s "
         f"({inc['ratio_large_to_baseline']:.2f}x baseline)",
-        f"  ratio large/small: {report['incremental_ratio']:.2f}",
+        f"  ratio large/small: {report['incremental_ratio']:.2f} (median of {inc['large']['runs']} runs each: "
+        f"{', '.join(f'{x:.3f}' for x in inc['small']['runs_seconds'])} / "
+        f"{', '.join(f'{x:.3f}' for x in inc['large']['runs_seconds'])})",
         f"  with each day's closing checkpoint: {inc['small']['seconds_with_checkpoint']:.3f}s / "
         f"{inc['large']['seconds_with_checkpoint']:.3f}s, ratio {report['incremental_ratio_with_checkpoint']:.2f}",
     ]
@@ -1296,6 +1333,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"members pushed to the Smile.io emulator to measure the rate (default {SMILE_SAMPLE:,}; 0 skips)",
     )
     parser.add_argument(
+        "--day-runs",
+        type=int,
+        default=DAY_RUNS,
+        help=f"times each incremental day is run, each in a fresh process on a copy; the median is reported (default {DAY_RUNS})",
+    )
+    parser.add_argument(
         "--no-backfill",
         dest="backfill",
         action="store_false",
@@ -1317,8 +1360,8 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.orders < 10 or getattr(args, "days", 365) < 1:
-        print("loyalty bench: --orders must be at least 10 and --days at least 1", file=sys.stderr)
+    if args.orders < 10 or getattr(args, "days", 365) < 1 or getattr(args, "day_runs", DAY_RUNS) < 1:
+        print("loyalty bench: --orders must be at least 10, --days and --day-runs at least 1", file=sys.stderr)
         return 2
     run_bench(
         args.orders,
@@ -1334,6 +1377,7 @@ def main(args: argparse.Namespace) -> int:
         smile_sample=getattr(args, "smile_sample", SMILE_SAMPLE),
         backfill=getattr(args, "backfill", True),
         first_day=getattr(args, "first_day", FIRST_DAY),
+        day_runs=getattr(args, "day_runs", DAY_RUNS),
     )
     return 0
 

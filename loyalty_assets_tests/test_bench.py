@@ -25,7 +25,7 @@ def _default_program(monkeypatch):
     monkeypatch.delenv("LOYALTY_FX_FILE", raising=False)
 
 
-def _check_report(report: dict) -> None:
+def _check_report(report: dict, day_runs: int = bench.DAY_RUNS) -> None:
     for key in CONTRACT_KEYS:
         assert key in report, key
     assert report["baseline_seconds"] > 0
@@ -51,6 +51,12 @@ def _check_report(report: dict) -> None:
         assert day["seconds"] == pytest.approx(sum(s["seconds"] for s in day["stages"]), abs=1e-3)
         assert day["seconds_with_checkpoint"] == pytest.approx(day["seconds"] + day["checkpoint_seconds"], abs=1e-3)
         assert report[f"incremental_seconds_{size}"] == day["seconds"]
+        # the median of day_runs runs, each from the same pre-day warehouse: the same work every time
+        assert len(day["runs_seconds"]) == len(day["runs_results"]) == day["runs"] == day_runs
+        assert day["seconds"] == sorted(day["runs_seconds"])[(day_runs - 1) // 2]
+        assert all(r == day["runs_results"][0] for r in day["runs_results"])
+        assert [s["result"] for s in day["stages"]] == day["runs_results"][0]
+        assert int(day["runs_results"][0][STAGES.index("ledger")].split(", ")[1].split()[0]) > 0  # N entries
     assert report["incremental_ratio_with_checkpoint"] == pytest.approx(
         report["incremental"]["large"]["seconds_with_checkpoint"]
         / report["incremental"]["small"]["seconds_with_checkpoint"], rel=0.01)
@@ -209,14 +215,15 @@ def test_bench_flags_skip_the_smile_sample_and_the_backfill(tmp_path):
     bench.add_arguments(parser)
     args = parser.parse_args(
         ["--orders", "100", "--members", "20", "--days", "3", "--smile-sample", "0", "--no-backfill",
-         "--incremental-changed", "8", "--workdir", str(tmp_path)]
+         "--incremental-changed", "8", "--day-runs", "2", "--workdir", str(tmp_path)]
     )  # fmt: skip
     report = bench.run_bench(
         args.orders, args.members, args.days, ["magento"], None, args.workdir,
         incremental_changed=args.incremental_changed, smile_sample=args.smile_sample, backfill=args.backfill,
-        print_table=False,
+        print_table=False, day_runs=args.day_runs,
     )  # fmt: skip
-    _check_report(report)
+    _check_report(report, day_runs=2)
+    assert not list(tmp_path.glob("*.run*"))  # the copies of the pre-day warehouse are removed
     assert report["smile_rate"] is None and report["backfill"] is None
     assert report["incremental"]["changed_orders"] == 8
     assert report["push_volume"]["smile_calls"] <= report["push_volume"]["members_changed"]

@@ -123,6 +123,8 @@ PLAIN = [
     variant(26, items=[{"item_id": 1, "product_type": "simple"}, "not an item"]),
     variant(27, subtotal=Decimal("123456789.12")),  # 9 integer digits on the cent grid
     variant(35, subtotal=Decimal("10.00000000000000000001")),  # reads as 10.0: the same cents
+    variant(36, subtotal=" 999999999.9995", discount_amount="-0.0005"),  # the widest text taken
+    variant(37, subtotal="10.0050", discount_amount="-0.0049"),  # eligible 10.0001: 1000, not 1001 from rounded parts
     variant(28, shipping_amount=None, tax_amount=None),
     variant(29, order_currency_code="usd"),
     variant(30, customer_is_guest="no"),  # any text is truthy
@@ -150,6 +152,7 @@ OTHER = [
     variant(72, subtotal=Decimal("12.345")),  # a number off the cent grid
     variant(73, subtotal=Decimal("1000000000.00")), variant(74, tax_amount=Decimal("-1E-400")),  # 74 reads as -0.0
     variant(71, created_at="\t2024-03-01 10:00:00"),  # whitespace Python strips and trim() does not
+    variant(75, subtotal="10.00005"), variant(76, subtotal="1234567890.5"),  # text wider than SQL takes
 ]
 
 

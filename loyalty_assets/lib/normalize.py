@@ -285,7 +285,8 @@ def _mapping_params(program: Program) -> dict:
     text of a JSON number they take (magento_macros.sql, mg_amount), the product types that earn nothing."""
     digits = currency_digits(program.currency)
     return {"currency": program.currency, "scale": 10 ** digits,
-            "number": rf"-?\d{{1,9}}(\.\d{{1,{digits}}})?" if digits else r"-?\d{1,9}(\.0)?",
+            # at most 4 decimals: what magento_macros.sql's DECIMAL(18, 4) holds exactly
+            "number": rf"-?\d{{1,9}}(\.\d{{1,{min(digits, 4)}}})?" if digits else r"-?\d{1,9}(\.0)?",
             "excluded": sorted({t.lower() for t in program.earning.excluded_product_types})}
 
 

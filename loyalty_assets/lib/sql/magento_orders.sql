@@ -77,7 +77,7 @@ shaped AS (
 mapped AS (
     SELECT *,
            coalesce(mg_email(customer_email_text), mg_email(mg_text(billing_email_type, billing_email_s))) AS email,
-           greatest(subtotal - (abs(discount) - abs(shipping_discount)), 0) AS eligible
+           CAST(greatest(subtotal - (abs(discount) - abs(shipping_discount)), 0) AS DECIMAL(18, 4)) AS eligible
     FROM shaped
 )
 SELECT version_key,
