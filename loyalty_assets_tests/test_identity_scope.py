@@ -65,7 +65,8 @@ def test_scoped_resolution_equals_a_rebuild_of_every_member(tmp_path):
             for conn, is_scoped in ((scoped, True), (full, False)):
                 land(conn, program, orders=batch)
                 normalize.normalize(conn, program, fx, day)
-                identity.resolve_members(conn, program, day, scoped=is_scoped)
+                # the rebuild resolves every component in Python: the scoped run's SQL components agree
+                identity.resolve_members(conn, program, day, scoped=is_scoped, components_in_sql=is_scoped)
             assert _state(scoped) == _state(full), f"seed {seed}, run {i}"
         again = identity.resolve_members(scoped, program, day)
         assert (again.new_keys, again.merges, again.new_members) == (0, 0, 0)
@@ -150,3 +151,50 @@ def test_a_lifted_cannot_link_merges_every_key_of_both_members(tmp_path):
         identity.resolve_members(conn, lifted, dt.date(2024, 3, 4), scoped=is_scoped)
     assert _state(scoped) == _state(full)
     assert full.execute("SELECT count(DISTINCT member_id) FROM member_keys").fetchall()[0][0] == 1
+
+
+def test_new_components_resolved_in_sql_equal_the_union_find(tmp_path):
+    """A first run's new members come out of SQL exactly as the union-find makes them: chains of
+    e-mails and customer ids, phones, guests who register, one customer in two tenants; components
+    with two customer ids of one tenant (the guard refuses a link) stay with the union-find."""
+    import yaml
+
+    from loyalty_assets.lib import raw
+    from loyalty_assets.lib.platforms.magento import parse_time
+
+    fx = FxTable.load(None)
+    totals = {"sql": 0, "python": 0, "conflicts": 0}
+    for seed in range(4):
+        rng = random.Random(100 + seed)
+        p = parse_program(yaml.safe_dump({"identity": {"match_phone": seed % 2 == 0}}))
+        by_tenant: dict[str, list[dict]] = {"default": [r for batch in _batches(rng, 6) for r in batch], "eu": []}
+        next_id = 1000
+        for i in range(40):  # shoppers of their own, some with a second address, a phone or a second tenant
+            day = f"2024-03-{rng.randint(1, 20):02d} {rng.randint(8, 20):02d}:00:00"
+            customer = rng.choice([None, 200 + i, 200 + i // 2])  # some pairs share a customer id
+            tenant = rng.choice(["default", "default", "eu"])
+            for email in [f"own{i}@example.com"] + ([f"other{i % 7}@example.com"] if rng.random() < 0.3 else []):
+                rec = order(next_id, day, email=email, customer_id=customer)
+                if rng.random() < 0.3:
+                    rec["billing_address"] = {"email": email, "telephone": rng.choice(PHONES), "country_id": "US"}
+                by_tenant[tenant].append(rec)
+                next_id += 1
+        states, fast = [], 0
+        for in_sql in (True, False):
+            conn = warehouse.connect(str(tmp_path / f"c{seed}{in_sql}.duckdb"))
+            for tenant, orders in by_tenant.items():
+                raw.insert_versions(conn, "magento.orders", tenant, orders, lambda r: r["entity_id"],
+                                    lambda r: parse_time(r["updated_at"], "updated_at"), p.tz)
+            normalize.normalize(conn, p, fx, dt.date(2024, 3, 25))
+            summary = identity.resolve_members(conn, p, dt.date(2024, 3, 25), components_in_sql=in_sql)
+            if in_sql:
+                fast = conn.execute("SELECT count(*) FROM id_fast_keys").fetchall()[0][0]
+            states.append((_state(conn), summary))
+            conn.close()
+        assert states[0] == states[1], f"seed {seed}"
+        keys = len(states[0][0][0])
+        totals["sql"] += fast
+        totals["python"] += keys - fast
+        totals["conflicts"] += len(states[0][0][2])
+    # both ways were taken, and the guard refused links (else this would prove little)
+    assert totals["sql"] > 0 and totals["python"] > 0 and totals["conflicts"] > 0, totals

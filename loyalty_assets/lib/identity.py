@@ -1,6 +1,7 @@
 """Identity resolution (RULES.md §8): keys → connected components → stable member ids.
 
-Union-find over keys. The guard refuses any link that would put two different registered
+Components that are simply new members (no key owned yet, at most one customer id per platform
+tenant) are found in SQL; the others go through a union-find over keys. The guard refuses any link that would put two different registered
 customer ids of the same platform tenant in one member through email alone (a shared family
 address); the refusal is recorded as a conflict. Member ids never change once given; when
 components join, the oldest member survives and the merge is recorded.
@@ -96,12 +97,20 @@ def new_member_id(program: Program, seed_key: str) -> str:
 
 
 def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.date,
-                    scoped: bool = True) -> IdentitySummary:
+                    scoped: bool = True, components_in_sql: bool = True) -> IdentitySummary:
     """Bring member_keys, member_merges and identity_conflicts up to date with every known record.
 
-    `scoped=False` rebuilds every member from all records (the tests compare both ways)."""
+    `scoped=False` rebuilds every member from all records; `components_in_sql=False` resolves every
+    component in Python (the tests compare the ways)."""
     started = conn.execute("SELECT now()").fetchall()[0][0]
-    records = _records_in_scope(conn, program, scoped)
+    _records_in_scope(conn, program, scoped)
+    fast_members, fast_keys = _new_components_in_sql(conn, program) if components_in_sql else (0, 0)
+    records = conn.execute(
+        """SELECT email, customer_key, phone_key, first_seen FROM id_record_keys
+           WHERE rid IN (SELECT rid FROM id_scope_rids)""" + (
+            " AND rid NOT IN (SELECT rid FROM id_fast_rids)" if components_in_sql else "") + """
+           ORDER BY first_seen, customer_key NULLS LAST, email, phone NULLS LAST"""
+    ).fetchall()
     first_seen: dict[str, dt.datetime] = {}
     for email, customer_key, phone, seen in records:
         for key in (customer_key, email, phone):
@@ -188,6 +197,9 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
 
     conn.execute("BEGIN")
     try:
+        if fast_keys:
+            conn.execute(  # in key order, as the journal (ledger.py)
+                "INSERT INTO member_keys SELECT member_id, key, key_type, first_seen FROM id_fast_keys ORDER BY key")
         # set-based writes: executemany costs milliseconds a row in DuckDB
         if new_keys:
             _insert_frame(conn, "INSERT INTO member_keys SELECT * FROM _frame",
@@ -226,16 +238,17 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
     total = conn.execute(
         "SELECT count(DISTINCT member_id) FROM member_keys WHERE member_id NOT IN (SELECT absorbed_id FROM member_merges)"
     ).fetchall()[0][0]  # fetched to the end: the connection is free for the caller's next statement
-    return IdentitySummary(total, new_members, len(new_keys), len(merges), len(conflicts))
+    return IdentitySummary(total, new_members + fast_members, len(new_keys) + fast_keys, len(merges), len(conflicts))
 
 
-def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped: bool) -> list[tuple]:
-    """(email, customer key, phone key, first seen) of the records whose members can change, oldest
-    first: every record with a key not in member_keys or keys of two members, and every record of
+def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped: bool) -> None:
+    """The records (email, customer key, phone key, first seen) whose members can change: every
+    record with a key not in member_keys or keys of two members, and every record of
     the members those keys belong to (and of keys the program names). The other members' records would
     rebuild exactly what member_keys holds, so a run costs what is new, not the history.
 
-    Leaves temp tables id_scope_keys (the keys of those records) and id_scope_members."""
+    Leaves temp tables id_record_keys (records with their phone keys), id_scope_rids (those in
+    scope), id_record_owner, id_scope_keys (the keys of those records) and id_scope_members."""
     # keys the program names (must_link, cannot_link): their members are always resolved again, so a
     # changed configuration applies as a rebuild would apply it
     named = sorted({k for pair in (*program.identity.must_link, *program.identity.cannot_link) for k in pair})
@@ -291,11 +304,83 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
            UNION SELECT unnest($named)""",
         {"named": named},
     )
-    return conn.execute(
-        """SELECT email, customer_key, phone_key, first_seen FROM id_record_keys
-           WHERE rid IN (SELECT rid FROM id_scope_rids)
-           ORDER BY first_seen, customer_key NULLS LAST, email, phone NULLS LAST"""
-    ).fetchall()
+
+
+# key_type() in SQL
+_KEY_TYPE_SQL = """CASE WHEN starts_with(key, 'tel:') THEN 'phone'
+    WHEN contains(key, '@') AND length(key) - length(replace(key, ':', '')) < 2 THEN 'email'
+    ELSE CASE split_part(key, ':', 1) WHEN 'smile' THEN 'smile_customer_id' WHEN 'loyaltylion' THEN 'loyaltylion_customer_id'
+                                      WHEN 'salesforce' THEN 'salesforce_id' ELSE 'customer_id' END END"""
+
+
+def _new_components_in_sql(conn: duckdb.DuckDBPyConnection, program: Program) -> tuple[int, int]:
+    """Resolve in SQL the components of the records in scope that the union-find would make new
+    members of, unchanged: no key owned yet, none the program names, and at most one customer key
+    per platform tenant (then no link is ever refused, whatever the order). Each becomes one member
+    seeded by its first-seen key, as resolve_members does it. Temp tables id_fast_keys (member_id,
+    key, key_type, first_seen) and id_fast_rids (their records, left out of the Python pass);
+    returns (members, keys). At 1M orders identity took 4.3 s with every component in Python, 2.2 s so.
+
+    Components by minimum-label propagation with pointer jumping: a key's label is the least key
+    it reaches, which the loop finds in about log(diameter) rounds."""
+    named = sorted({k for pair in (*program.identity.must_link, *program.identity.cannot_link) for k in pair})
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE id_fast_records AS
+           SELECT * FROM id_record_keys WHERE rid IN (SELECT rid FROM id_scope_rids)""")
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE id_fast_edges AS
+           WITH e AS (
+               SELECT customer_key AS a, email AS b FROM id_fast_records WHERE customer_key IS NOT NULL AND email IS NOT NULL
+               UNION SELECT coalesce(customer_key, email), phone_key FROM id_fast_records
+               WHERE phone_key IS NOT NULL AND coalesce(customer_key, email) IS NOT NULL)
+           SELECT a, b FROM e UNION SELECT b, a FROM e""")
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE id_fast_seen AS
+           SELECT key, min(first_seen) AS first_seen FROM (
+               SELECT email AS key, first_seen FROM id_fast_records
+               UNION ALL SELECT customer_key, first_seen FROM id_fast_records
+               UNION ALL SELECT phone_key, first_seen FROM id_fast_records)
+           WHERE key IS NOT NULL GROUP BY key""")
+    conn.execute("CREATE OR REPLACE TEMP TABLE id_fast_label AS SELECT key, key AS label FROM id_fast_seen")
+    while True:
+        conn.execute(
+            """CREATE OR REPLACE TEMP TABLE id_fast_next AS
+               WITH nb AS (SELECT e.a AS key, min(l.label) AS m FROM id_fast_edges e JOIN id_fast_label l ON l.key = e.b
+                           GROUP BY e.a),
+               step AS (SELECT l.key, least(l.label, coalesce(nb.m, l.label)) AS label
+                        FROM id_fast_label l LEFT JOIN nb USING (key))
+               SELECT s.key, least(s.label, j.label) AS label FROM step s JOIN step j ON j.key = s.label""")
+        changed = conn.execute(
+            """SELECT count(*) FROM id_fast_next n JOIN id_fast_label l USING (key)
+               WHERE n.label <> l.label""").fetchall()[0][0]
+        conn.execute("DROP TABLE id_fast_label; ALTER TABLE id_fast_next RENAME TO id_fast_label")
+        if not changed:
+            break
+    conn.execute(
+        f"""CREATE OR REPLACE TEMP TABLE id_fast_keys AS
+            WITH typed AS (
+                SELECT l.label, l.key, s.first_seen, {_KEY_TYPE_SQL} AS key_type
+                FROM id_fast_label l JOIN id_fast_seen s USING (key)),
+            customers AS (SELECT * FROM typed WHERE key_type NOT IN ('email', 'phone')),
+            unclean AS (
+                SELECT label FROM customers WHERE length(key) - length(replace(key, ':', '')) < 2  -- tenant_of() fails
+                UNION SELECT label FROM customers   -- two customer keys of one tenant
+                GROUP BY label, split_part(key, ':', 1), split_part(key, ':', 2) HAVING count(*) > 1
+                UNION SELECT label FROM typed WHERE key IN (SELECT unnest(CAST($named AS VARCHAR[])))
+                UNION SELECT label FROM typed WHERE key IN (SELECT key FROM id_record_owner WHERE member_id IS NOT NULL)),
+            seeds AS (
+                SELECT label, arg_min(key, (first_seen, key)) AS seed FROM typed
+                WHERE label NOT IN (SELECT label FROM unclean) GROUP BY label)
+            SELECT 'M' || upper(substr(sha256($program_id || '|' || s.seed), 1, 15)) AS member_id,
+                   t.key, t.key_type, t.first_seen
+            FROM typed t JOIN seeds s USING (label)""",
+        {"named": named, "program_id": program.program_id},
+    )
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE id_fast_rids AS
+           SELECT rid FROM id_fast_records
+           WHERE coalesce(email, customer_key, phone_key) IN (SELECT key FROM id_fast_keys)""")
+    return conn.execute("SELECT count(DISTINCT member_id), count(*) FROM id_fast_keys").fetchall()[0]
 
 
 # a record (grouped by rid with the owners of its keys) is a seed of the resolution when one of its
