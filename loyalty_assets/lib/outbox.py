@@ -72,7 +72,7 @@ def prepare_batches(conn: duckdb.DuckDBPyConnection, target: str, as_of: dt.date
                                created_at, updated_at)
            SELECT batch_id, $target, member_id, 'points_transaction', points, entries,
                   CASE WHEN points = 0 THEN 'noop' ELSE 'pending' END, 0, now(), now()
-           FROM push_batches ON CONFLICT DO NOTHING""",
+           FROM push_batches ORDER BY batch_id ON CONFLICT DO NOTHING""",
         {"target": target},
     )
     conn.execute(

@@ -115,7 +115,7 @@ def refresh_member_status(conn: duckdb.DuckDBPyConnection, program: Program) -> 
                SELECT member_id, email, points_spendable, points_pending, points_earned_lifetime,
                       list_extract(?, tier_rank + 1), tier_metric, tier_expires_on, smile_id, loyaltylion_id,
                       salesforce_id, ?, now()
-               FROM member_status_new""",
+               FROM member_status_new ORDER BY member_id""",
             [names, as_of],
         )
         if not full and prev != as_of:
