@@ -198,3 +198,24 @@ def test_new_components_resolved_in_sql_equal_the_union_find(tmp_path):
         totals["conflicts"] += len(states[0][0][2])
     # both ways were taken, and the guard refused links (else this would prove little)
     assert totals["sql"] > 0 and totals["python"] > 0 and totals["conflicts"] > 0, totals
+
+
+def test_the_sql_components_are_used_from_a_number_of_records_in_scope(tmp_path, monkeypatch):
+    """By default the union-find alone resolves a small scope (a day's run) and SQL takes the new
+    members of a large one (a first run); both give the same members."""
+    fx, p = FxTable.load(None), parse_program("{}")
+    orders = [order(i, f"2024-03-{1 + i % 9:02d} 08:00:00", email=f"s{i % 25}@example.com",
+                    customer_id=i % 30 if i % 3 else None) for i in range(1, 120)]
+    states = []
+    for label, minimum in (("python", identity.SQL_COMPONENTS_MIN), ("sql", 50)):
+        monkeypatch.setattr(identity, "SQL_COMPONENTS_MIN", minimum)
+        conn = warehouse.connect(str(tmp_path / f"{label}.duckdb"))
+        land(conn, p, orders=orders)
+        normalize.normalize(conn, p, fx, dt.date(2024, 3, 12))
+        identity.resolve_members(conn, p, dt.date(2024, 3, 12))
+        used_sql = conn.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'id_fast_keys'").fetchall()[0][0] == 1
+        assert used_sql == (label == "sql")
+        states.append(_state(conn))
+        conn.close()
+    assert states[0] == states[1] and len(states[0][0]) > 0
