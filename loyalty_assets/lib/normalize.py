@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -268,6 +268,34 @@ class _OutboxIds:
         return batch_id in self.ids
 
 
+class _SmileCodes(Mapping):
+    """A Smile redemption's discount code, which is on its reward fulfillment, by points transaction
+    id: read when the first redemption is mapped, so a run without one does not parse every
+    fulfillment the shop ever had."""
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection):
+        self.conn = conn
+        self.codes: dict[str, str] | None = None
+
+    def _load(self) -> dict[str, str]:
+        if self.codes is None:
+            self.codes = {str(t): c for t, c in self.conn.execute(
+                """SELECT json_extract_string(p, '$.points_transaction_id'), json_extract_string(p, '$.code') FROM (
+                       SELECT arg_max(payload, modified_at) AS p FROM raw_records
+                       WHERE source = 'smile.reward_fulfillments' GROUP BY record_id)
+                   WHERE json_extract_string(p, '$.code') IS NOT NULL""").fetchall()}
+        return self.codes
+
+    def __getitem__(self, tid: str) -> str:
+        return self._load()[tid]
+
+    def __iter__(self):
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
 def _retry_scope(conn: duckdb.DuckDBPyConnection) -> None:
     """normalize_retry := the versions tried again this run (waiting refunds, missing FX rates), by
     payload hash, before their outcomes are cleared."""
@@ -457,11 +485,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
 
     # Points events that are not orders; our own pushes, read back from the platforms, are skipped.
     ours = _OutboxIds(conn)
-    # a Smile redemption's discount code is on its reward fulfillment
-    codes = {str(t): c for t, c in conn.execute(
-        """SELECT json_extract_string(p, '$.points_transaction_id'), json_extract_string(p, '$.code') FROM (
-               SELECT arg_max(payload, modified_at) AS p FROM raw_records WHERE source = 'smile.reward_fulfillments'
-               GROUP BY record_id) WHERE json_extract_string(p, '$.code') IS NOT NULL""").fetchall()}
+    codes = _SmileCodes(conn)
     event_mappers = {
         "smile.points_transactions": lambda p, t: events.smile_redemption(p, t, ours, codes),
         "loyaltylion.transactions": lambda p, t: events.loyaltylion_redemption(p, t, ours),

@@ -3,7 +3,7 @@ redemptions in Smile.io / LoyaltyLion and adjustment requests in Salesforce."""
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 
 from loyalty_assets.lib.platforms.common import iso_time, native_id
@@ -29,7 +29,7 @@ class LoyaltyEvent:
         return dict(self.__dict__)  # flat fields: no deep copy (asdict was a third of normalize)
 
 
-def smile_redemption(txn: dict, tenant: str, ours: Container[str], codes: dict[str, str] | None = None) -> LoyaltyEvent | None:
+def smile_redemption(txn: dict, tenant: str, ours: Container[str], codes: Mapping[str, str] | None = None) -> LoyaltyEvent | None:
     """A Smile points transaction that spent points (not one of our own pushes)."""
     if not isinstance(txn, dict):
         raise RecordError("malformed_record", "points transaction is not a JSON object")
