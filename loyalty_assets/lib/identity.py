@@ -332,8 +332,10 @@ def _new_components_in_sql(conn: duckdb.DuckDBPyConnection, program: Program) ->
     it reaches, which the loop finds in about log(diameter) rounds."""
     named = sorted({k for pair in (*program.identity.must_link, *program.identity.cannot_link) for k in pair})
     conn.execute(
-        """CREATE OR REPLACE TEMP TABLE id_fast_records AS
-           SELECT * FROM id_record_keys WHERE rid IN (SELECT rid FROM id_scope_rids)""")
+        """CREATE OR REPLACE TEMP TABLE id_fast_records AS   -- an empty key is no key, as in Python
+           SELECT rid, nullif(email, '') AS email, nullif(customer_key, '') AS customer_key,
+                  nullif(phone_key, '') AS phone_key, first_seen
+           FROM id_record_keys WHERE rid IN (SELECT rid FROM id_scope_rids)""")
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE id_fast_edges AS
            WITH e AS (
