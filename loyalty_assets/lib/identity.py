@@ -1,10 +1,10 @@
 """Identity resolution (RULES.md §8): keys → connected components → stable member ids.
 
 Components that are simply new members (no key owned yet, at most one customer id per platform
-tenant) are found in SQL; the others go through a union-find over keys. The guard refuses any link that would put two different registered
-customer ids of the same platform tenant in one member through email alone (a shared family
-address); the refusal is recorded as a conflict. Member ids never change once given; when
-components join, the oldest member survives and the merge is recorded.
+tenant) are found in SQL; the others go through a union-find over keys. The guard refuses any link
+that would put two different registered customer ids of the same platform tenant in one member
+through email alone (a shared family address); the refusal is recorded as a conflict. Member ids
+never change once given; when components join, the oldest member survives and the merge is recorded.
 """
 
 from __future__ import annotations
@@ -248,6 +248,11 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
     return IdentitySummary(total, new_members + fast_members, len(new_keys) + fast_keys, len(merges), len(conflicts))
 
 
+def _named_keys(program: Program) -> list[str]:
+    """The keys the program names (must_link, cannot_link)."""
+    return sorted({k for pair in (*program.identity.must_link, *program.identity.cannot_link) for k in pair})
+
+
 def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped: bool) -> None:
     """The records (email, customer key, phone key, first seen) whose members can change: every
     record with a key not in member_keys or keys of two members, and every record of
@@ -258,7 +263,7 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
     scope), id_record_owner, id_scope_keys (the keys of those records) and id_scope_members."""
     # keys the program names (must_link, cannot_link): their members are always resolved again, so a
     # changed configuration applies as a rebuild would apply it
-    named = sorted({k for pair in (*program.identity.must_link, *program.identity.cannot_link) for k in pair})
+    named = _named_keys(program)
     since = None
     if scoped and not program.identity.match_phone:  # phone keys are only known by parsing every phone
         state = conn.execute("SELECT refreshed_at FROM refresh_state WHERE name = 'identity'").fetchall()
@@ -330,7 +335,7 @@ def _new_components_in_sql(conn: duckdb.DuckDBPyConnection, program: Program) ->
 
     Components by minimum-label propagation with pointer jumping: a key's label is the least key
     it reaches, which the loop finds in about log(diameter) rounds."""
-    named = sorted({k for pair in (*program.identity.must_link, *program.identity.cannot_link) for k in pair})
+    named = _named_keys(program)
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE id_fast_records AS   -- an empty key is no key, as in Python
            SELECT rid, nullif(email, '') AS email, nullif(customer_key, '') AS customer_key,
