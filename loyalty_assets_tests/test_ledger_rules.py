@@ -799,3 +799,71 @@ def test_a_key_moved_to_another_member_refreshes_both_members_addresses(conn):
     assert conn.execute("SELECT email FROM member_status WHERE member_id = ?", [ann]).fetchall() == [("bob@example.com",)]
     assert conn.execute("SELECT email FROM member_emails WHERE member_id = ?", [ann]).fetchall() == [
         ("bob@example.com",)]  # written again
+
+
+def _journal_indexes(conn) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT index_name FROM duckdb_indexes() WHERE table_name = 'ledger_journal'").fetchall()]
+
+
+def test_the_first_booking_builds_the_journal_index_after_its_entries_and_it_always_comes_back(conn, monkeypatch):
+    """An empty journal's first booking goes in without the unique index, built once after the
+    commit; whatever happens to the booking, the index is there afterwards, and a later booking
+    goes through it."""
+    from loyalty_assets.lib import facts, ledger
+
+    p = program()
+    assert _journal_indexes(conn) == [warehouse.JOURNAL_INDEX]
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00"), order(2, "2024-03-02 10:00:00")])
+    map_and_resolve(conn, p, D(2024, 3, 2))
+    facts.refresh_order_facts(conn, p)
+    seen, original = [], ledger._book_script
+
+    def watching(c, script, params):
+        seen.append(_journal_indexes(c))
+        return original(c, script, params)
+
+    def failing(c, script, params):
+        seen.append(_journal_indexes(c))
+        raise RuntimeError("the booking failed")
+
+    monkeypatch.setattr(ledger, "_book_script", failing)
+    with pytest.raises(RuntimeError, match="the booking failed"):
+        ledger.book_through(conn, p, D(2024, 3, 2), FAR_FUTURE)
+    assert seen == [[]] and _journal_indexes(conn) == [warehouse.JOURNAL_INDEX]
+    assert conn.execute("SELECT count(*) FROM ledger_journal").fetchall() == [(0,)]
+
+    seen.clear()
+    monkeypatch.setattr(ledger, "_book_script", watching)
+    assert ledger.book_through(conn, p, D(2024, 3, 1), FAR_FUTURE).entries == 1
+    assert seen == [[]] and _journal_indexes(conn) == [warehouse.JOURNAL_INDEX]
+    with pytest.raises(Exception, match="Duplicate|unique"):
+        conn.execute("INSERT INTO ledger_journal SELECT * FROM ledger_journal")
+
+    # a process killed between the commit and the index: the next booking makes it first
+    conn.execute(f"DROP INDEX {warehouse.JOURNAL_INDEX}")
+    seen.clear()
+    assert ledger.book_through(conn, p, D(2024, 3, 2), FAR_FUTURE).entries == 1
+    assert seen == [[warehouse.JOURNAL_INDEX]] and _journal_indexes(conn) == [warehouse.JOURNAL_INDEX]
+    assert conn.execute("SELECT count(DISTINCT entry_id), count(*) FROM ledger_journal").fetchall() == [(2, 2)]
+
+
+def test_a_journal_made_with_its_primary_key_keeps_it_and_gets_no_second_index(tmp_path):
+    """Warehouses created before the index have entry_id as the PRIMARY KEY: it stays the only
+    constraint, and no booking drops anything."""
+    path = str(tmp_path / "old.duckdb")
+    with warehouse.connect(path) as c:  # the journal as it was made before, then the schema again
+        c.execute("DROP TABLE ledger_journal")
+        c.execute(warehouse.sql("schema").split("CREATE TABLE IF NOT EXISTS ledger_journal (")[1].split(");")[0]
+                  .join(["CREATE TABLE ledger_journal (", ")"]).replace("entry_id        VARCHAR NOT NULL",
+                                                                     "entry_id VARCHAR PRIMARY KEY"))
+        c.execute("DROP TABLE schema_info")
+    conn = warehouse.connect(path)
+    assert _journal_indexes(conn) == [] and not warehouse.journal_index(conn)
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00")])
+    assert process(conn, p, D(2024, 3, 2)).entries == 1
+    assert _journal_indexes(conn) == []
+    with pytest.raises(Exception, match="PRIMARY KEY|Duplicate"):
+        conn.execute("INSERT INTO ledger_journal SELECT * FROM ledger_journal")
+    conn.close()

@@ -16,7 +16,7 @@ import duckdb
 
 from loyalty_assets.lib.money import currency_digits, to_minor
 from loyalty_assets.lib.program import Program
-from loyalty_assets.lib.warehouse import run_script
+from loyalty_assets.lib.warehouse import JOURNAL_INDEX, journal_index, run_script
 
 TRIGGER_RANK = {"paid": 1, "fulfilled": 2}
 
@@ -257,7 +257,6 @@ def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
         return conn.execute(
             "INSERT INTO ledger_journal BY NAME SELECT * FROM new_entries"
             + (" WHERE entry_id NOT IN (SELECT entry_id FROM entries_again)" if again else "")
-            + " ORDER BY entry_id"  # in key order the unique index takes 1M ids in 1.9 s instead of 2.4
         ).fetchall()[0][0]
     except duckdb.ConstraintException as exc:
         raise LedgerIntegrityError(f"an entry id already booked on another day: {exc}") from exc
@@ -300,6 +299,23 @@ def book_through(
     days = days_to_book(conn, program, target)
     if not days:
         return BookingResult([], 0, 0, closed, last_booked)
+    # The first booking of an empty journal (a full recompute: a million entries) goes in without
+    # the unique index, which is built once after the commit: 1.3 s + 0.5 s against 2.8 s for
+    # entries checked against it one by one and merged into it at the commit. The run's own ids are
+    # unique (_insert_entries), and there is nothing else to clash with. The index is made again
+    # whatever happens; a process killed in between finds it missing and makes it (journal_index).
+    bulk = journal_index(conn) and not conn.execute("SELECT EXISTS (FROM ledger_journal)").fetchall()[0][0]
+    if bulk:
+        conn.execute(f"DROP INDEX {JOURNAL_INDEX}")
+    try:
+        return _book_days(conn, program, rules, days, now, lag, closed, last_booked)
+    finally:
+        if bulk:
+            journal_index(conn)
+
+
+def _book_days(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, days: list[dt.date], now: dt.datetime,
+               lag: dt.timedelta, closed: dt.date | None, last_booked: dt.date | None) -> BookingResult:
     active = data_days(conn, program, days[0], days[-1]) | {days[0], days[-1]}
     late_since = last_booking_at(conn, program)
     has_events = conn.execute("SELECT EXISTS (SELECT 1 FROM loyalty_events)").fetchone()[0]

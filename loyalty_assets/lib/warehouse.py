@@ -36,7 +36,24 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection, path: str | None = None) -> N
     if rows and rows[0][0] == digest:
         return
     conn.execute(sql("schema")).fetchall()
+    journal_index(conn)
     conn.execute("CREATE OR REPLACE TABLE schema_info AS SELECT ? AS digest, now() AS applied_at", [digest]).fetchall()
+
+
+JOURNAL_INDEX = "ledger_journal_entry_id"
+
+
+def journal_index(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Make sure the journal's entry ids are unique (RULES.md §6); True when that is by the index
+    JOURNAL_INDEX, which a first booking may drop and build again (False: by the PRIMARY KEY of a
+    warehouse created before the index)."""
+    if conn.execute(
+        """SELECT count(*) FROM duckdb_constraints()
+           WHERE table_name = 'ledger_journal' AND constraint_type = 'PRIMARY KEY'"""
+    ).fetchall()[0][0]:
+        return False
+    conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {JOURNAL_INDEX} ON ledger_journal (entry_id)")
+    return True
 
 
 def connect(path: str | None = None, read_only: bool = False) -> duckdb.DuckDBPyConnection:

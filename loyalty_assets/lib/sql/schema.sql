@@ -203,8 +203,11 @@ CREATE TABLE IF NOT EXISTS program_versions (
     first_used_at TIMESTAMPTZ NOT NULL
 );
 
+-- entry_id is unique (RULES.md §6) by index ledger_journal_entry_id, which warehouse.py creates (a
+-- warehouse created before 2026-12-06 has it as the PRIMARY KEY instead): an index can be dropped
+-- for the first booking of an empty journal and built once after it (ledger.book_through).
 CREATE TABLE IF NOT EXISTS ledger_journal (
-    entry_id        VARCHAR PRIMARY KEY,
+    entry_id        VARCHAR NOT NULL,
     booked_member_id VARCHAR NOT NULL USING COMPRESSION uncompressed,
     kind            VARCHAR NOT NULL CHECK (kind IN ('earn','adjust','clawback','redeem','referral','manual','expire')),
     points          BIGINT NOT NULL,
