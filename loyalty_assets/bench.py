@@ -532,15 +532,8 @@ def run_baseline(conn: duckdb.DuckDBPyConnection, points_per_unit) -> tuple[floa
 def _stage_functions(conn, program, fx, through: dt.date) -> list[tuple[str, Callable[[], object]]]:
     from loyalty_assets.lib import facts, identity, ledger, normalize, outbox, status, tiers
 
-    def push_prep():
-        conn.execute("BEGIN")
-        try:
-            n = outbox.prepare_batches(conn, "smile", through, ("smile",))
-            conn.execute("COMMIT")  # kept, so the next day's preparation covers only that day's entries
-        except Exception:
-            conn.execute("ROLLBACK")
-            raise
-        return n
+    def push_prep():  # committed, so the next day's preparation covers only that day's entries
+        return outbox.prepare_in_transaction(conn, "smile", through, ("smile",))
 
     return [
         ("normalize", lambda: normalize.normalize(conn, program, fx, through)),

@@ -4,6 +4,7 @@ day); pending points; earn-time rates; tiers with every metric, period and reten
 identity (guest → registered, the same-tenant guard)."""
 
 import datetime as dt
+import re
 
 import pytest
 from magento_factory import memo, order
@@ -813,7 +814,7 @@ def test_the_first_booking_builds_the_journal_index_after_its_entries_and_it_alw
     from loyalty_assets.lib import facts, ledger
 
     p = program()
-    assert _journal_indexes(conn) == [warehouse.JOURNAL_INDEX]
+    assert _journal_indexes(conn) == [warehouse.index_name("ledger_journal")]
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00"), order(2, "2024-03-02 10:00:00")])
     map_and_resolve(conn, p, D(2024, 3, 2))
     facts.refresh_order_facts(conn, p)
@@ -830,21 +831,21 @@ def test_the_first_booking_builds_the_journal_index_after_its_entries_and_it_alw
     monkeypatch.setattr(ledger, "_book_script", failing)
     with pytest.raises(RuntimeError, match="the booking failed"):
         ledger.book_through(conn, p, D(2024, 3, 2), FAR_FUTURE)
-    assert seen == [[]] and _journal_indexes(conn) == [warehouse.JOURNAL_INDEX]
+    assert seen == [[]] and _journal_indexes(conn) == [warehouse.index_name("ledger_journal")]
     assert conn.execute("SELECT count(*) FROM ledger_journal").fetchall() == [(0,)]
 
     seen.clear()
     monkeypatch.setattr(ledger, "_book_script", watching)
     assert ledger.book_through(conn, p, D(2024, 3, 1), FAR_FUTURE).entries == 1
-    assert seen == [[]] and _journal_indexes(conn) == [warehouse.JOURNAL_INDEX]
+    assert seen == [[]] and _journal_indexes(conn) == [warehouse.index_name("ledger_journal")]
     with pytest.raises(Exception, match="Duplicate|unique"):
         conn.execute("INSERT INTO ledger_journal SELECT * FROM ledger_journal")
 
     # a process killed between the commit and the index: the next booking makes it first
-    conn.execute(f"DROP INDEX {warehouse.JOURNAL_INDEX}")
+    conn.execute("DROP INDEX " + warehouse.index_name("ledger_journal"))
     seen.clear()
     assert ledger.book_through(conn, p, D(2024, 3, 2), FAR_FUTURE).entries == 1
-    assert seen == [[warehouse.JOURNAL_INDEX]] and _journal_indexes(conn) == [warehouse.JOURNAL_INDEX]
+    assert seen == [[warehouse.index_name("ledger_journal")]] and _journal_indexes(conn) == [warehouse.index_name("ledger_journal")]
     assert conn.execute("SELECT count(DISTINCT entry_id), count(*) FROM ledger_journal").fetchall() == [(2, 2)]
 
 
@@ -854,12 +855,14 @@ def test_a_journal_made_with_its_primary_key_keeps_it_and_gets_no_second_index(t
     path = str(tmp_path / "old.duckdb")
     with warehouse.connect(path) as c:  # the journal as it was made before, then the schema again
         c.execute("DROP TABLE ledger_journal")
-        c.execute(warehouse.sql("schema").split("CREATE TABLE IF NOT EXISTS ledger_journal (")[1].split(");")[0]
-                  .join(["CREATE TABLE ledger_journal (", ")"]).replace("entry_id        VARCHAR NOT NULL",
-                                                                     "entry_id VARCHAR PRIMARY KEY"))
+        columns = warehouse.sql("schema").split("CREATE TABLE IF NOT EXISTS ledger_journal (")[1].split(");")[0]
+        c.execute("CREATE TABLE ledger_journal (" + re.sub(r"entry_id\s+VARCHAR[^,]*,", "entry_id VARCHAR PRIMARY KEY,",
+                                                          columns) + ")")
         c.execute("DROP TABLE schema_info")
+        assert c.execute("SELECT constraint_type FROM duckdb_constraints() WHERE table_name = 'ledger_journal' "
+                         "AND constraint_type = 'PRIMARY KEY'").fetchall() == [("PRIMARY KEY",)]
     conn = warehouse.connect(path)
-    assert _journal_indexes(conn) == [] and not warehouse.journal_index(conn)
+    assert _journal_indexes(conn) == [] and not warehouse.unique_index(conn, "ledger_journal")
     p = program()
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00")])
     assert process(conn, p, D(2024, 3, 2)).entries == 1

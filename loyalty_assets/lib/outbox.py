@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from loyalty_assets.lib.ledger import hold_journal
-from loyalty_assets.lib.warehouse import registered
+from loyalty_assets.lib.warehouse import first_fill, registered
 
 OPEN_STATUSES = ("pending", "sending", "awaiting_customer", "failed")
 
@@ -32,6 +32,22 @@ class Batch:
     attempts: int
     email: str | None
     external_customer_id: str | None
+
+
+def prepare_in_transaction(conn: duckdb.DuckDBPyConnection, target: str, as_of: dt.date,
+                           exclude_sources: tuple[str, ...]) -> int:
+    """prepare_batches in a transaction of its own; the first one into an empty outbox (a backfill's
+    200k members) goes in without the outbox's unique index, built after it (warehouse.first_fill)."""
+    with first_fill(conn, "outbox") as check:
+        conn.execute("BEGIN")
+        try:
+            n = prepare_batches(conn, target, as_of, exclude_sources)
+            check()
+            conn.execute("COMMIT")
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise
+    return n
 
 
 def prepare_batches(conn: duckdb.DuckDBPyConnection, target: str, as_of: dt.date, exclude_sources: tuple[str, ...]) -> int:
@@ -72,7 +88,10 @@ def prepare_batches(conn: duckdb.DuckDBPyConnection, target: str, as_of: dt.date
                                created_at, updated_at)
            SELECT batch_id, $target, member_id, 'points_transaction', points, entries,
                   CASE WHEN points = 0 THEN 'noop' ELSE 'pending' END, 0, now(), now()
-           FROM push_batches ORDER BY batch_id ON CONFLICT DO NOTHING""",
+           FROM push_batches   -- a batch already there stays as it is (no ON CONFLICT: the first
+                               -- preparation into an empty outbox runs without its index)
+           WHERE batch_id NOT IN (SELECT batch_id FROM outbox WHERE batch_id IN (SELECT batch_id FROM push_batches))
+           ORDER BY batch_id""",
         {"target": target},
     )
     conn.execute(

@@ -17,7 +17,7 @@ from loyalty_assets.lib.outbox import (
     dry_run,
     mark_sending,
     open_batches,
-    prepare_batches,
+    prepare_in_transaction,
     record_dry_run,
     record_outcomes,
 )
@@ -33,9 +33,7 @@ def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.M
         _, as_of = watermark(conn, PROGRAM)
         if as_of is None:
             return dg.MaterializeResult(metadata={"configured": True, "batches": 0})
-        conn.execute("BEGIN")
-        prepared = prepare_batches(conn, name, as_of, exclude_sources=(name,))
-        conn.execute("COMMIT")
+        prepared = prepare_in_transaction(conn, name, as_of, exclude_sources=(name,))
         work = open_batches(conn, name)
     if dry_run():
         with warehouse.connect() as conn:

@@ -42,12 +42,12 @@ CREATE TABLE IF NOT EXISTS order_versions (
     order_key        VARCHAR NOT NULL USING COMPRESSION uncompressed,
     platform         VARCHAR NOT NULL,
     tenant           VARCHAR NOT NULL,
-    source_id        VARCHAR NOT NULL,   -- native record id
-    order_number     VARCHAR,
+    source_id        VARCHAR USING COMPRESSION uncompressed NOT NULL,   -- native record id
+    order_number     VARCHAR USING COMPRESSION uncompressed,
     store_key        VARCHAR NOT NULL,
     created_at       TIMESTAMPTZ NOT NULL,
     updated_at       TIMESTAMPTZ NOT NULL,
-    payload_hash     VARCHAR NOT NULL,
+    payload_hash     VARCHAR USING COMPRESSION uncompressed NOT NULL,
     status           VARCHAR,
     signal           VARCHAR NOT NULL,
     email            VARCHAR USING COMPRESSION uncompressed,
@@ -111,7 +111,7 @@ ALTER TABLE customer_versions ADD COLUMN IF NOT EXISTS mapped_at TIMESTAMPTZ DEF
 -- (a refund whose order is unknown yet) waiting, and waiting ones are mapped again on every run.
 CREATE TABLE IF NOT EXISTS raw_processed (
     source       VARCHAR NOT NULL,
-    version_key  VARCHAR NOT NULL,
+    version_key  VARCHAR USING COMPRESSION uncompressed NOT NULL,
     outcome      VARCHAR NOT NULL CHECK (outcome IN ('processed', 'quarantined', 'waiting')),
     processed_at TIMESTAMPTZ NOT NULL
     -- one row per (source, version_key): outcomes are written for versions without one (no index, as above)
@@ -174,7 +174,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 
 CREATE TABLE IF NOT EXISTS member_keys (
     member_id     VARCHAR NOT NULL USING COMPRESSION uncompressed,
-    key           VARCHAR USING COMPRESSION uncompressed PRIMARY KEY,
+    key           VARCHAR USING COMPRESSION uncompressed NOT NULL,   -- unique: index member_keys_key (warehouse.UNIQUE_KEYS)
     key_type      VARCHAR NOT NULL,
     first_seen_at TIMESTAMPTZ NOT NULL
 );
@@ -203,11 +203,11 @@ CREATE TABLE IF NOT EXISTS program_versions (
     first_used_at TIMESTAMPTZ NOT NULL
 );
 
--- entry_id is unique (RULES.md §6) by index ledger_journal_entry_id, which warehouse.py creates (a
--- warehouse created before 2026-12-06 has it as the PRIMARY KEY instead): an index can be dropped
--- for the first booking of an empty journal and built once after it (ledger.book_through).
+-- entry_id is unique (RULES.md §6) by index ledger_journal_entry_id, which warehouse.py creates
+-- (warehouse.UNIQUE_KEYS; a warehouse created before 2026-12-06 has it as the PRIMARY KEY instead):
+-- an index can be dropped for the first booking of an empty journal and built once after it.
 CREATE TABLE IF NOT EXISTS ledger_journal (
-    entry_id        VARCHAR NOT NULL,
+    entry_id        VARCHAR USING COMPRESSION uncompressed NOT NULL,
     booked_member_id VARCHAR NOT NULL USING COMPRESSION uncompressed,
     kind            VARCHAR NOT NULL CHECK (kind IN ('earn','adjust','clawback','redeem','referral','manual','expire')),
     points          BIGINT NOT NULL,
@@ -215,8 +215,8 @@ CREATE TABLE IF NOT EXISTS ledger_journal (
     available_on    DATE NOT NULL,
     order_key       VARCHAR USING COMPRESSION uncompressed,
     source          VARCHAR NOT NULL,
-    source_ref      VARCHAR,
-    source_version  VARCHAR NOT NULL,
+    source_ref      VARCHAR USING COMPRESSION uncompressed,
+    source_version  VARCHAR USING COMPRESSION uncompressed NOT NULL,
     basis_minor     BIGINT,
     rate            DECIMAL(18, 6),
     multiplier      DECIMAL(18, 6),
@@ -224,7 +224,7 @@ CREATE TABLE IF NOT EXISTS ledger_journal (
     rounding        VARCHAR,
     rule_version    VARCHAR NOT NULL,
     occurred_at     TIMESTAMPTZ,
-    description     VARCHAR,
+    description     VARCHAR USING COMPRESSION uncompressed,
     journaled_at    TIMESTAMPTZ NOT NULL,
     event_key       VARCHAR                 -- for entries not from orders: the event they book
 );
@@ -257,8 +257,8 @@ CREATE TABLE IF NOT EXISTS tier_days (
 );
 
 CREATE TABLE IF NOT EXISTS vip_tier_changes (
-    change_id  VARCHAR PRIMARY KEY,
-    member_id  VARCHAR NOT NULL,
+    change_id  VARCHAR USING COMPRESSION uncompressed PRIMARY KEY,
+    member_id  VARCHAR USING COMPRESSION uncompressed NOT NULL,
     changed_on DATE NOT NULL,
     from_tier  VARCHAR NOT NULL,
     to_tier    VARCHAR NOT NULL,
@@ -269,8 +269,8 @@ CREATE TABLE IF NOT EXISTS vip_tier_changes (
 CREATE TABLE IF NOT EXISTS member_status (
     -- one row per member: status.py deletes the rows it rewrites first (no index: at 200k members
     -- deleting a day's 20k rows cost 0.3 s in its index at commit, the rest of the refresh 0.1 s)
-    member_id               VARCHAR NOT NULL,
-    email                   VARCHAR,
+    member_id               VARCHAR USING COMPRESSION uncompressed NOT NULL,
+    email                   VARCHAR USING COMPRESSION uncompressed,
     points_spendable        BIGINT NOT NULL,
     points_pending          BIGINT NOT NULL,
     points_earned_lifetime  BIGINT NOT NULL,
@@ -288,8 +288,8 @@ CREATE TABLE IF NOT EXISTS member_status (
 -- versions mapped since the last one (status.py); and the keys identity moved to another member,
 -- whose members' addresses are found again from every version.
 CREATE TABLE IF NOT EXISTS member_emails (
-    member_id VARCHAR NOT NULL,   -- one row per member with an address: status.py rewrites them (no index)
-    email     VARCHAR NOT NULL,
+    member_id VARCHAR USING COMPRESSION uncompressed NOT NULL,   -- one row per member with an address: status.py rewrites them (no index)
+    email     VARCHAR USING COMPRESSION uncompressed NOT NULL,
     used_at   TIMESTAMPTZ NOT NULL
 );
 CREATE TABLE IF NOT EXISTS member_key_moves (
@@ -301,9 +301,9 @@ CREATE TABLE IF NOT EXISTS member_key_moves (
 
 -- Outbox (DESIGN.md §4): every intended write to a target, recorded before it is sent.
 CREATE TABLE IF NOT EXISTS outbox (
-    batch_id             VARCHAR PRIMARY KEY,
+    batch_id             VARCHAR USING COMPRESSION uncompressed NOT NULL,   -- unique: index outbox_batch_id (warehouse.UNIQUE_KEYS)
     target               VARCHAR NOT NULL,
-    member_id            VARCHAR NOT NULL,
+    member_id            VARCHAR USING COMPRESSION uncompressed NOT NULL,
     operation            VARCHAR NOT NULL,
     points               BIGINT NOT NULL,
     entries              INTEGER NOT NULL,
@@ -321,7 +321,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS outbox_entries (
     target   VARCHAR NOT NULL,
     entry_id VARCHAR NOT NULL USING COMPRESSION uncompressed,
-    batch_id VARCHAR NOT NULL
+    batch_id VARCHAR USING COMPRESSION uncompressed NOT NULL
     -- one row per (target, entry_id): prepare_batches gives an entry only if it has none (no index, as above)
 );
 
