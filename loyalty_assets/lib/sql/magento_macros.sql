@@ -38,15 +38,19 @@ CREATE OR REPLACE TEMP MACRO mg_amount(t, s, number) AS CASE
 
 -- No ASCII check: when the first 19 characters after trim() have this shape, Python's
 -- value.strip()[:19] is the same text (it starts with a digit and holds no other whitespace).
+-- try_strptime, not TRY_CAST: NULL for a day the calendar lacks all the same, at a third of the cost
+-- (0.14 against 0.05 s for 1.7M versions).
 CREATE OR REPLACE TEMP MACRO mg_time(t, s) AS CASE
     WHEN t = 'VARCHAR'
          AND regexp_full_match(substr(trim(s), 1, 19), '[1-9]\d{3}-\d{2}-\d{2} ([01]\d|2[0-3]):[0-5]\d:[0-5]\d')
-        THEN timezone('UTC', TRY_CAST(substr(trim(s), 1, 19) AS TIMESTAMP)) END;
+        THEN timezone('UTC', try_strptime(substr(trim(s), 1, 19), '%Y-%m-%d %H:%M:%S')) END;
 
 CREATE OR REPLACE TEMP MACRO mg_email(s) AS CASE WHEN contains(lower(trim(s)), '@') THEN lower(trim(s)) END;
 
 CREATE OR REPLACE TEMP MACRO mg_scalar_text(t, s) AS CASE   -- str(value) of a string or an integer
     WHEN t IN ('VARCHAR', 'UBIGINT', 'BIGINT') THEN s END;
 
--- a JSON object (the column holds valid JSON)
-CREATE OR REPLACE TEMP MACRO mg_plain_object(payload) AS starts_with(ltrim(CAST(payload AS VARCHAR)), '{');
+-- a JSON object (the column holds valid JSON), told from its first 64 characters: ltrim() of the
+-- whole payload copied it (0.3 s of CPU at 1.7M versions); an object after more whitespace than
+-- that is left to Python, which maps it the same
+CREATE OR REPLACE TEMP MACRO mg_plain_object(payload) AS starts_with(ltrim(left(CAST(payload AS VARCHAR), 64)), '{');
