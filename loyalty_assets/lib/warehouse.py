@@ -55,11 +55,15 @@ def index_name(table: str) -> str:
 def unique_index(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
     """Make sure `table`'s key is unique; True when that is by its index (which first_fill may drop),
     False by the PRIMARY KEY of a warehouse created before the index."""
-    if conn.execute(
-        "SELECT count(*) FROM duckdb_constraints() WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'", [table]
-    ).fetchall()[0][0]:
+    primary, indexed = conn.execute(
+        """SELECT (SELECT count(*) FROM duckdb_constraints() WHERE table_name = $table AND constraint_type = 'PRIMARY KEY'),
+                  (SELECT count(*) FROM duckdb_indexes() WHERE table_name = $table AND index_name = $index)""",
+        {"table": table, "index": index_name(table)},
+    ).fetchall()[0]
+    if primary:
         return False
-    conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {index_name(table)} ON {table} ({UNIQUE_KEYS[table]})")
+    if not indexed:  # looked up first: DDL, even a CREATE that does nothing, writes to the catalog
+        conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {index_name(table)} ON {table} ({UNIQUE_KEYS[table]})")
     return True
 
 
