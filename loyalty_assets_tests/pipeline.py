@@ -57,3 +57,9 @@ def status_of(conn: duckdb.DuckDBPyConnection, email: str) -> dict:
     row = rows[0]
     cols = [d[0] for d in conn.description]
     return dict(zip(cols, row, strict=True))
+
+
+def indexes(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """The names of `table`'s indexes (the unique keys of warehouse.UNIQUE_KEYS are indexes)."""
+    return [r[0] for r in conn.execute(
+        "SELECT index_name FROM duckdb_indexes() WHERE table_name = ? ORDER BY 1", [table]).fetchall()]

@@ -8,7 +8,7 @@ import re
 
 import pytest
 from magento_factory import memo, order
-from pipeline import FAR_FUTURE, entries, land, map_and_resolve, process, status_of
+from pipeline import FAR_FUTURE, entries, indexes, land, map_and_resolve, process, status_of
 
 from loyalty_assets.lib import warehouse
 from loyalty_assets.lib.program import parse_program
@@ -802,11 +802,6 @@ def test_a_key_moved_to_another_member_refreshes_both_members_addresses(conn):
         ("bob@example.com",)]  # written again
 
 
-def _journal_indexes(conn) -> list[str]:
-    return [r[0] for r in conn.execute(
-        "SELECT index_name FROM duckdb_indexes() WHERE table_name = 'ledger_journal'").fetchall()]
-
-
 def test_the_first_booking_builds_the_journal_index_after_its_entries_and_it_always_comes_back(conn, monkeypatch):
     """An empty journal's first booking goes in without the unique index, built once after the
     commit; whatever happens to the booking, the index is there afterwards, and a later booking
@@ -814,30 +809,30 @@ def test_the_first_booking_builds_the_journal_index_after_its_entries_and_it_alw
     from loyalty_assets.lib import facts, ledger
 
     p = program()
-    assert _journal_indexes(conn) == [warehouse.index_name("ledger_journal")]
+    assert indexes(conn, "ledger_journal") == [warehouse.index_name("ledger_journal")]
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00"), order(2, "2024-03-02 10:00:00")])
     map_and_resolve(conn, p, D(2024, 3, 2))
     facts.refresh_order_facts(conn, p)
     seen, original = [], ledger._book_script
 
     def watching(c, script, params):
-        seen.append(_journal_indexes(c))
+        seen.append(indexes(c, "ledger_journal"))
         return original(c, script, params)
 
     def failing(c, script, params):
-        seen.append(_journal_indexes(c))
+        seen.append(indexes(c, "ledger_journal"))
         raise RuntimeError("the booking failed")
 
     monkeypatch.setattr(ledger, "_book_script", failing)
     with pytest.raises(RuntimeError, match="the booking failed"):
         ledger.book_through(conn, p, D(2024, 3, 2), FAR_FUTURE)
-    assert seen == [[]] and _journal_indexes(conn) == [warehouse.index_name("ledger_journal")]
+    assert seen == [[]] and indexes(conn, "ledger_journal") == [warehouse.index_name("ledger_journal")]
     assert conn.execute("SELECT count(*) FROM ledger_journal").fetchall() == [(0,)]
 
     seen.clear()
     monkeypatch.setattr(ledger, "_book_script", watching)
     assert ledger.book_through(conn, p, D(2024, 3, 1), FAR_FUTURE).entries == 1
-    assert seen == [[]] and _journal_indexes(conn) == [warehouse.index_name("ledger_journal")]
+    assert seen == [[]] and indexes(conn, "ledger_journal") == [warehouse.index_name("ledger_journal")]
     with pytest.raises(Exception, match="Duplicate|unique"):
         conn.execute("INSERT INTO ledger_journal SELECT * FROM ledger_journal")
 
@@ -845,7 +840,7 @@ def test_the_first_booking_builds_the_journal_index_after_its_entries_and_it_alw
     conn.execute("DROP INDEX " + warehouse.index_name("ledger_journal"))
     seen.clear()
     assert ledger.book_through(conn, p, D(2024, 3, 2), FAR_FUTURE).entries == 1
-    assert seen == [[warehouse.index_name("ledger_journal")]] and _journal_indexes(conn) == [warehouse.index_name("ledger_journal")]
+    assert seen == [[warehouse.index_name("ledger_journal")]] and indexes(conn, "ledger_journal") == [warehouse.index_name("ledger_journal")]
     assert conn.execute("SELECT count(DISTINCT entry_id), count(*) FROM ledger_journal").fetchall() == [(2, 2)]
 
 
@@ -862,11 +857,11 @@ def test_a_journal_made_with_its_primary_key_keeps_it_and_gets_no_second_index(t
         assert c.execute("SELECT constraint_type FROM duckdb_constraints() WHERE table_name = 'ledger_journal' "
                          "AND constraint_type = 'PRIMARY KEY'").fetchall() == [("PRIMARY KEY",)]
     conn = warehouse.connect(path)
-    assert _journal_indexes(conn) == [] and not warehouse.unique_index(conn, "ledger_journal")
+    assert indexes(conn, "ledger_journal") == [] and not warehouse.unique_index(conn, "ledger_journal")
     p = program()
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00")])
     assert process(conn, p, D(2024, 3, 2)).entries == 1
-    assert _journal_indexes(conn) == []
+    assert indexes(conn, "ledger_journal") == []
     with pytest.raises(Exception, match="PRIMARY KEY|Duplicate"):
         conn.execute("INSERT INTO ledger_journal SELECT * FROM ledger_journal")
     conn.close()

@@ -9,7 +9,7 @@ import datetime as dt
 import duckdb
 import pytest
 from magento_factory import order
-from pipeline import land, process
+from pipeline import indexes, land, process
 
 from loyalty_assets.lib import outbox, warehouse
 from loyalty_assets.lib.program import parse_program
@@ -22,11 +22,6 @@ def conn(tmp_path):
     c = warehouse.connect(str(tmp_path / "w.duckdb"))
     yield c
     c.close()
-
-
-def indexes(conn, table: str) -> list[str]:
-    return [r[0] for r in conn.execute(
-        "SELECT index_name FROM duckdb_indexes() WHERE table_name = ?", [table]).fetchall()]
 
 
 def test_every_unique_key_is_an_index_of_a_new_warehouse_and_refuses_a_key_twice(conn):

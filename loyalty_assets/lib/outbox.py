@@ -90,7 +90,7 @@ def prepare_batches(conn: duckdb.DuckDBPyConnection, target: str, as_of: dt.date
                   CASE WHEN points = 0 THEN 'noop' ELSE 'pending' END, 0, now(), now()
            FROM push_batches   -- a batch already there stays as it is (no ON CONFLICT: the first
                                -- preparation into an empty outbox runs without its index)
-           WHERE batch_id NOT IN (SELECT batch_id FROM outbox WHERE batch_id IN (SELECT batch_id FROM push_batches))
+           WHERE batch_id NOT IN (SELECT batch_id FROM outbox)
            ORDER BY batch_id""",
         {"target": target},
     )
