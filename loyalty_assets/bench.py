@@ -90,6 +90,7 @@ DEFAULT_MEMORY_LIMIT = "3GB"  # the buffer pool plus Python stays under the 4 Gi
 DEFAULT_THREADS = 2
 SMILE_SAMPLE = 2_000
 DAY_RUNS = 3  # each incremental day is run this many times; the median run is reported
+FULL_RUNS = 3  # the full recompute too
 SMILE_CUSTOMER_ID_BASE = 5_000_000
 # Bulk API 2.0, one job (simple-salesforce + SalesforceClient._bulk_upsert): create, upload, close,
 # the job read after the wait, successful and failed results = 6, plus at least one status poll.
@@ -597,8 +598,10 @@ def run_pipeline(
 
 
 def _day_worker(path: str, memory_limit: str, threads: int, day: dt.date, baseline_seconds: float | None,
-                label: str) -> dict:
-    """One incremental day in this process: its stages, then the checkpoint that persists them."""
+                label: str, wal_limit: str | None = DAY_WAL_LIMIT) -> dict:
+    """The pipeline through `day` in this process (an incremental day, or the full recompute), then
+    the checkpoint that persists it. wal_limit None keeps DuckDB's own checkpoints inside the stages
+    (the full recompute writes GBs: they are part of its cost)."""
     from loyalty_assets.lib.money import FxTable
     from loyalty_assets.lib.program import load_program
 
@@ -609,7 +612,8 @@ def _day_worker(path: str, memory_limit: str, threads: int, day: dt.date, baseli
             conn = open_warehouse(Path(path), memory_limit, threads)
             # no checkpoint inside the stages, on both histories alike (DuckDB's own, at 16 MB of WAL,
             # fell inside the 1M day's last stage and not in the 100k day's): the closing one is apart
-            conn.execute(f"SET checkpoint_threshold = '{DAY_WAL_LIMIT}'")
+            if wal_limit:
+                conn.execute(f"SET checkpoint_threshold = '{wal_limit}'")
             stages = run_pipeline(conn, program, fx, day, sampler, timer, baseline_seconds, label, lambda _m: None)
             t0 = time.perf_counter()
             conn.execute("CHECKPOINT")  # as each Dagster process does when it closes the file
@@ -621,10 +625,11 @@ def _day_worker(path: str, memory_limit: str, threads: int, day: dt.date, baseli
 
 
 def run_day(path: Path, runs: int, memory_limit: str, threads: int, day: dt.date, baseline_seconds: float | None,
-            label: str, log: Callable[[str], None]) -> dict:
-    """The day `runs` times, each in a fresh process on a copy of the pre-day warehouse (the last one
-    on `path` itself, which keeps the day): the run of median seconds, and every run's figures. A
-    single run of the same day on the same file drifted by a third on this shared machine."""
+            label: str, log: Callable[[str], None], wal_limit: str | None = DAY_WAL_LIMIT) -> dict:
+    """The pipeline through `day` `runs` times, each in a fresh process on a copy of the warehouse
+    before it (the last one on `path` itself, which keeps the result): the run of median seconds, and
+    every run's figures. A single run of the same work on the same file drifted by a third on this
+    shared machine. Used for the incremental days and for the full recompute."""
     results = []
     for i in range(runs):
         target = path if i == runs - 1 else path.with_name(f"{path.stem}.run{i}{path.suffix}")
@@ -634,7 +639,8 @@ def run_day(path: Path, runs: int, memory_limit: str, threads: int, day: dt.date
                 os.fsync(f.fileno())
         try:
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                r = pool.submit(_day_worker, str(target), memory_limit, threads, day, baseline_seconds, label).result()
+                r = pool.submit(_day_worker, str(target), memory_limit, threads, day, baseline_seconds, label,
+                                wal_limit).result()
         finally:
             if target != path:
                 target.unlink(missing_ok=True)
@@ -648,6 +654,7 @@ def run_day(path: Path, runs: int, memory_limit: str, threads: int, day: dt.date
     return {**median, "runs": runs,
             "runs_seconds": [r["seconds"] for r in results],
             "runs_checkpoint_seconds": [r["checkpoint_seconds"] for r in results],
+            "runs_peak_rss_bytes": [max(st["peak_rss_bytes"] for st in r["stages"]) for r in results],
             # what each run's stages did: the same work, as every run starts from the same warehouse
             "runs_results": [[st["result"] for st in r["stages"]] for r in results]}
 
@@ -918,6 +925,7 @@ def run_bench(
     backfill: bool = True,
     first_day: dt.date = FIRST_DAY,
     day_runs: int = DAY_RUNS,
+    full_runs: int = FULL_RUNS,
     print_table: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -933,8 +941,8 @@ def run_bench(
         raise ValueError("--orders must be at least 10")
     if days < 1:
         raise ValueError("--days must be at least 1")
-    if day_runs < 1:
-        raise ValueError("--day-runs must be at least 1")
+    if day_runs < 1 or full_runs < 1:
+        raise ValueError("--day-runs and --full-runs must be at least 1")
     unsupported = [p for p in platforms if p not in SUPPORTED_PLATFORMS]
     if unsupported:
         raise ValueError(
@@ -990,14 +998,26 @@ def run_bench(
                 f"[bench] baseline: {baseline_seconds:.3f}s (median of {baseline_runs}), {baseline_shoppers} shoppers, {baseline_points} points"
             )
 
-            # ---- the full recompute, stage by stage
-            stages = run_pipeline(large, program, fx, last_day, sampler, timer, baseline_seconds, "full", log)
-            total_seconds = sum(s["seconds"] for s in stages)
+            # ---- the full recompute, stage by stage: `full_runs` times, each in a fresh process on a copy
+            # of the landed warehouse (the last on the warehouse itself), the median run reported as the
+            # baseline's median: single runs of the same recompute drifted 27-32 s at 1M
+            baseline_rows = large.execute("SELECT * FROM bench_baseline").to_arrow_table()  # a temp table: kept aside
+            large.execute("CHECKPOINT")
+            large.close()
+            gc.collect()
+            full = run_day(large_path, full_runs, memory_limit, threads, last_day, baseline_seconds,
+                           "full recompute", log, wal_limit=None)
+            stages, total_seconds = full["stages"], full["seconds"]
+            for st in stages:
+                log(f"[bench] full (median run): {st['label']} {st['seconds']:.2f}s ({st['result']})")
+            large = open_warehouse(large_path, memory_limit, threads)
+            with registered(large, "_baseline_rows", baseline_rows):
+                large.execute("CREATE TEMP TABLE bench_baseline AS SELECT * FROM _baseline_rows")
             pipeline_points = _earned_points(large)
             full_ledger = _ledger_totals(large)
             pipeline_members = large.execute("SELECT count(*) FROM member_status").fetchone()[0]
             disagreeing = _shoppers_disagreeing(large)
-            peak_rss = max(s["peak_rss_bytes"] for s in stages)
+            peak_rss = max(full["runs_peak_rss_bytes"])
 
             # ---- incremental: the small history (booked fully, not timed), then the day on both
             log(f"[bench] building the small history ({small_orders} orders) for the incremental day ...")
@@ -1114,6 +1134,9 @@ def run_bench(
         "ratio_total_to_baseline": round(total_seconds / baseline_seconds, 2),
         "peak_rss_bytes": int(peak_rss),
         "stages": stages,
+        # the median run's stages are `stages`; every run's figures (each from the same landed warehouse)
+        "full_recompute": {key: full[key] for key in (
+            "runs", "runs_seconds", "runs_checkpoint_seconds", "runs_peak_rss_bytes", "runs_results", "checkpoint_seconds")},
         "incremental_seconds_small": inc_small,
         "incremental_seconds_large": inc_large,
         "incremental_ratio": round(inc_large / inc_small, 3),
@@ -1253,6 +1276,9 @@ def format_table(report: dict) -> str:
         f"{report['ratio_total_to_baseline']:>12.2f}{_mib(report['peak_rss_bytes']):>12}  "
         f"{report['pipeline']['earned_points']:,} points earned"
     )
+    fr = report["full_recompute"]
+    lines.append(f"  (the median of {fr['runs']} runs, each in a fresh process on a copy of the landed warehouse: "
+                 f"{', '.join(f'{x:.3f}' for x in fr['runs_seconds'])}; peak RSS the highest of them)")
     inc = report["incremental"]
     lines += [
         "",
@@ -1332,6 +1358,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"times each incremental day is run, each in a fresh process on a copy; the median is reported (default {DAY_RUNS})",
     )
     parser.add_argument(
+        "--full-runs",
+        type=int,
+        default=FULL_RUNS,
+        help=f"times the full recompute is run, each in a fresh process on a copy of the landed warehouse; the median is reported (default {FULL_RUNS})",
+    )
+    parser.add_argument(
         "--no-backfill",
         dest="backfill",
         action="store_false",
@@ -1353,8 +1385,10 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.orders < 10 or getattr(args, "days", 365) < 1 or getattr(args, "day_runs", DAY_RUNS) < 1:
-        print("loyalty bench: --orders must be at least 10, --days and --day-runs at least 1", file=sys.stderr)
+    if (args.orders < 10 or getattr(args, "days", 365) < 1 or getattr(args, "day_runs", DAY_RUNS) < 1
+            or getattr(args, "full_runs", FULL_RUNS) < 1):
+        print("loyalty bench: --orders must be at least 10, --days, --day-runs and --full-runs at least 1",
+              file=sys.stderr)
         return 2
     run_bench(
         args.orders,
@@ -1371,6 +1405,7 @@ def main(args: argparse.Namespace) -> int:
         backfill=getattr(args, "backfill", True),
         first_day=getattr(args, "first_day", FIRST_DAY),
         day_runs=getattr(args, "day_runs", DAY_RUNS),
+        full_runs=getattr(args, "full_runs", FULL_RUNS),
     )
     return 0
 

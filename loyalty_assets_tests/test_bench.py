@@ -25,7 +25,7 @@ def _default_program(monkeypatch):
     monkeypatch.delenv("LOYALTY_FX_FILE", raising=False)
 
 
-def _check_report(report: dict, day_runs: int = bench.DAY_RUNS) -> None:
+def _check_report(report: dict, day_runs: int = bench.DAY_RUNS, full_runs: int = bench.FULL_RUNS) -> None:
     for key in CONTRACT_KEYS:
         assert key in report, key
     assert report["baseline_seconds"] > 0
@@ -43,6 +43,13 @@ def _check_report(report: dict, day_runs: int = bench.DAY_RUNS) -> None:
     assert report["ratio_total_to_baseline"] == pytest.approx(
         report["total_seconds"] / report["baseline_seconds"], rel=0.01
     )
+    # the full recompute: the median of full_runs runs from the same landed warehouse, the same work each time
+    full = report["full_recompute"]
+    assert len(full["runs_seconds"]) == len(full["runs_results"]) == full["runs"] == full_runs
+    assert report["total_seconds"] == sorted(full["runs_seconds"])[(full_runs - 1) // 2]
+    assert all(r == full["runs_results"][0] for r in full["runs_results"])
+    assert [s["result"] for s in report["stages"]] == full["runs_results"][0]
+    assert report["peak_rss_bytes"] == max(full["runs_peak_rss_bytes"])
     assert report["incremental_seconds_small"] > 0
     assert report["incremental_seconds_large"] > 0
     for size in ("small", "large"):  # a day: its stages, and the checkpoint that persists them apart
@@ -215,14 +222,14 @@ def test_bench_flags_skip_the_smile_sample_and_the_backfill(tmp_path):
     bench.add_arguments(parser)
     args = parser.parse_args(
         ["--orders", "100", "--members", "20", "--days", "3", "--smile-sample", "0", "--no-backfill",
-         "--incremental-changed", "8", "--day-runs", "2", "--workdir", str(tmp_path)]
+         "--incremental-changed", "8", "--day-runs", "2", "--full-runs", "2", "--workdir", str(tmp_path)]
     )  # fmt: skip
     report = bench.run_bench(
         args.orders, args.members, args.days, ["magento"], None, args.workdir,
         incremental_changed=args.incremental_changed, smile_sample=args.smile_sample, backfill=args.backfill,
-        print_table=False, day_runs=args.day_runs,
+        print_table=False, day_runs=args.day_runs, full_runs=args.full_runs,
     )  # fmt: skip
-    _check_report(report, day_runs=2)
+    _check_report(report, day_runs=2, full_runs=2)
     assert not list(tmp_path.glob("*.run*"))  # the copies of the pre-day warehouse are removed
     assert report["smile_rate"] is None and report["backfill"] is None
     assert report["incremental"]["changed_orders"] == 8
