@@ -120,10 +120,14 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
         f"""CREATE OR REPLACE TEMP TABLE tier_facts AS
             SELECT {', '.join('f.' + c for c in read)}, f.member_id FROM order_facts f LEFT JOIN tier_res r ON r.member_id = f.member_id
             WHERE coalesce(r.survivor_id, f.member_id) IN (SELECT member_id FROM tier_pairs)""")
+    # a first evaluation (since is None) scoped every version and refund into tier_changed, the earlier
+    # ones on the first day: a candidate's first-day point is there already or finds no version (1M
+    # points for nothing at 1M orders)
     conn.execute(
-        """CREATE OR REPLACE TEMP TABLE state_points AS
+        f"""CREATE OR REPLACE TEMP TABLE state_points AS
            WITH candidates AS (
-               SELECT order_key FROM tier_facts UNION SELECT order_key FROM tier_changed
+               SELECT order_key FROM tier_facts {'WHERE FALSE' if since is None else ''}
+               UNION SELECT order_key FROM tier_changed {'WHERE booked_day = $first' if since is None else ''}
            ),
            points AS (
                SELECT order_key, CAST($first AS DATE) AS booked_day FROM candidates
