@@ -7,13 +7,16 @@ fresh DuckDB warehouse with bulk SQL (setup, not timed). Then, in the same run:
   single pass (latest version per order, eligible = subtotal - |discount| as DECIMAL, x points per
   unit, floored, grouped by lower(trim(email))) - the least work any implementation must do;
 * the full recompute, stage by stage (raw -> facts (normalize), identity, facts refresh, ledger,
-  tiers, member status, push preparation), each with its seconds, ratio to the baseline and peak RSS;
+  tiers, member status, push preparation), each with its seconds, ratio to the baseline and peak RSS,
+  `--full-runs` times (default 3), each in a fresh process on a copy of the landed warehouse, the
+  median run reported;
 * one incremental day of changed orders on a history of N/10 orders and on the history of N orders,
   the whole pipeline timed for that day on each, in a fresh process (a day's run is a Dagster process
   of its own: it starts with cold buffers), and apart from it the checkpoint that persists the day's
   writes (a Dagster process checkpoints when it closes the file). Each day runs `--day-runs` times
-  (default 3) on copies of the same pre-day warehouse and the median run is reported, as the
-  baseline's median of three: one run of the same day drifted by a third on this shared machine.
+  (default 5) on copies of the same pre-day warehouse and the median run is reported, as the
+  baseline's median of three: one run of the same day drifted by a third on this shared machine, and
+  the ratio of medians of three by 1.21-1.70 between two runs of the bench.
 
 Then the push side of the incremental day on the history of N orders and the backfill:
 
@@ -89,7 +92,7 @@ INCREMENTAL_MEMO_ID_BASE = 95_000_000
 DEFAULT_MEMORY_LIMIT = "3GB"  # the buffer pool plus Python stays under the 4 GiB target at 1M orders
 DEFAULT_THREADS = 2
 SMILE_SAMPLE = 2_000
-DAY_RUNS = 3  # each incremental day is run this many times; the median run is reported
+DAY_RUNS = 5  # each incremental day is run this many times; the median run is reported
 FULL_RUNS = 3  # the full recompute too
 SMILE_CUSTOMER_ID_BASE = 5_000_000
 # Bulk API 2.0, one job (simple-salesforce + SalesforceClient._bulk_upsert): create, upload, close,
