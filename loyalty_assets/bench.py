@@ -1004,7 +1004,7 @@ def run_bench(
             # ---- the full recompute, stage by stage: `full_runs` times, each in a fresh process on a copy
             # of the landed warehouse (the last on the warehouse itself), the median run reported as the
             # baseline's median: single runs of the same recompute drifted 27-32 s at 1M
-            baseline_rows = large.execute("SELECT * FROM bench_baseline").to_arrow_table()  # a temp table: kept aside
+            baseline_rows = large.sql("SELECT * FROM bench_baseline").to_arrow_table()  # a temp table: kept aside
             large.execute("CHECKPOINT")
             large.close()
             gc.collect()
