@@ -600,8 +600,8 @@ def run_pipeline(
     return stages
 
 
-def _day_worker(path: str, memory_limit: str, threads: int, day: dt.date, baseline_seconds: float | None,
-                label: str, wal_limit: str | None = DAY_WAL_LIMIT) -> dict:
+def _pipeline_worker(path: str, memory_limit: str, threads: int, day: dt.date, baseline_seconds: float | None,
+                     label: str, wal_limit: str | None = DAY_WAL_LIMIT) -> dict:
     """The pipeline through `day` in this process (an incremental day, or the full recompute), then
     the checkpoint that persists it. wal_limit None keeps DuckDB's own checkpoints inside the stages
     (the full recompute writes GBs: they are part of its cost)."""
@@ -627,8 +627,8 @@ def _day_worker(path: str, memory_limit: str, threads: int, day: dt.date, baseli
     return {"stages": stages, "checkpoint_seconds": round(checkpoint, 4)}
 
 
-def run_day(path: Path, runs: int, memory_limit: str, threads: int, day: dt.date, baseline_seconds: float | None,
-            label: str, log: Callable[[str], None], wal_limit: str | None = DAY_WAL_LIMIT) -> dict:
+def run_repeated(path: Path, runs: int, memory_limit: str, threads: int, day: dt.date, baseline_seconds: float | None,
+                 label: str, log: Callable[[str], None], wal_limit: str | None = DAY_WAL_LIMIT) -> dict:
     """The pipeline through `day` `runs` times, each in a fresh process on a copy of the warehouse
     before it (the last one on `path` itself, which keeps the result): the run of median seconds, and
     every run's figures. A single run of the same work on the same file drifted by a third on this
@@ -642,7 +642,7 @@ def run_day(path: Path, runs: int, memory_limit: str, threads: int, day: dt.date
                 os.fsync(f.fileno())
         try:
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                r = pool.submit(_day_worker, str(target), memory_limit, threads, day, baseline_seconds, label,
+                r = pool.submit(_pipeline_worker, str(target), memory_limit, threads, day, baseline_seconds, label,
                                 wal_limit).result()
         finally:
             if target != path:
@@ -1008,7 +1008,7 @@ def run_bench(
             large.execute("CHECKPOINT")
             large.close()
             gc.collect()
-            full = run_day(large_path, full_runs, memory_limit, threads, last_day, baseline_seconds,
+            full = run_repeated(large_path, full_runs, memory_limit, threads, last_day, baseline_seconds,
                            "full recompute", log, wal_limit=None)
             stages, total_seconds = full["stages"], full["seconds"]
             for st in stages:
@@ -1060,7 +1060,7 @@ def run_bench(
                 )
                 conn.close()  # the pull; then the day's run, in processes of their own (as Dagster runs it)
                 gc.collect()
-                day = run_day(path, day_runs, memory_limit, threads, inc_day, baseline_seconds,
+                day = run_repeated(path, day_runs, memory_limit, threads, inc_day, baseline_seconds,
                               f"incremental day on {label} history", log)
                 inc[label] = {"history_orders": hist, "sizes": day_sizes, **day}
             large = open_warehouse(large_path, memory_limit, threads)
