@@ -1009,7 +1009,7 @@ def run_bench(
             large.close()
             gc.collect()
             full = run_repeated(large_path, full_runs, memory_limit, threads, last_day, baseline_seconds,
-                           "full recompute", log, wal_limit=None)
+                                "full recompute", log, wal_limit=None)
             stages, total_seconds = full["stages"], full["seconds"]
             for st in stages:
                 log(f"[bench] full (median run): {st['label']} {st['seconds']:.2f}s ({st['result']})")
@@ -1061,7 +1061,7 @@ def run_bench(
                 conn.close()  # the pull; then the day's run, in processes of their own (as Dagster runs it)
                 gc.collect()
                 day = run_repeated(path, day_runs, memory_limit, threads, inc_day, baseline_seconds,
-                              f"incremental day on {label} history", log)
+                                   f"incremental day on {label} history", log)
                 inc[label] = {"history_orders": hist, "sizes": day_sizes, **day}
             large = open_warehouse(large_path, memory_limit, threads)
 
