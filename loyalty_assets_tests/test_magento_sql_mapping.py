@@ -133,6 +133,8 @@ PLAIN = [
     variant(33, created_at="\u20032024-03-01 10:00:00"),  # trim() strips some of what Python's strip() does, never more
     variant(34, coupon_code='sa"ve\\10'),  # escaped in the JSON text
     variant(18446744073709551616, customer_id=123456789012345678901234),  # beyond 64 bits: kept as digits
+    variant(38, billing_address={"email": None, "telephone": "+1 555", "city": "Oslo"}),  # read as a structure
+    variant(39, items=[{"item_id": 1, "product_type": 5}, {"item_id": 2}, 7, []]),
 ]
 # left to Python (mapped there or quarantined with its reason)
 OTHER = [
@@ -153,6 +155,9 @@ OTHER = [
     variant(73, subtotal=Decimal("1000000000.00")), variant(74, tax_amount=Decimal("-1E-400")),  # 74 reads as -0.0
     variant(71, created_at="\t2024-03-01 10:00:00"),  # whitespace Python strips and trim() does not
     variant(75, subtotal="10.00005"), variant(76, subtotal="1234567890.5"),  # text wider than SQL takes
+    # no address field or line the structured read can see: told apart from a value of another type by Python
+    variant(77, billing_address=[{"email": "x@example.com"}], customer_email=...), variant(78, items=None),
+    variant(79, billing_address={"city": "Oslo"}), variant(81, items="none", billing_address=5),
 ]
 
 
