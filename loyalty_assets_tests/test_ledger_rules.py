@@ -865,3 +865,33 @@ def test_a_journal_made_with_its_primary_key_keeps_it_and_gets_no_second_index(t
     with pytest.raises(Exception, match="PRIMARY KEY|Duplicate"):
         conn.execute("INSERT INTO ledger_journal SELECT * FROM ledger_journal")
     conn.close()
+
+
+def test_versions_of_one_instant_are_ordered_by_payload_hash_whatever_its_shape(conn):
+    """An order's state at an instant is its latest version by (updated_at, payload_hash). Hashes are
+    compared as one number when they have raw.py's shape (16 lowercase hex digits); a hash of any
+    other shape sorts by its text, as the pair does."""
+    from loyalty_assets.lib import ledger
+
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00"),
+                          order(1, "2024-03-01 10:00:00", subtotal="200.00")])
+    process(conn, p, D(2024, 3, 2))
+    hashes = dict(conn.execute("SELECT payload_hash, subtotal_minor FROM order_versions").fetchall())
+    assert len(hashes) == 2 and all(re.fullmatch("[0-9a-f]{16}", h) for h in hashes)
+    winner = hashes[max(hashes)]
+    assert conn.execute("SELECT payload_hash FROM order_facts").fetchone()[0] == max(hashes)
+    assert entries(conn) == [(K1, "earn", winner // 100, D(2024, 3, 1), D(2024, 3, 1))]
+
+    def latest_subtotal(first: str, second: str) -> int:
+        conn.execute("UPDATE order_versions SET payload_hash = CASE subtotal_minor WHEN 10000 THEN ? ELSE ? END",
+                     [first, second])
+        ledger.compute_order_values(conn, p, D(2024, 3, 1), None)
+        return conn.execute("SELECT subtotal_minor FROM order_state").fetchone()[0]
+
+    assert latest_subtotal("ffffffffffffffff", "0000000000000000") == 10000  # the largest 64-bit number
+    assert latest_subtotal("0123456789abcdef", "0123456789abcdf0") == 20000
+    assert latest_subtotal("ffffffffffffffff", "g") == 20000       # 'g' sorts after every hex digit
+    assert latest_subtotal("ffffffffffffffff", "FFFFFFFFFFFFFFFF") == 10000  # upper case sorts first
+    assert latest_subtotal("B-first", "a-second") == 20000
+    assert latest_subtotal("", "0000000000000000") == 20000

@@ -132,6 +132,17 @@ BOOKING_COLUMNS = (
 )
 
 
+# The order of an order's versions, (updated_at, payload_hash), as one HUGEINT: arg_max compares it
+# 1.5x faster than the pair (0.35 s of a 1M-order order_facts refresh). raw.py writes every hash as
+# 16 lowercase hex digits, whose text order is their numeric order; a hash of another shape gives
+# NULL, and the points are computed again by the pair itself (VERSION_ORDER_BY_PAIR).
+VERSION_ORDER = """CREATE OR REPLACE TEMP MACRO version_order(ts, h) AS CASE
+    WHEN h IS NULL OR h = '' THEN epoch_us(ts)::HUGEINT * 36893488147419103232
+    WHEN regexp_full_match(h, '[0-9a-f]{16}') THEN epoch_us(ts)::HUGEINT * 36893488147419103232 + ('0x' || h)::UBIGINT + 1
+    END"""
+VERSION_ORDER_BY_PAIR = "CREATE OR REPLACE TEMP MACRO version_order(ts, h) AS (ts, coalesce(h, ''))"
+
+
 def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_facts: bool = True,
                          versions: str = "order_versions", values: bool = True,
                          columns: tuple[str, ...] = STATE_COLUMNS, rows_since: dt.datetime | None = None,
@@ -159,8 +170,12 @@ def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_fact
         conn.execute(f"CREATE OR REPLACE TEMP VIEW known_facts AS SELECT {', '.join(read)}, "
                      + ("member_id" if members else "CAST(NULL AS VARCHAR)") + f" AS facts_member_id FROM {facts}")
         run_script(conn, "order_state_known", {"facts_at": facts_at, "rows_since": rows_since})
+    conn.execute(VERSION_ORDER)
     run_script(conn, "order_state_asof")
-    conn.execute("CREATE OR REPLACE TEMP VIEW order_state AS SELECT * FROM order_state_versions" + (
+    if conn.execute("SELECT 1 FROM order_state_versions WHERE odd_hash LIMIT 1").fetchall():
+        conn.execute(VERSION_ORDER_BY_PAIR)
+        run_script(conn, "order_state_asof")
+    conn.execute("CREATE OR REPLACE TEMP VIEW order_state AS SELECT * EXCLUDE (odd_hash) FROM order_state_versions" + (
         "" if facts_at is None else " UNION ALL BY NAME SELECT * FROM order_state_known"))
     run_script(conn, "order_members")
     if values:

@@ -1,7 +1,8 @@
 -- Orders as they stood at given instants (order_state_versions; ledger.py reads them with the ones
 -- order_facts answers as temp view order_state): one row per (order_key, point_at) of temp table state_points,
 -- from the versions in temp view asof_versions (order_versions, or what refresh_order_facts gives,
--- with its rowid as version_row)
+-- with its rowid as version_row); odd_hash: a point with a version whose hash the macro could not
+-- order (ledger.py then computes the points again by the pair)
 -- (point_at = exclusive end of a day, UTC): lifecycle (ranks only move up: the highest seen so far),
 -- refunds counted once by their own id, net eligible spend in program minor units, and the source
 -- version (the record versions that determined it). Many days of one order are computed at once.
@@ -16,17 +17,21 @@ WITH ranked AS (
     -- narrow: the latest version of each point is picked by its key, then read whole (a window
     -- over the whole rows cost twice as much: 1.4 s vs 0.8 s for 1M orders)
     SELECT p.order_key, p.point_at, p.booked_day, v.version_row, v.updated_at, v.payload_hash,
+           version_order(v.updated_at, v.payload_hash) AS version_order,
            CASE v.signal WHEN 'pending' THEN 0 WHEN 'paid' THEN 1 WHEN 'fulfilled' THEN 2
                          WHEN 'refunded' THEN 3 WHEN 'canceled' THEN 4 END AS signal_rank
     FROM state_points p JOIN asof_versions v ON v.order_key = p.order_key AND v.updated_at < p.point_at
 ),
 picked AS (
     SELECT order_key, point_at, any_value(booked_day) AS booked_day, max(signal_rank) AS life_rank,
-           arg_max(version_row, (updated_at, coalesce(payload_hash, ''))) AS version_row
+           -- the latest by (updated_at, payload_hash), as one key: macro version_order (ledger.py); a
+           -- point whose every key is NULL keeps a version, so that it is seen and computed again
+           coalesce(arg_max(version_row, version_order), any_value(version_row)) AS version_row,
+           bool_or(version_order IS NULL) AS odd_hash
     FROM ranked GROUP BY order_key, point_at
 ),
 latest AS (
-    SELECT v.*, p.point_at, p.booked_day, p.life_rank
+    SELECT v.*, p.point_at, p.booked_day, p.life_rank, p.odd_hash
     FROM picked p JOIN asof_versions v ON v.order_key = p.order_key AND v.version_row = p.version_row
 ),
 memo_latest AS (
@@ -52,7 +57,7 @@ SELECT l.order_key, l.point_at, l.booked_day, CAST(NULL AS VARCHAR) AS facts_mem
        l.email, l.customer_key, l.discount_codes, l.currency, l.fx_rate, l.subtotal_minor, l.discount_minor,
        l.tax_minor, l.shipping_minor, l.grand_total_minor, l.eligible_minor,
        l.source_id, l.payload_hash, l.calc_currency, l.calc_eligible_minor, l.to_program_factor,
-       l.life_rank,
+       l.life_rank, l.odd_hash,
        CASE l.life_rank WHEN 0 THEN 'pending' WHEN 1 THEN 'paid' WHEN 2 THEN 'fulfilled'
                         WHEN 3 THEN 'refunded' ELSE 'canceled' END AS lifecycle,
        coalesce(r.refunded_minor, 0) AS refunded_eligible_minor,
@@ -63,7 +68,9 @@ SELECT l.order_key, l.point_at, l.booked_day, CAST(NULL AS VARCHAR) AS facts_mem
        to_program(greatest(l.calc_eligible_minor - coalesce(r.refunded_calc_minor, 0), 0),
                   l.to_program_factor) AS net_program_minor_any,
        greatest(l.updated_at, coalesce(r.last_refund_at, l.updated_at)) AS occurred_at,
-       substr(sha256(array_to_string(list_sort(
-           list_concat([l.source_id || '@' || strftime(l.updated_at, '%Y-%m-%dT%H:%M:%S')],
-                       coalesce(r.refs, []))), '|')), 1, 16) AS source_version
+       -- with no refund the sorted list is the version alone (most orders; the lists cost 0.3 s at 1M)
+       CASE WHEN r.refs IS NULL THEN substr(sha256(l.source_id || '@' || strftime(l.updated_at, '%Y-%m-%dT%H:%M:%S')), 1, 16)
+            ELSE substr(sha256(array_to_string(list_sort(
+                list_concat([l.source_id || '@' || strftime(l.updated_at, '%Y-%m-%dT%H:%M:%S')], r.refs)), '|')), 1, 16)
+            END AS source_version
 FROM latest l LEFT JOIN refunds r USING (order_key, point_at);
