@@ -108,6 +108,23 @@ def test_pending_days_voids_points_refunded_inside_the_window(conn):
     assert status_of(conn, "ann@example.com")["points_spendable"] == 80
 
 
+
+def test_every_entry_of_an_order_is_spendable_from_its_earn_day_plus_the_window_in_one_run_or_day_by_day(tmp_path):
+    """RULES.md §6: available_on = max(booked_on, trigger day + pending_days) for the adjust and the
+    clawback too, whether the earn entry was booked in the same run or in an earlier one."""
+    p = program(earning={"pending_days": 14})
+    orders = [order(1, "2024-03-01 10:00:00"), order(1, "2024-03-03 10:00:00", subtotal="120.00"),
+              order(1, "2024-03-08 10:00:00", state="canceled", subtotal="120.00")]
+    expected = [(K1, "earn", 100, D(2024, 3, 1), D(2024, 3, 15)), (K1, "adjust", 20, D(2024, 3, 3), D(2024, 3, 15)),
+                (K1, "clawback", -120, D(2024, 3, 8), D(2024, 3, 15))]
+    for name, days in (("one_run", [D(2024, 3, 20)]), ("daily", [D(2024, 3, d) for d in range(1, 21)])):
+        c = warehouse.connect(str(tmp_path / f"{name}.duckdb"))
+        land(c, p, orders=orders)
+        for day in days:
+            process(c, p, day)
+        assert entries(c) == expected, name
+        c.close()
+
 def test_trigger_fulfilled(conn):
     p = program(earning={"trigger": "fulfilled"})
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00"), order(1, "2024-03-03 10:00:00", state="complete")])

@@ -12,24 +12,21 @@ WITH seq AS (   -- the windows on narrow rows, the rest of the row read once for
     WINDOW w AS (PARTITION BY order_key ORDER BY point_at)
 ),
 seq2 AS (
-    SELECT *, coalesce(bool_or(delta > 0) OVER (PARTITION BY order_key ORDER BY point_at
-                                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), FALSE)
-                  AS earned_in_run
+    -- the first rise of the run: an earlier row rose (adjust, not earn) when it comes after it, and the
+    -- earn entry is the first rise's (one unordered window for both: an ordered frame for the first
+    -- and a second window for the earn day cost 0.3 s more at 1M orders)
+    SELECT *, min(point_at) FILTER (WHERE delta > 0) OVER (PARTITION BY order_key) AS first_rise_at,
+              min(booked_day) FILTER (WHERE delta > 0) OVER (PARTITION BY order_key) AS first_rise_day
     FROM seq
-),
-deltas AS (SELECT * FROM seq2 WHERE delta <> 0),
-kinded AS (
-    SELECT *, CASE WHEN delta < 0 THEN 'clawback' WHEN trigger_day IS NOT NULL OR earned_in_run THEN 'adjust'
-                   ELSE 'earn' END AS kind
-    FROM deltas
 ),
 triggered AS (
     -- the trigger day is the earn entry's day, booked before this run or in it
-    SELECT value_row, delta, booked_before, kind,
-           coalesce(trigger_day,
-                    min(booked_day) FILTER (WHERE kind = 'earn') OVER (PARTITION BY order_key),
-                    booked_day) AS trig
-    FROM kinded
+    SELECT value_row, delta, booked_before,
+           CASE WHEN delta < 0 THEN 'clawback'
+                WHEN trigger_day IS NOT NULL OR coalesce(point_at > first_rise_at, FALSE) THEN 'adjust'
+                ELSE 'earn' END AS kind,
+           coalesce(trigger_day, first_rise_day, booked_day) AS trig
+    FROM seq2 WHERE delta <> 0
 ),
 entry_rows AS (SELECT v.*, t.delta, t.booked_before, t.kind, t.trig FROM triggered t JOIN order_values v ON v.rowid = t.value_row)
 SELECT substr(sha256(concat_ws('|', $program_id, k.order_key, CAST(k.booked_day AS VARCHAR), k.kind, k.source_version)), 1, 32) AS entry_id,
