@@ -108,7 +108,6 @@ def test_pending_days_voids_points_refunded_inside_the_window(conn):
     assert status_of(conn, "ann@example.com")["points_spendable"] == 80
 
 
-
 def test_every_entry_of_an_order_is_spendable_from_its_earn_day_plus_the_window_in_one_run_or_day_by_day(tmp_path):
     """RULES.md §6: available_on = max(booked_on, trigger day + pending_days) for the adjust and the
     clawback too, whether the earn entry was booked in the same run or in an earlier one."""
@@ -124,6 +123,7 @@ def test_every_entry_of_an_order_is_spendable_from_its_earn_day_plus_the_window_
             process(c, p, day)
         assert entries(c) == expected, name
         c.close()
+
 
 def test_trigger_fulfilled(conn):
     p = program(earning={"trigger": "fulfilled"})

@@ -112,13 +112,13 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
             pass
     spend = program.tiers.metric != "points"
     columns = ("created_at", "email", "customer_key", "net_program_minor_any") if spend else STATE_COLUMNS
-    # one read of order_facts for the pairs' members: their orders are the candidates, and their rows
-    # answer the points (every point's order with a row is among them: a changed order's member makes
-    # a pair; a row without a member goes to the versions, which find none either)
-    # a first evaluation (since is None) scoped every version and refund into tier_changed, the earlier
-    # ones on the first day: a candidate's first-day point is there already or finds no version (1M
-    # points for nothing at 1M orders), and its points read order_facts itself (its copy for the pairs'
-    # members, every member then, cost 0.24 s at 1M orders)
+    # A later evaluation reads order_facts once for the pairs' members (tier_facts): their orders are
+    # the candidates, and their rows answer the points (every point's order with a row is among them: a
+    # changed order's member makes a pair; a row without a member goes to the versions, which find none
+    # either). A first evaluation (since is None) scoped every version and refund into tier_changed, the
+    # earlier ones on the first day, so a candidate's first-day point is there already or finds no
+    # version (1M points for nothing at 1M orders); its points read order_facts itself (the copy, of
+    # every member's rows then, cost 0.24 s at 1M orders).
     facts = "order_facts"
     if since is not None:
         read = known_columns(conn, columns)[2]
