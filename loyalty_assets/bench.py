@@ -867,9 +867,75 @@ def measure_smile_rate(conn, sample: int) -> dict:
     }
 
 
-def run_backfill(path: Path, first: dt.date, last: dt.date, memory_limit: str, threads: int) -> dict:
+BACKFILL_INSTANCES = ("postgres", "sqlite", "ephemeral")
+
+
+def default_backfill_instance() -> str:
+    """The storage `loyalty run` would use: PostgreSQL when DAGSTER_PG_HOST is set, else local SQLite."""
+    return "postgres" if os.environ.get("DAGSTER_PG_HOST") else "sqlite"
+
+
+@contextmanager
+def backfill_instance(kind: str):
+    """A throwaway Dagster instance of the project's own configuration for `kind`: postgres (a scratch
+    database on the DAGSTER_PG_* server, deploy/postgres/dagster.yaml), sqlite (dagster.yaml in a temp
+    directory) or ephemeral (in memory). Yields (instance, description)."""
+    import dagster as dg
+
+    from loyalty_assets.cli import _instance_template
+
+    if kind == "ephemeral":
+        yield dg.DagsterInstance.ephemeral(), "ephemeral (in memory)"
+        return
+    with tempfile.TemporaryDirectory(prefix="loyalty-bench-dagster-") as home:
+        if kind == "sqlite":
+            text = _instance_template("dagster.yaml").read_text().replace("data/dagster_home", home)
+            Path(home, "dagster.yaml").write_text(text)
+            instance = dg.DagsterInstance.from_config(home)
+            try:
+                yield instance, "SQLite (dagster.yaml, a temporary directory)"
+            finally:
+                instance.dispose()
+            return
+        import psycopg2
+
+        env = {"DAGSTER_PG_HOST": os.environ.get("DAGSTER_PG_HOST") or "127.0.0.1",
+               "DAGSTER_PG_PORT": os.environ.get("DAGSTER_PG_PORT") or "5432",
+               "DAGSTER_PG_USER": os.environ.get("DAGSTER_PG_USER") or "postgres",
+               "DAGSTER_PG_PASSWORD": os.environ.get("DAGSTER_PG_PASSWORD") or "",
+               "DAGSTER_PG_DB": f"loyalty_bench_{os.getpid()}_{int(time.time())}"}
+        admin = psycopg2.connect(host=env["DAGSTER_PG_HOST"], port=int(env["DAGSTER_PG_PORT"]),
+                                 user=env["DAGSTER_PG_USER"], password=env["DAGSTER_PG_PASSWORD"] or None,
+                                 dbname=os.environ.get("DAGSTER_PG_DB") or "postgres", connect_timeout=10)
+        admin.autocommit = True
+        saved = {key: os.environ.get(key) for key in env}
+        try:
+            with admin.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{env["DAGSTER_PG_DB"]}"')
+            os.environ.update({k: v or "unused" for k, v in env.items()})  # the yaml reads these
+            shutil.copyfile(_instance_template("deploy/postgres/dagster.yaml"), Path(home, "dagster.yaml"))
+            instance = dg.DagsterInstance.from_config(home)
+            try:
+                yield instance, (f"PostgreSQL {env['DAGSTER_PG_HOST']}:{env['DAGSTER_PG_PORT']}, a scratch "
+                                 "database (deploy/postgres/dagster.yaml)")
+            finally:
+                instance.dispose()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{env["DAGSTER_PG_DB"]}" WITH (FORCE)')
+            admin.close()
+
+
+def run_backfill(path: Path, first: dt.date, last: dt.date, memory_limit: str, threads: int,
+                 instance_kind: str = "ephemeral") -> dict:
     """The core assets (groups money, identity, ledger, tiers; no ingest, no pushes, no checks)
-    materialized through Dagster for the days first..last as one run of the daily partitions."""
+    materialized through Dagster for the days first..last as one run of the daily partitions, on a
+    fresh instance of `instance_kind` (its event log is most of a backfill's cost above the SQL)."""
     import dagster as dg
 
     from loyalty_assets.definitions import defs
@@ -882,25 +948,30 @@ def run_backfill(path: Path, first: dt.date, last: dt.date, memory_limit: str, t
             database=str(path), connection_config={"memory_limit": memory_limit, "threads": int(threads)}
         ),
     }
-    instance = dg.DagsterInstance.ephemeral()
-    t0 = time.perf_counter()
-    result = dg.materialize(
-        definitions.assets,
-        selection=dg.AssetSelection.groups(*BACKFILL_GROUPS).without_checks(),
-        resources=resources,
-        instance=instance,
-        tags={
-            "dagster/asset_partition_range_start": first.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat(),
-        },
-        raise_on_error=False,
-    )
-    seconds = time.perf_counter() - t0
+    with backfill_instance(instance_kind) as (instance, described):
+        t0 = time.perf_counter()
+        result = dg.materialize(
+            definitions.assets,
+            selection=dg.AssetSelection.groups(*BACKFILL_GROUPS).without_checks(),
+            resources=resources,
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": first.isoformat(),
+                "dagster/asset_partition_range_end": last.isoformat(),
+            },
+            raise_on_error=False,
+        )
+        seconds = time.perf_counter() - t0
+        runs = int(instance.get_runs_count())
+        events = len(instance.get_records_for_run(result.run_id, limit=1_000_000).records)
     materialized = sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()})
     return {
         "seconds": seconds,
         "success": bool(result.success),
-        "runs": int(instance.get_runs_count()),
+        "runs": runs,
+        "instance": instance_kind,
+        "instance_description": described,
+        "events": events,
         "first_day": first.isoformat(),
         "last_day": last.isoformat(),
         "assets": materialized,
@@ -926,6 +997,7 @@ def run_bench(
     incremental_changed: int = INCREMENTAL_CHANGED,
     smile_sample: int = SMILE_SAMPLE,
     backfill: bool = True,
+    backfill_instance: str | None = None,
     first_day: dt.date = FIRST_DAY,
     day_runs: int = DAY_RUNS,
     full_runs: int = FULL_RUNS,
@@ -936,7 +1008,8 @@ def run_bench(
 
     `incremental_changed`: changed orders of the incremental day (its push volume is counted too);
     `smile_sample`: members pushed to the Smile.io emulator for the rate (0: skipped); `backfill`:
-    also time the Dagster backfill of all the days as one run."""
+    also time the Dagster backfill of all the days as one run, on a fresh instance of
+    `backfill_instance` (default: `default_backfill_instance()`)."""
     from loyalty_assets.lib.money import FxTable
     from loyalty_assets.lib.program import load_program
 
@@ -1097,7 +1170,8 @@ def run_bench(
             conn.close()
             gc.collect()
             sampler.reset()
-            run = run_backfill(backfill_path, first_day, last_day, memory_limit, threads)
+            run = run_backfill(backfill_path, first_day, last_day, memory_limit, threads,
+                               backfill_instance or default_backfill_instance())
             conn = open_warehouse(backfill_path, memory_limit, threads)
             ledger_totals = _ledger_totals(conn)
             backfill_members = conn.execute("SELECT count(*) FROM member_status").fetchone()[0]
@@ -1107,6 +1181,9 @@ def run_bench(
                 "backfill_days": days,
                 "backfill_ratio_to_full": round(run["seconds"] / total_seconds, 3),
                 "single_run": run["runs"] == 1,
+                "instance": run["instance"],
+                "instance_description": run["instance_description"],
+                "events": run["events"],
                 "runs": run["runs"],
                 "success": run["success"],
                 "first_day": run["first_day"],
@@ -1247,7 +1324,8 @@ def _push_lines(report: dict) -> list[str]:
     if bf:
         lines.append(
             f"backfill through Dagster ({bf['backfill_days']} days, {bf['runs']} run"
-            f"{'' if bf['runs'] == 1 else 's'}): {bf['backfill_seconds']:.2f}s = "
+            f"{'' if bf['runs'] == 1 else 's'}, {bf['events']:,} events on {bf['instance_description']}): "
+            f"{bf['backfill_seconds']:.2f}s = "
             f"{bf['backfill_ratio_to_full']:.2f}x the full recompute (<= 2x: {_yes(bf['target_le_2x_full'])}); "
             f"ledger {bf['ledger']['entries']:,} entries / {bf['ledger']['points']:,} points "
             f"(same as the full recompute: {_yes(bf['ledger_matches_full_recompute'])})"
@@ -1372,6 +1450,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="skip the backfill of all the days through Dagster as one run",
     )
+    parser.add_argument(
+        "--backfill-instance",
+        choices=BACKFILL_INSTANCES,
+        default=None,
+        help="the Dagster instance the backfill runs on, created fresh and removed afterwards: postgres "
+        "(a scratch database on the DAGSTER_PG_* server, default 127.0.0.1:5432), sqlite or ephemeral "
+        "(default: postgres when DAGSTER_PG_HOST is set, else sqlite, as `loyalty run` chooses)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -1406,6 +1492,7 @@ def main(args: argparse.Namespace) -> int:
         incremental_changed=getattr(args, "incremental_changed", INCREMENTAL_CHANGED),
         smile_sample=getattr(args, "smile_sample", SMILE_SAMPLE),
         backfill=getattr(args, "backfill", True),
+        backfill_instance=getattr(args, "backfill_instance", None),
         first_day=getattr(args, "first_day", FIRST_DAY),
         day_runs=getattr(args, "day_runs", DAY_RUNS),
         full_runs=getattr(args, "full_runs", FULL_RUNS),

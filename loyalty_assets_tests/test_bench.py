@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 
 import duckdb
 import pytest
@@ -17,6 +18,27 @@ CONTRACT_KEYS = (
     "incremental_seconds_small", "incremental_seconds_large", "incremental_ratio",
 )  # fmt: skip
 STAGES = ["normalize", "identity", "facts", "ledger", "tiers", "member_status", "push_prep"]
+
+
+@pytest.fixture
+def pg_server(monkeypatch):
+    """A connection to the PostgreSQL server the bench's postgres backfill uses (DAGSTER_PG_* or
+    127.0.0.1:5432); skipped without one, failed instead under LOYALTY_REQUIRE_POSTGRES=1 (CI)."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)  # the storage sets it; restored after
+    try:
+        conn = psycopg2.connect(
+            host=os.environ.get("DAGSTER_PG_HOST") or "127.0.0.1", port=int(os.environ.get("DAGSTER_PG_PORT") or 5432),
+            user=os.environ.get("DAGSTER_PG_USER") or "postgres", password=os.environ.get("DAGSTER_PG_PASSWORD") or None,
+            dbname=os.environ.get("DAGSTER_PG_DB") or "postgres", connect_timeout=5,
+        )  # fmt: skip
+    except psycopg2.OperationalError as exc:
+        if os.environ.get("LOYALTY_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"LOYALTY_REQUIRE_POSTGRES=1 but no PostgreSQL server: {exc}")
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    conn.autocommit = True
+    yield conn
+    conn.close()
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +96,7 @@ def _check_report(report: dict, day_runs: int = bench.DAY_RUNS, full_runs: int =
     assert report["machine"]["duckdb_threads"] == 2 and report["machine"]["duckdb_memory_limit"] == "3GB"
 
 
-def _check_push_and_backfill(report: dict, workdir, smile_sample: int) -> None:
+def _check_push_and_backfill(report: dict, workdir, smile_sample: int, instance: str) -> None:
     """The extras of the issue's item 3, checked against the warehouse the bench leaves in `workdir`."""
     pv, sr, bf = report["push_volume"], report["smile_rate"], report["backfill"]
     day = dt.date.fromisoformat(report["incremental"]["day"])
@@ -127,6 +149,9 @@ def _check_push_and_backfill(report: dict, workdir, smile_sample: int) -> None:
 
     # the backfill: one Dagster run over every day, the same ledger as the stage-by-stage recompute
     assert bf["success"] and bf["single_run"] and bf["runs"] == 1
+    assert bf["instance"] == instance and bf["instance_description"].lower().startswith(instance)
+    # planned + materialized, per asset and day: what the instance's event log stores for the range
+    assert bf["events"] >= 2 * len(bf["assets"]) * bf["backfill_days"]
     assert bf["backfill_days"] == report["sizes"]["days"]
     assert (bf["first_day"], bf["last_day"]) == (report["sizes"]["first_day"], report["sizes"]["last_day"])
     assert bf["backfill_seconds"] > 0
@@ -153,7 +178,8 @@ def test_bench_without_refunds_agrees_with_the_baseline(tmp_path):
     """No credit memos: the warehouse's earned points equal the single-pass baseline, shopper by shopper."""
     out = tmp_path / "bench.json"
     report = bench.run_bench(
-        300, 60, 5, ["magento"], out, tmp_path / "work", memo_rate=0.0, smile_sample=30, print_table=False
+        300, 60, 5, ["magento"], out, tmp_path / "work", memo_rate=0.0, smile_sample=30, print_table=False,
+        backfill_instance="sqlite",
     )
     written = json.loads(out.read_text())
     _check_report(written)
@@ -166,11 +192,12 @@ def test_bench_without_refunds_agrees_with_the_baseline(tmp_path):
     assert written["baseline"]["shoppers"] == written["pipeline"]["members"] == 60
     assert written["incremental"]["changed_orders"] == 30
     assert report["baseline_seconds"] == written["baseline_seconds"]
-    _check_push_and_backfill(written, tmp_path / "work", 30)
+    _check_push_and_backfill(written, tmp_path / "work", 30, "sqlite")
 
 
-def test_bench_command_with_credit_memos(tmp_path, capsys):
-    """Through `main` as `loyalty bench` calls it: prints the table, writes the JSON; refunds lower the points."""
+def test_bench_command_with_credit_memos(tmp_path, capsys, pg_server):
+    """Through `main` as `loyalty bench` calls it: prints the table, writes the JSON; refunds lower the
+    points. The backfill runs on a scratch database of the PostgreSQL server, dropped afterwards."""
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     out = tmp_path / "r.json"
@@ -190,6 +217,8 @@ def test_bench_command_with_credit_memos(tmp_path, capsys):
             str(tmp_path / "w"),
             "--smile-sample",
             "5",
+            "--backfill-instance",
+            "postgres",
         ]
     )
     assert (args.smile_sample, args.backfill, args.incremental_changed) == (5, True, 10_000)
@@ -206,7 +235,8 @@ def test_bench_command_with_credit_memos(tmp_path, capsys):
         "push volume of",
         "Smile.io rate (5 members",
         "0 x 429",
-        "backfill through Dagster (5 days, 1 run)",
+        "backfill through Dagster (5 days, 1 run, ",
+        "events on PostgreSQL",
         "same as the full recompute: yes",
     ):
         assert label in printed
@@ -214,7 +244,10 @@ def test_bench_command_with_credit_memos(tmp_path, capsys):
     _check_report(report)
     assert report["sizes"]["credit_memos"] == 15
     assert 0 < report["pipeline"]["earned_points"] < report["baseline"]["points"]
-    _check_push_and_backfill(report, tmp_path / "w", 5)  # with credit memos: clawbacks in both ledgers
+    _check_push_and_backfill(report, tmp_path / "w", 5, "postgres")
+    with pg_server.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'loyalty_bench_%'")
+        assert cur.fetchone()[0] == 0  # with credit memos: clawbacks in both ledgers
 
 
 def test_bench_flags_skip_the_smile_sample_and_the_backfill(tmp_path):
@@ -243,3 +276,15 @@ def test_bench_refuses_unsupported_platforms(tmp_path, capsys):
     args = parser.parse_args(["--orders", "100", "--platforms", "magento,sfcc", "--workdir", str(tmp_path)])
     assert bench.main(args) == 2
     assert "sfcc" in capsys.readouterr().err
+
+
+def test_the_backfill_runs_on_the_instance_loyalty_run_would_use(monkeypatch):
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert parser.parse_args(["--orders", "100"]).backfill_instance is None
+    monkeypatch.delenv("DAGSTER_PG_HOST", raising=False)
+    assert bench.default_backfill_instance() == "sqlite"
+    monkeypatch.setenv("DAGSTER_PG_HOST", "db.internal")
+    assert bench.default_backfill_instance() == "postgres"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--orders", "100", "--backfill-instance", "mysql"])
