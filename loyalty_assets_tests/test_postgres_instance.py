@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -260,3 +262,30 @@ def test_a_range_run_holds_its_connections_and_stores_every_day_of_every_asset(p
     # Stock dagster-postgres: about four connections per event (2,752 for these ~700). Held: one per
     # batch of events (an index check opens a second one), so a handful per asset, whatever the days.
     assert len(opened) * 10 < events
+
+
+def test_loyalty_run_stores_its_run_in_postgres_through_the_deploy_config(pg_url, tmp_path) -> None:
+    """`loyalty run` with DAGSTER_PG_HOST set: prepare_instance copies deploy/postgres/dagster.yaml,
+    whose custom storage class a fresh process must import; the run and its events land in PostgreSQL."""
+    _, server, name = pg_url
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MAGENTO_", "DAGSTER_", "LOYALTY_", "BIGCOMMERCE_", "SMILE_", "SALESFORCE_"))}
+    env.update({"DAGSTER_PG_HOST": server["host"], "DAGSTER_PG_PORT": server["port"],
+                "DAGSTER_PG_USER": server["user"], "DAGSTER_PG_PASSWORD": server["password"] or "unused",
+                "DAGSTER_PG_DB": name, "LOYALTY_WAREHOUSE": str(tmp_path / "loyalty.duckdb")})  # fmt: skip
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    loyalty = Path(sys.executable).with_name("loyalty")
+    proc = subprocess.run([str(loyalty), "run", "--start", "2024-03-04", "--end", "2024-03-06"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"instance: PostgreSQL {server['host']}:{server['port']}/{name}" in proc.stdout
+    config = yaml.safe_load((cwd / "data" / "dagster_home_postgres" / "dagster.yaml").read_text())
+    assert config["storage"]["custom"]["class"] == "PooledPostgresStorage"
+    assert _query(pg_url, "SELECT status FROM runs") == [("SUCCESS",)]
+    days = _query(
+        pg_url,
+        """SELECT DISTINCT partition FROM event_logs
+           WHERE asset_key = '["ledger_journal"]' AND dagster_event_type = 'ASSET_MATERIALIZATION'""",
+    )
+    assert sorted(d for (d,) in days) == ["2024-03-04", "2024-03-05", "2024-03-06"]
