@@ -18,8 +18,9 @@ from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_c
 
 # Materializations of a partition range reach the event log in batches of up to this many.
 EVENT_BATCH_SIZE = "1000"
+# dagster-webserver's defaults for its own pool: the daemon's threads get overflow connections.
 POOL_RECYCLE_SECONDS = 3600
-POOL_MAX_OVERFLOW = 10
+POOL_MAX_OVERFLOW = 20
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):
