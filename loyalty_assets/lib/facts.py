@@ -48,13 +48,15 @@ def refresh_order_facts(conn: duckdb.DuckDBPyConnection, program: Program) -> in
 
 
 # an order's row as a version: its latest version's fields, with its lifecycle as the signal (the
-# highest rank seen), which order_state_asof.sql combines with later versions as with any other
+# highest rank seen), which order_state_asof.sql combines with later versions as with any other.
+# The rows are found by their keys alone first (temp table scope_rows), then read whole by rowid: a
+# semi-join on the key read all 22 columns of every row (1M rows for a day's 5,000 at 1M orders).
 ROW_AS_VERSION = """
     SELECT order_key, platform, source_id, order_number, store_key, created_at, updated_at, payload_hash,
            lifecycle AS signal, email, customer_key, currency, subtotal_minor, discount_minor, tax_minor,
            shipping_minor, grand_total_minor, eligible_minor, calc_currency, calc_eligible_minor, fx_rate,
            to_program_factor, discount_codes, prior_keys
-    FROM order_facts WHERE order_key IN (SELECT order_key FROM order_scope) AND payload_hash IS NOT NULL"""
+    FROM order_facts WHERE rowid IN (SELECT row_id FROM scope_rows WHERE NOT legacy)"""
 
 # every key (customer id, else e-mail: what order_members.sql finds the member by) each order of
 # order_state belonged to a member by, from {versions} and the keys its row kept (prior_keys)
@@ -101,21 +103,22 @@ def _versions_since(conn: duckdb.DuckDBPyConnection, since: dt.datetime) -> str:
     rows (the state from every version mapped up to the last refresh) and the versions mapped since;
     every version of an order whose row predates the fields a row needs (an older warehouse)."""
     conn.execute(
+        """CREATE OR REPLACE TEMP TABLE scope_rows AS
+           SELECT rowid AS row_id, payload_hash IS NULL AS legacy FROM order_facts
+           WHERE order_key IN (SELECT order_key FROM order_scope)"""
+    )
+    conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE facts_versions AS {ROW_AS_VERSION}
             UNION ALL BY NAME
             SELECT * FROM order_versions WHERE mapped_at > $since AND order_key IN (SELECT order_key FROM order_scope)""",
         {"since": since},
     )
-    legacy = conn.execute(
-        """SELECT count(*) FROM order_facts
-           WHERE order_key IN (SELECT order_key FROM order_scope) AND payload_hash IS NULL"""
-    ).fetchall()[0][0]
+    legacy = conn.execute("SELECT count(*) FROM scope_rows WHERE legacy").fetchall()[0][0]
     if legacy:
         conn.execute(
             """INSERT INTO facts_versions BY NAME SELECT * FROM order_versions
                WHERE mapped_at <= $since AND order_key IN (
-                   SELECT order_key FROM order_facts WHERE payload_hash IS NULL
-                   AND order_key IN (SELECT order_key FROM order_scope))""",
+                   SELECT order_key FROM order_facts WHERE rowid IN (SELECT row_id FROM scope_rows WHERE legacy))""",
             {"since": since},
         )
     return "facts_versions"
