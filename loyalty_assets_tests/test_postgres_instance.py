@@ -231,7 +231,9 @@ def _raw_rows(warehouse) -> int:
         conn.close()
 
 
-def test_a_range_run_holds_its_connections_and_stores_every_day_of_every_asset(pg_instance, resources) -> None:
+def test_a_range_run_holds_its_connections_and_stores_every_day_of_every_asset(
+    pg_instance, pg_url, resources
+) -> None:
     """deploy/postgres/dagster.yaml's storage (loyalty_assets/instance.py): stock dagster-postgres
     opens a connection per statement, about five per event, and a range writes two events per asset
     and day; a held connection and batched writes keep a backfill's bookkeeping small."""
@@ -258,6 +260,18 @@ def test_a_range_run_holds_its_connections_and_stores_every_day_of_every_asset(p
         result.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=100_000
     ).records
     assert len(planned) >= len(partitioned) * len(days)
+    # planned events are written in batches, yet stored as Dagster stores each: one row per asset and
+    # day (the UI's in-progress and failed partitions read them), the asset's last run beside its key
+    for key in partitioned:
+        rows = _query(pg_url, """SELECT partition FROM event_logs WHERE run_id = %s AND asset_key = %s
+                                 AND dagster_event_type = 'ASSET_MATERIALIZATION_PLANNED'""",
+                      (result.run_id, key.to_string()))  # fmt: skip
+        assert sorted(p for (p,) in rows) == sorted(days), key.to_user_string()
+        assert _query(pg_url, "SELECT last_run_id FROM asset_keys WHERE asset_key = %s",
+                      (key.to_string(),)) == [(result.run_id,)]  # fmt: skip
+    in_flight = pg_instance.event_log_storage.get_latest_asset_partition_materialization_attempts_without_materializations(
+        partitioned[0])
+    assert in_flight == {}
     events = len(planned) * 2
     # Stock dagster-postgres: about four connections per event (2,752 for these ~700). Held: one per
     # batch of events (an index check opens a second one), so a handful per asset, whatever the days.
@@ -289,3 +303,24 @@ def test_loyalty_run_stores_its_run_in_postgres_through_the_deploy_config(pg_url
            WHERE asset_key = '["ledger_journal"]' AND dagster_event_type = 'ASSET_MATERIALIZATION'""",
     )
     assert sorted(d for (d,) in days) == ["2024-03-04", "2024-03-05", "2024-03-06"]
+
+
+def test_a_range_runs_planned_days_are_stored_one_row_per_asset_and_day(pg_instance, pg_url) -> None:
+    """The planned events a batch writes are what Dagster reads for runs that have not (or never)
+    materialized their assets: a range run that is created and not yet executed leaves every day of
+    every asset as an attempt without a materialization, and each asset records that run as its last."""
+    job = location_definitions().resolve_job_def("loyalty_job")
+    first, last = DAY - dt.timedelta(days=2), DAY + dt.timedelta(days=2)
+    days = sorted((first + dt.timedelta(days=i)).isoformat() for i in range(5))
+    run = pg_instance.create_run_for_job(
+        job, tags={"dagster/asset_partition_range_start": first.isoformat(),
+                   "dagster/asset_partition_range_end": last.isoformat()})  # fmt: skip
+    storage = pg_instance.event_log_storage
+    partitioned = [key for a in location_definitions().assets if a.partitions_def for key in a.keys]
+    assert len(partitioned) > 5
+    for key in partitioned:
+        attempts = storage.get_latest_asset_partition_materialization_attempts_without_materializations(key)
+        assert sorted(attempts) == days, key.to_user_string()
+        assert {run_id for run_id, _ in attempts.values()} == {run.run_id}
+        assert _query(pg_url, "SELECT last_run_id FROM asset_keys WHERE asset_key = %s",
+                      (key.to_string(),)) == [(run.run_id,)]  # fmt: skip
