@@ -1,57 +1,107 @@
-"""The Dagster instance's PostgreSQL storage, tuned for runs that write thousands of events.
+"""The Dagster instance's storage, tuned for runs that write thousands of events.
 
 A backfill of D days writes two events per asset key and day (planned, then materialized). Stock
-dagster-postgres opens a new connection for every statement (NullPool: about five per event) and
-Dagster writes events one by one unless DAGSTER_EVENT_BATCH_SIZE is set, and even then stores the
-run's planned events one by one; at 365 days that was minutes of bookkeeping for a few seconds of
-SQL. This storage holds one connection per process, as dagster-webserver already does for itself,
-turns batching on for the processes that use it, and writes a batch of planned events as
-dagster-postgres writes a batch of materializations. Configured in deploy/postgres/dagster.yaml as
-`storage: custom:` with the usual `postgres_db` block.
+storages write them one at a time: dagster-postgres opens a new connection for every statement
+(NullPool: about five per event), SQLite a new engine and a commit for each, and Dagster batches
+nothing unless DAGSTER_EVENT_BATCH_SIZE is set; even then both store planned events one by one. At
+365 days that was minutes of bookkeeping for a few seconds of SQL. These storages keep Dagster's own
+tables and classes and change only how a batch is written: a batch of asset events (planned,
+materialized, observed) goes in as one insert or one transaction, with what `store_event` does for
+each (the rows, their asset tags, each asset's entry from its last event); they turn batching on for
+the processes that use them, and the PostgreSQL one holds a connection per process, as
+dagster-webserver already does for itself. Configured as `storage: custom:` in dagster.yaml (SQLite)
+and deploy/postgres/dagster.yaml, with the stock `base_dir` / `postgres_db` config.
 """
 
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 
 from dagster._core.events import DagsterEventType
 from dagster._core.storage.config import pg_config
-from dagster._core.storage.event_log import SqlEventLogStorageTable
+from dagster._core.storage.event_log import SqlEventLogStorageTable, SqliteEventLogStorage
+from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
 from dagster_postgres import DagsterPostgresStorage, PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
 # Materializations of a partition range reach the event log in batches of up to this many.
 EVENT_BATCH_SIZE = "1000"
+# asset events whose batch is written at once (the others keep Dagster's own path, one at a time)
+BATCHED_EVENTS = {DagsterEventType.ASSET_MATERIALIZATION_PLANNED, DagsterEventType.ASSET_MATERIALIZATION,
+                  DagsterEventType.ASSET_OBSERVATION}
+
 # dagster-webserver's defaults for its own pool: the daemon's threads get overflow connections.
 POOL_RECYCLE_SECONDS = 3600
 POOL_MAX_OVERFLOW = 20
 
 
+def _split(events, types) -> tuple[list, list]:
+    batched, rest = [], []
+    for e in events:
+        (batched if e.dagster_event_type in types and e.dagster_event.asset_key else rest).append(e)
+    return batched, rest
+
+
+def _index_asset_events(storage, conn, events, event_ids) -> None:
+    """The index side of `store_event` for a batch: asset tags, and each asset's entry (last run,
+    last event) from its last event in the batch, as dagster-postgres does for materializations."""
+    storage._store_asset_event_tags(conn, events, event_ids)
+    last = {e.dagster_event.asset_key: (e, event_id) for e, event_id in zip(events, event_ids, strict=True)}
+    for event, event_id in last.values():
+        storage._store_asset_event(conn, event, event_id)
+
+
 class BatchedPostgresEventLogStorage(PostgresEventLogStorage):
-    """Planned events in one insert: what `store_event` does for each, done for the batch (the rows,
-    their asset tags, and each asset's entry from its last event, as for materializations).
-    dagster-postgres batches only materializations and observations and stores other batches one
-    event at a time; the rest of a batch (asset checks' planned events) still goes that way."""
+    """Planned events in one insert. dagster-postgres batches only materializations and observations
+    and stores other batches one event at a time; the rest of a batch (asset checks' planned events)
+    still goes that way."""
 
     def store_event_batch(self, events) -> None:
-        planned, rest = [], []
-        for e in events:
-            is_planned = e.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED
-            (planned if is_planned and e.dagster_event.asset_key else rest).append(e)
+        planned, rest = _split(events, {DagsterEventType.ASSET_MATERIALIZATION_PLANNED})
         if planned:
-            self._store_planned(planned)
+            with self._connect() as conn:
+                result = conn.execute(self.prepare_insert_event_batch(planned).returning(SqlEventLogStorageTable.c.id))
+                event_ids = [int(row[0]) for row in result.fetchall()]
+            with self.index_transaction() as conn:
+                _index_asset_events(self, conn, planned, event_ids)
         if rest:
             super().store_event_batch(rest)
 
-    def _store_planned(self, events) -> None:
-        with self._connect() as conn:
-            result = conn.execute(self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id))
-            event_ids = [int(row[0]) for row in result.fetchall()]
-        last = {e.dagster_event.asset_key: (e, event_id) for e, event_id in zip(events, event_ids, strict=True)}
-        with self.index_transaction() as conn:
-            self._store_asset_event_tags(conn, events, event_ids)
-            for event, event_id in last.values():
-                self._store_asset_event(conn, event, event_id)
+
+class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
+    """A batch of asset events in two transactions (the run's shard, then its mirror in the index
+    shard) instead of two or three engines and commits per event."""
+
+    def store_event_batch(self, events) -> None:
+        batched, rest = _split(events, BATCHED_EVENTS)
+        by_run = defaultdict(list)
+        for e in batched:
+            by_run[e.run_id].append(e)
+        insert = SqlEventLogStorageTable.insert()
+        for run_id, run_events in by_run.items():
+            rows = [self._event_to_row(e) for e in run_events]
+            with self.run_connection(run_id) as conn:
+                conn.execute(insert, rows)
+            with self.index_transaction() as conn:
+                event_ids = [conn.execute(insert, row).inserted_primary_key[0] for row in rows]
+                _index_asset_events(self, conn, run_events, event_ids)
+        for event in rest:
+            self.store_event(event)
+
+
+class BatchedSqliteStorage(DagsterSqliteStorage):
+    """Dagster's SQLite storage with batched asset events (`base_dir` as `storage: sqlite:`)."""
+
+    def __init__(self, base_dir: str, inst_data=None):
+        super().__init__(base_dir, inst_data)
+        self._event_log_storage.dispose()
+        self._event_log_storage = BatchedSqliteEventLogStorage(_event_logs_directory(base_dir))
+        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value) -> BatchedSqliteStorage:
+        return cls.from_local(inst_data=inst_data, **config_value)
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):
