@@ -159,6 +159,23 @@ def materialize_range(
     )
 
 
+def check_planned_range(instance: dg.DagsterInstance, first: dt.date, last: dt.date) -> None:
+    """What Dagster reads for runs that have not (or never) materialized their assets, on `instance`:
+    a range run of loyalty_job that is created and not executed leaves every day of every
+    partitioned asset as an attempt without a materialization, and each asset records it as its last run."""
+    job = location_definitions().resolve_job_def("loyalty_job")
+    run = instance.create_run_for_job(job, tags={RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()})
+    days = sorted((first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1))
+    partitioned = [key for a in location_definitions().assets if a.partitions_def for key in a.keys]
+    assert len(partitioned) > 5
+    for key in partitioned:
+        attempts = instance.event_log_storage.get_latest_asset_partition_materialization_attempts_without_materializations(key)
+        assert sorted(attempts) == days, key.to_user_string()
+        assert {run_id for run_id, _ in attempts.values()} == {run.run_id}
+        (record,) = instance.get_asset_records([key])
+        assert record.asset_entry.last_run_id == run.run_id, key.to_user_string()
+
+
 def blocking_check_failures(result: dg.ExecuteInProcessResult) -> list[str]:
     return [
         f"{e.asset_key.to_user_string()}:{e.check_name} {e.metadata}"

@@ -29,8 +29,16 @@ import duckdb
 import pytest
 import sqlalchemy
 import yaml
-from conftest import blocking_check_failures, build_test_resources, location_definitions, materialize_range
+from conftest import (
+    blocking_check_failures,
+    build_test_resources,
+    check_planned_range,
+    location_definitions,
+    materialize_range,
+)
 from magento_factory import memo, order
+
+from loyalty_assets.instance import BatchedPostgresEventLogStorage
 
 psycopg2 = pytest.importorskip("psycopg2")
 
@@ -305,22 +313,6 @@ def test_loyalty_run_stores_its_run_in_postgres_through_the_deploy_config(pg_url
     assert sorted(d for (d,) in days) == ["2024-03-04", "2024-03-05", "2024-03-06"]
 
 
-def test_a_range_runs_planned_days_are_stored_one_row_per_asset_and_day(pg_instance, pg_url) -> None:
-    """The planned events a batch writes are what Dagster reads for runs that have not (or never)
-    materialized their assets: a range run that is created and not yet executed leaves every day of
-    every asset as an attempt without a materialization, and each asset records that run as its last."""
-    job = location_definitions().resolve_job_def("loyalty_job")
-    first, last = DAY - dt.timedelta(days=2), DAY + dt.timedelta(days=2)
-    days = sorted((first + dt.timedelta(days=i)).isoformat() for i in range(5))
-    run = pg_instance.create_run_for_job(
-        job, tags={"dagster/asset_partition_range_start": first.isoformat(),
-                   "dagster/asset_partition_range_end": last.isoformat()})  # fmt: skip
-    storage = pg_instance.event_log_storage
-    partitioned = [key for a in location_definitions().assets if a.partitions_def for key in a.keys]
-    assert len(partitioned) > 5
-    for key in partitioned:
-        attempts = storage.get_latest_asset_partition_materialization_attempts_without_materializations(key)
-        assert sorted(attempts) == days, key.to_user_string()
-        assert {run_id for run_id, _ in attempts.values()} == {run.run_id}
-        assert _query(pg_url, "SELECT last_run_id FROM asset_keys WHERE asset_key = %s",
-                      (key.to_string(),)) == [(run.run_id,)]  # fmt: skip
+def test_a_range_runs_planned_days_are_stored_one_row_per_asset_and_day(pg_instance) -> None:
+    assert isinstance(pg_instance.event_log_storage, BatchedPostgresEventLogStorage)
+    check_planned_range(pg_instance, DAY - dt.timedelta(days=2), DAY + dt.timedelta(days=2))

@@ -12,7 +12,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import sqlalchemy
-from conftest import blocking_check_failures, build_test_resources, location_definitions, materialize_range
+from conftest import (
+    blocking_check_failures,
+    build_test_resources,
+    check_planned_range,
+    location_definitions,
+    materialize_range,
+)
 from magento_factory import order
 
 from loyalty_assets.instance import BatchedSqliteEventLogStorage
@@ -76,20 +82,5 @@ def test_a_range_runs_bookkeeping_follows_its_assets_not_its_days(sqlite_instanc
 
 
 def test_a_created_range_runs_planned_days_are_stored_one_row_per_asset_and_day(sqlite_instance) -> None:
-    """What Dagster reads for runs that have not (or never) materialized their assets: every day of
-    every asset of a created range run is an attempt without a materialization, and each asset
-    records the run as its last."""
     assert isinstance(sqlite_instance.event_log_storage, BatchedSqliteEventLogStorage)
-    job = location_definitions().resolve_job_def("loyalty_job")
-    first, last = DAY - dt.timedelta(days=2), DAY + dt.timedelta(days=2)
-    days = sorted((first + dt.timedelta(days=i)).isoformat() for i in range(5))
-    run = sqlite_instance.create_run_for_job(
-        job, tags={"dagster/asset_partition_range_start": first.isoformat(),
-                   "dagster/asset_partition_range_end": last.isoformat()})  # fmt: skip
-    storage = sqlite_instance.event_log_storage
-    for key in _partitioned_keys():
-        attempts = storage.get_latest_asset_partition_materialization_attempts_without_materializations(key)
-        assert sorted(attempts) == days, key.to_user_string()
-        assert {run_id for run_id, _ in attempts.values()} == {run.run_id}
-        (record,) = sqlite_instance.get_asset_records([key])
-        assert record.asset_entry.last_run_id == run.run_id
+    check_planned_range(sqlite_instance, DAY - dt.timedelta(days=2), DAY + dt.timedelta(days=2))
