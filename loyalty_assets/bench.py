@@ -31,7 +31,9 @@ Then the push side of the incremental day on the history of N orders and the bac
   limit, with the requests per second sustained and the 429s the emulator answered;
 * the backfill: the same history landed into a fresh warehouse, and the core assets (money, identity,
   ledger, tiers: normalize through member_status, no pushes) materialized through Dagster for all
-  its days as ONE run (daily partitions, BackfillPolicy.single_run), timed against the full recompute.
+  its days as ONE run (daily partitions, BackfillPolicy.single_run), timed against the full recompute,
+  on a fresh instance of the project's own configuration (`--backfill-instance`: PostgreSQL or SQLite
+  as `loyalty run` would choose, or in memory): its event log is most of a backfill's cost above the SQL.
 
 Every DuckDB connection the bench opens gets `memory_limit` and `threads` set explicitly. The timed
 stages run through lib/ directly (as loyalty_assets_tests/pipeline.py does), without Dagster.
