@@ -11,6 +11,11 @@ each (the rows, their asset tags, each asset's entry from its last event); they 
 the processes that use them, and the PostgreSQL one holds a connection per process, as
 dagster-webserver already does for itself. Configured as `storage: custom:` in dagster.yaml (SQLite)
 and deploy/postgres/dagster.yaml, with the stock `base_dir` / `postgres_db` config.
+
+They call the storages' own row and index helpers (`_event_to_row`, `_store_asset_event_tags`,
+`_store_asset_event`), which are not public API: pyproject pins Dagster, and test_postgres_instance.py
+and test_sqlite_instance.py check what Dagster reads back (every day of every asset, planned days as
+attempts, each asset's last run) before a version bump lands.
 """
 
 from __future__ import annotations
@@ -105,7 +110,8 @@ class BatchedSqliteStorage(DagsterSqliteStorage):
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):
-    """dagster-postgres with a held connection (pool of one, overflow for concurrent threads)."""
+    """dagster-postgres with a held connection (pool of one, overflow for concurrent threads) and
+    batched planned events."""
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data=None,
                  token_provider=None):
