@@ -877,8 +877,27 @@ def default_backfill_instance() -> str:
     return "postgres" if os.environ.get("DAGSTER_PG_HOST") else "sqlite"
 
 
+def _pg_server() -> dict[str, str]:
+    return {"DAGSTER_PG_HOST": os.environ.get("DAGSTER_PG_HOST") or "127.0.0.1",
+            "DAGSTER_PG_PORT": os.environ.get("DAGSTER_PG_PORT") or "5432",
+            "DAGSTER_PG_USER": os.environ.get("DAGSTER_PG_USER") or "postgres",
+            "DAGSTER_PG_PASSWORD": os.environ.get("DAGSTER_PG_PASSWORD") or ""}
+
+
+def _pg_admin():
+    """A connection to the server's admin database (DAGSTER_PG_DB, else `postgres`), autocommit."""
+    import psycopg2
+
+    server = _pg_server()
+    admin = psycopg2.connect(host=server["DAGSTER_PG_HOST"], port=int(server["DAGSTER_PG_PORT"]),
+                             user=server["DAGSTER_PG_USER"], password=server["DAGSTER_PG_PASSWORD"] or None,
+                             dbname=os.environ.get("DAGSTER_PG_DB") or "postgres", connect_timeout=10)
+    admin.autocommit = True
+    return admin
+
+
 @contextmanager
-def backfill_instance(kind: str):
+def scratch_instance(kind: str):
     """A throwaway Dagster instance of the project's own configuration for `kind`: postgres (a scratch
     database on the DAGSTER_PG_* server, deploy/postgres/dagster.yaml), sqlite (dagster.yaml in a temp
     directory) or ephemeral (in memory). Yields (instance, description)."""
@@ -899,17 +918,8 @@ def backfill_instance(kind: str):
             finally:
                 instance.dispose()
             return
-        import psycopg2
-
-        env = {"DAGSTER_PG_HOST": os.environ.get("DAGSTER_PG_HOST") or "127.0.0.1",
-               "DAGSTER_PG_PORT": os.environ.get("DAGSTER_PG_PORT") or "5432",
-               "DAGSTER_PG_USER": os.environ.get("DAGSTER_PG_USER") or "postgres",
-               "DAGSTER_PG_PASSWORD": os.environ.get("DAGSTER_PG_PASSWORD") or "",
-               "DAGSTER_PG_DB": f"loyalty_bench_{os.getpid()}_{int(time.time())}"}
-        admin = psycopg2.connect(host=env["DAGSTER_PG_HOST"], port=int(env["DAGSTER_PG_PORT"]),
-                                 user=env["DAGSTER_PG_USER"], password=env["DAGSTER_PG_PASSWORD"] or None,
-                                 dbname=os.environ.get("DAGSTER_PG_DB") or "postgres", connect_timeout=10)
-        admin.autocommit = True
+        env = {**_pg_server(), "DAGSTER_PG_DB": f"loyalty_bench_{os.getpid()}_{int(time.time())}"}
+        admin = _pg_admin()
         saved = {key: os.environ.get(key) for key in env}
         try:
             with admin.cursor() as cur:
@@ -950,7 +960,7 @@ def run_backfill(path: Path, first: dt.date, last: dt.date, memory_limit: str, t
             database=str(path), connection_config={"memory_limit": memory_limit, "threads": int(threads)}
         ),
     }
-    with backfill_instance(instance_kind) as (instance, described):
+    with scratch_instance(instance_kind) as (instance, described):
         t0 = time.perf_counter()
         result = dg.materialize(
             definitions.assets,
@@ -1027,6 +1037,16 @@ def run_bench(
             f"platforms not supported by the benchmark yet: {', '.join(unsupported)} "
             f"(supported: {', '.join(SUPPORTED_PLATFORMS)})"
         )
+    backfill_instance = backfill_instance or default_backfill_instance()
+    if backfill_instance not in BACKFILL_INSTANCES:
+        raise ValueError(f"--backfill-instance must be one of {', '.join(BACKFILL_INSTANCES)}")
+    if backfill and backfill_instance == "postgres":  # before the long part: the backfill comes last
+        try:
+            _pg_admin().close()
+        except Exception as exc:
+            server = _pg_server()
+            raise ValueError(f"the backfill needs the PostgreSQL server {server['DAGSTER_PG_HOST']}:"
+                             f"{server['DAGSTER_PG_PORT']} (DAGSTER_PG_*), which refused: {exc}".strip()) from exc
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     members = members or max(1, orders // 5)
     program = load_program()
@@ -1172,8 +1192,7 @@ def run_bench(
             conn.close()
             gc.collect()
             sampler.reset()
-            run = run_backfill(backfill_path, first_day, last_day, memory_limit, threads,
-                               backfill_instance or default_backfill_instance())
+            run = run_backfill(backfill_path, first_day, last_day, memory_limit, threads, backfill_instance)
             conn = open_warehouse(backfill_path, memory_limit, threads)
             ledger_totals = _ledger_totals(conn)
             backfill_members = conn.execute("SELECT count(*) FROM member_status").fetchone()[0]
@@ -1481,6 +1500,15 @@ def main(args: argparse.Namespace) -> int:
         print("loyalty bench: --orders must be at least 10, --days, --day-runs and --full-runs at least 1",
               file=sys.stderr)
         return 2
+    try:
+        _run_from_args(args, platforms)
+    except ValueError as exc:  # the arguments or the environment refused before any work
+        print(f"loyalty bench: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run_from_args(args: argparse.Namespace, platforms: list[str]) -> None:
     run_bench(
         args.orders,
         getattr(args, "members", None),
@@ -1499,7 +1527,6 @@ def main(args: argparse.Namespace) -> int:
         day_runs=getattr(args, "day_runs", DAY_RUNS),
         full_runs=getattr(args, "full_runs", FULL_RUNS),
     )
-    return 0
 
 
 if __name__ == "__main__":

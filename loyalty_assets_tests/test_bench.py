@@ -288,3 +288,21 @@ def test_the_backfill_runs_on_the_instance_loyalty_run_would_use(monkeypatch):
     assert bench.default_backfill_instance() == "postgres"
     with pytest.raises(SystemExit):
         parser.parse_args(["--orders", "100", "--backfill-instance", "mysql"])
+
+
+def test_a_backfill_on_an_unreachable_postgres_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """The backfill comes last: a server that does not answer is said at once, not after the recompute."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("DAGSTER_PG_HOST", "127.0.0.1")
+    monkeypatch.setenv("DAGSTER_PG_PORT", str(port))
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--orders", "100", "--days", "3", "--workdir", str(tmp_path / "w")])
+    assert bench.main(args) == 2
+    err = capsys.readouterr().err
+    assert f"the backfill needs the PostgreSQL server 127.0.0.1:{port}" in err
+    assert "[bench] generating" not in err and not (tmp_path / "w" / "bench_large.duckdb").exists()
