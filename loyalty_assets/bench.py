@@ -877,25 +877,6 @@ def default_backfill_instance() -> str:
     return "postgres" if os.environ.get("DAGSTER_PG_HOST") else "sqlite"
 
 
-def _pg_server() -> dict[str, str]:
-    return {"DAGSTER_PG_HOST": os.environ.get("DAGSTER_PG_HOST") or "127.0.0.1",
-            "DAGSTER_PG_PORT": os.environ.get("DAGSTER_PG_PORT") or "5432",
-            "DAGSTER_PG_USER": os.environ.get("DAGSTER_PG_USER") or "postgres",
-            "DAGSTER_PG_PASSWORD": os.environ.get("DAGSTER_PG_PASSWORD") or ""}
-
-
-def _pg_admin():
-    """A connection to the server's admin database (DAGSTER_PG_DB, else `postgres`), autocommit."""
-    import psycopg2
-
-    server = _pg_server()
-    admin = psycopg2.connect(host=server["DAGSTER_PG_HOST"], port=int(server["DAGSTER_PG_PORT"]),
-                             user=server["DAGSTER_PG_USER"], password=server["DAGSTER_PG_PASSWORD"] or None,
-                             dbname=os.environ.get("DAGSTER_PG_DB") or "postgres", connect_timeout=10)
-    admin.autocommit = True
-    return admin
-
-
 @contextmanager
 def scratch_instance(kind: str):
     """A throwaway Dagster instance of the project's own configuration for `kind`: postgres (a scratch
@@ -903,23 +884,26 @@ def scratch_instance(kind: str):
     directory) or ephemeral (in memory). Yields (instance, description)."""
     import dagster as dg
 
-    from loyalty_assets.cli import _instance_template
+    from loyalty_assets.cli import _instance_template, write_local_instance
+    from loyalty_assets.instance import pg_connect, pg_server
 
     if kind == "ephemeral":
         yield dg.DagsterInstance.ephemeral(), "ephemeral (in memory)"
         return
     with tempfile.TemporaryDirectory(prefix="loyalty-bench-dagster-") as home:
         if kind == "sqlite":
-            text = _instance_template("dagster.yaml").read_text().replace("data/dagster_home", home)
-            Path(home, "dagster.yaml").write_text(text)
+            write_local_instance(Path(home))
             instance = dg.DagsterInstance.from_config(home)
             try:
                 yield instance, "SQLite (dagster.yaml, a temporary directory)"
             finally:
                 instance.dispose()
             return
-        env = {**_pg_server(), "DAGSTER_PG_DB": f"loyalty_bench_{os.getpid()}_{int(time.time())}"}
-        admin = _pg_admin()
+        server = pg_server()
+        env = {"DAGSTER_PG_HOST": server["host"], "DAGSTER_PG_PORT": server["port"],
+               "DAGSTER_PG_USER": server["user"], "DAGSTER_PG_PASSWORD": server["password"],
+               "DAGSTER_PG_DB": f"loyalty_bench_{os.getpid()}_{int(time.time())}"}
+        admin = pg_connect()
         saved = {key: os.environ.get(key) for key in env}
         try:
             with admin.cursor() as cur:
@@ -1041,12 +1025,14 @@ def run_bench(
     if backfill_instance not in BACKFILL_INSTANCES:
         raise ValueError(f"--backfill-instance must be one of {', '.join(BACKFILL_INSTANCES)}")
     if backfill and backfill_instance == "postgres":  # before the long part: the backfill comes last
+        from loyalty_assets.instance import pg_connect, pg_server
+
         try:
-            _pg_admin().close()
+            pg_connect().close()
         except Exception as exc:
-            server = _pg_server()
-            raise ValueError(f"the backfill needs the PostgreSQL server {server['DAGSTER_PG_HOST']}:"
-                             f"{server['DAGSTER_PG_PORT']} (DAGSTER_PG_*), which refused: {exc}".strip()) from exc
+            server = pg_server()
+            raise ValueError(f"the backfill needs the PostgreSQL server {server['host']}:{server['port']} "
+                             f"(DAGSTER_PG_*), which refused: {exc}".strip()) from exc
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     members = members or max(1, orders // 5)
     program = load_program()

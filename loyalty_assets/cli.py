@@ -37,6 +37,13 @@ def _instance_template(name: str) -> Path:
     raise FileNotFoundError(f"{name} not found next to the project or in the current directory")
 
 
+def write_local_instance(home: Path) -> None:
+    """dagster.yaml (the local SQLite instance) in `home`, its storage under `home`."""
+    home.mkdir(parents=True, exist_ok=True)
+    text = _instance_template("dagster.yaml").read_text().replace("data/dagster_home", str(home))
+    (home / "dagster.yaml").write_text(text)
+
+
 def prepare_instance() -> str:
     """Choose the Dagster instance (CONTRACT.md §4): DAGSTER_HOME, else PostgreSQL, else local SQLite."""
     if os.environ.get("DAGSTER_HOME"):
@@ -51,9 +58,7 @@ def prepare_instance() -> str:
         os.environ["DAGSTER_HOME"] = str(home)
         return f"PostgreSQL {os.environ['DAGSTER_PG_HOST']}:{os.environ['DAGSTER_PG_PORT']}/{os.environ['DAGSTER_PG_DB']}"
     home = Path("data/dagster_home").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    text = _instance_template("dagster.yaml").read_text().replace("data/dagster_home", str(home))
-    (home / "dagster.yaml").write_text(text)
+    write_local_instance(home)
     os.environ["DAGSTER_HOME"] = str(home)
     return f"SQLite {home}"
 

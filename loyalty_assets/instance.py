@@ -30,6 +30,29 @@ from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_lo
 from dagster_postgres import DagsterPostgresStorage, PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
+
+def pg_server() -> dict[str, str]:
+    """The PostgreSQL server of the Dagster instance (DAGSTER_PG_*), with 127.0.0.1:5432 as `postgres`
+    by default; `admin_db` is the database connected to for creating and dropping others."""
+    return {"host": os.environ.get("DAGSTER_PG_HOST") or "127.0.0.1",
+            "port": os.environ.get("DAGSTER_PG_PORT") or "5432",
+            "user": os.environ.get("DAGSTER_PG_USER") or "postgres",
+            "password": os.environ.get("DAGSTER_PG_PASSWORD") or "",
+            "admin_db": os.environ.get("DAGSTER_PG_DB") or "postgres"}
+
+
+def pg_connect(dbname: str | None = None, timeout: int = 10):
+    """An autocommit psycopg2 connection to `dbname` (default: the admin database) on pg_server()."""
+    import psycopg2
+
+    server = pg_server()
+    conn = psycopg2.connect(host=server["host"], port=int(server["port"]), user=server["user"],
+                            password=server["password"] or None, dbname=dbname or server["admin_db"],
+                            connect_timeout=timeout)
+    conn.autocommit = True
+    return conn
+
+
 # Materializations of a partition range reach the event log in batches of up to this many.
 EVENT_BATCH_SIZE = "1000"
 # asset events whose batch is written at once (the others keep Dagster's own path, one at a time)

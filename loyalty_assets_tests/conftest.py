@@ -159,6 +159,28 @@ def materialize_range(
     )
 
 
+@pytest.fixture
+def pg_admin() -> Iterator[Any]:
+    """An autocommit connection to the admin database of the PostgreSQL server (DAGSTER_PG_*, else
+    127.0.0.1:5432 as `postgres`). Without a reachable server the test is skipped saying why, except
+    under LOYALTY_REQUIRE_POSTGRES=1 (CI), where it fails instead."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    from loyalty_assets.instance import pg_connect, pg_server
+
+    try:
+        conn = pg_connect(timeout=5)
+    except psycopg2.OperationalError as exc:
+        server = pg_server()
+        reason = f"no PostgreSQL server at {server['host']}:{server['port']} as {server['user']}: {exc}".strip()
+        if os.environ.get("LOYALTY_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"LOYALTY_REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(reason)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
 def check_planned_range(instance: dg.DagsterInstance, first: dt.date, last: dt.date) -> None:
     """What Dagster reads for runs that have not (or never) materialized their assets, on `instance`:
     a range run of loyalty_job that is created and not executed leaves every day of every

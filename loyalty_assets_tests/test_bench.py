@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 
 import duckdb
 import pytest
@@ -18,27 +17,6 @@ CONTRACT_KEYS = (
     "incremental_seconds_small", "incremental_seconds_large", "incremental_ratio",
 )  # fmt: skip
 STAGES = ["normalize", "identity", "facts", "ledger", "tiers", "member_status", "push_prep"]
-
-
-@pytest.fixture
-def pg_server(monkeypatch):
-    """A connection to the PostgreSQL server the bench's postgres backfill uses (DAGSTER_PG_* or
-    127.0.0.1:5432); skipped without one, failed instead under LOYALTY_REQUIRE_POSTGRES=1 (CI)."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)  # the storage sets it; restored after
-    try:
-        conn = psycopg2.connect(
-            host=os.environ.get("DAGSTER_PG_HOST") or "127.0.0.1", port=int(os.environ.get("DAGSTER_PG_PORT") or 5432),
-            user=os.environ.get("DAGSTER_PG_USER") or "postgres", password=os.environ.get("DAGSTER_PG_PASSWORD") or None,
-            dbname=os.environ.get("DAGSTER_PG_DB") or "postgres", connect_timeout=5,
-        )  # fmt: skip
-    except psycopg2.OperationalError as exc:
-        if os.environ.get("LOYALTY_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"LOYALTY_REQUIRE_POSTGRES=1 but no PostgreSQL server: {exc}")
-        pytest.skip(f"no PostgreSQL server: {exc}")
-    conn.autocommit = True
-    yield conn
-    conn.close()
 
 
 @pytest.fixture(autouse=True)
@@ -195,9 +173,10 @@ def test_bench_without_refunds_agrees_with_the_baseline(tmp_path):
     _check_push_and_backfill(written, tmp_path / "work", 30, "sqlite")
 
 
-def test_bench_command_with_credit_memos(tmp_path, capsys, pg_server):
+def test_bench_command_with_credit_memos(tmp_path, capsys, monkeypatch, pg_admin):
     """Through `main` as `loyalty bench` calls it: prints the table, writes the JSON; refunds lower the
     points. The backfill runs on a scratch database of the PostgreSQL server, dropped afterwards."""
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)  # the storage sets it; restored after
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     out = tmp_path / "r.json"
@@ -244,10 +223,10 @@ def test_bench_command_with_credit_memos(tmp_path, capsys, pg_server):
     _check_report(report)
     assert report["sizes"]["credit_memos"] == 15
     assert 0 < report["pipeline"]["earned_points"] < report["baseline"]["points"]
-    _check_push_and_backfill(report, tmp_path / "w", 5, "postgres")
-    with pg_server.cursor() as cur:
+    _check_push_and_backfill(report, tmp_path / "w", 5, "postgres")  # with credit memos: clawbacks in both ledgers
+    with pg_admin.cursor() as cur:  # the scratch database is gone
         cur.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'loyalty_bench_%'")
-        assert cur.fetchone()[0] == 0  # with credit memos: clawbacks in both ledgers
+        assert cur.fetchone()[0] == 0
 
 
 def test_bench_flags_skip_the_smile_sample_and_the_backfill(tmp_path):

@@ -38,61 +38,27 @@ from conftest import (
 )
 from magento_factory import memo, order
 
-from loyalty_assets.instance import BatchedPostgresEventLogStorage
-
-psycopg2 = pytest.importorskip("psycopg2")
+from loyalty_assets.instance import BatchedPostgresEventLogStorage, pg_connect, pg_server
 
 DAY = dt.date(2024, 3, 5)
 ROOT = Path(__file__).resolve().parents[1]
 POOL = "duckdb"
 
 
-def _server() -> dict[str, str]:
-    return {
-        "host": os.environ.get("DAGSTER_PG_HOST") or "127.0.0.1",
-        "port": os.environ.get("DAGSTER_PG_PORT") or "5432",
-        "user": os.environ.get("DAGSTER_PG_USER") or "postgres",
-        "password": os.environ.get("DAGSTER_PG_PASSWORD") or "",
-        "admin_db": os.environ.get("DAGSTER_PG_DB") or "postgres",
-    }
-
-
-def _connect(server: dict[str, str], dbname: str):
-    return psycopg2.connect(
-        host=server["host"],
-        port=int(server["port"]),
-        user=server["user"],
-        password=server["password"] or None,
-        dbname=dbname,
-        connect_timeout=5,
-    )
-
-
 @pytest.fixture
-def pg_url() -> Iterator[tuple[str, dict[str, str], str]]:
+def pg_url(pg_admin) -> Iterator[tuple[str, dict[str, str], str]]:
     """A fresh, empty database on the server: (SQLAlchemy URL, server settings, database name)."""
-    server = _server()
-    try:
-        admin = _connect(server, server["admin_db"])
-    except psycopg2.OperationalError as exc:
-        reason = (
-            f"no PostgreSQL server at {server['host']}:{server['port']} as {server['user']}: {exc}".strip()
-        )
-        if os.environ.get("LOYALTY_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"LOYALTY_REQUIRE_POSTGRES=1 but {reason}")
-        pytest.skip(reason)
-    admin.autocommit = True
+    server = pg_server()
     name = f"loyalty_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cur:
+    with pg_admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
     auth = quote(server["user"]) + (f":{quote(server['password'])}" if server["password"] else "")
     url = f"postgresql+psycopg2://{auth}@{server['host']}:{server['port']}/{name}"
     try:
         yield url, server, name
     finally:
-        with admin.cursor() as cur:
+        with pg_admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.fixture
@@ -122,8 +88,7 @@ def resources(sandbox, warehouse_path):
 
 
 def _query(pg_url, sql: str, params: tuple = ()) -> list[tuple]:
-    _, server, name = pg_url
-    conn = _connect(server, name)
+    conn = pg_connect(pg_url[2], timeout=5)
     try:
         with conn.cursor() as cur:
             cur.execute(sql, params)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -21,9 +20,9 @@ from conftest import (
 )
 from magento_factory import order
 
+from loyalty_assets.cli import write_local_instance
 from loyalty_assets.instance import BatchedSqliteEventLogStorage
 
-ROOT = Path(__file__).resolve().parents[1]
 DAY = dt.date(2024, 3, 5)
 
 
@@ -32,9 +31,7 @@ def sqlite_instance(tmp_path, monkeypatch) -> Iterator[dg.DagsterInstance]:
     """The instance `loyalty run` builds from dagster.yaml (cli.prepare_instance), in tmp."""
     monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)  # the storage sets it; restored after
     home = tmp_path / "dagster_home"
-    home.mkdir()
-    text = (ROOT / "dagster.yaml").read_text().replace("data/dagster_home", str(home))
-    (home / "dagster.yaml").write_text(text)
+    write_local_instance(home)
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         yield instance
