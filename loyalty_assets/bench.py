@@ -173,10 +173,10 @@ class ScriptTimer:
 
         original = warehouse.run_script
 
-        def timed(conn, name, params=None):
+        def timed(conn, name, params=None, fill=None):
             t0 = time.perf_counter()
             try:
-                return original(conn, name, params)
+                return original(conn, name, params, fill)
             finally:
                 self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
                 self.calls[name] = self.calls.get(name, 0) + 1

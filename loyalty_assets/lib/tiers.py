@@ -80,6 +80,19 @@ def evaluate_through(conn: duckdb.DuckDBPyConnection, program: Program) -> TierR
     return TierResult(days, after - before)
 
 
+def _year_totals(conn: duckdb.DuckDBPyConnection, period: str) -> dict[str, str]:
+    """tier_metrics.sql's running totals, one per creation year of the orders in tier_contrib (one
+    for all with lifetime periods), and which of them a pair reads for its year and the year before."""
+    years = [0] if period == "lifetime" else [y for (y,) in conn.execute(
+        "SELECT DISTINCT year(created_day) FROM tier_contrib WHERE member_id IS NOT NULL ORDER BY 1").fetchall()] or [0]
+    totals = ", ".join(f"sum(amount) FILTER (WHERE y = {int(y)}) OVER w AS total_{i}" for i, y in enumerate(years))
+    if period == "lifetime":
+        return {"year_totals": totals, "metric": "total_0", "prev_metric": "0"}
+    cur = " ".join(f"WHEN {int(y)} THEN total_{i}" for i, y in enumerate(years))
+    prev = " ".join(f"WHEN {int(y) + 1} THEN total_{i}" for i, y in enumerate(years))
+    return {"year_totals": totals, "metric": f"CASE year(day) {cur} END", "prev_metric": f"CASE year(day) {prev} END"}
+
+
 def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, first: dt.date,
               last: dt.date, since: dt.datetime | None) -> list[dt.date]:
     """Evaluate every (member, day) whose tier can change in first..last in one set-based pass
@@ -149,8 +162,12 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
                        " AND life_rank < 3 AS earning, NULL AS value, net_program_minor_any FROM order_state")
     conn.execute(f"CREATE OR REPLACE TEMP VIEW tier_values AS {tier_values}")
     params = {"tz": program.timezone, "metric": program.tiers.metric, "period": program.tiers.period,
-              "retention": program.tiers.retention, "unit": rules["unit"]}
+              "retention": program.tiers.retention, "unit": rules["unit"],
+              "thresholds": [level.threshold for level in program.tiers.levels]}
     run_script(conn, "tier_contrib", params)
-    run_script(conn, "tier_metrics_rolling" if rolling else "tier_metrics", params)
+    if rolling:
+        run_script(conn, "tier_metrics_rolling", params)
+    else:
+        run_script(conn, "tier_metrics", params, _year_totals(conn, program.tiers.period))
     run_script(conn, "tier_eval", params)
     return [r[0] for r in conn.execute("SELECT DISTINCT day FROM tier_new ORDER BY day").fetchall()]

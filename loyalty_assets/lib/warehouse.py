@@ -104,12 +104,17 @@ def connect(path: str | None = None, read_only: bool = False) -> duckdb.DuckDBPy
     return conn
 
 
-def run_script(conn: duckdb.DuckDBPyConnection, name: str, params: dict | None = None) -> None:
-    """Run a multi-statement SQL file; each statement gets the named parameters it uses."""
+def run_script(conn: duckdb.DuckDBPyConnection, name: str, params: dict | None = None,
+               fill: dict[str, str] | None = None) -> None:
+    """Run a multi-statement SQL file; each statement gets the named parameters it uses. `fill`:
+    SQL text for the file's {name} placeholders, where a statement's shape depends on the data."""
     import re
 
     params = params or {}
-    for statement in (s.strip() for s in re.split(r";\s*\n", sql(name))):
+    text = sql(name)
+    for key, value in (fill or {}).items():
+        text = text.replace("{" + key + "}", value)
+    for statement in (s.strip() for s in re.split(r";\s*\n", text)):
         if not statement or all(
             line.strip().startswith("--") or not line.strip() for line in statement.splitlines()
         ):

@@ -1,8 +1,11 @@
 -- Lifetime and calendar-year metrics of the pairs (temp table tier_pairs): a pair (member, D) counts
 -- each order as of its last state <= D, so an order's contribution changes only on its state days.
--- Those changes (the new value to its member, minus the previous one from the previous member) are
--- summed in a running total per member and creation year, which each pair reads by an ASOF join:
--- the cost follows the states, not pairs x orders. A member has a row once it has an earning order.
+-- Those changes (the new value to its member, minus the previous one from the previous member) and
+-- the pairs are read in one pass per member, ordered by day (a day's changes before its pair): each
+-- pair takes the running totals of the orders created in its year and in the year before. A running
+-- total per creation year (tiers.py writes one for each year the orders were created in; lifetime:
+-- one for all) keeps it one sort: totals per (member, year) read by ASOF joins cost twice as much
+-- (2.0 against 1.1 s at 1M orders). A member has a row once it has an earning order.
 CREATE OR REPLACE TEMP TABLE tier_metrics AS
 WITH states AS (
     SELECT order_key, state_day, member_id, created_day,
@@ -20,25 +23,18 @@ changes AS (
         FROM states WINDOW w AS (PARTITION BY order_key ORDER BY state_day))
     WHERE prev_orders <> 0
 ),
-per_year AS (
-    SELECT member_id, CASE WHEN $period = 'lifetime' THEN 0 ELSE year(created_day) END AS y, state_day,
-           sum(amount) AS amount
-    FROM changes WHERE member_id IS NOT NULL GROUP BY 1, 2, 3
+events AS (
+    SELECT member_id, state_day AS day, 0 AS kind,
+           CASE WHEN $period = 'lifetime' THEN 0 ELSE year(created_day) END AS y, amount, earning_orders
+    FROM changes WHERE member_id IS NOT NULL
+    UNION ALL
+    SELECT member_id, day, 1, NULL, NULL, 0 FROM tier_pairs
 ),
-totals AS (
-    SELECT member_id, y, state_day, sum(amount) OVER (PARTITION BY member_id, y ORDER BY state_day) AS total
-    FROM per_year
-),
-orders AS (
-    SELECT member_id, state_day,
-           sum(sum(earning_orders)) OVER (PARTITION BY member_id ORDER BY state_day) AS earning_orders
-    FROM changes WHERE member_id IS NOT NULL GROUP BY member_id, state_day
+running AS (
+    SELECT member_id, day, kind, sum(earning_orders) OVER w AS earning_orders, {year_totals}
+    FROM events WINDOW w AS (PARTITION BY member_id ORDER BY day, kind ROWS UNBOUNDED PRECEDING)
 )
-SELECT p.member_id, p.day, coalesce(t.total, 0) AS metric,
-       CASE WHEN $period = 'calendar_year' THEN coalesce(t1.total, 0) ELSE 0 END AS prev_metric
-FROM tier_pairs p
-ASOF JOIN orders o ON o.member_id = p.member_id AND p.day >= o.state_day
-ASOF LEFT JOIN totals t ON t.member_id = p.member_id AND t.y = CASE WHEN $period = 'lifetime' THEN 0 ELSE year(p.day) END
-                        AND p.day >= t.state_day
-ASOF LEFT JOIN totals t1 ON t1.member_id = p.member_id AND t1.y = year(p.day) - 1 AND p.day >= t1.state_day
-WHERE o.earning_orders > 0;
+SELECT member_id, day, CAST(coalesce({metric}, 0) AS DECIMAL(38, 2)) AS metric,
+       CAST(CASE WHEN $period = 'calendar_year' THEN coalesce({prev_metric}, 0) ELSE 0 END AS DECIMAL(38, 2)) AS prev_metric
+FROM running
+WHERE kind = 1 AND earning_orders > 0;
