@@ -31,6 +31,10 @@ CREATE OR REPLACE TEMP TABLE member_status_new AS
 WITH members AS (
     SELECT DISTINCT member_id FROM scoped_keys
 ),
+booked_ids AS (   -- the members' own ids and those merged into them
+    SELECT member_id FROM members
+    UNION ALL SELECT member_id FROM member_resolution WHERE survivor_id IN (SELECT member_id FROM members)
+),
 emails AS (
     SELECT member_id, email FROM member_emails_new
 ),
@@ -40,7 +44,7 @@ balances AS (
            sum(points) FILTER (WHERE booked_on <= $as_of AND available_on > $as_of) AS pending,
            sum(points) FILTER (WHERE booked_on <= $as_of AND kind IN ('earn', 'adjust', 'clawback', 'referral')) AS earned
     FROM ledger_entries
-    WHERE $full OR member_id IN (SELECT member_id FROM members)
+    WHERE $full OR booked_member_id IN (SELECT member_id FROM booked_ids)
     GROUP BY member_id
 ),
 platform_ids AS (
@@ -56,8 +60,7 @@ tier_rows AS (
     SELECT coalesce(r.survivor_id, t.member_id) AS member_id, t.day, t.earned_rank, t.tier_rank, t.metric,
            lead(t.day) OVER (PARTITION BY t.member_id ORDER BY t.day) AS next_day
     FROM tier_days t LEFT JOIN member_resolution r ON r.member_id = t.member_id
-    WHERE t.day <= $as_of
-      AND ($full OR coalesce(r.survivor_id, t.member_id) IN (SELECT member_id FROM members))
+    WHERE t.day <= $as_of AND ($full OR t.member_id IN (SELECT member_id FROM booked_ids))
 ),
 tiers AS (
     SELECT member_id, arg_max(tier_rank, day) AS tier_rank, arg_max(metric, day) AS metric,

@@ -26,7 +26,11 @@ priced AS (
     LEFT JOIN journal e USING (order_key)
     LEFT JOIN store_multipliers sm ON sm.store_key = s.store_key
 )
-SELECT *,
+-- the columns the entries (book_order_entries.sql), tiers, member status and the checks read, not the
+-- whole state (a copy of every column cost 0.3 s at 1M orders)
+SELECT order_key, point_at, booked_day, platform, order_number, created_at, lifecycle, fx_rate,
+       refunded_eligible_minor, net_eligible_program_minor, net_program_minor_any, source_version, occurred_at,
+       use_rate, use_multiplier, use_rounding, use_rule_version, trigger_day, booked_points, earning,
        CASE WHEN NOT earning OR net_eligible_program_minor < $min_eligible_minor THEN 0
             WHEN use_rounding = 'half_up'
                  THEN round(net_eligible_program_minor * $unit * use_rate * use_multiplier)::BIGINT
