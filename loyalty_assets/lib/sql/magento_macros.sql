@@ -39,11 +39,12 @@ CREATE OR REPLACE TEMP MACRO mg_amount(t, s, number) AS CASE
 -- No ASCII check: when the first 19 characters after trim() have this shape, Python's
 -- value.strip()[:19] is the same text (it starts with a digit and holds no other whitespace).
 -- try_strptime, not TRY_CAST: NULL for a day the calendar lacks all the same, at a third of the cost
--- (0.14 against 0.05 s for 1.7M versions).
+-- (0.14 against 0.05 s for 1.7M versions). The UTC instant from its microseconds, not timezone('UTC',
+-- ...): the same value without a time zone lookup (0.05 s of each field at 1.7M versions).
 CREATE OR REPLACE TEMP MACRO mg_time(t, s) AS CASE
     WHEN t = 'VARCHAR'
          AND regexp_full_match(substr(trim(s), 1, 19), '[1-9]\d{3}-\d{2}-\d{2} ([01]\d|2[0-3]):[0-5]\d:[0-5]\d')
-        THEN timezone('UTC', try_strptime(substr(trim(s), 1, 19), '%Y-%m-%d %H:%M:%S')) END;
+        THEN make_timestamptz(epoch_us(try_strptime(substr(trim(s), 1, 19), '%Y-%m-%d %H:%M:%S'))) END;
 
 CREATE OR REPLACE TEMP MACRO mg_email(s) AS CASE WHEN contains(lower(trim(s)), '@') THEN lower(trim(s)) END;
 
