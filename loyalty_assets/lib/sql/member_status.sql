@@ -31,10 +31,6 @@ CREATE OR REPLACE TEMP TABLE member_status_new AS
 WITH members AS (
     SELECT DISTINCT member_id FROM scoped_keys
 ),
-booked_ids AS (   -- the members' own ids and those merged into them
-    SELECT member_id FROM members
-    UNION ALL SELECT member_id FROM member_resolution WHERE survivor_id IN (SELECT member_id FROM members)
-),
 emails AS (
     SELECT member_id, email FROM member_emails_new
 ),
@@ -44,7 +40,7 @@ balances AS (
            sum(points) FILTER (WHERE booked_on <= $as_of AND available_on > $as_of) AS pending,
            sum(points) FILTER (WHERE booked_on <= $as_of AND kind IN ('earn', 'adjust', 'clawback', 'referral')) AS earned
     FROM ledger_entries
-    WHERE $full OR booked_member_id IN (SELECT member_id FROM booked_ids)
+    WHERE $full OR member_id IN (SELECT member_id FROM members)
     GROUP BY member_id
 ),
 platform_ids AS (
@@ -60,7 +56,8 @@ tier_rows AS (
     SELECT coalesce(r.survivor_id, t.member_id) AS member_id, t.day, t.earned_rank, t.tier_rank, t.metric,
            lead(t.day) OVER (PARTITION BY t.member_id ORDER BY t.day) AS next_day
     FROM tier_days t LEFT JOIN member_resolution r ON r.member_id = t.member_id
-    WHERE t.day <= $as_of AND ($full OR t.member_id IN (SELECT member_id FROM booked_ids))
+    WHERE t.day <= $as_of
+      AND ($full OR coalesce(r.survivor_id, t.member_id) IN (SELECT member_id FROM members))
 ),
 tiers AS (
     SELECT member_id, arg_max(tier_rank, day) AS tier_rank, arg_max(metric, day) AS metric,
