@@ -634,34 +634,53 @@ def run_repeated(path: Path, runs: int, memory_limit: str, threads: int, day: dt
     """The pipeline through `day` `runs` times, each in a fresh process on a copy of the warehouse
     before it (the last one on `path` itself, which keeps the result): the run of median seconds, and
     every run's figures. A single run of the same work on the same file drifted by a third on this
-    shared machine. Used for the incremental days and for the full recompute."""
-    results = []
+    shared machine. Used for the full recompute; the incremental days use run_interleaved."""
+    return run_interleaved([(path, label)], runs, memory_limit, threads, day, baseline_seconds, log, wal_limit)[0]
+
+
+def run_interleaved(targets: list[tuple[Path, str]], runs: int, memory_limit: str, threads: int, day: dt.date,
+                    baseline_seconds: float | None, log: Callable[[str], None],
+                    wal_limit: str | None = DAY_WAL_LIMIT) -> list[dict]:
+    """run_repeated for several warehouses at once, their runs taken in turns (first run of each, then
+    the second, ...), so that the machine's drift over the minutes they take falls on all of them
+    alike: the two days the incremental ratio compares ran one after the other before, and one side's
+    five runs could land in a slower stretch. Returns each target's summary, in order."""
+    results: list[list[dict]] = [[] for _ in targets]
+    turn = 0
     for i in range(runs):
-        target = path if i == runs - 1 else path.with_name(f"{path.stem}.run{i}{path.suffix}")
-        if target != path:
-            shutil.copyfile(path, target)
-            with open(target, "rb+") as f:  # on disk before the run: else its checkpoint's fsync writes the copy
-                os.fsync(f.fileno())
-        try:
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                r = pool.submit(_pipeline_worker, str(target), memory_limit, threads, day, baseline_seconds, label,
-                                wal_limit).result()
-        finally:
+        for k, (path, label) in enumerate(targets):
+            target = path if i == runs - 1 else path.with_name(f"{path.stem}.run{i}{path.suffix}")
             if target != path:
-                target.unlink(missing_ok=True)
-                target.with_name(target.name + ".wal").unlink(missing_ok=True)
-        r["seconds"] = round(sum(s["seconds"] for s in r["stages"]), 4)
-        r["seconds_with_checkpoint"] = round(r["seconds"] + r["checkpoint_seconds"], 4)
-        stages = ", ".join(f"{st['name']} {st['seconds']:.3f}" for st in r["stages"])
-        log(f"[bench] {label}, run {i + 1}/{runs}: {r['seconds']:.3f}s ({stages}), checkpoint {r['checkpoint_seconds']:.3f}s")
-        results.append(r)
-    median = sorted(results, key=lambda r: r["seconds"])[(runs - 1) // 2]
-    return {**median, "runs": runs,
-            "runs_seconds": [r["seconds"] for r in results],
-            "runs_checkpoint_seconds": [r["checkpoint_seconds"] for r in results],
-            "runs_peak_rss_bytes": [max(st["peak_rss_bytes"] for st in r["stages"]) for r in results],
-            # what each run's stages did: the same work, as every run starts from the same warehouse
-            "runs_results": [[st["result"] for st in r["stages"]] for r in results]}
+                shutil.copyfile(path, target)
+                with open(target, "rb+") as f:  # on disk before the run: else its checkpoint's fsync writes the copy
+                    os.fsync(f.fileno())
+            try:
+                with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    r = pool.submit(_pipeline_worker, str(target), memory_limit, threads, day, baseline_seconds,
+                                    label, wal_limit).result()
+            finally:
+                if target != path:
+                    target.unlink(missing_ok=True)
+                    target.with_name(target.name + ".wal").unlink(missing_ok=True)
+            r["seconds"] = round(sum(s["seconds"] for s in r["stages"]), 4)
+            r["seconds_with_checkpoint"] = round(r["seconds"] + r["checkpoint_seconds"], 4)
+            r["turn"], turn = turn, turn + 1
+            stages = ", ".join(f"{st['name']} {st['seconds']:.3f}" for st in r["stages"])
+            log(f"[bench] {label}, run {i + 1}/{runs}: {r['seconds']:.3f}s ({stages}), "
+                f"checkpoint {r['checkpoint_seconds']:.3f}s")
+            results[k].append(r)
+    summaries = []
+    for rs in results:
+        median = sorted(rs, key=lambda r: r["seconds"])[(runs - 1) // 2]
+        summaries.append({**{key: v for key, v in median.items() if key != "turn"}, "runs": runs,
+                          "runs_seconds": [r["seconds"] for r in rs],
+                          "runs_checkpoint_seconds": [r["checkpoint_seconds"] for r in rs],
+                          "runs_peak_rss_bytes": [max(st["peak_rss_bytes"] for st in r["stages"]) for r in rs],
+                          # the order the runs were taken in, over every target (0, 1, 2, ...)
+                          "runs_turns": [r["turn"] for r in rs],
+                          # what each run's stages did: the same work, as every run starts from the same warehouse
+                          "runs_results": [[st["result"] for st in r["stages"]] for r in rs]})
+    return summaries
 
 
 def _shoppers_disagreeing(conn) -> int:
@@ -1124,13 +1143,11 @@ def run_bench(
             large.execute("CHECKPOINT")
             small.close()
             large.close()
-            inc = {}
-            for label, path, hist, mem in (
-                ("small", small_path, small_orders, small_members),
-                ("large", large_path, orders, members),
-            ):
+            histories = (("small", small_path, small_orders, small_members), ("large", large_path, orders, members))
+            day_sizes = {}
+            for label, path, hist, mem in histories:
                 conn = open_warehouse(path, memory_limit, threads)
-                day_sizes = land_incremental_day(
+                day_sizes[label] = land_incremental_day(
                     conn,
                     history_orders=hist,
                     members=mem,
@@ -1140,10 +1157,13 @@ def run_bench(
                     tz=program.timezone,
                 )
                 conn.close()  # the pull; then the day's run, in processes of their own (as Dagster runs it)
-                gc.collect()
-                day = run_repeated(path, day_runs, memory_limit, threads, inc_day, baseline_seconds,
-                                   f"incremental day on {label} history", log)
-                inc[label] = {"history_orders": hist, "sizes": day_sizes, **day}
+            gc.collect()
+            # the two days' runs in turns, so that the ratio compares runs of the same minutes
+            day_results = run_interleaved(
+                [(path, f"incremental day on {label} history") for label, path, _h, _m in histories],
+                day_runs, memory_limit, threads, inc_day, baseline_seconds, log)
+            inc = {label: {"history_orders": hist, "sizes": day_sizes[label], **day}
+                   for (label, _p, hist, _m), day in zip(histories, day_results, strict=True)}
             large = open_warehouse(large_path, memory_limit, threads)
 
             # ---- push volume of the large history's incremental day (nothing sent), the Smile.io rate

@@ -64,6 +64,9 @@ def _check_report(report: dict, day_runs: int = bench.DAY_RUNS, full_runs: int =
         assert all(r == day["runs_results"][0] for r in day["runs_results"])
         assert [s["result"] for s in day["stages"]] == day["runs_results"][0]
         assert int(day["runs_results"][0][STAGES.index("ledger")].split(", ")[1].split()[0]) > 0  # N entries
+    # the two days' runs taken in turns (small, large, small, ...), so that drift falls on both alike
+    turns = {size: report["incremental"][size]["runs_turns"] for size in ("small", "large")}
+    assert turns == {"small": list(range(0, 2 * day_runs, 2)), "large": list(range(1, 2 * day_runs, 2))}
     assert report["incremental_ratio_with_checkpoint"] == pytest.approx(
         report["incremental"]["large"]["seconds_with_checkpoint"]
         / report["incremental"]["small"]["seconds_with_checkpoint"], rel=0.01)
