@@ -158,6 +158,10 @@ OTHER = [
     # no address field or line the structured read can see: told apart from a value of another type by Python
     variant(77, billing_address=[{"email": "x@example.com"}], customer_email=...), variant(78, items=None),
     variant(79, billing_address={"city": "Oslo"}), variant(81, items="none", billing_address=5),
+    # state, times and currency are read as text whatever their JSON type: no other type may pass as a string
+    variant(82, state=2), variant(83, state={"code": "processing"}), variant(84, state=["processing"]),
+    variant(85, order_currency_code=840), variant(86, order_currency_code=["USD"]), variant(87, updated_at=True),
+    variant(88, created_at=["2024-03-01 10:00:00"]),
 ]
 
 

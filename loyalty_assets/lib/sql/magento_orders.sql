@@ -7,8 +7,8 @@
 CREATE OR REPLACE TEMP TABLE magento_sql_rows AS
 WITH pending AS (
     SELECT tenant, modified_at, payload_hash, version_key, payload,
-           json_transform(payload, '{"entity_id": "JSON", "increment_id": "JSON", "state": "JSON", "status": "JSON",
-               "created_at": "JSON", "updated_at": "JSON", "order_currency_code": "JSON", "customer_email": "JSON",
+           json_transform(payload, '{"entity_id": "JSON", "increment_id": "JSON", "state": "VARCHAR", "status": "JSON",
+               "created_at": "VARCHAR", "updated_at": "VARCHAR", "order_currency_code": "VARCHAR", "customer_email": "JSON",
                "customer_id": "JSON", "customer_is_guest": "JSON", "store_id": "JSON", "coupon_code": "JSON",
                "subtotal": "JSON", "discount_amount": "JSON", "shipping_discount_amount": "JSON", "tax_amount": "JSON",
                "shipping_amount": "JSON", "grand_total": "JSON",
@@ -21,11 +21,11 @@ typed AS (
     SELECT tenant, modified_at, payload_hash, version_key,
            mg_type(j.entity_id) AS id_type, mg_json_text(j.entity_id) AS id_s,
            mg_type(j.increment_id) AS increment_type, mg_json_text(j.increment_id) AS increment_s,
-           mg_type(j.state) AS state_type, mg_json_text(j.state) AS state_s,
+           -- state, the times and the currency as text, whatever their JSON type: only a string can pass
+           -- their checks below (a state name, 'YYYY-MM-DD HH:MM:SS', the program currency), so their
+           -- types need not be read (0.07 s a field at 1.7M versions)
+           j.state AS state_s, j.created_at AS created_s, j.updated_at AS updated_s, j.order_currency_code AS currency_s,
            mg_type(j.status) AS status_type, mg_json_text(j.status) AS status_s,
-           mg_type(j.created_at) AS created_type, mg_json_text(j.created_at) AS created_s,
-           mg_type(j.updated_at) AS updated_type, mg_json_text(j.updated_at) AS updated_s,
-           mg_type(j.order_currency_code) AS currency_type, mg_json_text(j.order_currency_code) AS currency_s,
            mg_type(j.customer_email) AS email_type, mg_json_text(j.customer_email) AS email_s,
            mg_type(j.customer_id) AS customer_type, mg_json_text(j.customer_id) AS customer_s,
            mg_type(j.customer_is_guest) AS guest_type, mg_json_text(j.customer_is_guest) AS guest_text,
@@ -53,10 +53,10 @@ typed AS (
 fields AS (
     SELECT tenant, modified_at, payload_hash, version_key, id_type, trim(mg_scalar_text(id_type, id_s)) AS native_id,
            increment_type, mg_scalar_text(increment_type, increment_s) AS increment_id,
-           mg_text(state_type, state_s) AS state,
+           state_s AS state,
            status_type, mg_text(status_type, status_s) AS status,
-           mg_time(created_type, created_s) AS created_at, mg_time(updated_type, updated_s) AS payload_updated_at,
-           currency_type, upper(mg_text(currency_type, currency_s)) AS currency,
+           mg_time('VARCHAR', created_s) AS created_at, mg_time('VARCHAR', updated_s) AS payload_updated_at,
+           upper(currency_s) AS currency,
            email_type, mg_text(email_type, email_s) AS customer_email_text,
            customer_type, mg_scalar_text(customer_type, customer_s) AS customer_id,
            guest_type, guest_text,
@@ -117,7 +117,7 @@ SELECT version_key,
        AND state IN ('new', 'pending_payment', 'payment_review', 'holded', 'processing', 'complete', 'canceled', 'closed')
        AND status_type IN ('NULL', 'VARCHAR')
        AND created_at IS NOT NULL AND payload_updated_at IS NOT NULL
-       AND currency_type = 'VARCHAR' AND currency = $currency
+       AND currency = $currency
        AND email_type IN ('NULL', 'VARCHAR') AND (email_type = 'NULL' OR mg_ascii(customer_email_text))
        AND customer_type IN ('NULL', 'UBIGINT', 'BIGINT', 'VARCHAR') AND guest_type IN ('NULL', 'BOOLEAN', 'VARCHAR', 'UBIGINT', 'BIGINT')
        AND store_type IN ('NULL', 'UBIGINT', 'BIGINT', 'VARCHAR')

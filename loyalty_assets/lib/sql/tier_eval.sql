@@ -47,8 +47,9 @@ begun AS (
     QUALIFY is_level
 ),
 at_start AS (
-    -- the rows begun before the window and in force at its start (one for each member whose rows the
-    -- member holds), for each start its pairs have: few with calendar years
+    -- the rows begun before the window and still in force at its start (one for each member whose rows
+    -- it holds: itself and those merged into it), for each window start its pairs have: few with
+    -- calendar years
     SELECT w.member_id, w.window_start, max(s.earned_rank) AS best_rank
     FROM (SELECT DISTINCT member_id, window_start FROM begun) w
     JOIN spans s ON s.member_id = w.member_id AND s.day < w.window_start
