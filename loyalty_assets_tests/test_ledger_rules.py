@@ -912,3 +912,96 @@ def test_versions_of_one_instant_are_ordered_by_payload_hash_whatever_its_shape(
     assert latest_subtotal("ffffffffffffffff", "FFFFFFFFFFFFFFFF") == 10000  # upper case sorts first
     assert latest_subtotal("B-first", "a-second") == 20000
     assert latest_subtotal("", "0000000000000000") == 20000
+
+
+def _tier_rows(conn) -> tuple[list, list]:
+    return (conn.execute("SELECT * FROM tier_days ORDER BY member_id, day").fetchall(),
+            conn.execute("SELECT * FROM vip_tier_changes ORDER BY change_id").fetchall())
+
+
+def _kept(conn) -> int:
+    return conn.execute("SELECT count(*) FROM booking_points").fetchall()[0][0]
+
+
+@pytest.mark.parametrize("tier_rules", [
+    {}, {"metric": "points", "period": "lifetime"}, {"period": "rolling_365"}, {"retention": "none"}])
+def test_the_first_tier_evaluation_reads_what_the_first_booking_valued_and_gets_what_it_would_compute(
+        tmp_path, tier_rules):
+    """ledger.keep_points hands the first booking's valued points to the first tier evaluation of the
+    same days: the same tier rows as computing them again from the versions, with several versions,
+    refunds and members, across a new year; read once, then emptied."""
+    from loyalty_assets import bench
+    from loyalty_assets.lib import facts, ledger, tiers
+
+    p = program(tiers=tier_rules, earning={"points_per_unit": "2"})
+    rows = {}
+    for kept in (True, False):
+        c = warehouse.connect(str(tmp_path / f"{kept}.duckdb"))
+        bench.land_history(c, orders=3000, members=300, days=120, seed=5, memo_rate=0.1, tz=p.timezone,
+                           first_day=D(2024, 11, 1))
+        map_and_resolve(c, p, D(2025, 2, 28))
+        facts.refresh_order_facts(c, p)
+        ledger.book_through(c, p, D(2025, 2, 28), FAR_FUTURE)
+        assert _kept(c) > 2500
+        if not kept:  # the hand-off refused: tiers compute the points again
+            c.execute("DELETE FROM booking_points_info")
+        tiers.evaluate_through(c, p)
+        assert (_kept(c) == 0) == kept
+        assert c.execute("SELECT count(*) FROM booking_points_info").fetchall()[0][0] == 0
+        rows[kept] = _tier_rows(c)
+        c.close()
+    assert rows[True] == rows[False]
+    assert len(rows[True][0]) > 300 and len(rows[True][1]) > 20
+
+
+def test_tiers_compute_the_points_again_when_a_version_was_mapped_after_the_first_booking(conn):
+    from loyalty_assets.lib import facts, ledger, normalize, tiers
+    from loyalty_assets.lib.money import FxTable
+
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="300.00")])
+    map_and_resolve(conn, p, D(2024, 3, 1))
+    facts.refresh_order_facts(conn, p)
+    ledger.book_through(conn, p, D(2024, 3, 1), FAR_FUTURE)
+    assert _kept(conn) == 1
+    # the same day's next version, mapped after the booking: the day's points are as many, the state is not
+    land(conn, p, orders=[order(1, "2024-03-01 12:00:00", subtotal="600.00")])
+    normalize.normalize(conn, p, FxTable.load(None), D(2024, 3, 1))
+    tiers.evaluate_through(conn, p)
+    assert _kept(conn) == 1   # not read
+    assert conn.execute("SELECT to_tier, metric FROM vip_tier_changes").fetchall() == [("Silver", 600)]
+
+
+@pytest.mark.parametrize("change", ["identity", "program"])
+def test_tiers_compute_the_points_again_when_identity_or_the_rules_changed_since_the_first_booking(conn, change):
+    from loyalty_assets.lib import facts, identity, ledger, tiers
+
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="600.00")])
+    map_and_resolve(conn, p, D(2024, 3, 1))
+    facts.refresh_order_facts(conn, p)
+    ledger.book_through(conn, p, D(2024, 3, 1), FAR_FUTURE)
+    if change == "identity":
+        identity.resolve_members(conn, p, D(2024, 3, 1))
+    else:  # another rule version (the same tiers)
+        p = program(earning={"points_per_unit": "3"})
+    tiers.evaluate_through(conn, p)
+    assert _kept(conn) == 1
+    assert conn.execute("SELECT to_tier FROM vip_tier_changes").fetchall() == [("Silver",)]
+
+
+def test_a_later_booking_empties_the_points_an_earlier_one_left(conn):
+    from loyalty_assets.lib import facts, ledger
+
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00")])
+    map_and_resolve(conn, p, D(2024, 3, 1))
+    facts.refresh_order_facts(conn, p)
+    ledger.book_through(conn, p, D(2024, 3, 1), FAR_FUTURE)
+    assert _kept(conn) == 1
+    land(conn, p, orders=[order(2, "2024-03-02 10:00:00")])
+    map_and_resolve(conn, p, D(2024, 3, 2))
+    facts.refresh_order_facts(conn, p)
+    ledger.book_through(conn, p, D(2024, 3, 2), FAR_FUTURE)
+    assert _kept(conn) == 0
+    assert conn.execute("SELECT count(*) FROM booking_points_info").fetchall()[0][0] == 0

@@ -125,7 +125,7 @@ STATE_COLUMNS = (
     "eligible_minor", "source_id", "payload_hash", "calc_currency", "calc_eligible_minor", "to_program_factor",
     "refunded_eligible_minor", "net_eligible_program_minor", "net_program_minor_any", "source_version",
 )
-# those booking reads (order_values, order_members, book_order_entries.sql)
+# those booking reads (order_values, book_order_entries.sql)
 BOOKING_COLUMNS = (
     "platform", "store_key", "order_number", "email", "customer_key", "fx_rate", "refunded_eligible_minor",
     "net_eligible_program_minor", "source_version",
@@ -223,6 +223,26 @@ def scope_booking_points(
          "first": days[0], "first_end": day_end_utc(days[0], program), "since": late_since, "late": late},
     )
     return conn.execute("SELECT count(*) FROM state_points").fetchone()[0]
+
+
+# the state columns booking_points holds besides those a booking reads
+KEPT_COLUMNS = ("created_at", "net_program_minor_any")
+
+
+def keep_points(conn: duckdb.DuckDBPyConnection, program: Program, days: list[dt.date], points: int | None) -> None:
+    """Inside a booking: booking_points := what a first booking valued (`points`: how many points it
+    scoped; None for a later booking, which empties what an earlier one left), for the first tier
+    evaluation of the same days (tiers.kept_points), which would compute it all again."""
+    if conn.execute("SELECT EXISTS (FROM booking_points_info) OR EXISTS (FROM booking_points)").fetchall()[0][0]:
+        conn.execute("DELETE FROM booking_points")
+        conn.execute("DELETE FROM booking_points_info")
+    if points is None:
+        return
+    conn.execute(
+        """INSERT INTO booking_points
+           SELECT order_key, booked_day, member_id, created_at, earning, value, net_program_minor_any FROM order_values""")
+    conn.execute("INSERT INTO booking_points_info VALUES ($first, $last, now(), $points, $rule_version)",
+                 {"first": days[0], "last": days[-1], "points": points, "rule_version": program.rule_version})
 
 
 def hold_journal(conn: duckdb.DuckDBPyConnection) -> None:
@@ -337,9 +357,12 @@ def _book_days(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, d
         hold_journal(conn)
         # every order entry of every day in one set-based pass (RULES.md §6: each day books the
         # value at its end minus what was booked before); then, day by day, what depends on them
-        scope_booking_points(conn, program, days, late_since)
+        points = scope_booking_points(conn, program, days, late_since)
         rows_since = conn.execute("SELECT min(mapped_at) FROM state_points").fetchall()[0][0]
-        compute_point_values(conn, rules, columns=BOOKING_COLUMNS, rows_since=rows_since)
+        first_booking = late_since is None
+        compute_point_values(conn, rules, columns=BOOKING_COLUMNS + (KEPT_COLUMNS if first_booking else ()),
+                             rows_since=rows_since)
+        keep_points(conn, program, days, points if first_booking else None)
         entries, points = _book_script(conn, "book_order_entries", {
             **common, "pending_days": program.earning.pending_days})
         for day in days:

@@ -97,8 +97,9 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
               last: dt.date, since: dt.datetime | None) -> list[dt.date]:
     """Evaluate every (member, day) whose tier can change in first..last in one set-based pass
     (a day loop cost a set of queries per day); returns the days on which members were evaluated."""
-    scope_booking_points(conn, program, [first, last], since)
+    points = scope_booking_points(conn, program, [first, last], since)
     conn.execute("CREATE OR REPLACE TEMP TABLE tier_changed AS SELECT order_key, booked_day FROM state_points")
+    kept = since is None and kept_points(conn, program, first, last, points)
     rolling = program.tiers.period == "rolling_365"
     facts_at = conn.execute("SELECT refreshed_at FROM refresh_state WHERE name = 'order_facts'").fetchall()
     run_script(conn, "tier_pairs", {
@@ -123,6 +124,43 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
                EXCEPT SELECT member_id, day FROM tier_pairs""", {"last": last}
         ).fetchone()[0]:
             pass
+    if kept:
+        tier_values = "SELECT * FROM booking_points"
+    else:
+        tier_values = _compute_values(conn, program, rules, first, since)
+    conn.execute(f"CREATE OR REPLACE TEMP VIEW tier_values AS {tier_values}")
+    params = {"tz": program.timezone, "metric": program.tiers.metric, "period": program.tiers.period,
+              "retention": program.tiers.retention, "unit": rules["unit"],
+              "thresholds": [level.threshold for level in program.tiers.levels]}
+    run_script(conn, "tier_contrib", params)
+    if rolling:
+        run_script(conn, "tier_metrics_rolling", params)
+    else:
+        run_script(conn, "tier_metrics", params, _year_totals(conn, program.tiers.period))
+    run_script(conn, "tier_eval", params)
+    if kept:  # read once: the next evaluation starts from its own
+        conn.execute("DELETE FROM booking_points")
+        conn.execute("DELETE FROM booking_points_info")
+    return [r[0] for r in conn.execute("SELECT DISTINCT day FROM tier_new ORDER BY day").fetchall()]
+
+
+def kept_points(conn: duckdb.DuckDBPyConnection, program: Program, first: dt.date, last: dt.date, points: int) -> bool:
+    """Whether booking_points (ledger.keep_points) holds what a first evaluation of first..last would
+    compute: the first booking of exactly those days (as many points: tier_changed), by the same
+    rules, with nothing mapped, resolved or refreshed since it began."""
+    info = conn.execute("SELECT first_day, last_day, booked_at, points, rule_version FROM booking_points_info").fetchall()
+    if len(info) != 1 or info[0][:2] != (first, last) or info[0][3:] != (points, program.rule_version):
+        return False
+    return not conn.execute(
+        """SELECT EXISTS (FROM order_versions WHERE mapped_at > $at) OR EXISTS (FROM refund_versions WHERE mapped_at > $at)
+                  OR EXISTS (FROM refresh_state WHERE name IN ('identity', 'order_facts') AND refreshed_at > $at)""",
+        {"at": info[0][2]}).fetchall()[0][0]
+
+
+def _compute_values(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, first: dt.date,
+                    since: dt.datetime | None) -> str:
+    """The orders' states at the points tier_contrib.sql reads (the first day and tier_changed's), with
+    their members; returns the query of tier_values."""
     spend = program.tiers.metric != "points"
     columns = ("created_at", "email", "customer_key", "net_program_minor_any") if spend else STATE_COLUMNS
     # A later evaluation reads order_facts once for the pairs' members (tier_facts): their orders are
@@ -155,19 +193,9 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
     )
     if not spend:
         compute_point_values(conn, rules, facts=facts)
-        tier_values = "SELECT order_key, point_at, booked_day, created_at, earning, value, net_program_minor_any FROM order_values"
-    else:  # spend: earning orders (order_values.sql's test) at their net spend, no earn-time rates needed
-        compute_point_values(conn, rules, values=False, columns=columns, facts=facts)
-        tier_values = (f"SELECT order_key, point_at, booked_day, created_at, life_rank >= {int(rules['trigger_rank'])}"
-                       " AND life_rank < 3 AS earning, NULL AS value, net_program_minor_any FROM order_state")
-    conn.execute(f"CREATE OR REPLACE TEMP VIEW tier_values AS {tier_values}")
-    params = {"tz": program.timezone, "metric": program.tiers.metric, "period": program.tiers.period,
-              "retention": program.tiers.retention, "unit": rules["unit"],
-              "thresholds": [level.threshold for level in program.tiers.levels]}
-    run_script(conn, "tier_contrib", params)
-    if rolling:
-        run_script(conn, "tier_metrics_rolling", params)
-    else:
-        run_script(conn, "tier_metrics", params, _year_totals(conn, program.tiers.period))
-    run_script(conn, "tier_eval", params)
-    return [r[0] for r in conn.execute("SELECT DISTINCT day FROM tier_new ORDER BY day").fetchall()]
+        return "SELECT order_key, booked_day, member_id, created_at, earning, value, net_program_minor_any FROM order_values"
+    # spend: earning orders (order_values.sql's test) at their net spend, no earn-time rates needed
+    compute_point_values(conn, rules, values=False, columns=columns, facts=facts)
+    return (f"SELECT s.order_key, s.booked_day, m.member_id, s.created_at, s.life_rank >= {int(rules['trigger_rank'])}"
+            " AND s.life_rank < 3 AS earning, NULL AS value, s.net_program_minor_any"
+            " FROM order_state s JOIN order_members m USING (order_key, point_at)")

@@ -30,7 +30,7 @@ triggered AS (
 ),
 entry_rows AS (SELECT v.*, t.delta, t.booked_before, t.kind, t.trig FROM triggered t JOIN order_values v ON v.rowid = t.value_row)
 SELECT substr(sha256(concat_ws('|', $program_id, k.order_key, CAST(k.booked_day AS VARCHAR), k.kind, k.source_version)), 1, 32) AS entry_id,
-       coalesce(m.member_id, 'UNRESOLVED') AS booked_member_id,
+       coalesce(k.member_id, 'UNRESOLVED') AS booked_member_id,
        k.kind,
        k.delta AS points,
        k.booked_day AS booked_on,
@@ -54,5 +54,4 @@ SELECT substr(sha256(concat_ws('|', $program_id, k.order_key, CAST(k.booked_day 
            '): worth ', k.value, ' pts, ', k.booked_before, ' booked before') AS description,
        now() AS journaled_at,
        NULL AS event_key
-FROM entry_rows k
-LEFT JOIN order_members m USING (order_key, point_at);
+FROM entry_rows k;

@@ -1,5 +1,5 @@
 -- What every known order is worth at the end of the day (RULES.md §5), next to what its entries
--- booked so far add up to. Rate, multiplier, rounding and rule version come from the order's earn
+-- booked so far add up to, and its member then. Rate, multiplier, rounding and rule version come from the order's earn
 -- entry once it has one: an order is valued for ever with the rules in force when it first earned.
 CREATE OR REPLACE TEMP TABLE order_values AS
 WITH journal AS (   -- one scan of the journal: what was booked, and the earn entry (one per order)
@@ -21,14 +21,15 @@ priced AS (
            coalesce(e.rule_version, $rule_version) AS use_rule_version,
            e.trigger_day,
            coalesce(e.booked_points, 0) AS booked_points,
-           s.life_rank >= $trigger_rank AND s.life_rank < 3 AS earning
+           s.life_rank >= $trigger_rank AND s.life_rank < 3 AS earning, m.member_id
     FROM order_state s
+    LEFT JOIN order_members m USING (order_key, point_at)
     LEFT JOIN journal e USING (order_key)
     LEFT JOIN store_multipliers sm ON sm.store_key = s.store_key
 )
 -- the columns the entries (book_order_entries.sql), tiers, member status and the checks read, not the
--- whole state (a copy of every column cost 0.3 s at 1M orders)
-SELECT order_key, point_at, booked_day, platform, order_number, created_at, lifecycle, fx_rate,
+-- whole state (a copy of every column cost 0.3 s at 1M orders), and the member (order_members.sql)
+SELECT order_key, point_at, booked_day, member_id, platform, order_number, created_at, lifecycle, fx_rate,
        refunded_eligible_minor, net_eligible_program_minor, net_program_minor_any, source_version, occurred_at,
        use_rate, use_multiplier, use_rounding, use_rule_version, trigger_day, booked_points, earning,
        CASE WHEN NOT earning OR net_eligible_program_minor < $min_eligible_minor THEN 0
