@@ -1005,3 +1005,30 @@ def test_a_later_booking_empties_the_points_an_earlier_one_left(conn):
     ledger.book_through(conn, p, D(2024, 3, 2), FAR_FUTURE)
     assert _kept(conn) == 0
     assert conn.execute("SELECT count(*) FROM booking_points_info").fetchall()[0][0] == 0
+
+
+def test_a_refund_dated_before_its_orders_first_version_is_scoped_by_tiers_whichever_way_they_read_the_points(tmp_path):
+    """No version answers the refund's day, so the booking values no point there, yet the first tier
+    evaluation scopes the day (the member's pair): booking_points keeps the point without a value."""
+    from loyalty_assets.lib import facts, ledger, tiers
+
+    p = program()
+    rows = {}
+    for kept in (True, False):
+        c = warehouse.connect(str(tmp_path / f"{kept}.duckdb"))
+        land(c, p, orders=[order(1, "2024-03-05 10:00:00", created_at="2024-03-01 10:00:00", subtotal="600.00"),
+                           order(2, "2024-03-01 10:00:00", subtotal="50.00")],
+             memos=[memo(9, 1, "2024-03-02 12:00:00", subtotal="100.00")])
+        map_and_resolve(c, p, D(2024, 3, 6))
+        facts.refresh_order_facts(c, p)
+        ledger.book_through(c, p, D(2024, 3, 6), FAR_FUTURE)
+        assert c.execute("SELECT order_key, booked_day FROM booking_points WHERE earning IS NULL").fetchall() == [
+            (K1, D(2024, 3, 2))]
+        if not kept:
+            c.execute("DELETE FROM booking_points_info")
+        tiers.evaluate_through(c, p)
+        assert (_kept(c) == 0) == kept
+        rows[kept] = _tier_rows(c)
+        c.close()
+    assert rows[True] == rows[False]
+    assert [r[1] for r in rows[True][0]] == [D(2024, 3, 1), D(2024, 3, 2), D(2024, 3, 5)]

@@ -230,9 +230,9 @@ KEPT_COLUMNS = ("created_at", "net_program_minor_any")
 
 
 def keep_points(conn: duckdb.DuckDBPyConnection, program: Program, days: list[dt.date], points: int | None) -> None:
-    """Inside a booking: booking_points := what a first booking valued (`points`: how many points it
-    scoped; None for a later booking, which empties what an earlier one left), for the first tier
-    evaluation of the same days (tiers.kept_points), which would compute it all again."""
+    """Inside a booking: booking_points := a first booking's points (`points`: how many it scoped;
+    None for a later booking, which empties what an earlier one left) with their values, for the
+    first tier evaluation of the same days (tiers.kept_points), which would compute it all again."""
     if conn.execute("SELECT EXISTS (FROM booking_points_info) OR EXISTS (FROM booking_points)").fetchall()[0][0]:
         conn.execute("DELETE FROM booking_points")
         conn.execute("DELETE FROM booking_points_info")
@@ -241,8 +241,15 @@ def keep_points(conn: duckdb.DuckDBPyConnection, program: Program, days: list[dt
     conn.execute(
         """INSERT INTO booking_points
            SELECT order_key, booked_day, member_id, created_at, earning, value, net_program_minor_any FROM order_values""")
-    conn.execute("INSERT INTO booking_points_info VALUES ($first, $last, now(), $points, $rule_version)",
-                 {"first": days[0], "last": days[-1], "points": points, "rule_version": program.rule_version})
+    if conn.execute("SELECT count(*) FROM order_values").fetchall()[0][0] < points:
+        # points no version answers (a refund dated before its order's first version): no value, but
+        # tiers scope them all the same (tier_pairs.sql)
+        conn.execute(
+            """INSERT INTO booking_points (order_key, booked_day)
+               SELECT order_key, booked_day FROM state_points p WHERE NOT EXISTS (
+                   SELECT 1 FROM order_values v WHERE v.order_key = p.order_key AND v.point_at = p.point_at)""")
+    conn.execute("INSERT INTO booking_points_info VALUES ($first, $last, now(), $rule_version)",
+                 {"first": days[0], "last": days[-1], "rule_version": program.rule_version})
 
 
 def hold_journal(conn: duckdb.DuckDBPyConnection) -> None:

@@ -97,9 +97,12 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
               last: dt.date, since: dt.datetime | None) -> list[dt.date]:
     """Evaluate every (member, day) whose tier can change in first..last in one set-based pass
     (a day loop cost a set of queries per day); returns the days on which members were evaluated."""
-    points = scope_booking_points(conn, program, [first, last], since)
-    conn.execute("CREATE OR REPLACE TEMP TABLE tier_changed AS SELECT order_key, booked_day FROM state_points")
-    kept = since is None and kept_points(conn, program, first, last, points)
+    kept = since is None and kept_points(conn, program, first, last)
+    if not kept:
+        scope_booking_points(conn, program, [first, last], since)
+    # kept: the same points, scoped by the same query (scope_booking_points) when the booking began
+    conn.execute("CREATE OR REPLACE TEMP TABLE tier_changed AS SELECT order_key, booked_day FROM "
+                 + ("booking_points" if kept else "state_points"))
     rolling = program.tiers.period == "rolling_365"
     facts_at = conn.execute("SELECT refreshed_at FROM refresh_state WHERE name = 'order_facts'").fetchall()
     run_script(conn, "tier_pairs", {
@@ -125,7 +128,7 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
         ).fetchone()[0]:
             pass
     if kept:
-        tier_values = "SELECT * FROM booking_points"
+        tier_values = "SELECT * FROM booking_points WHERE earning IS NOT NULL"   # valued: order_values' rows
     else:
         tier_values = _compute_values(conn, program, rules, first, since)
     conn.execute(f"CREATE OR REPLACE TEMP VIEW tier_values AS {tier_values}")
@@ -144,12 +147,13 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
     return [r[0] for r in conn.execute("SELECT DISTINCT day FROM tier_new ORDER BY day").fetchall()]
 
 
-def kept_points(conn: duckdb.DuckDBPyConnection, program: Program, first: dt.date, last: dt.date, points: int) -> bool:
+def kept_points(conn: duckdb.DuckDBPyConnection, program: Program, first: dt.date, last: dt.date) -> bool:
     """Whether booking_points (ledger.keep_points) holds what a first evaluation of first..last would
-    compute: the first booking of exactly those days (as many points: tier_changed), by the same
-    rules, with nothing mapped, resolved or refreshed since it began."""
-    info = conn.execute("SELECT first_day, last_day, booked_at, points, rule_version FROM booking_points_info").fetchall()
-    if len(info) != 1 or info[0][:2] != (first, last) or info[0][3:] != (points, program.rule_version):
+    scope and compute: the first booking of exactly those days (which scoped them as a first
+    evaluation does: every version and refund), by the same rules, with nothing mapped, resolved or
+    refreshed since it began."""
+    info = conn.execute("SELECT first_day, last_day, booked_at, rule_version FROM booking_points_info").fetchall()
+    if len(info) != 1 or info[0][:2] != (first, last) or info[0][3] != program.rule_version:
         return False
     return not conn.execute(
         """SELECT EXISTS (FROM order_versions WHERE mapped_at > $at) OR EXISTS (FROM refund_versions WHERE mapped_at > $at)

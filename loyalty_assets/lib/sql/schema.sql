@@ -246,10 +246,10 @@ CREATE TABLE IF NOT EXISTS ledger_watermark (
     updated_at      TIMESTAMPTZ NOT NULL
 );
 
--- What a first booking valued (every order at the end of each day it changed, with its member),
--- handed to the first tier evaluation of the same days, which would compute the same again
--- (ledger.keep_points, tiers.kept_points): 1.1 s of a 1M-order recompute. Emptied once read, and
--- by any later booking.
+-- A first booking's points (every order at the end of each day it changed) with what it valued
+-- them at and their members (no value: a point no version answers), handed to the first tier
+-- evaluation of the same days, which would scope and compute the same again (ledger.keep_points,
+-- tiers.kept_points): 1.1 s of a 1M-order recompute. Emptied once read, and by any later booking.
 CREATE TABLE IF NOT EXISTS booking_points (
     order_key             VARCHAR NOT NULL USING COMPRESSION uncompressed,
     booked_day            DATE NOT NULL,
@@ -263,7 +263,6 @@ CREATE TABLE IF NOT EXISTS booking_points_info (
     first_day    DATE NOT NULL,
     last_day     DATE NOT NULL,
     booked_at    TIMESTAMPTZ NOT NULL,   -- the booking's transaction began
-    points       BIGINT NOT NULL,        -- its (order, day) points, valued or not
     rule_version VARCHAR NOT NULL
 );
 
