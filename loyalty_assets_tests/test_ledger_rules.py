@@ -1032,3 +1032,17 @@ def test_a_refund_dated_before_its_orders_first_version_is_scoped_by_tiers_which
         c.close()
     assert rows[True] == rows[False]
     assert [r[1] for r in rows[True][0]] == [D(2024, 3, 1), D(2024, 3, 2), D(2024, 3, 5)]
+
+
+def test_a_member_gets_tier_rows_from_its_first_earning_order_on(conn):
+    """tier_eval.sql evaluates a member from its first pair with a metric: the pending days before
+    it leave no row (and no change), the member stays at the first level until then."""
+    p = program()
+    land(conn, p, orders=[order(2, "2024-03-01 10:00:00", email="bob@example.com", subtotal="50.00"),
+                          order(1, "2024-03-02 10:00:00", state="new", subtotal="600.00"),
+                          order(1, "2024-03-03 10:00:00", subtotal="600.00")])
+    process(conn, p, D(2024, 3, 4))   # one evaluation from 1 March: a pair on each day an order changed
+    ann = status_of(conn, "ann@example.com")["member_id"]
+    assert conn.execute("SELECT day, tier_rank FROM tier_days WHERE member_id = ?", [ann]).fetchall() == [
+        (D(2024, 3, 3), 1)]
+    assert conn.execute("SELECT changed_on, to_tier FROM vip_tier_changes").fetchall() == [(D(2024, 3, 3), "Silver")]

@@ -69,15 +69,19 @@ KEYS_SQL = """
 
 # the same on a full refresh, for the orders whose versions have more than one key (a NULL counts:
 # the key of a row that now has none is a prior key): the others' prior_keys are [], and a list per
-# order cost 0.7 s at 1M orders
+# order cost 0.7 s at 1M orders. They are found grouped by the order key's hash (0.31 against 0.39 s
+# at 1M orders): orders sharing a hash form one group, which can only add candidates, and the lists
+# are made per order with the test again.
 FULL_KEYS_SQL = """
     CREATE OR REPLACE TEMP TABLE facts_keys AS
-    WITH versions AS (SELECT order_key, coalesce(customer_key, email) AS k FROM order_versions)
-    SELECT order_key, list(DISTINCT k ORDER BY k) AS keys FROM versions
-    WHERE k IS NOT NULL AND order_key IN (
-        SELECT order_key FROM versions GROUP BY order_key
+    WITH versions AS (SELECT order_key, coalesce(customer_key, email) AS k FROM order_versions),
+    candidates AS (
+        SELECT hash(order_key) AS h FROM versions GROUP BY hash(order_key)
         HAVING count(*) > 1 AND (min(k) <> max(k) OR count(k) <> count(*)))
-    GROUP BY order_key"""
+    SELECT order_key, list(DISTINCT k ORDER BY k) FILTER (WHERE k IS NOT NULL) AS keys FROM versions
+    WHERE hash(order_key) IN (SELECT h FROM candidates)
+    GROUP BY order_key
+    HAVING count(k) > 0 AND count(*) > 1 AND (min(k) <> max(k) OR count(k) <> count(*))"""
 
 
 def _fill_prior_keys(conn: duckdb.DuckDBPyConnection) -> None:

@@ -11,15 +11,17 @@ WITH old AS (
     WHERE coalesce(r.survivor_id, t.member_id) IN (SELECT member_id FROM tier_pairs)
 ),
 levels AS (
-    -- a member is evaluated once it has an earning order, or a tier history (kept even once its orders are gone)
+    -- a member is evaluated from its first pair with a metric (tier_metrics has a row only for a pair
+    -- with an earning order: a join, not a window over the pairs, 0.1-0.4 s less at 1M orders), or
+    -- once it has a tier history (kept even once its orders are gone)
     SELECT p.member_id, p.day, coalesce(m.metric, 0) AS metric, coalesce(m.prev_metric, 0) AS prev_metric,
            -- the highest level whose threshold it reaches ($thresholds ascend; a subquery on tier_levels
            -- per pair cost 0.2 s at 1M orders)
            nullif(len(list_filter(CAST($thresholds AS DECIMAL(18, 2)[]), lambda t: t <= coalesce(m.metric, 0))), 0) - 1 AS earned_rank,
            nullif(len(list_filter(CAST($thresholds AS DECIMAL(18, 2)[]), lambda t: t <= coalesce(m.prev_metric, 0))), 0) - 1 AS prev_rank
     FROM tier_pairs p LEFT JOIN tier_metrics m USING (member_id, day)
-    QUALIFY bool_or(m.member_id IS NOT NULL) OVER (PARTITION BY p.member_id ORDER BY p.day)
-         OR p.member_id IN (SELECT member_id FROM old)
+    LEFT JOIN (SELECT member_id, min(day) AS first_day FROM tier_metrics GROUP BY member_id) f USING (member_id)
+    WHERE p.day >= f.first_day OR p.member_id IN (SELECT member_id FROM old)
 ),
 spans AS (
     -- every row (old ones but those re-evaluated now, and the new ones) with the day the next row of its
