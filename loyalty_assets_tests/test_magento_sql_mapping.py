@@ -176,6 +176,15 @@ def test_edge_cases_give_the_same_rows_and_quarantine_as_python():
             "unknown_currency"} <= reasons
 
 
+def test_an_object_after_whitespace_maps_in_sql_up_to_64_characters_and_in_python_beyond():
+    first, second = copy.deepcopy(PLAIN[0]), copy.deepcopy(PLAIN[0])
+    first["entity_id"], second["entity_id"] = 901, 902
+    in_sql, tables = outcome(["    " + dumps(first), " " * 70 + dumps(second)])
+    assert in_sql == {"901"}
+    assert [r[2] for r in tables["processed"]] == ["processed", "processed"]
+    assert sorted(r[1] for r in tables["orders"]) == ["magento", "magento"]   # both mapped, alike
+
+
 def test_a_generated_shop_and_the_real_order_map_alike():
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp), customers=60, days=20, start=dt.date(2024, 3, 1), seed=3)

@@ -63,7 +63,8 @@ def version_key(tenant: str, record_id: str, modified_at: dt.datetime, payload_h
     return f"{tenant}:{record_id}@{modified_at.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%S}#{payload_hash}"
 
 
-VERSION_KEY_SQL = "r.tenant || ':' || r.record_id || '@' || strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S') || '#' || r.payload_hash"
+# concat(), not ||: the same text of raw_records' NOT NULL columns, 0.06 s less at 1.7M versions
+VERSION_KEY_SQL = "concat(r.tenant, ':', r.record_id, '@', strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S'), '#', r.payload_hash)"
 
 
 # Raw versions a run looks at: those stamped (fetched_at, the insertion time) since the last run
