@@ -31,8 +31,10 @@ picked AS (
     FROM ranked GROUP BY order_key, point_at
 ),
 latest AS (
+    -- by the row id alone, which names one version of the point's order (with the order key too, every
+    -- version's key was hashed: 0.05-0.17 s more at 1M orders)
     SELECT v.*, p.point_at, p.booked_day, p.life_rank, p.odd_hash
-    FROM picked p JOIN asof_versions v ON v.order_key = p.order_key AND v.version_row = p.version_row
+    FROM picked p JOIN asof_versions v ON v.version_row = p.version_row
 ),
 memo_latest AS (
     SELECT * FROM (
