@@ -33,13 +33,19 @@ def map_and_resolve(conn: duckdb.DuckDBPyConnection, program: Program, through: 
     identity.resolve_members(conn, program, through)
 
 
-def process(conn: duckdb.DuckDBPyConnection, program: Program, through: dt.date,
-            now: dt.datetime = FAR_FUTURE, fx: FxTable | None = None) -> ledger.BookingResult:
-    """Normalize, resolve identities, book the ledger up to `through`, evaluate tiers, refresh status."""
+def book(conn: duckdb.DuckDBPyConnection, program: Program, through: dt.date,
+         now: dt.datetime = FAR_FUTURE, fx: FxTable | None = None) -> ledger.BookingResult:
+    """The steps of `process` up to the ledger: normalize, resolve identities, refresh order_facts, book."""
     normalize.normalize(conn, program, fx or FxTable.load(None), through)
     identity.resolve_members(conn, program, through)
     facts.refresh_order_facts(conn, program)
-    result = ledger.book_through(conn, program, through, now)
+    return ledger.book_through(conn, program, through, now)
+
+
+def process(conn: duckdb.DuckDBPyConnection, program: Program, through: dt.date,
+            now: dt.datetime = FAR_FUTURE, fx: FxTable | None = None) -> ledger.BookingResult:
+    """Normalize, resolve identities, book the ledger up to `through`, evaluate tiers, refresh status."""
+    result = book(conn, program, through, now, fx)
     tiers.evaluate_through(conn, program)
     status.refresh_member_status(conn, program)
     return result

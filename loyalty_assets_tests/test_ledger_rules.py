@@ -8,7 +8,7 @@ import re
 
 import pytest
 from magento_factory import memo, order
-from pipeline import FAR_FUTURE, entries, indexes, land, map_and_resolve, process, status_of
+from pipeline import FAR_FUTURE, book, entries, indexes, land, map_and_resolve, process, status_of
 
 from loyalty_assets.lib import warehouse
 from loyalty_assets.lib.program import parse_program
@@ -931,7 +931,7 @@ def test_the_first_tier_evaluation_reads_what_the_first_booking_valued_and_gets_
     same days: the same tier rows as computing them again from the versions, with several versions,
     refunds and members, across a new year; read once, then emptied."""
     from loyalty_assets import bench
-    from loyalty_assets.lib import facts, ledger, tiers
+    from loyalty_assets.lib import tiers
 
     p = program(tiers=tier_rules, earning={"points_per_unit": "2"})
     rows = {}
@@ -939,9 +939,7 @@ def test_the_first_tier_evaluation_reads_what_the_first_booking_valued_and_gets_
         c = warehouse.connect(str(tmp_path / f"{kept}.duckdb"))
         bench.land_history(c, orders=3000, members=300, days=120, seed=5, memo_rate=0.1, tz=p.timezone,
                            first_day=D(2024, 11, 1))
-        map_and_resolve(c, p, D(2025, 2, 28))
-        facts.refresh_order_facts(c, p)
-        ledger.book_through(c, p, D(2025, 2, 28), FAR_FUTURE)
+        book(c, p, D(2025, 2, 28))
         assert _kept(c) > 2500
         if not kept:  # the hand-off refused: tiers compute the points again
             c.execute("DELETE FROM booking_points_info")
@@ -955,14 +953,12 @@ def test_the_first_tier_evaluation_reads_what_the_first_booking_valued_and_gets_
 
 
 def test_tiers_compute_the_points_again_when_a_version_was_mapped_after_the_first_booking(conn):
-    from loyalty_assets.lib import facts, ledger, normalize, tiers
+    from loyalty_assets.lib import normalize, tiers
     from loyalty_assets.lib.money import FxTable
 
     p = program()
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="300.00")])
-    map_and_resolve(conn, p, D(2024, 3, 1))
-    facts.refresh_order_facts(conn, p)
-    ledger.book_through(conn, p, D(2024, 3, 1), FAR_FUTURE)
+    book(conn, p, D(2024, 3, 1))
     assert _kept(conn) == 1
     # the same day's next version, mapped after the booking: the day's points are as many, the state is not
     land(conn, p, orders=[order(1, "2024-03-01 12:00:00", subtotal="600.00")])
@@ -974,13 +970,11 @@ def test_tiers_compute_the_points_again_when_a_version_was_mapped_after_the_firs
 
 @pytest.mark.parametrize("change", ["identity", "program"])
 def test_tiers_compute_the_points_again_when_identity_or_the_rules_changed_since_the_first_booking(conn, change):
-    from loyalty_assets.lib import facts, identity, ledger, tiers
+    from loyalty_assets.lib import identity, tiers
 
     p = program()
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="600.00")])
-    map_and_resolve(conn, p, D(2024, 3, 1))
-    facts.refresh_order_facts(conn, p)
-    ledger.book_through(conn, p, D(2024, 3, 1), FAR_FUTURE)
+    book(conn, p, D(2024, 3, 1))
     if change == "identity":
         identity.resolve_members(conn, p, D(2024, 3, 1))
     else:  # another rule version (the same tiers)
@@ -991,18 +985,13 @@ def test_tiers_compute_the_points_again_when_identity_or_the_rules_changed_since
 
 
 def test_a_later_booking_empties_the_points_an_earlier_one_left(conn):
-    from loyalty_assets.lib import facts, ledger
 
     p = program()
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00")])
-    map_and_resolve(conn, p, D(2024, 3, 1))
-    facts.refresh_order_facts(conn, p)
-    ledger.book_through(conn, p, D(2024, 3, 1), FAR_FUTURE)
+    book(conn, p, D(2024, 3, 1))
     assert _kept(conn) == 1
     land(conn, p, orders=[order(2, "2024-03-02 10:00:00")])
-    map_and_resolve(conn, p, D(2024, 3, 2))
-    facts.refresh_order_facts(conn, p)
-    ledger.book_through(conn, p, D(2024, 3, 2), FAR_FUTURE)
+    book(conn, p, D(2024, 3, 2))
     assert _kept(conn) == 0
     assert conn.execute("SELECT count(*) FROM booking_points_info").fetchall()[0][0] == 0
 
@@ -1010,7 +999,7 @@ def test_a_later_booking_empties_the_points_an_earlier_one_left(conn):
 def test_a_refund_dated_before_its_orders_first_version_is_scoped_by_tiers_whichever_way_they_read_the_points(tmp_path):
     """No version answers the refund's day, so the booking values no point there, yet the first tier
     evaluation scopes the day (the member's pair): booking_points keeps the point without a value."""
-    from loyalty_assets.lib import facts, ledger, tiers
+    from loyalty_assets.lib import tiers
 
     p = program()
     rows = {}
@@ -1019,9 +1008,7 @@ def test_a_refund_dated_before_its_orders_first_version_is_scoped_by_tiers_which
         land(c, p, orders=[order(1, "2024-03-05 10:00:00", created_at="2024-03-01 10:00:00", subtotal="600.00"),
                            order(2, "2024-03-01 10:00:00", subtotal="50.00")],
              memos=[memo(9, 1, "2024-03-02 12:00:00", subtotal="100.00")])
-        map_and_resolve(c, p, D(2024, 3, 6))
-        facts.refresh_order_facts(c, p)
-        ledger.book_through(c, p, D(2024, 3, 6), FAR_FUTURE)
+        book(c, p, D(2024, 3, 6))
         assert c.execute("SELECT order_key, booked_day FROM booking_points WHERE earning IS NULL").fetchall() == [
             (K1, D(2024, 3, 2))]
         if not kept:

@@ -364,12 +364,12 @@ def _book_days(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, d
         hold_journal(conn)
         # every order entry of every day in one set-based pass (RULES.md §6: each day books the
         # value at its end minus what was booked before); then, day by day, what depends on them
-        points = scope_booking_points(conn, program, days, late_since)
+        scoped = scope_booking_points(conn, program, days, late_since)
         rows_since = conn.execute("SELECT min(mapped_at) FROM state_points").fetchall()[0][0]
         first_booking = late_since is None
         compute_point_values(conn, rules, columns=BOOKING_COLUMNS + (KEPT_COLUMNS if first_booking else ()),
                              rows_since=rows_since)
-        keep_points(conn, program, days, points if first_booking else None)
+        keep_points(conn, program, days, scoped if first_booking else None)
         entries, points = _book_script(conn, "book_order_entries", {
             **common, "pending_days": program.earning.pending_days})
         for day in days:
