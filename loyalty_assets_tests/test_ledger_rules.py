@@ -10,7 +10,7 @@ import pytest
 from magento_factory import memo, order
 from pipeline import FAR_FUTURE, book, entries, indexes, land, map_and_resolve, process, status_of
 
-from loyalty_assets.lib import warehouse
+from loyalty_assets.lib import facts, ledger, warehouse
 from loyalty_assets.lib.program import parse_program
 
 D = dt.date
@@ -1033,3 +1033,19 @@ def test_a_member_gets_tier_rows_from_its_first_earning_order_on(conn):
     assert conn.execute("SELECT day, tier_rank FROM tier_days WHERE member_id = ?", [ann]).fetchall() == [
         (D(2024, 3, 3), 1)]
     assert conn.execute("SELECT changed_on, to_tier FROM vip_tier_changes").fetchall() == [(D(2024, 3, 3), "Silver")]
+
+
+def test_the_value_check_takes_each_order_as_it_stood_at_the_end_of_the_last_booked_day(conn):
+    """Versions and refunds already mapped for a later day are not part of the booked value yet: the
+    check of the journal against every order's value must neither count them nor miss a real gap."""
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00"), order(1, "2024-03-04 10:00:00", state="canceled"),
+                          order(2, "2024-03-01 11:00:00", subtotal="40.00")],
+         memos=[memo(9, 2, "2024-03-04 12:00:00", subtotal="10.00")])
+    map_and_resolve(conn, p, D(2024, 3, 5))  # the later day's version and memo are mapped too
+    facts.refresh_order_facts(conn, p)
+    ledger.book_through(conn, p, D(2024, 3, 2), FAR_FUTURE)
+    assert entries(conn) == [(K1, "earn", 100, D(2024, 3, 1), D(2024, 3, 1)), (K2, "earn", 40, D(2024, 3, 1), D(2024, 3, 1))]
+    assert ledger.order_value_mismatches(conn, p) == []
+    conn.execute("DELETE FROM ledger_journal WHERE order_key = ?", [K2])
+    assert ledger.order_value_mismatches(conn, p) == [{"order_key": K2, "value": 40, "booked": 0}]

@@ -110,6 +110,10 @@ def compute_order_values(
     `scoped`: only the orders in temp table order_scope, so a day costs what changed that day.
     `from_facts`, `versions`: see compute_point_values (from_facts is off for order_facts itself
     and for the checks, which recompute from the versions)."""
+    if not scoped and not from_facts:
+        compute_point_values(conn, rules or {}, False, versions, values=rules is not None,
+                             at=(day_end_utc(day, program), day))
+        return
     source = "order_scope" if scoped else "(SELECT DISTINCT order_key FROM order_versions)"
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE state_points AS SELECT order_key, $asof AS point_at, $day AS booked_day FROM {source}",
@@ -143,12 +147,27 @@ VERSION_ORDER = """CREATE OR REPLACE TEMP MACRO version_order(ts, h) AS CASE
 VERSION_ORDER_BY_PAIR = "CREATE OR REPLACE TEMP MACRO version_order(ts, h) AS (ts, coalesce(h, ''))"
 
 
+# order_state_asof.sql's versions and refunds of each point: those of its order before it, or, for
+# every order at one instant (compute_point_values' `at`), every one before it
+POINT_PAIRS = {
+    "versions_at_points": "state_points p JOIN asof_versions v ON v.order_key = p.order_key AND v.updated_at < p.point_at",
+    "refunds_at_points": "state_points p JOIN refund_versions r ON r.order_key = p.order_key AND r.updated_at < p.point_at",
+}
+INSTANT = "(SELECT CAST($point_at AS TIMESTAMPTZ) AS point_at, CAST($booked_day AS DATE) AS booked_day) p"
+INSTANT_PAIRS = {
+    "versions_at_points": f"asof_versions v, {INSTANT} WHERE v.updated_at < p.point_at",
+    "refunds_at_points": f"refund_versions r, {INSTANT} WHERE r.updated_at < p.point_at",
+}
+
+
 def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_facts: bool = True,
                          versions: str = "order_versions", values: bool = True,
                          columns: tuple[str, ...] = STATE_COLUMNS, rows_since: dt.datetime | None = None,
-                         facts: str = "order_facts") -> None:
+                         facts: str = "order_facts", at: tuple[dt.datetime, dt.date] | None = None) -> None:
     """order_state, order_members and order_values for every (order_key, point_at) of temp table
-    state_points. `from_facts`: points after an order's last change take its state from order_facts
+    state_points, or with `at` (point_at, booked_day) for every order of `versions` at that instant
+    (without from_facts): then each version is only compared with it, where a join with a point per
+    order cost 0.3-0.5 s more of a full order_facts refresh at 1M orders. `from_facts`: points after an order's last change take its state from order_facts
     (one row) rather than from all its versions (most points of a day's run and of a full booking).
     `versions`: the table of versions the others are computed from (refresh_order_facts gives one).
     `values`: also order_values (what each order is worth: the journal's earn-time rates).
@@ -170,11 +189,17 @@ def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_fact
         conn.execute(f"CREATE OR REPLACE TEMP VIEW known_facts AS SELECT {', '.join(read)}, "
                      + ("member_id" if members else "CAST(NULL AS VARCHAR)") + f" AS facts_member_id FROM {facts}")
         run_script(conn, "order_state_known", {"facts_at": facts_at, "rows_since": rows_since})
+    if at is None:
+        pairs, params = POINT_PAIRS, None
+    elif facts_at is None:
+        pairs, params = INSTANT_PAIRS, {"point_at": at[0], "booked_day": at[1]}
+    else:
+        raise ValueError("compute_point_values: `at` reads no order_facts rows (from_facts=False)")
     conn.execute(VERSION_ORDER)
-    run_script(conn, "order_state_asof")
+    run_script(conn, "order_state_asof", params, pairs)
     if conn.execute("SELECT 1 FROM order_state_versions WHERE odd_hash LIMIT 1").fetchall():
         conn.execute(VERSION_ORDER_BY_PAIR)
-        run_script(conn, "order_state_asof")
+        run_script(conn, "order_state_asof", params, pairs)
     conn.execute("CREATE OR REPLACE TEMP VIEW order_state AS SELECT * EXCLUDE (odd_hash) FROM order_state_versions" + (
         "" if facts_at is None else " UNION ALL BY NAME SELECT * FROM order_state_known"))
     run_script(conn, "order_members")

@@ -6,6 +6,8 @@
 -- (point_at = exclusive end of a day, UTC): lifecycle (ranks only move up: the highest seen so far),
 -- refunds counted once by their own id, net eligible spend in program minor units, and the source
 -- version (the record versions that determined it). Many days of one order are computed at once.
+-- Each point is paired with its order's versions and refunds before it by the join with state_points,
+-- or, for every order at one instant, by a filter (ledger.py: POINT_PAIRS, INSTANT_PAIRS).
 
 -- calc minor units in program minor units; a factor of 1 (an order in the program currency) skips
 -- the 128-bit DECIMAL(38, 18) product, 0.16 s per million rows
@@ -16,11 +18,11 @@ CREATE OR REPLACE TEMP TABLE order_state_versions AS
 WITH ranked AS (
     -- narrow: the latest version of each point is picked by its key, then read whole (a window
     -- over the whole rows cost twice as much: 1.4 s vs 0.8 s for 1M orders)
-    SELECT p.order_key, p.point_at, p.booked_day, v.version_row, v.updated_at, v.payload_hash,
+    SELECT v.order_key, p.point_at, p.booked_day, v.version_row, v.updated_at, v.payload_hash,
            version_order(v.updated_at, v.payload_hash) AS version_order,
            CASE v.signal WHEN 'pending' THEN 0 WHEN 'paid' THEN 1 WHEN 'fulfilled' THEN 2
                          WHEN 'refunded' THEN 3 WHEN 'canceled' THEN 4 END AS signal_rank
-    FROM state_points p JOIN asof_versions v ON v.order_key = p.order_key AND v.updated_at < p.point_at
+    FROM {versions_at_points}
 ),
 picked AS (
     SELECT order_key, point_at, any_value(booked_day) AS booked_day, max(signal_rank) AS life_rank,
@@ -40,7 +42,7 @@ memo_latest AS (
     SELECT * FROM (
         SELECT r.*, p.point_at,
                row_number() OVER (PARTITION BY r.refund_key, p.point_at ORDER BY r.updated_at DESC, r.payload_hash DESC) AS rn
-        FROM state_points p JOIN refund_versions r ON r.order_key = p.order_key AND r.updated_at < p.point_at
+        FROM {refunds_at_points}
     ) WHERE rn = 1
 ),
 refunds AS (
