@@ -165,9 +165,10 @@ def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_fact
                          columns: tuple[str, ...] = STATE_COLUMNS, rows_since: dt.datetime | None = None,
                          facts: str = "order_facts", at: tuple[dt.datetime, dt.date] | None = None) -> None:
     """order_state, order_members and order_values for every (order_key, point_at) of temp table
-    state_points, or with `at` (point_at, booked_day) for every order of `versions` at that instant
-    (without from_facts): then each version is only compared with it, where a join with a point per
-    order cost 0.3-0.5 s more of a full order_facts refresh at 1M orders. `from_facts`: points after an order's last change take its state from order_facts
+    state_points, or with `at` (point_at, booked_day) for every order of `versions` at that instant,
+    without from_facts: each version is then compared with the instant alone (a join with a point per
+    order cost 0.3-0.5 s more of a full order_facts refresh at 1M orders).
+    `from_facts`: points after an order's last change take its state from order_facts
     (one row) rather than from all its versions (most points of a day's run and of a full booking).
     `versions`: the table of versions the others are computed from (refresh_order_facts gives one).
     `values`: also order_values (what each order is worth: the journal's earn-time rates).
@@ -183,18 +184,15 @@ def compute_point_values(conn: duckdb.DuckDBPyConnection, rules: dict, from_fact
     Where order_facts answers, the member is the row's too (facts_member_id) when identity has not
     run since the refresh: its keys then map to the member the row holds, or to its survivor, and
     looking them up in member_keys cost each stage a read of every key."""
+    if at is not None and from_facts:
+        raise ValueError("compute_point_values: `at` takes every order's state from its versions, not from_facts")
     conn.execute(f"CREATE OR REPLACE TEMP VIEW asof_versions AS SELECT rowid AS version_row, * FROM {versions}")
     facts_at, members, read = known_columns(conn, columns) if from_facts else (None, False, [])
     if facts_at is not None:
         conn.execute(f"CREATE OR REPLACE TEMP VIEW known_facts AS SELECT {', '.join(read)}, "
                      + ("member_id" if members else "CAST(NULL AS VARCHAR)") + f" AS facts_member_id FROM {facts}")
         run_script(conn, "order_state_known", {"facts_at": facts_at, "rows_since": rows_since})
-    if at is None:
-        pairs, params = POINT_PAIRS, None
-    elif facts_at is None:
-        pairs, params = INSTANT_PAIRS, {"point_at": at[0], "booked_day": at[1]}
-    else:
-        raise ValueError("compute_point_values: `at` reads no order_facts rows (from_facts=False)")
+    pairs, params = (POINT_PAIRS, None) if at is None else (INSTANT_PAIRS, {"point_at": at[0], "booked_day": at[1]})
     conn.execute(VERSION_ORDER)
     run_script(conn, "order_state_asof", params, pairs)
     if conn.execute("SELECT 1 FROM order_state_versions WHERE odd_hash LIMIT 1").fetchall():
