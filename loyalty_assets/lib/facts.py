@@ -67,10 +67,10 @@ KEYS_SQL = """
           WHERE order_key IN (SELECT order_key FROM order_state))
     WHERE k IS NOT NULL GROUP BY order_key"""
 
-# the same on a full refresh, only where it differs from the row's own key: the keys of an order's
-# versions other than its latest's (a NULL counts: every key of an order whose latest version has
-# none is a prior key), found by a join with the state just computed, whose rows are few (0.25-0.30
-# against 0.36-0.41 s at 1M orders for a list per order with more than one key, grouped by hash)
+# on a full refresh, only the keys order_facts.sql keeps: those of an order's versions other than its
+# latest's (every key, when the latest has none), by a join with the state just computed; orders
+# without one get no row (0.25-0.30 against 0.36-0.41 s at 1M orders for a list of every key per
+# order with more than one, grouped by hash)
 FULL_KEYS_SQL = """
     CREATE OR REPLACE TEMP TABLE facts_keys AS
     SELECT v.order_key, list(DISTINCT v.k ORDER BY v.k) AS keys
