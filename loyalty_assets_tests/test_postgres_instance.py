@@ -242,6 +242,11 @@ def test_a_range_run_holds_its_connections_and_stores_every_day_of_every_asset(
         assert sorted(p for (p,) in rows) == sorted(days), key.to_user_string()
         assert _query(pg_url, "SELECT last_run_id FROM asset_keys WHERE asset_key = %s",
                       (key.to_string(),)) == [(result.run_id,)]  # fmt: skip
+    # a batch's rows get their ids in the batch's order: each asset's entry points at its own last day
+    for record in pg_instance.get_asset_records(partitioned):
+        storage_id = record.asset_entry.last_materialization_record.storage_id
+        assert _query(pg_url, "SELECT asset_key, partition FROM event_logs WHERE id = %s", (storage_id,)) == [
+            (record.asset_entry.asset_key.to_string(), last.isoformat())]
     in_flight = pg_instance.event_log_storage.get_latest_asset_partition_materialization_attempts_without_materializations(
         partitioned[0])
     assert in_flight == {}
