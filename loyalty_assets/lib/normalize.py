@@ -21,6 +21,7 @@ from loyalty_assets.lib.platforms import bigcommerce, commercetools, events, loy
 from loyalty_assets.lib.program import Program
 from loyalty_assets.lib.records import RecordError
 from loyalty_assets.lib.warehouse import registered, run_script
+from loyalty_assets.lib.warehouse import sql as script_text
 
 ORDER_MAPPERS = {
     "magento.orders": magento.map_order,
@@ -331,32 +332,45 @@ def map_magento_orders_in_sql(conn: duckdb.DuckDBPyConnection, program: Program,
     try:
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS normalize_retry (source VARCHAR, hash VARCHAR)")
         # found first, so that the checks of magento_orders.sql cost what is new
-        sql, params = _pending_sql(
+        pending_sql, params = _pending_sql(
             conn, f"r.tenant, r.modified_at, r.payload_hash, r.payload, {VERSION_KEY_SQL} AS version_key",
             "magento.orders", since)
         if since is None:
             # the first run maps every version: read in place (copying 1.7M payloads first cost 6 s)
-            inlined = sql.replace("$outcomes_since", "NULL").replace("$since", "NULL")
+            inlined = pending_sql.replace("$outcomes_since", "NULL").replace("$since", "NULL")
             conn.execute("CREATE OR REPLACE TEMP VIEW magento_pending AS "
                          + inlined.replace("$source", "'magento.orders'"))
         else:
-            conn.execute("CREATE OR REPLACE TEMP TABLE magento_pending AS " + sql, params)
+            conn.execute("CREATE OR REPLACE TEMP TABLE magento_pending AS " + pending_sql, params)
         run_script(conn, "magento_macros")
-        run_script(conn, "magento_orders", _mapping_params(program))
-        n = conn.execute("SELECT count(*) FROM magento_sql_rows WHERE sql_ok").fetchall()[0][0]
-        if since is not None:
-            pending = conn.execute("SELECT count(*) FROM magento_pending").fetchall()[0][0]
-        else:  # counting the view would find the outcomes again; with none before this run, all were pending
-            had_outcomes = conn.execute(
-                "SELECT count(*) FROM raw_processed WHERE source = 'magento.orders'").fetchall()[0][0] > n
-            pending = None if had_outcomes else conn.execute(
-                "SELECT count(*) FROM raw_records WHERE source = 'magento.orders'").fetchall()[0][0]
-        conn.execute(f"DROP TABLE magento_sql_rows; DROP {'VIEW' if since is None else 'TABLE'} magento_pending")
+        pending = conn.execute("SELECT count(*) FROM magento_pending").fetchall()[0][0]
+        n = _insert_without_filter_pushdown(conn, script_text("magento_orders"), _mapping_params(program))
+        # the outcomes: every pending version when all were plain (by far the usual case), else those
+        # whose row this transaction wrote (order_versions' mapped_at is the transaction's start; a
+        # payload hash names its order's version)
+        conn.execute(
+            "INSERT INTO raw_processed SELECT 'magento.orders', p.version_key, 'processed', now() FROM magento_pending p"
+            + ("" if n == pending else """ WHERE EXISTS (
+                SELECT 1 FROM order_versions v WHERE v.mapped_at = now() AND v.platform = 'magento'
+                AND v.tenant = p.tenant AND v.updated_at = p.modified_at AND v.payload_hash = p.payload_hash)"""))
+        conn.execute(f"DROP {'VIEW' if since is None else 'TABLE'} magento_pending")
         conn.execute("COMMIT")
     except Exception:
         conn.execute("ROLLBACK")
         raise
     return n, pending == n
+
+
+def _insert_without_filter_pushdown(conn: duckdb.DuckDBPyConnection, statement: str, params: dict) -> int:
+    """Run an INSERT whose WHERE tests a column the query computes last (magento_orders.sql); returns
+    the rows inserted. The session's optimizer settings are restored whatever happens."""
+    saved = conn.execute("SELECT current_setting('disabled_optimizers')").fetchall()[0][0]
+    disabled = ",".join(filter(None, [saved, "filter_pushdown"]))
+    conn.execute(f"SET disabled_optimizers = '{disabled}'")
+    try:
+        return conn.execute(statement, params).fetchall()[0][0]
+    finally:
+        conn.execute(f"SET disabled_optimizers = '{saved}'")
 
 
 def map_magento_memos_in_sql(conn: duckdb.DuckDBPyConnection, program: Program,
