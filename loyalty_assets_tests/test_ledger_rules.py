@@ -830,24 +830,27 @@ def test_the_first_booking_builds_the_journal_index_after_its_entries_and_it_alw
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00"), order(2, "2024-03-02 10:00:00")])
     map_and_resolve(conn, p, D(2024, 3, 2))
     facts.refresh_order_facts(conn, p)
-    seen, original = [], ledger._book_script
+    seen, original = [], ledger.run_script
 
-    def watching(c, script, params):
-        seen.append(indexes(c, "ledger_journal"))
-        return original(c, script, params)
+    def watching(c, script, params=None, fill=None):
+        if script == "book_order_entries":
+            seen.append(indexes(c, "ledger_journal"))
+        return original(c, script, params, fill)
 
-    def failing(c, script, params):
+    def failing(c, script, params=None, fill=None):
+        if script != "book_order_entries":
+            return original(c, script, params, fill)
         seen.append(indexes(c, "ledger_journal"))
         raise RuntimeError("the booking failed")
 
-    monkeypatch.setattr(ledger, "_book_script", failing)
+    monkeypatch.setattr(ledger, "run_script", failing)
     with pytest.raises(RuntimeError, match="the booking failed"):
         ledger.book_through(conn, p, D(2024, 3, 2), FAR_FUTURE)
     assert seen == [[]] and indexes(conn, "ledger_journal") == [warehouse.index_name("ledger_journal")]
     assert conn.execute("SELECT count(*) FROM ledger_journal").fetchall() == [(0,)]
 
     seen.clear()
-    monkeypatch.setattr(ledger, "_book_script", watching)
+    monkeypatch.setattr(ledger, "run_script", watching)
     assert ledger.book_through(conn, p, D(2024, 3, 1), FAR_FUTURE).entries == 1
     assert seen == [[]] and indexes(conn, "ledger_journal") == [warehouse.index_name("ledger_journal")]
     with pytest.raises(Exception, match="Duplicate|unique"):

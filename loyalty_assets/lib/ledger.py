@@ -283,6 +283,19 @@ def hold_journal(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("UPDATE refresh_state SET refreshed_at = now() WHERE name = 'journal_writer'")
 
 
+def _keep_ids_once(conn: duckdb.DuckDBPyConnection, table: str) -> None:
+    """An id given twice by the run stays once in `table` when its rows agree (as ON CONFLICT kept
+    one); when they differ, the run stops."""
+    if conn.execute(f"SELECT count(*) > count(DISTINCT entry_id) FROM {table}").fetchall()[0][0]:
+        differ = conn.execute(
+            f"""SELECT entry_id FROM {table} GROUP BY entry_id
+                HAVING count(DISTINCT (points, kind, booked_on, order_key, event_key)) > 1 ORDER BY 1 LIMIT 5"""
+        ).fetchall()
+        if differ:
+            raise LedgerIntegrityError(f"entry ids given twice with different content: {[d[0] for d in differ]}")
+        conn.execute(f"DELETE FROM {table} WHERE rowid NOT IN (SELECT min(rowid) FROM {table} GROUP BY entry_id)")
+
+
 def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
     """Journal temp table new_entries, inside the caller's transaction. An id already booked is not
     booked again; the same id with other content is an error, which rolls the run back.
@@ -294,15 +307,7 @@ def _insert_entries(conn: duckdb.DuckDBPyConnection) -> int:
     lo, hi = conn.execute("SELECT min(booked_on), max(booked_on) FROM new_entries").fetchall()[0]
     if lo is None:
         return 0
-    # an id given twice by the run goes in once when its rows agree (as ON CONFLICT kept one)
-    if conn.execute("SELECT count(*) > count(DISTINCT entry_id) FROM new_entries").fetchall()[0][0]:
-        differ = conn.execute(
-            """SELECT entry_id FROM new_entries GROUP BY entry_id
-               HAVING count(DISTINCT (points, kind, booked_on, order_key, event_key)) > 1 ORDER BY 1 LIMIT 5"""
-        ).fetchall()
-        if differ:
-            raise LedgerIntegrityError(f"entry ids given twice with different content: {[d[0] for d in differ]}")
-        conn.execute("CREATE OR REPLACE TEMP TABLE new_entries AS SELECT DISTINCT ON (entry_id) * FROM new_entries")
+    _keep_ids_once(conn, "new_entries")
     again = conn.execute(
         """CREATE OR REPLACE TEMP TABLE entries_again AS
            SELECT n.entry_id,
@@ -393,8 +398,11 @@ def _book_days(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, d
         compute_point_values(conn, rules, columns=BOOKING_COLUMNS + (KEPT_COLUMNS if first_booking else ()),
                              rows_since=rows_since)
         keep_points(conn, program, days, scoped if first_booking else None)
-        entries, points = _book_script(conn, "book_order_entries", {
-            **common, "pending_days": program.earning.pending_days})
+        order_params = {**common, "pending_days": program.earning.pending_days}
+        if conn.execute("SELECT EXISTS (FROM ledger_journal)").fetchall()[0][0]:
+            entries, points = _book_script(conn, "book_order_entries", order_params)
+        else:
+            entries, points = _journal_first_entries(conn, order_params)
         for day in days:
             steps = []
             if day in active:
@@ -424,9 +432,22 @@ def _book_days(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, d
 
 def _book_script(conn: duckdb.DuckDBPyConnection, script: str, params: dict) -> tuple[int, int]:
     """Run a script that fills new_entries, journal them: (entries, points) added."""
-    run_script(conn, script, params)
+    run_script(conn, script, params, {"into": NEW_ENTRIES})
     n = _insert_entries(conn)
     return n, (conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0)
+
+
+NEW_ENTRIES = "CREATE OR REPLACE TEMP TABLE new_entries AS"
+
+
+def _journal_first_entries(conn: duckdb.DuckDBPyConnection, params: dict) -> tuple[int, int]:
+    """An empty journal's order entries (a full recompute's million) go straight in, not through
+    new_entries and a copy (0.1-0.2 s less at 1M orders): no id was booked before, and the run's own
+    are kept once as _insert_entries keeps them."""
+    run_script(conn, "book_order_entries", params, {"into": "INSERT INTO ledger_journal BY NAME"})
+    _keep_ids_once(conn, "ledger_journal")
+    n, points = conn.execute("SELECT count(*), coalesce(sum(points), 0) FROM ledger_journal").fetchall()[0]
+    return n, points
 
 
 def _save_watermark(conn, program: Program, closed: dt.date | None, last_booked: dt.date | None) -> None:
