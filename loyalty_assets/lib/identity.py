@@ -114,7 +114,7 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
         components_in_sql = in_scope >= SQL_COMPONENTS_MIN
     fast_members, fast_keys = _new_components_in_sql(conn, program) if components_in_sql else (0, 0)
     records = conn.execute(
-        """SELECT email, customer_key, phone_key, first_seen FROM id_record_keys
+        """SELECT email, customer_key, phone_key, first_seen FROM id_records
            WHERE rid IN (SELECT rid FROM id_scope_rids)""" + (
             " AND rid NOT IN (SELECT rid FROM id_fast_rids)" if components_in_sql else "") + """
            ORDER BY first_seen, customer_key NULLS LAST, email, phone NULLS LAST"""
@@ -205,7 +205,7 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
 
     with first_fill(conn, "member_keys") as check_keys:  # a first run's 300k keys: the index after them
         _write_members(conn, started, day, fast_keys, new_keys, merges, assignments, existing, conflicts, final,
-                       check_keys)
+                       check_keys, program.identity.match_phone)
     total = conn.execute(
         "SELECT count(DISTINCT member_id) FROM member_keys WHERE member_id NOT IN (SELECT absorbed_id FROM member_merges)"
     ).fetchall()[0][0]  # fetched to the end: the connection is free for the caller's next statement
@@ -214,7 +214,7 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
 
 def _write_members(conn: duckdb.DuckDBPyConnection, started: dt.datetime, day: dt.date, fast_keys: int,
                    new_keys: list, merges: list, assignments: list, existing: dict, conflicts: dict, final: dict,
-                   check_keys: Callable[[], None]) -> None:
+                   check_keys: Callable[[], None], phones: bool) -> None:
     """The run's writes, in one transaction."""
     conn.execute("BEGIN")
     try:
@@ -247,11 +247,12 @@ def _write_members(conn: duckdb.DuckDBPyConnection, started: dt.datetime, day: d
                     day,
                 ],
             )
-        conn.execute(
-            """INSERT INTO refresh_state VALUES ('identity', ?, NULL) ON CONFLICT (name) DO UPDATE
-               SET refreshed_at = excluded.refreshed_at""",
-            [started],
-        )
+        for name in ("identity", "identity_phones") if phones else ("identity",):
+            conn.execute(
+                """INSERT INTO refresh_state VALUES (?, ?, NULL) ON CONFLICT (name) DO UPDATE
+                   SET refreshed_at = excluded.refreshed_at""",
+                [name, started],
+            )
         check_keys()
         conn.execute("COMMIT")
     except Exception:
@@ -270,36 +271,28 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
     the members those keys belong to (and of keys the program names). The other members' records would
     rebuild exactly what member_keys holds, so a run costs what is new, not the history.
 
-    Leaves temp tables id_record_keys (records with their phone keys), id_scope_rids (those in
+    Leaves temp tables id_records (records with their phone keys), id_scope_rids (those in
     scope), id_record_owner, id_scope_keys (the keys of those records) and id_scope_members."""
     # keys the program names (must_link, cannot_link): their members are always resolved again, so a
     # changed configuration applies as a rebuild would apply it
     named = _named_keys(program)
+    phones = program.identity.match_phone
     since = None
-    if scoped and not program.identity.match_phone:  # phone keys are only known by parsing every phone
-        state = conn.execute("SELECT refreshed_at FROM refresh_state WHERE name = 'identity'").fetchall()
+    if scoped:
+        # with phones, from the last run that had them: the records mapped since then have phones no
+        # run has read as keys (never: every record is read)
+        state = conn.execute("SELECT refreshed_at FROM refresh_state WHERE name = ?",
+                             ["identity_phones" if phones else "identity"]).fetchall()
         since = state[0][0] if state else None
+    if phones:
+        _parse_phones(conn, since)
     if since is None:
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE id_records AS {_RECORDS_SQL.format(where='TRUE')}")
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE id_records AS {_records_sql('TRUE', 'TRUE', phones)}")
     else:
-        _records_near_new(conn, since, named)
-    # phones are identity keys only when the program says so (RULES.md §8), in E.164
-    phones = []
-    if program.identity.match_phone:
-        phones = [(raw, region, phone_key(raw, region)) for raw, region in conn.execute(
-            "SELECT DISTINCT phone, phone_region FROM id_records WHERE phone IS NOT NULL").fetchall()]
-    frame = pa.table({"phone": pa.array([p[0] for p in phones], pa.string()),
-                      "region": pa.array([p[1] for p in phones], pa.string()),
-                      "key": pa.array([p[2] for p in phones], pa.string())})
-    with registered(conn, "_phones", frame):
-        conn.execute(
-            """CREATE OR REPLACE TEMP TABLE id_record_keys AS
-               SELECT r.*, p.key AS phone_key FROM id_records r
-               LEFT JOIN _phones p ON p.phone = r.phone AND p.region IS NOT DISTINCT FROM r.phone_region"""
-        )
+        _records_near_new(conn, since, named, phones)
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE id_record_owner AS
-           WITH rk AS (SELECT rid, unnest([email, customer_key, phone_key]) AS key FROM id_record_keys)
+           WITH rk AS (SELECT rid, unnest([email, customer_key, phone_key]) AS key FROM id_records)
            SELECT rk.rid, rk.key, coalesce(res.survivor_id, k.member_id) AS member_id FROM rk
            LEFT JOIN member_keys k ON k.key = rk.key LEFT JOIN member_resolution res ON res.member_id = k.member_id
            WHERE rk.key IS NOT NULL"""
@@ -351,7 +344,7 @@ def _new_components_in_sql(conn: duckdb.DuckDBPyConnection, program: Program) ->
         """CREATE OR REPLACE TEMP TABLE id_fast_records AS   -- an empty key is no key, as in Python
            SELECT rid, nullif(email, '') AS email, nullif(customer_key, '') AS customer_key,
                   nullif(phone_key, '') AS phone_key, first_seen
-           FROM id_record_keys WHERE rid IN (SELECT rid FROM id_scope_rids)""")
+           FROM id_records WHERE rid IN (SELECT rid FROM id_scope_rids)""")
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE id_fast_edges AS
            WITH e AS (
@@ -412,19 +405,41 @@ def _new_components_in_sql(conn: duckdb.DuckDBPyConnection, program: Program) ->
 # keys belongs to no member or its keys belong to two members
 _IS_SEED = "count(*) FILTER (WHERE member_id IS NULL) > 0 OR count(DISTINCT member_id) > 1"
 
-# every distinct record (its keys, first seen) of the versions matching {where}
-_RECORDS_SQL = """
-    SELECT row_number() OVER () AS rid, * FROM (
+def _records_sql(where: str, customer_where: str, phones: bool) -> str:
+    """Every distinct record (its keys, first seen) of the order versions matching `where` and the
+    customer versions matching `customer_where`, with its phone's key when phones are keys (RULES.md
+    §8: E.164, from phone_keys)."""
+    return f"""
+    SELECT row_number() OVER () AS rid, r.*, p.key AS phone_key FROM (
         SELECT email, customer_key, phone, phone_region, min(updated_at) AS first_seen FROM (
             SELECT email, customer_key, phone, phone_region, updated_at FROM order_versions WHERE {where}
             UNION ALL
-            SELECT email, customer_key, NULL, NULL, updated_at FROM customer_versions WHERE {where}
-        ) WHERE email IS NOT NULL OR customer_key IS NOT NULL GROUP BY ALL)"""
+            SELECT email, customer_key, NULL, NULL, updated_at FROM customer_versions WHERE {customer_where}
+        ) WHERE email IS NOT NULL OR customer_key IS NOT NULL GROUP BY ALL) r
+    LEFT JOIN phone_keys p ON {'TRUE' if phones else 'FALSE'} AND p.phone = r.phone
+                          AND p.region IS NOT DISTINCT FROM r.phone_region"""
+
+
+def _parse_phones(conn: duckdb.DuckDBPyConnection, since: dt.datetime | None) -> None:
+    """phone_keys := every (phone, region) of the order versions parsed once (phonenumbers costs ~20
+    µs a number): those mapped since `since` that it lacks; all of them again when None."""
+    if since is None:
+        conn.execute("DELETE FROM phone_keys")
+    rows = conn.execute(
+        """SELECT DISTINCT phone, phone_region FROM order_versions v
+           WHERE phone IS NOT NULL AND ($since IS NULL OR mapped_at > $since) AND NOT EXISTS (
+               SELECT 1 FROM phone_keys p WHERE p.phone = v.phone AND p.region IS NOT DISTINCT FROM v.phone_region)""",
+        {"since": since},
+    ).fetchall()
+    if rows:
+        _insert_frame(conn, "INSERT INTO phone_keys SELECT phone, region, key FROM _frame",
+                      [(raw, region, phone_key(raw, region)) for raw, region in rows], ["phone", "region", "key"])
+
 
 _SEED_KEYS_SQL = """   -- the keys of the seeds among the records: those with a key of no member or keys of two
     WITH owners AS (
         SELECT rid, u.key, coalesce(res.survivor_id, k.member_id) AS member_id
-        FROM {records}, unnest([email, customer_key]) u(key)
+        FROM {records}, unnest([email, customer_key, phone_key]) u(key)
         LEFT JOIN member_keys k ON k.key = u.key LEFT JOIN member_resolution res ON res.member_id = k.member_id
         WHERE u.key IS NOT NULL),
     seeds AS (SELECT rid FROM owners GROUP BY rid HAVING {is_seed})
@@ -438,7 +453,7 @@ _OWNED_KEYS_SQL = """   -- every key of the members owning a key of id_keys
         WHERE k2.key IN (SELECT key FROM id_keys))"""
 
 
-def _records_near_new(conn: duckdb.DuckDBPyConnection, since: dt.datetime, named: list[str]) -> None:
+def _records_near_new(conn: duckdb.DuckDBPyConnection, since: dt.datetime, named: list[str], phones: bool) -> None:
     """id_records := the seeds (records with a key no member has, or keys of two members) among the
     versions mapped since the last run and among the records of refused links (identity_conflicts:
     their keys stay with two members), plus every record sharing a key with their members, grown
@@ -451,19 +466,24 @@ def _records_near_new(conn: duckdb.DuckDBPyConnection, since: dt.datetime, named
     those are read (at 1M orders the scan of every version cost 0.07 s of a 0.2 s day)."""
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE id_keys AS
-            {_SEED_KEYS_SQL.format(records=f"({_RECORDS_SQL.format(where='mapped_at > $since')})", is_seed=_IS_SEED)}
+            {_SEED_KEYS_SQL.format(records=f"({_records_sql('mapped_at > $since', 'mapped_at > $since', phones)})",
+                                   is_seed=_IS_SEED)}
             UNION SELECT unnest(CAST($named AS VARCHAR[]))
             UNION SELECT key FROM identity_conflicts  -- a refused link's record stays a seed (keys of two members)""",
         {"since": since, "named": named},
     )
     by_key = "(email IN (SELECT key FROM id_keys) OR customer_key IN (SELECT key FROM id_keys))"
+    # an order version is also reached by its phone's key
+    by_phone = by_key if not phones else by_key[:-1] + """ OR EXISTS (
+        SELECT 1 FROM phone_keys p WHERE p.key IN (SELECT key FROM id_keys)
+        AND p.phone = order_versions.phone AND p.region IS NOT DISTINCT FROM order_versions.phone_region))"""
     while True:
         conn.execute(f"INSERT INTO id_keys {_OWNED_KEYS_SQL} EXCEPT SELECT key FROM id_keys")
         owned = conn.execute(
             "SELECT count(*) FROM member_keys WHERE key IN (SELECT key FROM id_keys)").fetchall()[0][0]
+        new = "" if owned else "mapped_at > $since AND "
         conn.execute(
-            "CREATE OR REPLACE TEMP TABLE id_records AS "
-            + _RECORDS_SQL.format(where=by_key if owned else f"mapped_at > $since AND {by_key}"),
+            f"CREATE OR REPLACE TEMP TABLE id_records AS {_records_sql(new + by_phone, new + by_key, phones)}",
             None if owned else {"since": since},
         )
         grown = conn.execute(

@@ -230,6 +230,14 @@ CREATE TABLE IF NOT EXISTS ledger_journal (
 );
 
 -- When each derived table was last refreshed: the next refresh starts from what was mapped since.
+-- Phones parsed to their E.164 identity keys (identity.phone_key; NULL: not a valid number), each
+-- (phone, region) once, when identity.match_phone is on: a run parses the phones it has not seen.
+CREATE TABLE IF NOT EXISTS phone_keys (
+    phone  VARCHAR NOT NULL,
+    region VARCHAR,
+    key    VARCHAR
+);
+
 CREATE TABLE IF NOT EXISTS refresh_state (
     name         VARCHAR PRIMARY KEY,     -- order_facts / tiers / member_status
     refreshed_at TIMESTAMPTZ NOT NULL,
