@@ -6,7 +6,7 @@ storages write them one at a time: dagster-postgres opens a new connection for e
 nothing unless DAGSTER_EVENT_BATCH_SIZE is set; even then both store planned events one by one. At
 365 days that was minutes of bookkeeping for a few seconds of SQL. These storages keep Dagster's own
 tables and classes and change only how a batch is written: a batch of asset events (planned,
-materialized, observed) goes in as one insert or one transaction, with what `store_event` does for
+materialized, observed) goes in as one executemany or one transaction, with what `store_event` does for
 each (the rows, their asset tags, each asset's entry from its last event); they turn batching on for
 the processes that use them, and the PostgreSQL one holds a connection per process, as
 dagster-webserver already does for itself. Configured as `storage: custom:` in dagster.yaml (SQLite)
