@@ -145,7 +145,7 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
         if blocked or clashes:
             contested = b if key_type(b) in ("email", "phone") else a
             sides = list(blocked[0]) if blocked else [clashes[0][0], clashes[0][1]]
-            reason = "cannot_link" if blocked else "same_tenant_customers_share_email"
+            reason = "cannot_link" if blocked else f"same_tenant_customers_share_{key_type(contested)}"
             conflicts.setdefault(f"{contested}|{'|'.join(sides)}", (contested, sides, reason))
             return
         comps.union(ra, rb)
