@@ -90,3 +90,26 @@ def test_cli_explain_and_forget(tmp_path):
     assert missing.returncode == 1 and "no member" in missing.stderr
     gone = subprocess.run([*loyalty, "forget", "jane.roe@example.com"], env=env, capture_output=True, text=True, timeout=120)
     assert gone.returncode == 0 and "pseudonymized" in gone.stdout
+
+
+def test_forget_keeps_a_parsed_phone_only_another_shoppers_orders_still_carry(tmp_path):
+    """With phones as keys, the member's parsed phones go with it; one another shopper's orders still
+    carry stays in phone_keys, as identity would parse it again from them."""
+    p = parse_program("identity: {match_phone: true}")
+    conn = warehouse.connect(str(tmp_path / "w.duckdb"))
+
+    def with_phone(rec: dict, phone: str) -> dict:
+        rec["billing_address"] = {"email": rec["customer_email"], "telephone": phone, "country_id": "US"}
+        return rec
+
+    land(conn, p, orders=[
+        with_phone(order(1, "2024-03-01 10:00:00", email="jane@example.com", customer_id=42), "+1 650 253 0000"),
+        with_phone(order(2, "2024-03-01 11:00:00", email="jane@example.com", customer_id=42), "+1 650 253 0001"),
+        with_phone(order(3, "2024-03-01 12:00:00", email="bob@example.com", customer_id=43), "+1 650 253 0000"),
+    ])
+    process(conn, p, D(2024, 3, 2))
+    assert sorted(r[0] for r in conn.execute("SELECT phone FROM phone_keys").fetchall()) == [
+        "+1 650 253 0000", "+1 650 253 0001"]
+    forget(conn, "jane@example.com", "default")
+    assert conn.execute("SELECT phone, key FROM phone_keys").fetchall() == [("+1 650 253 0000", "tel:+16502530000")]
+    conn.close()

@@ -191,17 +191,15 @@ def forget(conn: duckdb.DuckDBPyConnection, email: str, program_id: str) -> Eras
             counts[table] = conn.execute(
                 f"UPDATE {table} SET email = ? WHERE lower(trim(email)) IN (SELECT unnest(?))", [alias, sorted(emails)]
             ).fetchone()[0]
-        # the phones' parsed keys (identity.phone_keys), found by the member's phone keys and raw phones
-        counts["phone_keys"] = conn.execute(
-            """DELETE FROM phone_keys WHERE key IN (
-                   SELECT key FROM member_keys WHERE member_id IN (SELECT unnest($ids)) AND key_type = 'phone')
-               OR phone IN (SELECT phone FROM order_versions WHERE phone IS NOT NULL
-                            AND (email = $alias OR customer_key IN (SELECT unnest($keys))))""",
-            {"ids": ids, "alias": alias, "keys": sorted(keys)},
-        ).fetchone()[0]
         counts["order_versions_phone"] = conn.execute(
             "UPDATE order_versions SET phone = 'forgotten' WHERE phone IS NOT NULL AND "
             "(email = ? OR customer_key IN (SELECT unnest(?)))", [alias, sorted(keys)]
+        ).fetchone()[0]
+        # the parsed phones (identity.phone_keys) no version holds any more: the member's own; a phone
+        # another shopper's orders still carry stays, as identity would parse it again from them
+        counts["phone_keys"] = conn.execute(
+            """DELETE FROM phone_keys p WHERE NOT EXISTS (
+                   SELECT 1 FROM order_versions v WHERE v.phone = p.phone AND v.phone_region IS NOT DISTINCT FROM p.region)"""
         ).fetchone()[0]
         phones = [r[0] for r in conn.execute(
             "SELECT key FROM member_keys WHERE member_id IN (SELECT unnest(?)) AND key_type = 'phone'", [ids]).fetchall()]
