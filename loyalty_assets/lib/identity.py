@@ -280,7 +280,7 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
     since = None
     if scoped:
         # with phones, from the last run that had them: the records mapped since then have phones no
-        # run has read as keys (never: every record is read)
+        # run has read as keys (no such run yet: every record is read)
         state = conn.execute("SELECT refreshed_at FROM refresh_state WHERE name = ?",
                              ["identity_phones" if phones else "identity"]).fetchall()
         since = state[0][0] if state else None

@@ -430,14 +430,15 @@ def _book_days(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, d
     return BookingResult(booked, entries, int(points), closed, last_booked)
 
 
+# the {into} of book_order_entries.sql (and nothing to the other booking scripts, which always fill it)
+NEW_ENTRIES = "CREATE OR REPLACE TEMP TABLE new_entries AS"
+
+
 def _book_script(conn: duckdb.DuckDBPyConnection, script: str, params: dict) -> tuple[int, int]:
     """Run a script that fills new_entries, journal them: (entries, points) added."""
     run_script(conn, script, params, {"into": NEW_ENTRIES})
     n = _insert_entries(conn)
     return n, (conn.execute("SELECT coalesce(sum(points), 0) FROM new_entries").fetchone()[0] if n else 0)
-
-
-NEW_ENTRIES = "CREATE OR REPLACE TEMP TABLE new_entries AS"
 
 
 def _journal_first_entries(conn: duckdb.DuckDBPyConnection, params: dict) -> tuple[int, int]:

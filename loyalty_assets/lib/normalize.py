@@ -21,7 +21,7 @@ from loyalty_assets.lib.platforms import bigcommerce, commercetools, events, loy
 from loyalty_assets.lib.program import Program
 from loyalty_assets.lib.records import RecordError
 from loyalty_assets.lib.warehouse import registered, run_script
-from loyalty_assets.lib.warehouse import sql as script_text
+from loyalty_assets.lib.warehouse import sql as script_text  # `sql` names the local queries here
 
 ORDER_MAPPERS = {
     "magento.orders": magento.map_order,

@@ -229,7 +229,6 @@ CREATE TABLE IF NOT EXISTS ledger_journal (
     event_key       VARCHAR                 -- for entries not from orders: the event they book
 );
 
--- When each derived table was last refreshed: the next refresh starts from what was mapped since.
 -- Phones parsed to their E.164 identity keys (identity.phone_key; NULL: not a valid number), each
 -- (phone, region) once, when identity.match_phone is on: a run parses the phones it has not seen.
 CREATE TABLE IF NOT EXISTS phone_keys (
@@ -238,6 +237,7 @@ CREATE TABLE IF NOT EXISTS phone_keys (
     key    VARCHAR
 );
 
+-- When each derived table was last refreshed: the next refresh starts from what was mapped since.
 CREATE TABLE IF NOT EXISTS refresh_state (
     name         VARCHAR PRIMARY KEY,     -- order_facts / tiers / member_status
     refreshed_at TIMESTAMPTZ NOT NULL,
