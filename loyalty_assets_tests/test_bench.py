@@ -31,6 +31,11 @@ def _check_report(report: dict, day_runs: int = bench.DAY_RUNS, full_runs: int =
     assert report["baseline_seconds"] > 0
     runs = report["baseline"]["runs_seconds"]
     assert len(runs) == 3 and sorted(runs)[1] == pytest.approx(report["baseline_seconds"], abs=1e-3)
+    # the same query in fresh processes, as the recompute runs: the same shoppers, its own median
+    b = report["baseline"]
+    assert len(b["cold_runs_seconds"]) == 3 and sorted(b["cold_runs_seconds"])[1] == pytest.approx(b["cold_seconds"], abs=1e-3)
+    assert b["cold_shoppers"] == b["shoppers"] > 0
+    assert report["ratio_total_to_cold_baseline"] == pytest.approx(report["total_seconds"] / b["cold_seconds"], rel=0.01)
     assert report["total_seconds"] > 0
     assert report["ratio_total_to_baseline"] > 0
     assert 50 * 2**20 < report["peak_rss_bytes"] < 8 * 2**30
@@ -212,6 +217,7 @@ def test_bench_command_with_credit_memos(tmp_path, capsys, monkeypatch, pg_admin
         "ledger (book_through)",
         "push preparation",
         "TOTAL",
+        "like-for-like: the baseline in fresh processes too took",
         "incremental day",
         "only Magento",
         "push volume of",
