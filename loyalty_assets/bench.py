@@ -9,7 +9,8 @@ fresh DuckDB warehouse with bulk SQL (setup, not timed). Then, in the same run:
 * the full recompute, stage by stage (raw -> facts (normalize), identity, facts refresh, ledger,
   tiers, member status, push preparation), each with its seconds, ratio to the baseline and peak RSS,
   `--full-runs` times (default 3), each in a fresh process on a copy of the landed warehouse, the
-  median run reported;
+  median run reported; before each run the baseline once more in a fresh process, as the run starts,
+  for a like-for-like ratio per pair beside the headline one;
 * one incremental day of changed orders on a history of N/10 orders and on the history of N orders,
   the whole pipeline timed for that day on each, in a fresh process (a day's run is a Dagster process
   of its own: it starts with cold buffers), and apart from it the checkpoint that persists the day's
@@ -543,21 +544,17 @@ def _cold_baseline_worker(path: str, memory_limit: str, threads: int, points_per
         conn.close()
 
 
-def run_cold_baseline(path: Path, points_per_unit, memory_limit: str, threads: int) -> tuple[float, list[float], int]:
-    """The baseline as the full recompute is measured: each of BASELINE_RUNS runs in a fresh process
-    (DuckDB's buffers empty, the file in the OS cache), the median. run_baseline's runs, in the process
-    that landed the data, find the payloads in DuckDB's buffers after the first: the recompute's
-    normalize reads them cold. Reported beside the headline ratio, which keeps run_baseline's."""
-    runs, shoppers = [], set()
-    for _ in range(BASELINE_RUNS):
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            seconds, n = pool.submit(_cold_baseline_worker, str(path), memory_limit, threads,
-                                     str(points_per_unit)).result()
-        runs.append(seconds)
-        shoppers.add(n)
-    if len(shoppers) != 1:
-        raise RuntimeError(f"the baseline's runs found different numbers of shoppers: {sorted(shoppers)}")
-    return statistics.median(runs), [round(r, 6) for r in runs], shoppers.pop()
+def run_cold_baseline(path: Path, points_per_unit, memory_limit: str, threads: int, shoppers: int) -> float:
+    """The baseline as each full recompute run is measured: in a fresh process (DuckDB's buffers empty,
+    the file in the OS cache), its seconds. run_baseline's runs, in the process that landed the data,
+    find the payloads in DuckDB's buffers after the first, where the recompute's normalize reads them
+    cold. run_bench takes one before each recompute run, so that each pair shares the machine's speed
+    of that minute; the headline ratio keeps run_baseline's median."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        seconds, n = pool.submit(_cold_baseline_worker, str(path), memory_limit, threads, str(points_per_unit)).result()
+    if n != shoppers:
+        raise RuntimeError(f"the baseline found {n} shoppers in a fresh process, {shoppers} before")
+    return seconds
 
 
 # --------------------------------------------------------------------------------------------
@@ -659,17 +656,20 @@ def _pipeline_worker(path: str, memory_limit: str, threads: int, day: dt.date, b
 
 
 def run_repeated(path: Path, runs: int, memory_limit: str, threads: int, day: dt.date, baseline_seconds: float | None,
-                 label: str, log: Callable[[str], None], wal_limit: str | None = DAY_WAL_LIMIT) -> dict:
+                 label: str, log: Callable[[str], None], wal_limit: str | None = DAY_WAL_LIMIT,
+                 paired: Callable[[], float] | None = None) -> dict:
     """The pipeline through `day` `runs` times, each in a fresh process on a copy of the warehouse
     before it (the last one on `path` itself, which keeps the result): the run of median seconds, and
     every run's figures. A single run of the same work on the same file drifted by a third on this
-    shared machine. Used for the full recompute; the incremental days use run_interleaved."""
-    return run_interleaved([(path, label)], runs, memory_limit, threads, day, baseline_seconds, log, wal_limit)[0]
+    shared machine. Used for the full recompute; the incremental days use run_interleaved. `paired`:
+    measured just before each run, while `path` is still as it was (its seconds: runs_paired_seconds)."""
+    return run_interleaved([(path, label)], runs, memory_limit, threads, day, baseline_seconds, log, wal_limit,
+                           paired)[0]
 
 
 def run_interleaved(targets: list[tuple[Path, str]], runs: int, memory_limit: str, threads: int, day: dt.date,
                     baseline_seconds: float | None, log: Callable[[str], None],
-                    wal_limit: str | None = DAY_WAL_LIMIT) -> list[dict]:
+                    wal_limit: str | None = DAY_WAL_LIMIT, paired: Callable[[], float] | None = None) -> list[dict]:
     """run_repeated for several warehouses at once, their runs taken in turns (first run of each, then
     the second, ...), so that the machine's drift over the minutes they take falls on all of them
     alike: the two days the incremental ratio compares ran one after the other before, and one side's
@@ -684,6 +684,7 @@ def run_interleaved(targets: list[tuple[Path, str]], runs: int, memory_limit: st
                 with open(target, "rb+") as f:  # on disk before the run: else its checkpoint's fsync writes the copy
                     os.fsync(f.fileno())
             try:
+                paired_seconds = paired() if paired else None
                 with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
                     r = pool.submit(_pipeline_worker, str(target), memory_limit, threads, day, baseline_seconds,
                                     label, wal_limit).result()
@@ -694,6 +695,8 @@ def run_interleaved(targets: list[tuple[Path, str]], runs: int, memory_limit: st
             r["seconds"] = round(sum(s["seconds"] for s in r["stages"]), 4)
             r["seconds_with_checkpoint"] = round(r["seconds"] + r["checkpoint_seconds"], 4)
             r["turn"], turn = turn, turn + 1
+            if paired:
+                r["paired_seconds"] = round(paired_seconds, 6)
             stages = ", ".join(f"{st['name']} {st['seconds']:.3f}" for st in r["stages"])
             log(f"[bench] {label}, run {i + 1}/{runs}: {r['seconds']:.3f}s ({stages}), "
                 f"checkpoint {r['checkpoint_seconds']:.3f}s")
@@ -701,14 +704,15 @@ def run_interleaved(targets: list[tuple[Path, str]], runs: int, memory_limit: st
     summaries = []
     for rs in results:
         median = sorted(rs, key=lambda r: r["seconds"])[(runs - 1) // 2]
-        summaries.append({**{key: v for key, v in median.items() if key != "turn"}, "runs": runs,
+        summaries.append({**{key: v for key, v in median.items() if key not in ("turn", "paired_seconds")}, "runs": runs,
                           "runs_seconds": [r["seconds"] for r in rs],
                           "runs_checkpoint_seconds": [r["checkpoint_seconds"] for r in rs],
                           "runs_peak_rss_bytes": [max(st["peak_rss_bytes"] for st in r["stages"]) for r in rs],
                           # the order the runs were taken in, over every target (0, 1, 2, ...)
                           "runs_turns": [r["turn"] for r in rs],
                           # what each run's stages did: the same work, as every run starts from the same warehouse
-                          "runs_results": [[st["result"] for st in r["stages"]] for r in rs]})
+                          "runs_results": [[st["result"] for st in r["stages"]] for r in rs],
+                          **({"runs_paired_seconds": [r["paired_seconds"] for r in rs]} if paired else {})})
     return summaries
 
 
@@ -1137,11 +1141,13 @@ def run_bench(
             large.execute("CHECKPOINT")
             large.close()
             gc.collect()
-            cold_seconds, cold_runs, cold_shoppers = run_cold_baseline(large_path, program.earning.points_per_unit, memory_limit,
-                                                        threads)
-            log(f"[bench] baseline in fresh processes: {cold_seconds:.3f}s (median of {cold_runs})")
             full = run_repeated(large_path, full_runs, memory_limit, threads, last_day, baseline_seconds,
-                                "full recompute", log, wal_limit=None)
+                                "full recompute", log, wal_limit=None,
+                                paired=lambda: run_cold_baseline(large_path, program.earning.points_per_unit,
+                                                                 memory_limit, threads, baseline_shoppers))
+            cold_runs = full["runs_paired_seconds"]
+            cold_ratios = [round(f / b, 3) for f, b in zip(full["runs_seconds"], cold_runs, strict=True)]
+            log(f"[bench] the baseline in a fresh process before each run: {cold_runs} s, ratios {cold_ratios}")
             stages, total_seconds = full["stages"], full["seconds"]
             for st in stages:
                 log(f"[bench] full (median run): {st['label']} {st['seconds']:.2f}s ({st['result']})")
@@ -1291,12 +1297,13 @@ def run_bench(
             "raw_generation": "magento only (numpy + DuckDB json_object)",
         },
         # like-for-like: the baseline in fresh processes, as each full recompute run starts (run_cold_baseline)
-        "ratio_total_to_cold_baseline": round(total_seconds / cold_seconds, 2),
+        "ratio_total_to_cold_baseline": round(statistics.median(cold_ratios), 2),
         "baseline": {
             "runs_seconds": baseline_runs,
-            "cold_seconds": round(cold_seconds, 6),
+            # one in a fresh process before each full recompute run (run_cold_baseline), and each pair's ratio
+            "cold_seconds": round(statistics.median(cold_runs), 6),
             "cold_runs_seconds": cold_runs,
-            "cold_shoppers": cold_shoppers,
+            "cold_runs_ratios": cold_ratios,
             "shoppers": baseline_shoppers,
             "points": baseline_points,
             "query": " ".join(BASELINE_SQL.split()),
@@ -1424,9 +1431,10 @@ def format_table(report: dict) -> str:
     fr, b = report["full_recompute"], report["baseline"]
     lines.append(f"  (the median of {fr['runs']} runs, each in a fresh process on a copy of the landed warehouse: "
                  f"{', '.join(f'{x:.3f}' for x in fr['runs_seconds'])}; peak RSS the highest of them)")
-    lines.append(f"  like-for-like: the baseline in fresh processes too took {b['cold_seconds']:.3f}s (median of "
-                 f"{', '.join(f'{x:.3f}' for x in b['cold_runs_seconds'])}): the recompute is "
-                 f"{report['ratio_total_to_cold_baseline']:.2f}x that")
+    lines.append(f"  like-for-like: the baseline in a fresh process just before each run took "
+                 f"{', '.join(f'{x:.3f}' for x in b['cold_runs_seconds'])}s, each run "
+                 f"{', '.join(f'{x:.2f}' for x in b['cold_runs_ratios'])}x its own: median "
+                 f"{report['ratio_total_to_cold_baseline']:.2f}x")
     inc = report["incremental"]
     lines += [
         "",
