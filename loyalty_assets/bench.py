@@ -521,24 +521,25 @@ BASELINE_RUNS = 3
 def run_baseline(conn: duckdb.DuckDBPyConnection, points_per_unit) -> tuple[float, int, int, list[float]]:
     """The baseline's median of BASELINE_RUNS runs (a single run drifted 3.7-6.5 s at 1M on this
     shared machine, the first one reading cold pages), its result, and every run's seconds."""
-    runs = []
-    for _ in range(BASELINE_RUNS):
-        t0 = time.perf_counter()
-        conn.execute(BASELINE_SQL, {"rate": str(points_per_unit)})
-        runs.append(time.perf_counter() - t0)
+    runs = [_timed_baseline(conn, points_per_unit) for _ in range(BASELINE_RUNS)]
     shoppers, points = conn.execute(
         "SELECT count(*), coalesce(sum(points), 0) FROM bench_baseline"
     ).fetchall()[0]
     return statistics.median(runs), int(shoppers), int(points), [round(r, 6) for r in runs]
 
 
+def _timed_baseline(conn: duckdb.DuckDBPyConnection, points_per_unit) -> float:
+    """One run of the baseline query into temp table bench_baseline: its seconds."""
+    t0 = time.perf_counter()
+    conn.execute(BASELINE_SQL, {"rate": str(points_per_unit)})
+    return time.perf_counter() - t0
+
+
 def _cold_baseline_worker(path: str, memory_limit: str, threads: int, points_per_unit: str) -> tuple[float, int]:
     """The baseline query once in this fresh process, on a read-only connection: (seconds, shoppers)."""
     conn = configure(duckdb.connect(path, read_only=True), memory_limit, threads)
     try:
-        t0 = time.perf_counter()
-        conn.execute(BASELINE_SQL, {"rate": points_per_unit})
-        seconds = time.perf_counter() - t0
+        seconds = _timed_baseline(conn, points_per_unit)
         return seconds, conn.execute("SELECT count(*) FROM bench_baseline").fetchall()[0][0]
     finally:
         conn.close()
