@@ -1,7 +1,8 @@
 """`loyalty bench`: the performance benchmark (CONTRACT.md §1, the performance issue).
 
-Generates native Magento 2 order and credit-memo payloads at a given scale and lands them into a
-fresh DuckDB warehouse with bulk SQL (setup, not timed). Then, in the same run:
+Generates native order and refund payloads of the platforms asked for (bench_data.py: Magento 2 by
+default; BigCommerce, commercetools and SFCC too, the orders by turns) at a given scale and lands them
+into a fresh DuckDB warehouse with bulk SQL (setup, not timed). Then, in the same run:
 
 * the baseline: ONE DuckDB query over the landed raw payloads computing every shopper's points in a
   single pass (latest version per order, eligible = subtotal - |discount| as DECIMAL, x points per
@@ -62,12 +63,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
-import numpy as np
-import pyarrow as pa
 
+from loyalty_assets.bench_data import (
+    FIRST_DAY,
+    PLATFORMS,
+    baseline_sql,
+    land_history,
+    land_incremental_day,
+    parse_platforms,
+)
 from loyalty_assets.lib.warehouse import registered
 
-SUPPORTED_PLATFORMS = ("magento",)
 STAGES = ("normalize", "identity", "facts", "ledger", "tiers", "member_status", "push_prep")
 STAGE_LABELS = {
     "normalize": "raw -> facts (normalize)",
@@ -82,16 +88,9 @@ JSON_KEYS = (
     "baseline_seconds", "total_seconds", "ratio_total_to_baseline", "peak_rss_bytes", "stages",
     "incremental_seconds_small", "incremental_seconds_large", "incremental_ratio",
 )  # fmt: skip
-# The history's first day. A year from 1 July makes the incremental day an ordinary one; a year from
-# 1 January makes it 1 January, when calendar-year tiers re-evaluate every member (RULES.md §7): a
-# time-driven change whose cost follows the members, not the delta (`--first-day 2025-01-01`).
-FIRST_DAY = dt.date(2025, 7, 1)
 FAR_FUTURE = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 INCREMENTAL_CHANGED = 10_000
 DAY_WAL_LIMIT = "1GB"  # no automatic checkpoint inside an incremental day's stages (see run_bench)
-MEMO_ID_BASE = 50_000_000
-INCREMENTAL_ORDER_ID_BASE = 90_000_000
-INCREMENTAL_MEMO_ID_BASE = 95_000_000
 DEFAULT_MEMORY_LIMIT = "3GB"  # the buffer pool plus Python stays under the 4 GiB target at 1M orders
 DEFAULT_THREADS = 2
 SMILE_SAMPLE = 2_000
@@ -205,7 +204,7 @@ class ScriptTimer:
 
 
 # --------------------------------------------------------------------------------------------
-# data generation (numpy, deterministic) and bulk landing (Arrow -> INSERT ... SELECT json_object)
+# warehouses (the data: bench_data.py)
 
 
 def configure(conn: duckdb.DuckDBPyConnection, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnection:
@@ -224,335 +223,51 @@ def open_warehouse(path: Path, memory_limit: str, threads: int) -> duckdb.DuckDB
     return conn
 
 
-def _epoch(day: dt.date) -> int:
-    return int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp())
-
-
-def _registered(member: np.ndarray) -> np.ndarray:
-    """About 60% of members have a Magento account (the same one on every order)."""
-    return (member * 7919 + 13) % 10 < 6
-
-
-def _order_frame(ids, member, created, updated, state, subtotal, discount, shipping, tax, shout) -> pa.Table:
-    return pa.table({
-        "entity_id": pa.array(ids, pa.int64()),
-        "member": pa.array(member, pa.int64()),
-        "registered": pa.array(_registered(member)),
-        "created_s": pa.array(created, pa.int64()),
-        "updated_s": pa.array(updated, pa.int64()),
-        "state": pa.array(state),
-        "subtotal_c": pa.array(subtotal, pa.int64()),
-        "discount_c": pa.array(discount, pa.int64()),
-        "shipping_c": pa.array(shipping, pa.int64()),
-        "tax_c": pa.array(tax, pa.int64()),
-        "shout": pa.array(shout),
-    })  # fmt: skip
-
-
-ORDER_PAYLOAD_SQL = """
-WITH o AS (
-    SELECT entity_id, state, registered,
-           strftime(to_timestamp(created_s), '%Y-%m-%d %H:%M:%S') AS created_txt,
-           to_timestamp(updated_s) AS updated_ts,
-           strftime(to_timestamp(updated_s), '%Y-%m-%d %H:%M:%S') AS updated_txt,
-           CASE WHEN shout THEN ' ' || upper(printf('member%07d@example.com', member))
-                ELSE printf('member%07d@example.com', member) END AS email,
-           CASE WHEN registered THEN 1000000 + member END AS customer_id,
-           CAST(subtotal_c AS DECIMAL(18, 0)) * 0.01 AS sub,
-           CAST(discount_c AS DECIMAL(18, 0)) * 0.01 AS disc,
-           CAST(shipping_c AS DECIMAL(18, 0)) * 0.01 AS ship,
-           CAST(tax_c AS DECIMAL(18, 0)) * 0.01 AS tax
-    FROM {frame}
-),
-p AS (
-    SELECT o.*, CAST(json_merge_patch(json_object(
-        'entity_id', entity_id, 'increment_id', lpad(CAST(entity_id AS VARCHAR), 9, '0'),
-        'state', state, 'status', state, 'created_at', created_txt, 'updated_at', updated_txt,
-        'order_currency_code', 'USD', 'base_currency_code', 'USD', 'base_to_order_rate', 1, 'store_id', 1,
-        'subtotal', CAST(sub AS DECIMAL(18, 2)), 'base_subtotal', CAST(sub AS DECIMAL(18, 2)),
-        'discount_amount', CAST(-disc AS DECIMAL(18, 2)), 'base_discount_amount', CAST(-disc AS DECIMAL(18, 2)),
-        'shipping_amount', CAST(ship AS DECIMAL(18, 2)), 'base_shipping_amount', CAST(ship AS DECIMAL(18, 2)),
-        'tax_amount', CAST(tax AS DECIMAL(18, 2)), 'base_tax_amount', CAST(tax AS DECIMAL(18, 2)),
-        'grand_total', CAST(sub - disc + ship + tax AS DECIMAL(18, 2)),
-        'base_grand_total', CAST(sub - disc + ship + tax AS DECIMAL(18, 2)),
-        'customer_is_guest', CASE WHEN registered THEN 0 ELSE 1 END,
-        'customer_group_id', CASE WHEN registered THEN 1 ELSE 0 END,
-        'items', [json_object('item_id', entity_id * 10, 'sku', 'SKU-' || (entity_id % 997), 'product_type', 'simple',
-                              'qty_ordered', 1, 'row_total', CAST(sub AS DECIMAL(18, 2)),
-                              'base_row_total', CAST(sub AS DECIMAL(18, 2)),
-                              'discount_amount', CAST(disc AS DECIMAL(18, 2)),
-                              'base_discount_amount', CAST(disc AS DECIMAL(18, 2)))],
-        'billing_address', json_object('email', email),
-        'customer_email', email),
-        CASE WHEN registered THEN json_object('customer_id', customer_id) ELSE '{{}}'::JSON END) AS VARCHAR) AS payload
-    FROM o
-)
-INSERT INTO raw_records BY NAME
-SELECT 'magento.orders' AS source, 'default' AS tenant, CAST(entity_id AS VARCHAR) AS record_id,
-       updated_ts AS modified_at, substr(md5(payload), 1, 16) AS payload_hash, CAST(payload AS JSON) AS payload,
-       CAST(timezone($tz, updated_ts) AS DATE) AS partition_day, now() AS fetched_at
-FROM p
-ON CONFLICT DO NOTHING
-"""
-
-MEMO_PAYLOAD_SQL = """
-WITH m AS (
-    SELECT memo_id, order_id, to_timestamp(updated_s) AS updated_ts,
-           strftime(to_timestamp(updated_s), '%Y-%m-%d %H:%M:%S') AS updated_txt,
-           CAST(refund_c AS DECIMAL(18, 0)) * 0.01 AS sub
-    FROM {frame}
-),
-p AS (
-    SELECT m.*, CAST(json_object(
-        'entity_id', memo_id, 'order_id', order_id, 'increment_id', 'CM' || lpad(CAST(memo_id AS VARCHAR), 7, '0'),
-        'state', 2, 'created_at', updated_txt, 'updated_at', updated_txt,
-        'order_currency_code', 'USD', 'base_currency_code', 'USD', 'base_to_order_rate', 1,
-        'subtotal', CAST(sub AS DECIMAL(18, 2)), 'base_subtotal', CAST(sub AS DECIMAL(18, 2)),
-        'discount_amount', CAST(0 AS DECIMAL(18, 2)), 'base_discount_amount', CAST(0 AS DECIMAL(18, 2)),
-        'shipping_amount', CAST(0 AS DECIMAL(18, 2)), 'adjustment_positive', CAST(0 AS DECIMAL(18, 2)),
-        'adjustment_negative', CAST(0 AS DECIMAL(18, 2)), 'grand_total', CAST(sub AS DECIMAL(18, 2)),
-        'items', []) AS VARCHAR) AS payload
-    FROM m
-)
-INSERT INTO raw_records BY NAME
-SELECT 'magento.creditmemos' AS source, 'default' AS tenant, CAST(memo_id AS VARCHAR) AS record_id,
-       updated_ts AS modified_at, substr(md5(payload), 1, 16) AS payload_hash, CAST(payload AS JSON) AS payload,
-       CAST(timezone($tz, updated_ts) AS DATE) AS partition_day, now() AS fetched_at
-FROM p
-ON CONFLICT DO NOTHING
-"""
-
-
-def _land(conn: duckdb.DuckDBPyConnection, sql: str, frame: pa.Table, tz: str) -> int:
-    if frame.num_rows == 0:
-        return 0
-    with registered(conn, "_bench_frame", frame):
-        return int(conn.execute(sql.format(frame="_bench_frame"), {"tz": tz}).fetchone()[0])
-
-
-def land_history(
-    conn: duckdb.DuckDBPyConnection,
-    *,
-    orders: int,
-    members: int,
-    days: int,
-    seed: int,
-    memo_rate: float,
-    tz: str,
-    first_day: dt.date = FIRST_DAY,
-) -> dict:
-    """N orders over `days` days from `first_day`: 50% one version (processing), 30% new -> processing,
-    20% new -> processing -> complete; `memo_rate` of orders get a credit memo (state 2, refunded)."""
-    rng = np.random.default_rng(seed)
-    n = int(orders)
-    start = _epoch(first_day)
-    last_second = start + days * 86400 - 1
-    ids = np.arange(1, n + 1, dtype=np.int64)
-    member = rng.integers(0, members, n)
-    created = start + rng.integers(0, days, n) * 86400 + rng.integers(0, 86400 - 7200, n)
-    subtotal = rng.integers(1000, 30000, n)
-    discounted = rng.random(n) < 0.3
-    discount = np.where(discounted, (subtotal * rng.integers(5, 21, n)) // 100, 0)
-    shipping = rng.choice(np.array([0, 499, 999]), n)
-    tax = (subtotal - discount) * 8 // 100
-    versions = rng.choice(np.array([1, 2, 3]), n, p=[0.5, 0.3, 0.2])
-    t_paid = np.where(versions > 1, created + rng.integers(60, 3600, n), created)
-    t_done = np.minimum(t_paid + rng.integers(3600, 3 * 86400, n), last_second)
-
-    total = int(versions.sum())
-    order_idx = np.repeat(np.arange(n), versions)
-    first_pos = np.repeat(np.cumsum(versions) - versions, versions)
-    pos = np.arange(total) - first_pos  # 0.. within each order
-    step = pos + (np.repeat(versions, versions) == 1)
-    # step: 0 = new, 1 = processing, 2 = complete (a single-version order starts at processing)
-    state = np.array(["new", "processing", "complete"])[step]
-    updated = np.select([step == 0, step == 1], [created[order_idx], t_paid[order_idx]], t_done[order_idx])
-    shout = rng.random(total) < 0.1
-    frame = _order_frame(
-        ids[order_idx],
-        member[order_idx],
-        created[order_idx],
-        updated,
-        state,
-        subtotal[order_idx],
-        discount[order_idx],
-        shipping[order_idx],
-        tax[order_idx],
-        shout,
-    )
-    landed = _land(conn, ORDER_PAYLOAD_SQL, frame, tz)
-
-    n_memo = int(round(n * memo_rate))
-    memo_landed = 0
-    if n_memo:
-        which = rng.choice(n, n_memo, replace=False)
-        last_t = np.where(versions == 3, t_done, t_paid)[which]
-        memo_t = np.minimum(last_t + rng.integers(3600, 5 * 86400, n_memo), last_second)
-        refund = ((subtotal - discount)[which] * rng.integers(20, 101, n_memo)) // 100
-        memos = pa.table({
-            "memo_id": pa.array(MEMO_ID_BASE + np.arange(1, n_memo + 1), pa.int64()),
-            "order_id": pa.array(ids[which], pa.int64()),
-            "updated_s": pa.array(memo_t, pa.int64()),
-            "refund_c": pa.array(refund, pa.int64()),
-        })  # fmt: skip
-        memo_landed = _land(conn, MEMO_PAYLOAD_SQL, memos, tz)
-    # the history was pulled day by day as it happened: a later day's run reads what it fetched
-    conn.execute("UPDATE raw_records SET fetched_at = modified_at")
-    return {
-        "orders": n,
-        "members": int(members),
-        "days": int(days),
-        "order_versions": landed,
-        "credit_memos": memo_landed,
-    }
-
-
-def land_incremental_day(
-    conn: duckdb.DuckDBPyConnection,
-    *,
-    history_orders: int,
-    members: int,
-    day: dt.date,
-    changed: int,
-    seed: int,
-    tz: str,
-) -> dict:
-    """One day of `changed` orders on top of a history: 50% new orders, 40% existing orders moving
-    to `complete`, 10% credit memos on existing orders."""
-    rng = np.random.default_rng(seed)
-    start = _epoch(day)
-    n_new = changed // 2
-    n_done = (changed * 4) // 10
-    n_memo = changed - n_new - n_done
-    ids = INCREMENTAL_ORDER_ID_BASE + np.arange(1, n_new + 1, dtype=np.int64)
-    member = np.where(
-        rng.random(n_new) < 0.8,
-        rng.integers(0, members, n_new),
-        members + rng.integers(0, max(1, members // 10), n_new),
-    )
-    created = start + rng.integers(0, 86400 - 3600, n_new)
-    subtotal = rng.integers(1000, 30000, n_new)
-    discount = np.where(rng.random(n_new) < 0.3, (subtotal * rng.integers(5, 21, n_new)) // 100, 0)
-    shipping = rng.choice(np.array([0, 499, 999]), n_new)
-    tax = (subtotal - discount) * 8 // 100
-    frame = _order_frame(
-        ids,
-        member,
-        created,
-        created,
-        np.full(n_new, "processing"),
-        subtotal,
-        discount,
-        shipping,
-        tax,
-        rng.random(n_new) < 0.1,
-    )
-    landed = _land(conn, ORDER_PAYLOAD_SQL, frame, tz)
-
-    existing = rng.choice(np.arange(1, history_orders + 1), n_done + n_memo, replace=False)
-    done = pa.table(
-        {
-            "record_id": pa.array([str(i) for i in existing[:n_done]]),
-            "updated_s": pa.array(start + rng.integers(0, 86400, n_done), pa.int64()),
-        }
-    )
-    with registered(conn, "_bench_done", done):
-        landed += int(
-            conn.execute(
-                """WITH latest AS (
-                   SELECT record_id, arg_max(payload, modified_at) AS payload FROM raw_records
-                   WHERE source = 'magento.orders' AND record_id IN (SELECT record_id FROM _bench_done)
-                   GROUP BY record_id),
-               p AS (
-                   SELECT d.record_id, to_timestamp(d.updated_s) AS updated_ts,
-                          CAST(json_merge_patch(l.payload, json_object(
-                              'state', 'complete', 'status', 'complete',
-                              'updated_at', strftime(to_timestamp(d.updated_s), '%Y-%m-%d %H:%M:%S'))) AS VARCHAR) AS payload
-                   FROM _bench_done d JOIN latest l USING (record_id))
-               INSERT INTO raw_records BY NAME
-               SELECT 'magento.orders' AS source, 'default' AS tenant, record_id, updated_ts AS modified_at,
-                      substr(md5(payload), 1, 16) AS payload_hash, CAST(payload AS JSON) AS payload,
-                      CAST(timezone($tz, updated_ts) AS DATE) AS partition_day, now() AS fetched_at
-               FROM p ON CONFLICT DO NOTHING""",
-                {"tz": tz},
-            ).fetchone()[0]
-        )
-    refund_ids = existing[n_done:]
-    memos = pa.table({
-        "memo_id": pa.array(INCREMENTAL_MEMO_ID_BASE + np.arange(1, n_memo + 1), pa.int64()),
-        "order_id": pa.array(refund_ids, pa.int64()),
-        "updated_s": pa.array(start + rng.integers(0, 86400, n_memo), pa.int64()),
-        "refund_c": pa.array(rng.integers(100, 2000, n_memo), pa.int64()),
-    })  # fmt: skip
-    memo_landed = _land(conn, MEMO_PAYLOAD_SQL, memos, tz)
-    return {
-        "day": day.isoformat(),
-        "changed_orders": int(changed),
-        "new_orders": int(n_new),
-        "status_changes": int(n_done),
-        "credit_memos": int(memo_landed),
-        "order_versions": landed,
-    }
-
-
 # --------------------------------------------------------------------------------------------
-# the baseline
-
-
-BASELINE_SQL = """
-CREATE OR REPLACE TEMP TABLE bench_baseline AS
-WITH latest AS (
-    SELECT arg_max(payload, modified_at) AS p
-    FROM raw_records WHERE source = 'magento.orders'
-    GROUP BY tenant, record_id
-)
-SELECT lower(trim(coalesce(p ->> 'customer_email', p -> 'billing_address' ->> 'email'))) AS email,
-       sum(floor((CAST(p ->> 'subtotal' AS DECIMAL(18, 2)) - abs(CAST(p ->> 'discount_amount' AS DECIMAL(18, 2))))
-                 * CAST($rate AS DECIMAL(18, 6))))::BIGINT AS points
-FROM latest
-WHERE p ->> 'state' IN ('processing', 'complete')
-GROUP BY 1
-"""
+# the baseline (its query: bench_data.baseline_sql)
 
 
 BASELINE_RUNS = 3
 
 
-def run_baseline(conn: duckdb.DuckDBPyConnection, points_per_unit) -> tuple[float, int, int, list[float]]:
+def run_baseline(conn: duckdb.DuckDBPyConnection, points_per_unit, sql: str) -> tuple[float, int, int, list[float]]:
     """The baseline's median of BASELINE_RUNS runs (a single run drifted 3.7-6.5 s at 1M on this
     shared machine, the first one reading cold pages), its result, and every run's seconds."""
-    runs = [_timed_baseline(conn, points_per_unit) for _ in range(BASELINE_RUNS)]
+    runs = [_timed_baseline(conn, points_per_unit, sql) for _ in range(BASELINE_RUNS)]
     shoppers, points = conn.execute(
         "SELECT count(*), coalesce(sum(points), 0) FROM bench_baseline"
     ).fetchall()[0]
     return statistics.median(runs), int(shoppers), int(points), [round(r, 6) for r in runs]
 
 
-def _timed_baseline(conn: duckdb.DuckDBPyConnection, points_per_unit) -> float:
-    """One run of the baseline query into temp table bench_baseline: its seconds."""
+def _timed_baseline(conn: duckdb.DuckDBPyConnection, points_per_unit, sql: str) -> float:
+    """One run of the baseline query (bench_data.baseline_sql) into temp table bench_baseline: its seconds."""
     t0 = time.perf_counter()
-    conn.execute(BASELINE_SQL, {"rate": str(points_per_unit)})
+    conn.execute(sql, {"rate": str(points_per_unit)})
     return time.perf_counter() - t0
 
 
-def _cold_baseline_worker(path: str, memory_limit: str, threads: int, points_per_unit: str) -> tuple[float, int]:
+def _cold_baseline_worker(path: str, memory_limit: str, threads: int, points_per_unit: str,
+                          sql: str) -> tuple[float, int]:
     """The baseline query once in this fresh process, on a read-only connection: (seconds, shoppers)."""
     conn = configure(duckdb.connect(path, read_only=True), memory_limit, threads)
     try:
-        seconds = _timed_baseline(conn, points_per_unit)
+        seconds = _timed_baseline(conn, points_per_unit, sql)
         return seconds, conn.execute("SELECT count(*) FROM bench_baseline").fetchall()[0][0]
     finally:
         conn.close()
 
 
-def run_cold_baseline(path: Path, points_per_unit, memory_limit: str, threads: int, shoppers: int) -> float:
+def run_cold_baseline(path: Path, points_per_unit, memory_limit: str, threads: int, shoppers: int,
+                      sql: str) -> float:
     """The baseline as each full recompute run is measured: in a fresh process (DuckDB's buffers empty,
     the file in the OS cache), its seconds. run_baseline's runs, in the process that landed the data,
     find the payloads in DuckDB's buffers after the first, where the recompute's normalize reads them
     cold. run_bench takes one before each recompute run, so that each pair shares the machine's speed
     of that minute; the headline ratio keeps run_baseline's median."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        seconds, n = pool.submit(_cold_baseline_worker, str(path), memory_limit, threads, str(points_per_unit)).result()
+        seconds, n = pool.submit(_cold_baseline_worker, str(path), memory_limit, threads, str(points_per_unit),
+                                 sql).result()
     if n != shoppers:
         raise RuntimeError(f"the baseline found {n} shoppers in a fresh process, {shoppers} before")
     return seconds
@@ -1068,12 +783,8 @@ def run_bench(
         raise ValueError("--days must be at least 1")
     if day_runs < 1 or full_runs < 1:
         raise ValueError("--day-runs and --full-runs must be at least 1")
-    unsupported = [p for p in platforms if p not in SUPPORTED_PLATFORMS]
-    if unsupported:
-        raise ValueError(
-            f"platforms not supported by the benchmark yet: {', '.join(unsupported)} "
-            f"(supported: {', '.join(SUPPORTED_PLATFORMS)})"
-        )
+    platforms = parse_platforms(",".join(platforms))
+    query = baseline_sql(platforms)
     backfill_instance = backfill_instance or default_backfill_instance()
     if backfill_instance not in BACKFILL_INSTANCES:
         raise ValueError(f"--backfill-instance must be one of {', '.join(BACKFILL_INSTANCES)}")
@@ -1107,7 +818,7 @@ def run_bench(
 
     def land_large(conn) -> dict:
         return land_history(conn, orders=orders, members=members, days=days, seed=seed, memo_rate=memo_rate,
-                            tz=program.timezone, first_day=first_day)
+                            tz=program.timezone, first_day=first_day, platforms=platforms)
 
     sampler = RssSampler().start()
     timer = ScriptTimer()
@@ -1129,7 +840,7 @@ def run_bench(
 
             # ---- the baseline
             baseline_seconds, baseline_shoppers, baseline_points, baseline_runs = run_baseline(
-                large, program.earning.points_per_unit
+                large, program.earning.points_per_unit, query
             )
             log(
                 f"[bench] baseline: {baseline_seconds:.3f}s (median of {baseline_runs}), {baseline_shoppers} shoppers, {baseline_points} points"
@@ -1145,7 +856,7 @@ def run_bench(
             full = run_repeated(large_path, full_runs, memory_limit, threads, last_day, baseline_seconds,
                                 "full recompute", log, wal_limit=None,
                                 paired=lambda: run_cold_baseline(large_path, program.earning.points_per_unit,
-                                                                 memory_limit, threads, baseline_shoppers))
+                                                                 memory_limit, threads, baseline_shoppers, query))
             cold_runs = full["runs_paired_seconds"]
             cold_ratios = [round(f / b, 3) for f, b in zip(full["runs_seconds"], cold_runs, strict=True)]
             log(f"[bench] the baseline in a fresh process before each run: {cold_runs} s, ratios {cold_ratios}")
@@ -1173,6 +884,7 @@ def run_bench(
                 memo_rate=memo_rate,
                 tz=program.timezone,
                 first_day=first_day,
+                platforms=platforms,
             )
             run_pipeline(
                 small, program, fx, last_day, sampler, timer, None, "small history (setup)", lambda _m: None
@@ -1194,6 +906,7 @@ def run_bench(
                     changed=changed,
                     seed=seed + 100,
                     tz=program.timezone,
+                    platforms=platforms,
                 )
                 conn.close()  # the pull; then the day's run, in processes of their own (as Dagster runs it)
             gc.collect()
@@ -1295,7 +1008,7 @@ def run_bench(
             "platforms": list(platforms),
             "first_day": first_day.isoformat(),
             "last_day": last_day.isoformat(),
-            "raw_generation": "magento only (numpy + DuckDB json_object)",
+            "raw_generation": f"{', '.join(platforms)} (numpy + DuckDB json_object)",
         },
         # like-for-like: the baseline in fresh processes, as each full recompute run starts (run_cold_baseline)
         "ratio_total_to_cold_baseline": round(statistics.median(cold_ratios), 2),
@@ -1307,7 +1020,7 @@ def run_bench(
             "cold_runs_ratios": cold_ratios,
             "shoppers": baseline_shoppers,
             "points": baseline_points,
-            "query": " ".join(BASELINE_SQL.split()),
+            "query": " ".join(query.split()),
         },
         "pipeline": {
             "members": int(pipeline_members),
@@ -1410,7 +1123,7 @@ def format_table(report: dict) -> str:
     lines = [
         f"loyalty bench: {s['orders']:,} orders ({s['order_versions']:,} versions, {s['credit_memos']:,} credit memos), "
         f"{s['members']:,} members, {s['days']} days, platforms: {', '.join(s['platforms'])} "
-        f"(only Magento payloads are generated for now)",
+        f"(orders by turns; Magento mapped in SQL, the others in Python)",
         f"machine: {m['cpu_count']} CPUs, Python {m['python']}, DuckDB {m['duckdb']}, "
         f"memory_limit {m['duckdb_memory_limit']}, threads {m['duckdb_threads']}",
         "",
@@ -1476,7 +1189,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--platforms",
         default="magento",
-        help="comma-separated platforms to generate (only 'magento' for now)",
+        help=f"comma-separated platforms to generate orders on, by turns (default magento; any of {', '.join(PLATFORMS)})",
     )
     parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write the report here")
     parser.add_argument(
@@ -1537,18 +1250,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    platforms = [
-        p.strip().lower()
-        for p in str(getattr(args, "platforms", "magento") or "magento").split(",")
-        if p.strip()
-    ]
-    unsupported = [p for p in platforms if p not in SUPPORTED_PLATFORMS]
-    if unsupported or not platforms:
-        print(
-            f"loyalty bench: platforms not supported by the benchmark yet: {', '.join(unsupported) or '(none)'}"
-            f" (supported: {', '.join(SUPPORTED_PLATFORMS)})",
-            file=sys.stderr,
-        )
+    try:
+        platforms = parse_platforms(getattr(args, "platforms", "magento"))
+    except ValueError as exc:
+        print(f"loyalty bench: {exc}", file=sys.stderr)
         return 2
     if (args.orders < 10 or getattr(args, "days", 365) < 1 or getattr(args, "day_runs", DAY_RUNS) < 1
             or getattr(args, "full_runs", FULL_RUNS) < 1):

@@ -222,7 +222,7 @@ def test_bench_command_with_credit_memos(tmp_path, capsys, monkeypatch, pg_admin
         "TOTAL",
         "like-for-like: the baseline in a fresh process just before each run took",
         "incremental day",
-        "only Magento",
+        "platforms: magento (orders by turns",
         "push volume of",
         "Smile.io rate (5 members",
         "0 x 429",
@@ -264,9 +264,11 @@ def test_bench_flags_skip_the_smile_sample_and_the_backfill(tmp_path):
 def test_bench_refuses_unsupported_platforms(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
-    args = parser.parse_args(["--orders", "100", "--platforms", "magento,sfcc", "--workdir", str(tmp_path)])
+    args = parser.parse_args(["--orders", "100", "--platforms", "magento,shopify", "--workdir", str(tmp_path)])
     assert bench.main(args) == 2
-    assert "sfcc" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "shopify" in err and "supported: magento, bigcommerce, commercetools, sfcc" in err
+    assert not list(tmp_path.iterdir())  # refused before any work
 
 
 def test_the_backfill_runs_on_the_instance_loyalty_run_would_use(monkeypatch):
@@ -297,3 +299,83 @@ def test_a_backfill_on_an_unreachable_postgres_is_refused_before_any_work(tmp_pa
     err = capsys.readouterr().err
     assert f"the backfill needs the PostgreSQL server 127.0.0.1:{port}" in err
     assert "[bench] generating" not in err and not (tmp_path / "w" / "bench_large.duckdb").exists()
+
+
+ALL_PLATFORMS = ["magento", "bigcommerce", "commercetools", "sfcc"]
+
+
+@pytest.mark.parametrize("memo_rate", [0.0, 0.2])
+def test_bench_on_every_platform(tmp_path, memo_rate):
+    """`--platforms` with all four: each platform's native payloads, mapped by its own mapper (Python
+    for all but Magento), one member per shopper across them; without refunds the ledger equals the
+    single-pass baseline over all four shapes, shopper by shopper."""
+    work = tmp_path / "work"
+    report = bench.run_bench(
+        400, 80, 6, ALL_PLATFORMS, None, work, memo_rate=memo_rate, smile_sample=0, backfill=False,
+        print_table=False, day_runs=1, full_runs=1,
+    )  # fmt: skip
+    _check_report(report, day_runs=1, full_runs=1)
+    assert report["sizes"]["platforms"] == ALL_PLATFORMS
+    assert report["baseline"]["shoppers"] == report["pipeline"]["members"] == 80  # matched across platforms
+    if memo_rate == 0:
+        assert report["pipeline"]["earned_points"] == report["baseline"]["points"] > 0
+        assert report["pipeline"]["shoppers_disagreeing_with_baseline"] == 0
+    else:
+        assert 0 < report["pipeline"]["earned_points"] < report["baseline"]["points"]
+    with duckdb.connect(str(work / "bench_large.duckdb"), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 0
+        raw = dict(conn.execute("SELECT source, count(*) FROM raw_records GROUP BY 1").fetchall())
+        orders = dict(conn.execute("SELECT platform, count(DISTINCT order_key) FROM order_facts GROUP BY 1").fetchall())
+        refunds = dict(conn.execute("SELECT platform, count(*) FROM refund_versions GROUP BY 1").fetchall())
+        day = dt.date.fromisoformat(report["incremental"]["day"])
+        day_orders = dict(conn.execute(
+            "SELECT platform, count(*) FROM order_versions WHERE CAST(updated_at AS DATE) = ? GROUP BY 1", [day]
+        ).fetchall())
+        clawed = conn.execute("SELECT count(*) FROM ledger_entries WHERE kind = 'clawback'").fetchone()[0]
+        unprocessed = conn.execute(
+            """SELECT count(*) FROM raw_records r WHERE NOT EXISTS (
+                   SELECT 1 FROM raw_processed p WHERE p.source = r.source AND p.outcome = 'processed'
+                   AND p.version_key = concat(r.tenant, ':', r.record_id, '@',
+                       strftime(r.modified_at, '%Y-%m-%dT%H:%M:%S'), '#', r.payload_hash))"""
+        ).fetchone()[0]
+    assert unprocessed == 0  # every landed version mapped, none waiting or quarantined
+    # the orders go to the platforms by turns (the history's 400 and the day's 20 new ones)
+    assert orders == {p: 105 for p in ALL_PLATFORMS}
+    assert set(day_orders) == set(ALL_PLATFORMS)  # the day's new orders and status changes on each
+    assert {s for s in raw if s.endswith(".orders")} == {f"{p}.orders" for p in ALL_PLATFORMS}
+    # refunds (in the history at memo_rate, and a tenth of the day's changes either way) on every
+    # platform but SFCC, whose SCAPI has none, each reaching the ledger as clawbacks
+    assert set(refunds) == {"magento", "bigcommerce", "commercetools"}
+    assert {"magento.creditmemos", "bigcommerce.refunds", "commercetools.payments"} <= set(raw)
+    assert clawed > 0
+
+
+def test_the_baseline_reads_each_platform_as_its_mapper_does():
+    """bench_data's per-platform baseline against the mappers on the same landed payloads: every
+    order's eligible amount and whether it earns (paid or fulfilled)."""
+    import decimal
+
+    from loyalty_assets import bench_data
+    from loyalty_assets.lib import normalize, warehouse
+    from loyalty_assets.lib.money import FxTable
+    from loyalty_assets.lib.program import load_program
+
+    program, fx = load_program(), FxTable.load(None)
+    conn = duckdb.connect()
+    warehouse.ensure_schema(conn)
+    bench_data.land_history(conn, orders=200, members=40, days=4, seed=3, memo_rate=0.0, tz="UTC",
+                            platforms=ALL_PLATFORMS)
+    conn.execute(bench_data.baseline_sql(ALL_PLATFORMS), {"rate": "1"})
+    baseline = dict(conn.execute("SELECT email, points FROM bench_baseline").fetchall())
+    expected: dict[str, int] = {}
+    latest = conn.execute(
+        """SELECT source, tenant, arg_max(payload, modified_at) FROM raw_records
+           WHERE source LIKE '%.orders' GROUP BY source, tenant, record_id"""
+    ).fetchall()
+    assert {s for s, _t, _p in latest} == {f"{p}.orders" for p in ALL_PLATFORMS}
+    for source, tenant, payload in latest:
+        version = normalize.ORDER_MAPPERS[source](normalize._loads(payload), tenant, program, fx)
+        if version.signal in ("paid", "fulfilled"):
+            points = decimal.Decimal(version.eligible_minor) / 100
+            expected[version.email] = expected.get(version.email, 0) + int(points.to_integral_value(decimal.ROUND_FLOOR))
+    assert baseline == expected and len(baseline) == 40
