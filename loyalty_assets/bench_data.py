@@ -551,14 +551,18 @@ GROUP BY 1
 
 
 def baseline_sql(platforms: list[str] | tuple[str, ...]) -> str:
-    """The baseline query for the platforms landed: the latest version of each order, its eligible
-    amount x rate floored, summed by normalized e-mail (bench_baseline: email, points)."""
+    """The baseline query for the platforms landed, one pass over the latest version of each order:
+    its eligible amount x rate floored, summed by normalized e-mail (bench_baseline: email, points).
+    Each platform's expressions are a branch of one CASE on the source (a UNION ALL of one branch per
+    platform read the latest versions once per platform)."""
     if list(platforms) == ["magento"]:
         return MAGENTO_BASELINE_SQL
+
+    def by_source(i: int) -> str:
+        return "CASE source " + " ".join(
+            f"WHEN '{p}.orders' THEN {_BASELINE_PARTS[p][i]}" for p in platforms) + " END"
+
     sources = ", ".join(f"'{p}.orders'" for p in platforms)
-    parts = "\n    UNION ALL\n    ".join(
-        f"SELECT {email} AS email, {eligible} AS eligible FROM latest WHERE source = '{p}.orders' AND {earns}"
-        for p in platforms for email, earns, eligible in [_BASELINE_PARTS[p]])
     return f"""
 CREATE OR REPLACE TEMP TABLE bench_baseline AS
 WITH latest AS (
@@ -566,9 +570,9 @@ WITH latest AS (
     FROM raw_records WHERE source IN ({sources})
     GROUP BY source, tenant, record_id
 )
-SELECT lower(trim(email)) AS email, sum(floor(eligible * CAST($rate AS DECIMAL(18, 6))))::BIGINT AS points
-FROM (
-    {parts}
-)
+SELECT lower(trim({by_source(0)})) AS email,
+       sum(floor(({by_source(2)}) * CAST($rate AS DECIMAL(18, 6))))::BIGINT AS points
+FROM latest
+WHERE {by_source(1)}
 GROUP BY 1
 """
