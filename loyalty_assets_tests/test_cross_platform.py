@@ -89,3 +89,52 @@ def test_one_shopper_on_four_platforms_in_three_currencies(tmp_path, isolated_en
     assert email == "kim@example.com"
     assert spendable == 100 + 40 + 44 + 33  # floor per order: 33.50 -> 33
     assert (tier, float(metric)) == ("Bronze", 217.5)
+
+
+def test_a_commercetools_payment_reads_only_the_order_that_lists_it():
+    """A day's Refund payment finds its order among the payment ids the mapped versions keep and reads
+    that order's payload alone, not every commercetools order's (a history's worth of Python parsing
+    on any day with a payment); a warehouse whose versions predate those ids finds it all the same."""
+    from loyalty_assets import bench_data
+    from loyalty_assets.lib import normalize, warehouse
+    from loyalty_assets.lib.money import FxTable
+    from loyalty_assets.lib.program import load_program
+
+    program = load_program()
+    conn = duckdb.connect()
+    warehouse.ensure_schema(conn)
+    platforms = ["magento", "commercetools"]
+    bench_data.land_history(conn, orders=200, members=40, days=10, seed=5, memo_rate=0.0, tz="UTC",
+                            platforms=platforms)
+    normalize.normalize(conn, program, FxTable.load(None), dt.date(2025, 7, 10))
+    ct_orders = conn.execute(
+        "SELECT count(DISTINCT order_key) FROM order_versions WHERE platform = 'commercetools'").fetchall()[0][0]
+    assert ct_orders == 100
+    listed = conn.execute(
+        "SELECT DISTINCT payment_ids FROM order_versions WHERE platform = 'commercetools' AND order_key LIKE '%000000000042'"
+    ).fetchall()
+    assert listed == [("00000000-0000-4000-9000-000000000042",)]  # as the payload lists it
+    assert conn.execute("SELECT count(*) FROM order_versions WHERE platform = 'magento' AND payment_ids IS NOT NULL"
+                        ).fetchall()[0][0] == 0
+    conn.execute("UPDATE refresh_state SET refreshed_at = TIMESTAMPTZ '2025-07-11 00:00:00+00' WHERE name = 'normalize'")
+    memos = bench_data.pa.table({"memo_id": [77], "order_id": [42], "updated_s": [bench_data._epoch(dt.date(2025, 7, 12))],
+                                 "refund_c": [500]})
+    bench_data._land(conn, bench_data.COMMERCETOOLS_PAYMENT_SQL, memos, "UTC")
+    key = "commercetools:bench-project:00000000-0000-4000-8000-000000000042"
+    since = dt.datetime(2025, 7, 10, tzinfo=dt.UTC)
+    for legacy in (False, True):
+        if legacy:  # versions mapped before payment_ids existed
+            conn.execute("UPDATE order_versions SET payment_ids = NULL WHERE platform = 'commercetools'")
+        orders = normalize._Orders(conn, since)
+        payment = "00000000-0000-4000-9000-000000000042"
+        assert orders.commercetools_order_of_payment("bench-project", payment) == key
+        assert orders.commercetools_order_of_payment("other-project", payment) is None
+        read = orders.latest("commercetools.orders", "commercetools.payments")
+        if legacy:
+            assert len(read) == ct_orders
+        else:
+            assert list(read) == [key]
+        assert orders.get("commercetools.orders", key, "commercetools.payments")["id"] == key.split(":")[2]
+    # the lookup reads the ids the versions keep, not the payloads: with none listed, the payment waits
+    conn.execute("UPDATE order_versions SET payment_ids = '' WHERE platform = 'commercetools'")
+    assert normalize.normalize(conn, program, FxTable.load(None), dt.date(2025, 7, 12)).waiting == 1

@@ -46,7 +46,7 @@ ORDER_COLUMNS = [
     "payload_hash", "status", "signal", "email", "customer_key", "currency", "subtotal_minor", "discount_minor",
     "tax_minor", "shipping_minor", "grand_total_minor", "eligible_minor", "calc_currency", "calc_eligible_minor",
     "fx_rate", "calc_rate", "to_program_factor", "phone", "phone_region", "discount_codes",
-    "excluded_item_ids",
+    "excluded_item_ids", "payment_ids",
 ]  # fmt: skip
 
 
@@ -176,10 +176,12 @@ class _Orders:
     """What pending refunds need of their orders, loaded per platform on first use.
 
     Magento memos and BigCommerce refunds carry their order id, so only those orders are read (a
-    day's refunds cost what they name, not the whole history); commercetools payments are found
-    from the orders' paymentInfo, so all of its orders are read when there are payments to map.
-    A Magento memo needs only its order's excluded line ids, which the order's latest mapped version
-    keeps: a narrow read of order_versions instead of the payloads (0.2 s a day at 1M orders)."""
+    day's refunds cost what they name, not the whole history). A commercetools payment does not name
+    its order, the order lists its payments: the ids its mapped versions keep (payment_ids) find the
+    orders of the pending payments, whose payloads alone are read (before, every order's latest
+    payload was parsed in Python on any day with a payment). A Magento memo needs only its order's
+    excluded line ids, which the order's latest mapped version keeps: a narrow read of
+    order_versions instead of the payloads (0.2 s a day at 1M orders)."""
 
     # refund source -> SQL text of the order id it names (as the mappers build the order key)
     ORDER_ID_SQL = {
@@ -211,9 +213,12 @@ class _Orders:
         if (source, refund_source) not in self._by_source:
             platform = source.split(".")[0]
             named = ""
-            if refund_source in self.ORDER_ID_SQL:
+            if refund_source in self.ORDER_ID_SQL or refund_source == "commercetools.payments":
                 if self._named != refund_source:
-                    self._name_orders(refund_source)
+                    if refund_source in self.ORDER_ID_SQL:
+                        self._name_orders(refund_source)
+                    else:
+                        self._ct_payments = self._commercetools_payment_orders()
                 named = "AND o.record_id IN (SELECT id FROM refund_named)"  # any tenant's: keyed by tenant below
             self._by_source[source, refund_source] = dict(self.conn.execute(
                 f"""SELECT '{platform}:' || o.tenant || ':' || o.record_id, arg_max(o.payload, o.modified_at)
@@ -248,12 +253,35 @@ class _Orders:
 
     def commercetools_order_of_payment(self, tenant: str, payment_id: str) -> str | None:
         if self._ct_payments is None:
-            self._ct_payments = {}
-            for key, payload in self.latest("commercetools.orders").items():
-                ten = key.split(":")[1]
-                for pid in commercetools.payment_ids(_loads(payload)):
-                    self._ct_payments[f"{ten}:{pid}"] = key
+            self._ct_payments = self._commercetools_payment_orders()
         return self._ct_payments.get(f"{tenant}:{payment_id}")
+
+    def _commercetools_payment_orders(self) -> dict[str, str]:
+        """'tenant:payment id' -> order key for the pending payments; refund_named names their orders.
+        The order of a payment is the latest mapped version listing it. A warehouse whose versions
+        predate payment_ids looks the payments up in every order's latest payload, as before."""
+        self._named = "commercetools.payments"
+        if self.conn.execute(
+            "SELECT 1 FROM order_versions WHERE platform = 'commercetools' AND payment_ids IS NULL LIMIT 1"
+        ).fetchall():
+            found = {f"{key.split(':')[1]}:{pid}": key for key, payload in self.latest("commercetools.orders").items()
+                     for pid in commercetools.payment_ids(_loads(payload))}
+            with registered(self.conn, "_ct_found", pd.DataFrame({"order_key": list(found.values())}, dtype=object)):
+                self.conn.execute("""CREATE OR REPLACE TEMP TABLE refund_named AS
+                                     SELECT DISTINCT order_key, regexp_extract(order_key, '^[^:]*:[^:]*:(.*)$', 1) AS id FROM _ct_found""")
+            return found
+        sql, params = _pending_sql(self.conn, "r.tenant, r.payload", "commercetools.payments", self.since)
+        self.conn.execute(
+            f"""CREATE OR REPLACE TEMP TABLE ct_payment_orders AS
+                WITH pending AS (SELECT DISTINCT tenant, json_extract_string(payload, '$.id') AS payment_id FROM ({sql}) r),
+                listed AS (SELECT tenant, order_key, source_id, updated_at, unnest(string_split(payment_ids, ',')) AS payment_id
+                           FROM order_versions WHERE platform = 'commercetools' AND payment_ids <> '')
+                SELECT l.tenant, l.payment_id, arg_max(l.order_key, l.updated_at) AS order_key,
+                       arg_max(l.source_id, l.updated_at) AS id
+                FROM listed l JOIN pending p USING (tenant, payment_id) GROUP BY l.tenant, l.payment_id""", params)
+        self.conn.execute("CREATE OR REPLACE TEMP TABLE refund_named AS SELECT DISTINCT order_key, id FROM ct_payment_orders")
+        return {f"{t}:{pid}": key for t, pid, key in
+                self.conn.execute("SELECT tenant, payment_id, order_key FROM ct_payment_orders").fetchall()}
 
 
 class _OutboxIds:
@@ -459,7 +487,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
             known = order is not None
         else:
             order_key = orders.commercetools_order_of_payment(tenant, str(payload.get("id")))
-            order = orders.get("commercetools.orders", order_key) if order_key else None
+            order = orders.get("commercetools.orders", order_key, source) if order_key else None
             rows = commercetools.map_payment(payload, tenant, program, order, order_key.split(":", 2)[2] if order_key else None)
             known = order is not None
         for version in rows:

@@ -131,6 +131,7 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
         # discount codes are references; their code is there only when the order was read expanded
         discount_codes=join_codes(((d.get("discountCode") or {}).get("obj") or {}).get("code")
                                   for d in payload.get("discountCodes") or [] if isinstance(d, dict)),
+        payment_ids=",".join(payment_ids(payload)),
     )
 
 

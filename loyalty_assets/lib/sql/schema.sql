@@ -68,12 +68,14 @@ CREATE TABLE IF NOT EXISTS order_versions (
     phone_region     VARCHAR,
     discount_codes   VARCHAR,
     mapped_at        TIMESTAMPTZ DEFAULT current_timestamp,  -- when normalized: finds late arrivals
-    excluded_item_ids VARCHAR  -- Magento: the excluded lines' ids, comma-separated (NULL: not recorded)
+    excluded_item_ids VARCHAR,  -- Magento: the excluded lines' ids, comma-separated (NULL: not recorded)
+    payment_ids      VARCHAR   -- commercetools: the payments the order lists, comma-separated (NULL: not recorded)
     -- one row per (order_key, updated_at, payload_hash): normalize maps a raw version once (raw_processed).
     -- No PRIMARY KEY: at a million versions its index cost more than the rest of normalize's writes.
 );
 ALTER TABLE order_versions ADD COLUMN IF NOT EXISTS mapped_at TIMESTAMPTZ DEFAULT current_timestamp;
 ALTER TABLE order_versions ADD COLUMN IF NOT EXISTS excluded_item_ids VARCHAR;
+ALTER TABLE order_versions ADD COLUMN IF NOT EXISTS payment_ids VARCHAR;
 
 CREATE TABLE IF NOT EXISTS refund_versions (
     refund_key      VARCHAR NOT NULL,
