@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -107,10 +107,29 @@ def _pending_sql(conn: duckdb.DuckDBPyConnection, columns: str, source: str,
                                 AND p.version_key = {VERSION_KEY_SQL})""", params
 
 
-def _pending(conn: duckdb.DuckDBPyConnection, source: str, since: dt.datetime | None) -> list[tuple]:
+# Versions read, and mapped rows written, at a time: a first run over a million orders of a platform
+# mapped in Python held every payload and every mapped row at once (6 GB at 1M orders on four platforms).
+PENDING_CHUNK = 20_000
+FLUSH_ROWS = 50_000
+
+
+def _pending(conn: duckdb.DuckDBPyConnection, source: str, since: dt.datetime | None) -> Iterator[list[tuple]]:
+    """The pending versions of `source` in (modified_at, record_id) order, PENDING_CHUNK at a time. They
+    stream from a cursor of their own, so that the caller may write between chunks; the versions
+    retried (temp table normalize_retry, which only this connection sees) come in one piece."""
     sql, params = _pending_sql(
         conn, "r.tenant, r.record_id, r.modified_at, r.payload_hash, r.payload, r.partition_day", source, since)
-    return conn.execute(f"SELECT * FROM ({sql}) r ORDER BY r.modified_at, r.record_id", params).fetchall()
+    query = f"SELECT * FROM ({sql}) r ORDER BY r.modified_at, r.record_id"
+    if "normalize_retry" in sql:
+        yield conn.execute(query, params).fetchall()
+        return
+    reader = conn.cursor()
+    try:
+        reader.execute(query, params)
+        while rows := reader.fetchmany(PENDING_CHUNK):
+            yield rows
+    finally:
+        reader.close()
 
 
 def _loads(payload: str) -> object:
@@ -141,6 +160,32 @@ class _Batch:
         self.events: list[dict] = []
         self.quarantine: list[dict] = []
         self.outcomes: list[dict] = []
+        self.written: dict[str, int] = {}
+        self.quarantined_count = 0
+        self.waiting_count = 0
+
+    def write(self, conn: duckdb.DuckDBPyConnection, table: str, rows: list[dict], columns: list[str] | None = None,
+              at_least: int = 0) -> None:
+        """`rows` of `table` with the outcomes and quarantine rows of every version mapped so far, in one
+        transaction (a run stopped between them left rows without outcomes, which the next run mapped
+        again), then forgets them; nothing while fewer than `at_least` rows wait."""
+        if (at_least and len(rows) < at_least) or not (rows or self.outcomes or self.quarantine):
+            return
+        conn.execute("BEGIN")
+        try:
+            _append(conn, table, rows, columns)
+            _append(conn, "quarantine", self.quarantine, ignore_conflicts=True)
+            _append(conn, "raw_processed", self.outcomes)  # versions without an outcome only (_pending_sql)
+            conn.execute("COMMIT")
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise
+        self.written[table] = self.written.get(table, 0) + len(rows)
+        self.quarantined_count += len(self.quarantine)
+        self.waiting_count += sum(1 for o in self.outcomes if o["outcome"] == "waiting")
+        rows.clear()
+        self.quarantine.clear()
+        self.outcomes.clear()
 
     def outcome(self, source: str, vkey: str, outcome: str) -> None:
         self.outcomes.append({"source": source, "version_key": vkey, "outcome": outcome,
@@ -156,20 +201,25 @@ class _Batch:
 
 
 def _each(conn, batch: _Batch, source: str, handle: Callable[[str, object, dt.date, str, dict], str],
-          since: dt.datetime | None = None) -> None:
-    """Map every pending raw version of `source`; any error quarantines that version alone."""
-    for tenant, rid, modified, phash, payload, day in _pending(conn, source, since):
-        vkey = version_key(tenant, rid, modified, phash)
-        raw = {"payload_hash": phash, "updated_at": modified, "raw_version_key": vkey}
-        try:
-            outcome = handle(tenant, _loads(payload), day, rid, raw)
-        except RecordError as exc:
-            batch.quarantined(source, tenant, rid, payload, day, vkey, exc.reason, exc.detail)
-            outcome = "quarantined"
-        except (ValueError, TypeError, AttributeError, KeyError, ArithmeticError) as exc:
-            batch.quarantined(source, tenant, rid, payload, day, vkey, "malformed_record", f"{type(exc).__name__}: {exc}")
-            outcome = "quarantined"
-        batch.outcome(source, vkey, outcome)
+          since: dt.datetime | None = None, flush: Callable[[], None] | None = None) -> None:
+    """Map every pending raw version of `source`; any error quarantines that version alone. `flush`
+    runs after each chunk of versions (a caller writing its rows as they grow)."""
+    for chunk in _pending(conn, source, since):
+        for tenant, rid, modified, phash, payload, day in chunk:
+            vkey = version_key(tenant, rid, modified, phash)
+            raw = {"payload_hash": phash, "updated_at": modified, "raw_version_key": vkey}
+            try:
+                outcome = handle(tenant, _loads(payload), day, rid, raw)
+            except RecordError as exc:
+                batch.quarantined(source, tenant, rid, payload, day, vkey, exc.reason, exc.detail)
+                outcome = "quarantined"
+            except (ValueError, TypeError, AttributeError, KeyError, ArithmeticError) as exc:
+                batch.quarantined(source, tenant, rid, payload, day, vkey, "malformed_record",
+                                  f"{type(exc).__name__}: {exc}")
+                outcome = "quarantined"
+            batch.outcome(source, vkey, outcome)
+        if flush is not None:
+            flush()
 
 
 class _Orders:
@@ -464,8 +514,9 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
             batch.orders.append(row)
             return "processed"
 
-        _each(conn, batch, source, order_row, since)
-    _append(conn, "order_versions", batch.orders, ORDER_COLUMNS)
+        _each(conn, batch, source, order_row, since,
+              flush=lambda: batch.write(conn, "order_versions", batch.orders, ORDER_COLUMNS, at_least=FLUSH_ROWS))
+    batch.write(conn, "order_versions", batch.orders, ORDER_COLUMNS)
 
     # Refunds need their order (its lines, currency and totals). Those waiting for an unknown order
     # are mapped again now, since the order may have arrived.
@@ -505,7 +556,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
 
     for source in REFUND_SOURCES:
         _each(conn, batch, source, lambda *a, s=source: refund_rows(s, *a), since)
-    _append(conn, "refund_versions", batch.refunds)
+    batch.write(conn, "refund_versions", batch.refunds)
 
     for source, mapper in CUSTOMER_MAPPERS.items():
         def customer_row(tenant, payload, day, rid, raw, mapper=mapper) -> str:
@@ -524,7 +575,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
         return "processed"
 
     _each(conn, batch, "salesforce.contacts", contact_row, since)
-    _append(conn, "customer_versions", batch.customers)
+    batch.write(conn, "customer_versions", batch.customers)
 
     # Points events that are not orders; our own pushes, read back from the platforms, are skipped.
     ours = _OutboxIds(conn)
@@ -542,7 +593,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
             return "processed"
 
         _each(conn, batch, source, event_row, since)
-    _append(conn, "loyalty_events", batch.events)
+    batch.write(conn, "loyalty_events", batch.events)
 
     referrals: list[dict] = []
     for source, mapper in (("smile.referrals", events.smile_referral), ("loyaltylion.activities", events.loyaltylion_referral)):
@@ -553,9 +604,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
             return "processed"
 
         _each(conn, batch, source, referral_row, since)
-    _append(conn, "referrals", referrals)
-    _append(conn, "quarantine", batch.quarantine, ignore_conflicts=True)
-    _append(conn, "raw_processed", batch.outcomes)  # versions without an outcome only (_pending_sql)
+    batch.write(conn, "referrals", referrals)
     # versions once quarantined for a missing FX rate and now processed leave the quarantine
     conn.execute(
         """DELETE FROM quarantine q WHERE q.reason = 'no_fx_rate' AND EXISTS (
@@ -567,7 +616,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
            SET refreshed_at = excluded.refreshed_at""",
         [started],
     )
-    waiting = sum(1 for o in batch.outcomes if o["outcome"] == "waiting")
-    return NormalizeResult(len(batch.orders) + mapped_in_sql, len(batch.refunds) + memos_in_sql, len(batch.customers),
-                           len(batch.quarantine), waiting,
-                           len(batch.events))
+    written = batch.written
+    return NormalizeResult(written.get("order_versions", 0) + mapped_in_sql,
+                           written.get("refund_versions", 0) + memos_in_sql, written.get("customer_versions", 0),
+                           batch.quarantined_count, batch.waiting_count, written.get("loyalty_events", 0))
