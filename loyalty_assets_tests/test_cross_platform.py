@@ -122,19 +122,27 @@ def test_a_commercetools_payment_reads_only_the_order_that_lists_it():
     bench_data._land(conn, bench_data.COMMERCETOOLS_PAYMENT_SQL, memos, "UTC")
     key = "commercetools:bench-project:00000000-0000-4000-8000-000000000042"
     since = dt.datetime(2025, 7, 10, tzinfo=dt.UTC)
-    for legacy in (False, True):
-        if legacy:  # versions mapped before payment_ids existed
+    payment = "00000000-0000-4000-9000-000000000042"
+    for case in ("kept", "filled", "unfillable"):
+        if case == "filled":  # versions mapped before payment_ids existed: filled from their payloads, once
             conn.execute("UPDATE order_versions SET payment_ids = NULL WHERE platform = 'commercetools'")
+        if case == "unfillable":  # a version whose raw row is not found: every order's payload is read, as before
+            conn.execute("""UPDATE order_versions SET payment_ids = NULL, payload_hash = 'gone'
+                            WHERE order_key = 'commercetools:bench-project:00000000-0000-4000-8000-000000000044'""")
         orders = normalize._Orders(conn, since)
-        payment = "00000000-0000-4000-9000-000000000042"
         assert orders.commercetools_order_of_payment("bench-project", payment) == key
         assert orders.commercetools_order_of_payment("other-project", payment) is None
         read = orders.latest("commercetools.orders", "commercetools.payments")
-        if legacy:
+        if case == "unfillable":
             assert len(read) == ct_orders
         else:
             assert list(read) == [key]
         assert orders.get("commercetools.orders", key, "commercetools.payments")["id"] == key.split(":")[2]
+        if case == "filled":
+            assert conn.execute("SELECT DISTINCT payment_ids FROM order_versions WHERE order_key = ?", [key]
+                                ).fetchall() == [(payment,)]
+            assert conn.execute("SELECT count(*) FROM order_versions WHERE platform = 'commercetools' AND "
+                                "payment_ids IS NULL").fetchall()[0][0] == 0
     # the lookup reads the ids the versions keep, not the payloads: with none listed, the payment waits
     conn.execute("UPDATE order_versions SET payment_ids = '' WHERE platform = 'commercetools'")
     assert normalize.normalize(conn, program, FxTable.load(None), dt.date(2025, 7, 12)).waiting == 1

@@ -308,17 +308,20 @@ class _Orders:
 
     def _commercetools_payment_orders(self) -> dict[str, str]:
         """'tenant:payment id' -> order key for the pending payments; refund_named names their orders.
-        The order of a payment is the latest mapped version listing it. A warehouse whose versions
-        predate payment_ids looks the payments up in every order's latest payload, as before."""
+        The order of a payment is the latest mapped version listing it. Versions mapped before
+        payment_ids existed get it from their payloads first (_fill_payment_ids); while any is still
+        without, the payments are looked up in every order's latest payload, as before."""
         self._named = "commercetools.payments"
-        if self.conn.execute(
-            "SELECT 1 FROM order_versions WHERE platform = 'commercetools' AND payment_ids IS NULL LIMIT 1"
-        ).fetchall():
+        unknown = "SELECT 1 FROM order_versions WHERE platform = 'commercetools' AND payment_ids IS NULL LIMIT 1"
+        if self.conn.execute(unknown).fetchall():
+            _fill_payment_ids(self.conn)
+        if self.conn.execute(unknown).fetchall():
             found = {f"{key.split(':')[1]}:{pid}": key for key, payload in self.latest("commercetools.orders").items()
                      for pid in commercetools.payment_ids(_loads(payload))}
             with registered(self.conn, "_ct_found", pd.DataFrame({"order_key": list(found.values())}, dtype=object)):
                 self.conn.execute("""CREATE OR REPLACE TEMP TABLE refund_named AS
-                                     SELECT DISTINCT order_key, regexp_extract(order_key, '^[^:]*:[^:]*:(.*)$', 1) AS id FROM _ct_found""")
+                                     SELECT DISTINCT order_key, regexp_extract(order_key, '^[^:]*:[^:]*:(.*)$', 1) AS id
+                                     FROM _ct_found""")
             return found
         sql, params = _pending_sql(self.conn, "r.tenant, r.payload", "commercetools.payments", self.since)
         self.conn.execute(
@@ -332,6 +335,23 @@ class _Orders:
         self.conn.execute("CREATE OR REPLACE TEMP TABLE refund_named AS SELECT DISTINCT order_key, id FROM ct_payment_orders")
         return {f"{t}:{pid}": key for t, pid, key in
                 self.conn.execute("SELECT tenant, payment_id, order_key FROM ct_payment_orders").fetchall()}
+
+
+def _fill_payment_ids(conn: duckdb.DuckDBPyConnection) -> None:
+    """commercetools versions mapped before order_versions.payment_ids get it from their raw version's
+    payload (the same function the mapper uses), once; a version whose raw row is not found keeps NULL."""
+    rows = conn.execute(
+        """SELECT v.rowid, r.payload FROM order_versions v JOIN raw_records r
+               ON r.source = 'commercetools.orders' AND r.tenant = v.tenant AND r.record_id = v.source_id
+              AND r.modified_at = v.updated_at AND r.payload_hash = v.payload_hash
+           WHERE v.platform = 'commercetools' AND v.payment_ids IS NULL"""
+    ).fetchall()
+    if not rows:
+        return
+    frame = pd.DataFrame({"row_id": [row_id for row_id, _ in rows],
+                          "ids": [",".join(commercetools.payment_ids(_loads(payload))) for _, payload in rows]})
+    with registered(conn, "_ct_payment_ids", frame):
+        conn.execute("UPDATE order_versions SET payment_ids = f.ids FROM _ct_payment_ids f WHERE order_versions.rowid = f.row_id")
 
 
 class _OutboxIds:
