@@ -95,6 +95,8 @@ def test_a_commercetools_payment_reads_only_the_order_that_lists_it():
     """A day's Refund payment finds its order among the payment ids the mapped versions keep and reads
     that order's payload alone, not every commercetools order's (a history's worth of Python parsing
     on any day with a payment); a warehouse whose versions predate those ids finds it all the same."""
+    import pyarrow as pa
+
     from loyalty_assets import bench_data
     from loyalty_assets.lib import normalize, warehouse
     from loyalty_assets.lib.money import FxTable
@@ -117,9 +119,10 @@ def test_a_commercetools_payment_reads_only_the_order_that_lists_it():
     assert conn.execute("SELECT count(*) FROM order_versions WHERE platform = 'magento' AND payment_ids IS NOT NULL"
                         ).fetchall()[0][0] == 0
     conn.execute("UPDATE refresh_state SET refreshed_at = TIMESTAMPTZ '2025-07-11 00:00:00+00' WHERE name = 'normalize'")
-    memos = bench_data.pa.table({"memo_id": [77], "order_id": [42], "updated_s": [bench_data._epoch(dt.date(2025, 7, 12))],
-                                 "refund_c": [500]})
-    bench_data._land(conn, bench_data.COMMERCETOOLS_PAYMENT_SQL, memos, "UTC")
+    refund = pa.table({"memo_id": [77], "order_id": [42], "refund_c": [500],
+                       "updated_s": [int(dt.datetime(2025, 7, 12, tzinfo=dt.UTC).timestamp())]})
+    with warehouse.registered(conn, "_refund", refund):  # a day's Refund on order 42's payment, as the bench lands it
+        conn.execute(bench_data.COMMERCETOOLS_PAYMENT_SQL.format(frame="_refund"), {"tz": "UTC"}).fetchall()
     key = "commercetools:bench-project:00000000-0000-4000-8000-000000000042"
     since = dt.datetime(2025, 7, 10, tzinfo=dt.UTC)
     payment = "00000000-0000-4000-9000-000000000042"
