@@ -23,8 +23,6 @@ from loyalty_assets.lib.warehouse import registered
 
 PLATFORMS = ("magento", "bigcommerce", "commercetools", "sfcc")
 TENANTS = {"magento": "default", "bigcommerce": "bench1", "commercetools": "bench-project", "sfcc": "f_ecom_bench_prd"}
-REFUND_SOURCES = {"magento": "magento.creditmemos", "bigcommerce": "bigcommerce.refunds",
-                  "commercetools": "commercetools.payments"}  # SCAPI Orders has no refunds
 # a record's native id from the bench's integer order id, as SQL (commercetools ids are UUIDs, SFCC
 # order numbers zero-padded text)
 RECORD_ID_SQL = {
