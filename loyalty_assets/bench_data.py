@@ -318,8 +318,9 @@ p AS (
 REFUND_SQL = {"magento": MAGENTO_MEMO_SQL, "bigcommerce": BIGCOMMERCE_REFUND_SQL,
               "commercetools": COMMERCETOOLS_PAYMENT_SQL}
 
-# an existing order moving to complete (fulfilled) at updated_ts, merged into its latest payload
-COMPLETE_PATCH_SQL = {
+# an existing order moving to complete (fulfilled) at updated_ts, merged into its latest payload:
+# frame (order_id, updated_s)
+_COMPLETE_PATCH = {
     "magento": "json_object('state', 'complete', 'status', 'complete', 'updated_at', strftime(updated_ts, '%Y-%m-%d %H:%M:%S'))",
     "bigcommerce": f"json_object('status_id', 10, 'status', 'Completed', 'date_modified', strftime(updated_ts, '{RFC2822}'))",
     "commercetools": f"json_object('orderState', 'Complete', 'paymentState', 'Paid', 'shipmentState', 'Delivered', "
@@ -327,6 +328,17 @@ COMPLETE_PATCH_SQL = {
     "sfcc": f"json_object('status', 'completed', 'paymentStatus', 'paid', 'shippingStatus', 'shipped', "
             f"'lastModified', strftime(updated_ts, '{ISO}'))",
 }
+COMPLETE_SQL = {name: f"""
+WITH d AS (SELECT {RECORD_ID_SQL[name].format(id='order_id')} AS record_id, to_timestamp(updated_s) AS updated_ts
+           FROM {{frame}}),
+latest AS (
+    SELECT record_id, arg_max(payload, modified_at) AS payload FROM raw_records
+    WHERE source = '{name}.orders' AND record_id IN (SELECT record_id FROM d) GROUP BY record_id
+),
+p AS (
+    SELECT d.record_id, d.updated_ts, CAST(json_merge_patch(l.payload, {patch}) AS VARCHAR) AS payload
+    FROM d JOIN latest l USING (record_id)
+)""" + _insert(f"{name}.orders") for name, patch in _COMPLETE_PATCH.items()}
 
 
 def _land(conn: duckdb.DuckDBPyConnection, sql: str, frame: pa.Table, tz: str) -> int:
@@ -474,23 +486,7 @@ def land_incremental_day(
         "order_id": pa.array(existing[:n_done], pa.int64()),
         "updated_s": pa.array(start + rng.integers(0, 86400, n_done), pa.int64()),
     })  # fmt: skip
-    done_platform = platform_of(existing[:n_done], platforms)
-    for i, name in enumerate(platforms):
-        source = f"{name}.orders"
-        with registered(conn, "_bench_done", done.filter(pa.array(done_platform == i))):
-            landed += int(conn.execute(
-                f"""WITH d AS (SELECT {RECORD_ID_SQL[name].format(id='order_id')} AS record_id,
-                                      to_timestamp(updated_s) AS updated_ts FROM _bench_done),
-                    latest AS (
-                        SELECT record_id, arg_max(payload, modified_at) AS payload FROM raw_records
-                        WHERE source = '{source}' AND record_id IN (SELECT record_id FROM d)
-                        GROUP BY record_id),
-                    p AS (
-                        SELECT d.record_id, d.updated_ts,
-                               CAST(json_merge_patch(l.payload, {COMPLETE_PATCH_SQL[name]}) AS VARCHAR) AS payload
-                        FROM d JOIN latest l USING (record_id))""" + _insert(source),
-                {"tz": tz},
-            ).fetchone()[0])  # fmt: skip
+    landed += _land_by_platform(conn, COMPLETE_SQL, done, platform_of(existing[:n_done], platforms), platforms, tz)
     refund_ids = existing[n_done:]
     memos = pa.table({
         "memo_id": pa.array(INCREMENTAL_MEMO_ID_BASE + np.arange(1, n_memo + 1), pa.int64()),
@@ -531,19 +527,19 @@ _BASELINE_PARTS = {
              " + coalesce(CAST(p -> 'orderPriceAdjustments' -> 0 ->> 'price' AS DECIMAL(18, 2)), 0)"),
 }
 
+_MG_EMAIL, _MG_EARNS, _MG_ELIGIBLE = _BASELINE_PARTS["magento"]
 # Magento alone (the figures of every round): the query as it always was
-MAGENTO_BASELINE_SQL = """
+MAGENTO_BASELINE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE bench_baseline AS
 WITH latest AS (
     SELECT arg_max(payload, modified_at) AS p
     FROM raw_records WHERE source = 'magento.orders'
     GROUP BY tenant, record_id
 )
-SELECT lower(trim(coalesce(p ->> 'customer_email', p -> 'billing_address' ->> 'email'))) AS email,
-       sum(floor((CAST(p ->> 'subtotal' AS DECIMAL(18, 2)) - abs(CAST(p ->> 'discount_amount' AS DECIMAL(18, 2))))
-                 * CAST($rate AS DECIMAL(18, 6))))::BIGINT AS points
+SELECT lower(trim({_MG_EMAIL})) AS email,
+       sum(floor(({_MG_ELIGIBLE}) * CAST($rate AS DECIMAL(18, 6))))::BIGINT AS points
 FROM latest
-WHERE p ->> 'state' IN ('processing', 'complete')
+WHERE {_MG_EARNS}
 GROUP BY 1
 """
 

@@ -263,12 +263,12 @@ class _Orders:
         if (source, refund_source) not in self._by_source:
             platform = source.split(".")[0]
             named = ""
-            if refund_source in self.ORDER_ID_SQL or refund_source == "commercetools.payments":
+            if refund_source is not None:
                 if self._named != refund_source:
-                    if refund_source in self.ORDER_ID_SQL:
-                        self._name_orders(refund_source)
-                    else:
+                    if refund_source == "commercetools.payments":
                         self._ct_payments = self._commercetools_payment_orders()
+                    else:
+                        self._name_orders(refund_source)
                 named = "AND o.record_id IN (SELECT id FROM refund_named)"  # any tenant's: keyed by tenant below
             self._by_source[source, refund_source] = dict(self.conn.execute(
                 f"""SELECT '{platform}:' || o.tenant || ':' || o.record_id, arg_max(o.payload, o.modified_at)
