@@ -5,6 +5,7 @@ without a customer waits and is sent later; Salesforce gets Contacts and transac
 and only what changed; the sync log never holds an email address or a token."""
 
 import datetime as dt
+from decimal import Decimal
 
 import duckdb
 import requests
@@ -64,6 +65,17 @@ def test_points_reach_smile_and_salesforce_exactly_once(sandbox, warehouse_path)
     contacts = {r["Loyalty_Member_Id__c"]: r for r in box.salesforce.records("Contact")}
     assert sorted(int(c["Loyalty_Points_Spendable__c"]) for c in contacts.values()) == [80, 120]
     assert len(box.salesforce.records("Loyalty_Transaction__c")) == 2
+    # CONTRACT.md §5: lifetime spend in the program currency, the Smile.io referral link, the push's time
+    ann_contact = next(c for c in contacts.values() if int(c["Loyalty_Points_Spendable__c"]) == 120)
+    assert Decimal(str(ann_contact["Loyalty_Lifetime_Spend__c"])) == Decimal("120.00")
+    assert ann_contact["Loyalty_Referral_Url__c"] == ann["referral_url"]
+    bo_contact = next(c for c in contacts.values() if int(c["Loyalty_Points_Spendable__c"]) == 80)
+    assert bo_contact["Loyalty_Referral_Url__c"] is None  # no Smile customer yet
+    synced = {c["Loyalty_Member_Id__c"]: c["Loyalty_Synced_At__c"] for c in contacts.values()}
+    assert all(synced.values())
+    # every Salesforce call is logged with its own start and end
+    assert query(warehouse_path, """SELECT count(*) FROM sync_log WHERE target = 'salesforce' AND http_status IS NOT NULL
+                                    AND NOT (started_at <= finished_at)""") == [(0,)]
     logged = query(warehouse_path, "SELECT string_agg(coalesce(payload_summary, '') || coalesce(message, ''), ' ') FROM sync_log")[0][0]
     assert "@example.com" not in logged and box.smile.api_key not in logged
 
@@ -73,6 +85,8 @@ def test_points_reach_smile_and_salesforce_exactly_once(sandbox, warehouse_path)
     assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [120]
     assert len(query(warehouse_path, "SELECT 1 FROM sync_log WHERE target = 'salesforce' AND operation LIKE 'upsert%'"
                      )) == sf_upserts
+    # unchanged rows are not sent again for their time of sync alone
+    assert {c["Loyalty_Member_Id__c"]: c["Loyalty_Synced_At__c"] for c in box.salesforce.records("Contact")} == synced
 
     # a CRM user overwrites a field we own: the conflict is logged and our value wins on the next run
     contact = next(c for c in box.salesforce.records("Contact") if int(c["Loyalty_Points_Spendable__c"]) == 120)
@@ -281,3 +295,54 @@ def test_transactions_as_platform_events_by_configuration(tmp_path, monkeypatch)
         # delivered once: a second push publishes nothing
         sf_push.push_salesforce(types.SimpleNamespace(run_id="t"), resource, Warehouse(database=str(path)))
         assert len(emulator.events) == 1
+
+
+def test_member_is_a_lead_until_its_first_earn_then_the_lead_is_marked_converted(tmp_path, monkeypatch):
+    """RULES.md §9: a Lead until the first `earn` entry, then the Contact is upserted and the Lead marked
+    converted through the configured status field; lifetime spend in the program currency's digits."""
+    import types
+
+    from loyalty_assets.defs.sync import salesforce as sf_push
+    from loyalty_assets.lib import warehouse as wh
+    from loyalty_assets.lib.program import parse_program
+    from loyalty_assets.sandbox.salesforce import SalesforceEmulator
+
+    monkeypatch.setattr(sf_push, "PROGRAM", parse_program(
+        "salesforce: {lead_status_field: Status, lead_converted_status: 'Working - Contacted'}"))
+    path = tmp_path / "w.duckdb"
+    conn = wh.connect(str(path))
+    conn.execute("INSERT INTO member_status VALUES ('M1', 'a@example.com', 0, 0, 0, 'Bronze', 0, NULL, NULL, NULL, NULL, "
+                 "DATE '2024-03-01', now())")
+    conn.close()
+    with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
+        env = emulator.env()
+        resource = SalesforceResource(instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
+                                      ca_bundle=env["SALESFORCE_CA_BUNDLE"])
+        ctx = types.SimpleNamespace(run_id="t")
+        assert sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))["leads"] == 1
+        (lead,) = emulator.records("Lead")
+        assert (lead["Loyalty_Member_Id__c"], lead["Status"]) == ("M1", "Open - Not Contacted")
+        assert emulator.records("Contact") == []
+
+        conn = wh.connect(str(path))
+        conn.execute("""INSERT INTO ledger_journal (entry_id, booked_member_id, kind, points, booked_on, available_on,
+                        order_key, source, source_version, rule_version, journaled_at)
+                        VALUES ('E1', 'M1', 'earn', 10, DATE '2024-03-02', DATE '2024-03-02', 'o1', 'magento', 'v', 'r', now())""")
+        conn.execute("UPDATE member_status SET points_spendable = 10")
+        conn.close()
+        summary = sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))
+        assert (summary["contacts"], summary["conversions"], summary["failed_records"]) == (1, 1, 0)
+        assert [(c["Loyalty_Member_Id__c"], int(c["Loyalty_Points_Spendable__c"])) for c in emulator.records("Contact")] == [
+            ("M1", 10)]
+        assert emulator.records("Lead")[0]["Status"] == "Working - Contacted"
+        conn = wh.connect(str(path))
+        assert conn.execute("SELECT operation FROM sync_log WHERE record_key = 'M1' ORDER BY operation").fetchall() == [
+            ("convert Lead",), ("upsert Contact",), ("upsert Lead",)]
+        conn.close()
+
+    monkeypatch.setattr(sf_push, "PROGRAM", parse_program("currency: JPY"))
+    assert sf_push._member_values({"points_spendable": 1, "points_pending": 0, "vip_tier": "Bronze", "spend_minor": 1234,
+                                   "referral_url": None})["Loyalty_Lifetime_Spend__c"] == "1234"
+    monkeypatch.setattr(sf_push, "PROGRAM", parse_program("currency: KWD"))
+    assert sf_push._member_values({"points_spendable": 1, "points_pending": 0, "vip_tier": "Bronze", "spend_minor": 1234,
+                                   "referral_url": None})["Loyalty_Lifetime_Spend__c"] == "1.234"

@@ -29,7 +29,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
@@ -153,6 +153,8 @@ class CallRecord:
     status: int | None
     attempt: int
     elapsed_ms: float
+    # when the exchange ended (sync_log's finished_at; started_at is this less elapsed_ms)
+    finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def _errors(raw: Any) -> tuple[RecordError, ...]:

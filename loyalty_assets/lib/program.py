@@ -143,6 +143,10 @@ class SalesforceMapping(_Strict):
     """How ledger entries and tier changes reach Salesforce (CONTRACT.md §5)."""
 
     transactions_as: Literal["custom_object", "platform_event"] = "custom_object"
+    # RULES.md §9: a member's Lead is marked converted through a configured status field (the REST
+    # API has no lead conversion call)
+    lead_status_field: str = Field("Status", pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    lead_converted_status: str = Field("Closed - Converted", min_length=1)
 
 
 class Program(_Strict):

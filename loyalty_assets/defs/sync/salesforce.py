@@ -17,6 +17,7 @@ from decimal import Decimal
 import pyarrow as pa
 
 from loyalty_assets.defs.partitions import PROGRAM
+from loyalty_assets.lib.money import currency_digits
 from loyalty_assets.lib.warehouse import registered
 
 SAFETY_MAX_FRACTION = 0.8
@@ -27,6 +28,9 @@ MEMBER_FIELDS = (
     "Loyalty_Lifetime_Spend__c",
     "Loyalty_Referral_Url__c",
 )
+# when the push wrote the row: sent with every member upsert, left out of the change hash (a row
+# whose other values did not change is not sent again for it)
+SYNCED_AT_FIELD = "Loyalty_Synced_At__c"
 
 
 def _hash(values: dict) -> str:
@@ -38,13 +42,30 @@ WITH earned AS (SELECT DISTINCT member_id FROM ledger_entries WHERE kind = 'earn
 spend AS (
     SELECT member_id, sum(net_eligible_program_minor) AS spend_minor FROM order_facts
     WHERE lifecycle IN ('paid', 'fulfilled') GROUP BY member_id
+),
+-- the referral link the loyalty platform gives the member (RULES.md §9: pulled, owned by it), from
+-- the latest pulled version of its Smile.io or LoyaltyLion customer; of several, the oldest key's
+platform_customers AS (
+    SELECT CASE source WHEN 'smile.customers' THEN 'smile:' || tenant || ':' || record_id
+                       ELSE 'loyaltylion:' || tenant || ':' || json_extract_string(payload, '$.merchant_id') END AS key,
+           json_extract_string(payload, '$.referral_url') AS referral_url
+    FROM (SELECT source, tenant, record_id, arg_max(payload, (modified_at, payload_hash)) AS payload
+          FROM raw_records WHERE source IN ('smile.customers', 'loyaltylion.customers')
+          GROUP BY source, tenant, record_id)
+),
+referral AS (
+    SELECT k.member_id, arg_min(c.referral_url, k.first_seen_at) AS referral_url
+    FROM member_keys k JOIN platform_customers c ON c.key = k.key
+    WHERE c.referral_url IS NOT NULL AND c.referral_url <> ''
+    GROUP BY k.member_id
 )
 SELECT s.member_id, s.email, s.points_spendable, s.points_pending, s.vip_tier,
-       coalesce(sp.spend_minor, 0) AS spend_minor, e.member_id IS NOT NULL AS has_earn,
+       coalesce(sp.spend_minor, 0) AS spend_minor, r.referral_url, e.member_id IS NOT NULL AS has_earn,
        st.values_hash AS pushed_hash, st.object AS pushed_object, s.salesforce_id
 FROM member_status s
 LEFT JOIN earned e USING (member_id)
 LEFT JOIN spend sp USING (member_id)
+LEFT JOIN referral r USING (member_id)
 LEFT JOIN sync_state st ON st.target = 'salesforce' AND st.record_key = s.member_id
      AND st.object IN ('Contact', 'Lead')
      AND st.pushed_at = (SELECT max(pushed_at) FROM sync_state x WHERE x.target = 'salesforce'
@@ -154,14 +175,16 @@ def _member_values(row: dict) -> dict:
         "Loyalty_Points_Spendable__c": int(row["points_spendable"]),
         "Loyalty_Points_Pending__c": int(row["points_pending"]),
         "Loyalty_VIP_Tier__c": row["vip_tier"],
-        # currency field: a decimal string, never through float
-        "Loyalty_Lifetime_Spend__c": str(Decimal(int(row["spend_minor"])).scaleb(-2)),
-        "Loyalty_Referral_Url__c": None,
+        # currency field: a decimal string in the program currency's ISO digits, never through float
+        "Loyalty_Lifetime_Spend__c": str(Decimal(int(row["spend_minor"])).scaleb(-currency_digits(PROGRAM.currency))),
+        "Loyalty_Referral_Url__c": row["referral_url"],
     }
 
 
-def plan_salesforce(conn) -> dict:
-    """What must be sent: changed members (Lead or Contact), lead conversions, new transactions."""
+def plan_salesforce(conn, synced_at: dt.datetime | None = None) -> dict:
+    """What must be sent: changed members (Lead or Contact), lead conversions, new transactions.
+    `synced_at`: the push's time, written to every member row sent (not part of its change hash)."""
+    synced = (synced_at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).isoformat(timespec="seconds")
     cur = conn.execute(MEMBERS_SQL)
     cols = [d[0] for d in cur.description]
     leads, contacts, conversions = [], [], []
@@ -171,7 +194,7 @@ def plan_salesforce(conn) -> dict:
         digest = _hash({"object": obj, **fields})
         if digest == values["pushed_hash"]:
             continue
-        record = {"Loyalty_Member_Id__c": values["member_id"], **fields}
+        record = {"Loyalty_Member_Id__c": values["member_id"], **fields, SYNCED_AT_FIELD: synced}
         # never pushed as this object and not a Contact the CRM already has: it will be created
         new = values["pushed_object"] != obj and not (obj == "Contact" and values["salesforce_id"])
         item = {"record": record, "hash": digest, "email": values["email"], "member_id": values["member_id"], "new": new}
@@ -242,7 +265,7 @@ def push_salesforce(context, resource, warehouse) -> dict:
     now = dt.datetime.now(dt.UTC)
     with warehouse.connect() as conn:
         conflicts = detect_conflicts(conn, PROGRAM)
-        plan = plan_salesforce(conn)
+        plan = plan_salesforce(conn, now)
         last = conn.execute("SELECT max(last_booked_day) FROM ledger_watermark").fetchone()[0]
         booked_until = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) if last else None
         plan["requests"] = request_results(conn, booked_until) if booked_until else []
@@ -262,7 +285,7 @@ def push_salesforce(context, resource, warehouse) -> dict:
                     str(uuid.uuid4()),
                     context.run_id,
                     "salesforce",
-                    f"upsert {obj}",
+                    f"{operation} {obj}",
                     key,
                     1,
                     status,
@@ -297,7 +320,8 @@ def push_salesforce(context, resource, warehouse) -> dict:
                 )
             if plan["conversions"] and not stopped:
                 records = [
-                    {"Loyalty_Member_Id__c": m, "Status": "Closed - Converted"} for m in plan["conversions"]
+                    {"Loyalty_Member_Id__c": m, PROGRAM.salesforce.lead_status_field: PROGRAM.salesforce.lead_converted_status}
+                    for m in plan["conversions"]
                 ]
                 results = client.upsert_records("Lead", "Loyalty_Member_Id__c", records)
                 record("Lead", "convert", [(m, "converted") for m in plan["conversions"]], results)
@@ -353,10 +377,10 @@ def push_salesforce(context, resource, warehouse) -> dict:
                 c.attempt,
                 "ok" if c.status and c.status < 400 else "error",
                 c.status,
-                None,
+                None if c.status else "no response",
                 f"{c.elapsed_ms:.0f} ms",
-                now,
-                now,
+                c.finished_at - dt.timedelta(milliseconds=c.elapsed_ms),
+                c.finished_at,
             )
         )
     with warehouse.connect() as conn:
