@@ -67,7 +67,14 @@ def test_forget_leaves_no_personal_data_and_keeps_amounts(tmp_path):
     before = every_text(conn)
     assert "jane.roe@example.com" in before and "roe" in before and "555 0100" in before
     balances = conn.execute("SELECT points_spendable FROM member_status ORDER BY points_spendable").fetchall()
+    # a referral naming her on both sides and a move of her e-mail key between members (identity merges)
+    conn.execute("""INSERT INTO referrals VALUES ('smile:default:9', 'smile.referrals', 'smile:default:7', 'Jane.Roe@example.com',
+                    'jane.roe@example.com', NULL, 'completed', now(), now(), 'h')""")
+    member_id = conn.execute("SELECT member_id FROM member_keys WHERE key = 'jane.roe@example.com'").fetchone()[0]
+    conn.execute("INSERT INTO member_key_moves VALUES ('jane.roe@example.com', 'M-old', ?, now())", [member_id])
     erasure = forget(conn, "jane.roe@example.com", "default")
+    assert erasure.rows_rewritten["member_key_moves"] == 1
+    assert erasure.rows_rewritten["referrals_referrer_email"] == erasure.rows_rewritten["referrals_friend_email"] == 1
     after = every_text(conn)
     assert "jane.roe@example.com" not in after
     assert "roe" not in after.replace("forgotten", "") and "555 0100" not in after and "1 main st" not in after

@@ -203,13 +203,22 @@ def forget(conn: duckdb.DuckDBPyConnection, email: str, program_id: str) -> Eras
         ).fetchone()[0]
         phones = [r[0] for r in conn.execute(
             "SELECT key FROM member_keys WHERE member_id IN (SELECT unnest(?)) AND key_type = 'phone'", [ids]).fetchall()]
+        counts["member_key_moves"] = 0
         for n, key in enumerate(phones):
             conn.execute("UPDATE member_keys SET key = ? WHERE key = ?", [f"tel:{alias}#{n}", key])
             conn.execute("UPDATE identity_conflicts SET key = ? WHERE key = ?", [f"tel:{alias}#{n}", key])
+            counts["member_key_moves"] += conn.execute(
+                "UPDATE member_key_moves SET key = ? WHERE key = ?", [f"tel:{alias}#{n}", key]).fetchone()[0]
         counts["member_keys"] = 0
         for e in sorted(emails):
             target_key = alias if counts["member_keys"] == 0 else f"{alias}#{counts['member_keys']}"
+            counts["member_key_moves"] += conn.execute(
+                "UPDATE member_key_moves SET key = ? WHERE key = ?", [target_key, e]).fetchone()[0]
             counts["member_keys"] += conn.execute("UPDATE member_keys SET key = ? WHERE key = ?", [target_key, e]).fetchone()[0]
+        for column in ("referrer_email", "friend_email"):
+            counts[f"referrals_{column}"] = conn.execute(
+                f"UPDATE referrals SET {column} = ? WHERE lower(trim({column})) IN (SELECT unnest(?))", [alias, sorted(emails)]
+            ).fetchone()[0]
         counts["sync_log"] = conn.execute(
             "UPDATE sync_log SET payload_summary = regexp_replace(payload_summary, 'email=[^ ]*', 'email=forgotten') "
             "WHERE record_key IN (SELECT batch_id FROM outbox WHERE member_id IN (SELECT unnest(?)))", [ids]
