@@ -355,3 +355,14 @@ def test_argument_validation(bc: BigCommerceEmulator) -> None:
         client.fetch("orders", datetime(2024, 5, 1), DAY_END)
     with pytest.raises(ValueError):
         BigCommerceClient(bc.base_url, STORE, DEFAULT_ACCESS_TOKEN, page_size=251)
+
+
+def test_a_store_token_is_found_by_its_hash_as_written_or_in_upper_case(monkeypatch) -> None:
+    """CONTRACT.md §4: BIGCOMMERCE_ACCESS_TOKEN for every store unless BIGCOMMERCE_ACCESS_TOKEN_<HASH> is set."""
+    from loyalty_assets.defs.resources import BigCommerceResource
+
+    monkeypatch.setenv("BIGCOMMERCE_ACCESS_TOKEN_abc123", "t-abc")
+    monkeypatch.setenv("BIGCOMMERCE_ACCESS_TOKEN_DEF456", "t-def")
+    resource = BigCommerceResource(api_url="http://127.0.0.1:1", store_hashes="abc123, def456,ghi789", access_token="t-all")
+    assert [resource.token_for(h) for h in resource.hashes] == ["t-abc", "t-def", "t-all"]
+    assert BigCommerceResource(api_url="http://127.0.0.1:1", store_hashes="abc123,ghi789").is_configured is False

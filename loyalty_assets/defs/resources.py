@@ -101,7 +101,9 @@ class BigCommerceResource(CommerceSource):
         return [h.strip() for h in (self.store_hashes or "").split(",") if h.strip()]
 
     def token_for(self, store_hash: str) -> str | None:
-        return os.environ.get(f"BIGCOMMERCE_ACCESS_TOKEN_{store_hash.upper()}") or self.access_token
+        """`<HASH>` as the hash is written, or in upper case (environment names usually are)."""
+        return (os.environ.get(f"BIGCOMMERCE_ACCESS_TOKEN_{store_hash}")
+                or os.environ.get(f"BIGCOMMERCE_ACCESS_TOKEN_{store_hash.upper()}") or self.access_token)
 
     @property
     def is_configured(self) -> bool:
