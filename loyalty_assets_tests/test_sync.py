@@ -346,3 +346,28 @@ def test_member_is_a_lead_until_its_first_earn_then_the_lead_is_marked_converted
     monkeypatch.setattr(sf_push, "PROGRAM", parse_program("currency: KWD"))
     assert sf_push._member_values({"points_spendable": 1, "points_pending": 0, "vip_tier": "Bronze", "spend_minor": 1234,
                                    "referral_url": None})["Loyalty_Lifetime_Spend__c"] == "1.234"
+
+
+def test_a_target_that_fails_fails_the_run_and_its_batches_go_out_on_the_next(sandbox, warehouse_path):
+    """CONTRACT.md §1: a configured target that fails fails the run (`loyalty run` exits non-zero);
+    the failed batch is recorded with its reason and sent by the next run, once."""
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="120.00")])
+    (ann,) = box.smile.add_customers([{"email": "ann@example.com", "created_at": "2024-01-01T00:00:00Z"}])
+    resources = resources_for(box, warehouse_path)
+    # Smile.io refuses the points transaction with 403 (the key lost its write scope): a certain failure,
+    # on the step's first attempt and on both of its retries (RETRY: a passing refusal is retried by Dagster)
+    box.smile.faults.set_script([{"status": 403, "method": "POST", "path": "/v1/points_transactions"}] * 3)
+
+    result = materialize_range("2024-03-01", "2024-03-02", resources)
+    assert not result.success
+    failed = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failed] == ["smile_points_push"]
+    assert "1 of 1 batches failed" in str(failed[0].event_specific_data.error)
+    assert query(warehouse_path, "SELECT status FROM outbox WHERE target = 'smile'") == [("failed",)]
+    assert box.smile.transactions(ann["id"]) == []
+    # the other targets were still pushed
+    assert len(box.salesforce.records("Contact")) == 1
+
+    assert materialize_range("2024-03-02", "2024-03-02", resources).success
+    assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [120]
+    assert query(warehouse_path, "SELECT status FROM outbox WHERE target = 'smile'") == [("sent",)]

@@ -52,9 +52,13 @@ def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.M
             for o in outcomes:
                 counts.add(o.status)
     context.log.info(f"{name}: {prepared} new batches; {counts}")
-    return dg.MaterializeResult(
-        metadata={"configured": True, "new_batches": prepared, "attempted": len(work), **vars(counts)}
-    )
+    metadata = {"configured": True, "new_batches": prepared, "attempted": len(work), **vars(counts)}
+    if counts.failed:
+        # CONTRACT.md §1: a configured target that fails fails the run (and `loyalty run` exits non-zero);
+        # every outcome is recorded first and the failed batches are sent again by the next run
+        raise dg.Failure(f"{name}: {counts.failed} of {len(work)} batches failed (outbox status 'failed', "
+                         "reasons in sync_log); the next run retries them", metadata=metadata)
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(
@@ -103,6 +107,10 @@ def salesforce_push(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         return dg.MaterializeResult(metadata={"configured": True, "dry_run": True, **counts})
     summary = push_salesforce(context, resource, context.resources.warehouse)
     context.log.info(f"salesforce: {summary}")
+    if summary["failed_records"]:
+        # as push_points: recorded, retried by the next run (only successes are in sync_state), and a failure
+        raise dg.Failure(f"salesforce: {summary['failed_records']} records failed (reasons in sync_log); "
+                         "the next run sends them again", metadata={"configured": True, **summary})
     return dg.MaterializeResult(metadata={"configured": True, **summary})
 
 
