@@ -91,6 +91,35 @@ def test_one_shopper_on_four_platforms_in_three_currencies(tmp_path, isolated_en
     assert (tier, float(metric)) == ("Bronze", 217.5)
 
 
+def test_bigcommerce_store_rate_divides_exactly_and_rounds_half_up(tmp_path, isolated_env, monkeypatch):
+    """RULES.md §3 rule 3: program amount = amount ÷ store_default_to_transactional_exchange_rate, then
+    rounded half-up: 45.03 EUR ÷ 1.2 = 37.525 USD -> 37.53 (a product with a rounded 1/1.2 gave 37.52)."""
+    seed = tmp_path / "seed"
+    orders = []
+    for oid, subtotal in ((21, "45.0300"), (22, "45.0200"), (23, "90.0600")):
+        o = bc_order(oid, "Fri, 01 Mar 2024 11:00:00 +0000", 11, subtotal, f"s{oid}@example.com")
+        o.update(default_currency_code="EUR", currency_code="EUR", store_default_currency_code="USD",
+                 store_default_to_transactional_exchange_rate="1.2000000000")
+        orders.append(o)
+    write(seed, "bigcommerce/store1/orders/o.json", orders)
+    # half of order 23 refunded: (90.06 - 45.03) ÷ 1.2 = 37.525 -> 37.53 (net converted once, RULES.md §4)
+    write(seed, "bigcommerce/store1/refunds/r.json", [
+        {"id": 5, "order_id": 23, "created": "2024-03-02T08:00:00+00:00", "total_amount": 45.03,
+         "items": [{"item_type": "PRODUCT", "item_id": 230, "quantity": 1, "requested_amount": None}]}])
+    with Sandbox(seed, now=NOW) as box:
+        result = materialize_range("2024-03-01", "2024-03-03", sandbox_resources(box, tmp_path / "w.duckdb", monkeypatch))
+        assert result.success
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    facts = conn.execute("SELECT order_key, currency, eligible_minor, refunded_eligible_minor, net_eligible_program_minor, "
+                         "fx_rate FROM order_facts ORDER BY order_key").fetchall()
+    conn.close()
+    rate = Decimal(1) / Decimal("1.2")
+    assert [(k, c, e, r, n) for k, c, e, r, n, _ in facts] == [
+        ("bigcommerce:store1:21", "EUR", 4503, 0, 3753), ("bigcommerce:store1:22", "EUR", 4502, 0, 3752),
+        ("bigcommerce:store1:23", "EUR", 9006, 4503, 3753)]
+    assert all(abs(f[5] - rate) < Decimal("1e-11") for f in facts)  # the recorded rate: USD per EUR
+
+
 def test_a_commercetools_payment_reads_only_the_order_that_lists_it():
     """A day's Refund payment finds its order among the payment ids the mapped versions keep and reads
     that order's payload alone, not every commercetools order's (a history's worth of Python parsing

@@ -72,7 +72,8 @@ def test_bigcommerce_multicurrency_uses_store_default_rate():
     order = bc_order(default_currency_code="EUR", currency_code="EUR", store_default_currency_code="USD",
                      store_default_to_transactional_exchange_rate="0.9200000000")
     v = bigcommerce.map_order(order, "h", PROGRAM, FxTable({}))
-    assert v.currency == "EUR" and v.calc_rate == Decimal(1) / Decimal("0.92")
+    assert v.currency == "EUR" and v.fx_rate == Decimal(1) / Decimal("0.92")
+    assert (v.calc_rate, v.calc_divisor) == (Decimal(1), Decimal("0.92"))  # amounts are divided by the rate
 
 
 def test_bigcommerce_refund_from_real_payload():

@@ -55,7 +55,7 @@ ROW_AS_VERSION = """
     SELECT order_key, platform, source_id, order_number, store_key, created_at, updated_at, payload_hash,
            lifecycle AS signal, email, customer_key, currency, subtotal_minor, discount_minor, tax_minor,
            shipping_minor, grand_total_minor, eligible_minor, calc_currency, calc_eligible_minor, fx_rate,
-           to_program_factor, discount_codes, prior_keys
+           to_program_factor, to_program_divisor, discount_codes, prior_keys
     FROM order_facts WHERE rowid IN (SELECT row_id FROM scope_rows WHERE NOT legacy)"""
 
 # every key (customer id, else e-mail: what order_members.sql finds the member by) each order of

@@ -126,7 +126,7 @@ def compute_order_values(
 STATE_COLUMNS = (
     "platform", "store_key", "order_number", "created_at", "updated_at", "email", "customer_key", "discount_codes",
     "currency", "fx_rate", "subtotal_minor", "discount_minor", "tax_minor", "shipping_minor", "grand_total_minor",
-    "eligible_minor", "source_id", "payload_hash", "calc_currency", "calc_eligible_minor", "to_program_factor",
+    "eligible_minor", "source_id", "payload_hash", "calc_currency", "calc_eligible_minor", "to_program_factor", "to_program_divisor",
     "refunded_eligible_minor", "net_eligible_program_minor", "net_program_minor_any", "source_version",
 )
 # those booking reads (order_values, book_order_entries.sql)

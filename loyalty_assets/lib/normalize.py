@@ -45,7 +45,7 @@ ORDER_COLUMNS = [
     "order_key", "platform", "tenant", "source_id", "order_number", "store_key", "created_at", "updated_at",
     "payload_hash", "status", "signal", "email", "customer_key", "currency", "subtotal_minor", "discount_minor",
     "tax_minor", "shipping_minor", "grand_total_minor", "eligible_minor", "calc_currency", "calc_eligible_minor",
-    "fx_rate", "calc_rate", "to_program_factor", "phone", "phone_region", "discount_codes",
+    "fx_rate", "calc_rate", "to_program_factor", "to_program_divisor", "phone", "phone_region", "discount_codes",
     "excluded_item_ids", "payment_ids",
 ]  # fmt: skip
 
@@ -530,6 +530,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
             row["source_id"] = row.pop("native_id")
             factor = Decimal(1).scaleb(prog_digits - currency_digits(version.calc_currency))
             row["to_program_factor"] = factor * version.calc_rate
+            row["to_program_divisor"] = row.pop("calc_divisor")
             row.update(payload_hash=raw["payload_hash"], updated_at=raw["updated_at"])  # exact raw key time
             batch.orders.append(row)
             return "processed"

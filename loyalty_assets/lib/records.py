@@ -60,6 +60,7 @@ class OrderVersion:
     discount_codes: str | None = None  # comma-separated, upper case: links a redemption to its order
     excluded_item_ids: str | None = None  # comma-separated line ids of excluded product types (Magento memos name lines)
     payment_ids: str | None = None  # comma-separated payment ids the order lists (commercetools refunds name payments)
+    calc_divisor: Decimal | None = None  # calc amounts are then divided by this (platforms.common.Conversion)
 
     def row(self) -> dict:
         return dict(self.__dict__)  # flat fields: no deep copy (asdict was a third of normalize)

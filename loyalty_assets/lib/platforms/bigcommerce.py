@@ -115,6 +115,7 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
         calc_eligible_minor=to_minor(eligible, currency),
         fx_rate=conv.fx_rate,
         calc_rate=conv.calc_rate,
+        calc_divisor=conv.calc_divisor,
         phone=(payload.get("billing_address") or {}).get("phone"),
         phone_region=(payload.get("billing_address") or {}).get("country_iso2"),
         # coupons are a sub-resource; an export may carry them inline

@@ -55,6 +55,8 @@ class Conversion:
 
     fx_rate: Decimal  # recorded: program currency per order currency unit
     calc_rate: Decimal  # applied to order-currency amounts
+    # then divided by this (BigCommerce's store rate: amount ÷ rate, exactly, not × a rounded 1/rate)
+    calc_divisor: Decimal | None = None
 
 
 def conversion(
@@ -70,8 +72,7 @@ def conversion(
         return Conversion(Decimal(1), Decimal(1))
     if store_default_currency == program.currency and store_default_rate and store_default_rate > 0:
         # BigCommerce multi-currency: program amount = amount / store_default_to_transactional_exchange_rate
-        rate = Decimal(1) / store_default_rate
-        return Conversion(rate, rate)
+        return Conversion(Decimal(1) / store_default_rate, Decimal(1), store_default_rate)
     day = created_at.astimezone(program.tz).date()
     rate = fx.rate(currency, day)
     if rate is None:

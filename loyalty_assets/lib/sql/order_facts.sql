@@ -8,7 +8,7 @@ SELECT s.order_key, s.platform, s.store_key, s.order_number, m.member_id, s.crea
        s.shipping_minor, s.grand_total_minor, s.eligible_minor, s.refunded_eligible_minor,
        s.net_eligible_program_minor, s.email, s.customer_key,
        s.discount_codes, s.net_program_minor_any, s.occurred_at, s.source_version,
-       s.source_id, s.payload_hash, s.calc_currency, s.calc_eligible_minor, s.to_program_factor,
+       s.source_id, s.payload_hash, s.calc_currency, s.calc_eligible_minor, s.to_program_factor, s.to_program_divisor,
        list_filter(coalesce(k.keys, []), lambda x: x IS DISTINCT FROM coalesce(s.customer_key, s.email)) AS prior_keys,
        CAST($started AS TIMESTAMPTZ) AS refreshed_at
 FROM order_state s LEFT JOIN order_members m USING (order_key) LEFT JOIN facts_keys k USING (order_key);

@@ -9,10 +9,17 @@
 -- Each point is paired with its order's versions and refunds before it by the join with state_points,
 -- or, for every order at one instant, by a filter (ledger.py: POINT_PAIRS, INSTANT_PAIRS).
 
--- calc minor units in program minor units; a factor of 1 (an order in the program currency) skips
--- the 128-bit DECIMAL(38, 18) product, 0.16 s per million rows
-CREATE OR REPLACE TEMP MACRO to_program(minor, factor) AS
-    CASE WHEN factor = 1 THEN minor ELSE round(minor * factor)::BIGINT END;
+-- calc minor units in program minor units, rounded half-up (minor >= 0); a factor of 1 (an order in
+-- the program currency) skips the 128-bit DECIMAL(38, 18) product, 0.16 s per million rows. With a
+-- divisor (RULES.md §3 rule 3: amount ÷ rate) the quotient is taken exactly in integers, factor and
+-- divisor as integers of 10^-18 (scaled in two parts, which cannot overflow a DECIMAL(38, 18)): a
+-- product with a rounded 1/rate fell below a half (4503 ÷ 1.2 = 3752.5 gave 3752)
+CREATE OR REPLACE TEMP MACRO e18(x) AS
+    CAST(floor(x) AS HUGEINT) * 1000000000000000000 + CAST((x - floor(x)) * 1000000000000000000 AS HUGEINT);
+CREATE OR REPLACE TEMP MACRO to_program(minor, factor, divisor) AS
+    CASE WHEN divisor IS NOT NULL
+         THEN ((2 * minor::HUGEINT * e18(factor) + e18(divisor)) // (2 * e18(divisor)))::BIGINT
+         WHEN factor = 1 THEN minor ELSE round(minor * factor)::BIGINT END;
 
 CREATE OR REPLACE TEMP TABLE order_state_versions AS
 WITH ranked AS (
@@ -60,17 +67,17 @@ refunds AS (
 SELECT l.order_key, l.point_at, l.booked_day, CAST(NULL AS VARCHAR) AS facts_member_id, l.platform, l.store_key, l.order_number, l.created_at, l.updated_at,
        l.email, l.customer_key, l.discount_codes, l.currency, l.fx_rate, l.subtotal_minor, l.discount_minor,
        l.tax_minor, l.shipping_minor, l.grand_total_minor, l.eligible_minor,
-       l.source_id, l.payload_hash, l.calc_currency, l.calc_eligible_minor, l.to_program_factor,
+       l.source_id, l.payload_hash, l.calc_currency, l.calc_eligible_minor, l.to_program_factor, l.to_program_divisor,
        l.life_rank, l.odd_hash,
        CASE l.life_rank WHEN 0 THEN 'pending' WHEN 1 THEN 'paid' WHEN 2 THEN 'fulfilled'
                         WHEN 3 THEN 'refunded' ELSE 'canceled' END AS lifecycle,
        coalesce(r.refunded_minor, 0) AS refunded_eligible_minor,
        CASE WHEN l.life_rank >= 3 THEN 0
             ELSE to_program(greatest(l.calc_eligible_minor - coalesce(r.refunded_calc_minor, 0), 0),
-                            l.to_program_factor) END AS net_eligible_program_minor,
+                            l.to_program_factor, l.to_program_divisor) END AS net_eligible_program_minor,
        -- the tier metric ignores the lifecycle: callers filter on it
        to_program(greatest(l.calc_eligible_minor - coalesce(r.refunded_calc_minor, 0), 0),
-                  l.to_program_factor) AS net_program_minor_any,
+                  l.to_program_factor, l.to_program_divisor) AS net_program_minor_any,
        greatest(l.updated_at, coalesce(r.last_refund_at, l.updated_at)) AS occurred_at,
        -- with no refund the sorted list is the version alone (most orders; the lists cost 0.3 s at 1M)
        CASE WHEN r.refs IS NULL THEN substr(sha256(l.source_id || '@' || strftime(l.updated_at, '%Y-%m-%dT%H:%M:%S')), 1, 16)

@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS order_versions (
     fx_rate          DECIMAL(24, 12) NOT NULL,
     calc_rate        DECIMAL(24, 12) NOT NULL,
     to_program_factor DECIMAL(38, 18) NOT NULL, -- calc minor units -> program minor units
+    to_program_divisor DECIMAL(38, 18),          -- then divided by this, when set (RULES.md §3 rule 3)
     phone            VARCHAR,
     phone_region     VARCHAR,
     discount_codes   VARCHAR,
@@ -73,6 +74,7 @@ CREATE TABLE IF NOT EXISTS order_versions (
     -- one row per (order_key, updated_at, payload_hash): normalize maps a raw version once (raw_processed).
     -- No PRIMARY KEY: at a million versions its index cost more than the rest of normalize's writes.
 );
+ALTER TABLE order_versions ADD COLUMN IF NOT EXISTS to_program_divisor DECIMAL(38, 18);
 ALTER TABLE order_versions ADD COLUMN IF NOT EXISTS mapped_at TIMESTAMPTZ DEFAULT current_timestamp;
 ALTER TABLE order_versions ADD COLUMN IF NOT EXISTS excluded_item_ids VARCHAR;
 ALTER TABLE order_versions ADD COLUMN IF NOT EXISTS payment_ids VARCHAR;
@@ -489,6 +491,7 @@ ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS payload_hash VARCHAR USING COMP
 ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS calc_currency VARCHAR;
 ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS calc_eligible_minor BIGINT;
 ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS to_program_factor DECIMAL(38, 18);
+ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS to_program_divisor DECIMAL(38, 18);
 -- the keys (customer id, else e-mail) the order's earlier versions belonged to a member by, other
 -- than its current one ([] for most orders; NULL: not computed yet): the members whose tiers its
 -- changes move (tier_pairs.sql), without reading its versions
