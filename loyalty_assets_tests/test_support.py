@@ -58,6 +58,9 @@ def test_explain_lists_entries_that_sum_to_the_balance(tmp_path):
     assert "magento:default:42" in text and "jane.roe@example.com" in text
     assert "Balance as of 2024-03-04: 170 spendable, 0 pending" in text
     assert "earn        +200" in text and "clawback     -30" in text and "Sum of entries: 170" in text
+    # each entry with its order, and the refund it counted (CONTRACT.md §1)
+    assert "-30 =     170  magento:default:1 (refund magento:default:creditmemo:5)" in text
+    assert "+200 =     200  magento:default:1\n" in text
 
 
 def test_forget_leaves_no_personal_data_and_keeps_amounts(tmp_path):

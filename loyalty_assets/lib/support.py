@@ -81,6 +81,18 @@ def explain(conn: duckdb.DuckDBPyConnection, email: str) -> str:
            FROM ledger_entries e WHERE e.member_id = ? ORDER BY e.booked_on, e.occurred_at, e.entry_id""",
         [member],
     ).fetchall()
+    # the refunds each order entry counted first: those of its order after the order's previous entry
+    refunds = dict(conn.execute(
+        """WITH e AS (
+               SELECT entry_id, order_key, occurred_at,
+                      lag(occurred_at) OVER (PARTITION BY order_key ORDER BY booked_on, occurred_at, entry_id) AS prev
+               FROM ledger_entries WHERE member_id = ? AND order_key IS NOT NULL AND kind IN ('earn', 'adjust', 'clawback'))
+           SELECT e.entry_id, string_agg(DISTINCT r.refund_key, ', ' ORDER BY r.refund_key)
+           FROM e JOIN refund_versions r ON r.order_key = e.order_key AND r.counts
+                AND r.updated_at <= e.occurred_at AND (e.prev IS NULL OR r.updated_at > e.prev)
+           GROUP BY e.entry_id""",
+        [member],
+    ).fetchall())
     pushes = {}
     for entry_id, target, state, sent_at in conn.execute(
         """SELECT oe.entry_id, o.target, o.status, o.sent_at FROM outbox_entries oe JOIN outbox o USING (batch_id)
@@ -100,7 +112,8 @@ def explain(conn: duckdb.DuckDBPyConnection, email: str) -> str:
         running += points
         avail = "" if available == booked else f" (spendable from {available})"
         sent = "; ".join(pushes.get(entry_id, [])) or "not pushed"
-        lines.append(f"  {booked} {kind:8s} {points:+7d} = {running:7d}  {ref}{avail}")
+        counted = f" (refund {refunds[entry_id]})" if entry_id in refunds else ""
+        lines.append(f"  {booked} {kind:8s} {points:+7d} = {running:7d}  {ref}{counted}{avail}")
         lines.append(f"      {description or ''} [{entry_id}; {sent}]")
     lines.append(f"Sum of entries: {running}")
     return "\n".join(lines)
