@@ -8,14 +8,16 @@ import hashlib
 import importlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 
+from loyalty_assets.lib.platforms.events import modified
 from loyalty_assets.lib.program import Program
-from loyalty_assets.lib.raw import insert_versions
+from loyalty_assets.lib.raw import RECORD_KEYS, insert_versions
 
 DEFAULT_LANDING = "data/landing"
 
@@ -26,6 +28,22 @@ LAYOUT = {
     "commercetools": ("orders", "payments", "customers"),
     "sfcc": ("orders",),
 }
+# the loyalty platforms and Salesforce: no tenant folder (their records are tenant `default`, as the
+# pulls store them); folder -> raw source (LoyaltyLion's referrals are its `$referral` activities)
+RECORD_FOLDERS = {
+    ("smile", "customers"): "smile.customers",
+    ("smile", "points_transactions"): "smile.points_transactions",
+    ("smile", "reward_fulfillments"): "smile.reward_fulfillments",
+    ("smile", "referrals"): "smile.referrals",
+    ("loyaltylion", "customers"): "loyaltylion.customers",
+    ("loyaltylion", "transactions"): "loyaltylion.transactions",
+    ("loyaltylion", "referrals"): "loyaltylion.activities",
+    ("salesforce", "Contact"): "salesforce.contacts",
+    ("salesforce", "Loyalty_Adjustment_Request__c"): "salesforce.adjustment_requests",
+}
+
+
+IDENTITY_ONLY = ("smile.customers", "loyaltylion.customers", "salesforce.contacts")
 
 
 def landing_dir() -> Path:
@@ -38,10 +56,7 @@ class LandingFile:
     platform: str
     tenant: str
     stream: str
-
-    @property
-    def source(self) -> str:
-        return f"{self.platform}.{self.stream}"
+    source: str
 
 
 def discover(root: Path) -> list[LandingFile]:
@@ -53,13 +68,27 @@ def discover(root: Path) -> list[LandingFile]:
         if not base.is_dir():
             continue
         for stream in streams:
+            source = f"{platform}.{stream}"
             if platform == "magento":
-                found += [LandingFile(p, platform, magento_tenant, stream) for p in sorted((base / stream).glob("*.json"))]
+                found += [LandingFile(p, platform, magento_tenant, stream, source)
+                          for p in sorted((base / stream).glob("*.json"))]
             else:
                 for tenant_dir in sorted(d for d in base.iterdir() if d.is_dir()):
-                    found += [LandingFile(p, platform, tenant_dir.name, stream)
+                    found += [LandingFile(p, platform, tenant_dir.name, stream, source)
                               for p in sorted((tenant_dir / stream).glob("*.json"))]
+    for (platform, folder), source in RECORD_FOLDERS.items():
+        found += [LandingFile(p, platform, "default", folder, source)
+                  for p in sorted((root / platform / folder).glob("*.json"))]
     return found
+
+
+def version_key(f: LandingFile) -> tuple[Callable[[dict], str], Callable[[dict], dt.datetime]]:
+    """How a record of the file is named and dated: as the platform's client does for its pulls."""
+    if f.source in RECORD_KEYS:
+        id_field, fields = RECORD_KEYS[f.source]
+        return (lambda r: str(r[id_field])), (lambda r: modified(r, *fields))
+    api = importlib.import_module(f"loyalty_assets.clients.{f.platform}")
+    return (lambda r: api.record_id(f.stream, r)), (lambda r: api.modified_at(f.stream, r))
 
 
 def fingerprint(path: Path) -> str:
@@ -68,6 +97,11 @@ def fingerprint(path: Path) -> str:
 
 
 def read_records(f: LandingFile) -> list[dict]:
+    """The file's records; Salesforce's `attributes` dropped, as the pulls drop them."""
+    return [{k: v for k, v in r.items() if k != "attributes"} if isinstance(r, dict) else r for r in _read_array(f)]
+
+
+def _read_array(f: LandingFile) -> list:
     data = json.loads(f.path.read_text(), parse_float=Decimal)
     if isinstance(data, dict) and isinstance(data.get("data"), list):  # an API envelope saved as is
         data = data["data"]
@@ -81,12 +115,16 @@ def read_records(f: LandingFile) -> list[dict]:
 
 
 def days_covered(f: LandingFile, tz) -> tuple[dt.date, dt.date] | None:
-    """First and last modification day of the records in a file (None if it has none readable)."""
-    api = importlib.import_module(f"loyalty_assets.clients.{f.platform}")
+    """First and last modification day of the records in a file (None if it has none readable, or if
+    they are loyalty platforms' customers or Salesforce Contacts, which book nothing on their days:
+    members who joined Smile.io years before their first order do not make the run cover those years)."""
+    if f.source in IDENTITY_ONLY:
+        return None
+    _, modified_at = version_key(f)
     days = []
     for rec in read_records(f):
         try:
-            days.append(api.modified_at(f.stream, rec).astimezone(tz).date())
+            days.append(modified_at(rec).astimezone(tz).date())
         except (KeyError, ValueError, TypeError, AttributeError):
             continue
     return (min(days), max(days)) if days else None
@@ -108,7 +146,7 @@ def load_landing(conn: duckdb.DuckDBPyConnection, program: Program, root: Path |
         digest = hashlib.sha256(f.path.read_bytes()).hexdigest()
         if conn.execute("SELECT 1 FROM landing_files WHERE sha256 = ? AND path = ?", [digest, str(f.path)]).fetchone():
             continue
-        api = importlib.import_module(f"loyalty_assets.clients.{f.platform}")
+        record_id, modified_at = version_key(f)
         try:
             data = read_records(f)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -119,16 +157,18 @@ def load_landing(conn: duckdb.DuckDBPyConnection, program: Program, root: Path |
         good = []
         for n, rec in enumerate(data):
             try:
-                api.record_id(f.stream, rec)
-                api.modified_at(f.stream, rec)
+                record_id(rec)
+                modified_at(rec)
+                if f.source == "salesforce.adjustment_requests" and rec.get("Status__c") == "Rejected":
+                    continue  # the pull reads requests in status New; one rejected before is not booked now
                 good.append(rec)
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 _quarantine(conn, f, f"{f.path}#{n}", digest, "malformed_record",
                             f"record {n} of {f.path.name} has no usable id or modification time: {exc}", rec)
         offered, added = insert_versions(
             conn, f.source, f.tenant, good,
-            record_id=lambda r, s=f.stream, a=api: a.record_id(s, r),
-            modified_at=lambda r, s=f.stream, a=api: a.modified_at(s, r),
+            record_id=record_id,
+            modified_at=modified_at,
             tz=program.tz,
         )
         conn.execute("INSERT INTO landing_files VALUES (?, ?, ?, ?, ?, now(), NULL)",

@@ -13,6 +13,21 @@ import simplejson
 from loyalty_assets.lib.warehouse import registered
 
 
+# the records of the loyalty platforms and Salesforce (one tenant, `default`): where each source's
+# version key is, for the pulls (defs/ingest/pulls.py) and the landing files (landing.py) alike
+RECORD_KEYS = {
+    "smile.customers": ("id", ("updated_at", "created_at")),
+    "smile.points_transactions": ("id", ("updated_at", "created_at")),
+    "smile.reward_fulfillments": ("id", ("updated_at", "created_at")),
+    "smile.referrals": ("id", ("updated_at", "created_at")),
+    "loyaltylion.customers": ("id", ("updated_at", "created_at")),
+    "loyaltylion.transactions": ("id", ("updated_at", "created_at")),
+    "loyaltylion.activities": ("id", ("updated_at", "created_at")),
+    "salesforce.contacts": ("Id", ("LastModifiedDate", "CreatedDate")),
+    "salesforce.adjustment_requests": ("Id", ("LastModifiedDate", "CreatedDate")),
+}
+
+
 def payload_text(record: object) -> str:
     """Native JSON back out, Decimal numbers unchanged (never through float)."""
     return simplejson.dumps(record, use_decimal=True, sort_keys=True, separators=(",", ":"))

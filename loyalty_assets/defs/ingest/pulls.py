@@ -6,7 +6,7 @@ import dagster as dg
 
 from loyalty_assets.defs.partitions import PROGRAM, WAREHOUSE_ASSET
 from loyalty_assets.lib.platforms.events import modified
-from loyalty_assets.lib.raw import insert_versions
+from loyalty_assets.lib.raw import RECORD_KEYS, insert_versions
 
 CONTACT_SOQL = (
     "SELECT Id, Email, Loyalty_Member_Id__c, HasOptedOutOfEmail, Loyalty_Points_Spendable__c, "
@@ -17,41 +17,41 @@ REQUEST_SOQL = (
     "FROM Loyalty_Adjustment_Request__c WHERE Status__c = 'New'"
 )
 
-# asset name -> (resource key, raw source, how to read it, id field, modification fields, description)
+# asset name -> (resource key, raw source, how to read it, description); ids and times: raw.RECORD_KEYS
 PULLS = {
-    "raw_smile_customers": ("smile", "smile.customers", lambda c: c.customers(), "id", ("updated_at", "created_at"),
+    "raw_smile_customers": ("smile", "smile.customers", lambda c: c.customers(),
                             "Every version of every Smile.io customer (its id becomes an identity key of the member)."),
     "raw_smile_points_transactions": (
-        "smile", "smile.points_transactions", lambda c: c.points_transactions(), "id", ("updated_at", "created_at"),
+        "smile", "smile.points_transactions", lambda c: c.points_transactions(),
         "Smile.io points transactions: those that spend points are redemptions (`redeem` entries)."),
     "raw_loyaltylion_customers": (
-        "loyaltylion", "loyaltylion.customers", lambda c: c.customers(), "id", ("updated_at", "created_at"),
+        "loyaltylion", "loyaltylion.customers", lambda c: c.customers(),
         "Every version of every LoyaltyLion customer (its merchant id becomes an identity key)."),
     "raw_loyaltylion_transactions": (
-        "loyaltylion", "loyaltylion.transactions", lambda c: c.transactions(), "id", ("updated_at", "created_at"),
+        "loyaltylion", "loyaltylion.transactions", lambda c: c.transactions(),
         "LoyaltyLion transactions: claimed rewards are redemptions (`redeem` entries), voided ones give points back."),
     "raw_smile_reward_fulfillments": (
-        "smile", "smile.reward_fulfillments", lambda c: c.reward_fulfillments(), "id", ("updated_at", "created_at"),
+        "smile", "smile.reward_fulfillments", lambda c: c.reward_fulfillments(),
         "Smile.io reward fulfillments: the discount code of a redemption, to find the order it was used on."),
     "raw_smile_referrals": (
-        "smile", "smile.referrals", lambda c: c.referrals(), "id", ("updated_at", "created_at"),
+        "smile", "smile.referrals", lambda c: c.referrals(),
         "Smile.io referrals (GET /v1/referrals: the list path is assumed, see loyalty_apis.md)."),
     "raw_loyaltylion_activities": (
-        "loyaltylion", "loyaltylion.activities", lambda c: c.activities(), "id", ("updated_at", "created_at"),
+        "loyaltylion", "loyaltylion.activities", lambda c: c.activities(),
         "LoyaltyLion activities: `$referral` ones name a referrer and a referred e-mail."),
     "raw_salesforce_contacts": (
-        "salesforce", "salesforce.contacts", lambda c: c.query_all(CONTACT_SOQL), "Id", ("LastModifiedDate", "CreatedDate"),
+        "salesforce", "salesforce.contacts", lambda c: c.query_all(CONTACT_SOQL),
         "Salesforce Contacts (their ids become identity keys; consent stays Salesforce's)."),
     "raw_salesforce_adjustment_requests": (
-        "salesforce", "salesforce.adjustment_requests", lambda c: c.query_all(REQUEST_SOQL), "Id",
-        ("LastModifiedDate", "CreatedDate"),
+        "salesforce", "salesforce.adjustment_requests", lambda c: c.query_all(REQUEST_SOQL),
         "New Loyalty_Adjustment_Request__c records: validated and booked as `manual` entries."),
 }  # fmt: skip
 PULL_ASSETS = list(PULLS)
 
 
 def pull(context: dg.AssetExecutionContext, name: str) -> dg.MaterializeResult:
-    key, source, read, id_field, fields, _ = PULLS[name]
+    key, source, read, _ = PULLS[name]
+    id_field, fields = RECORD_KEYS[source]
     resource = getattr(context.resources, key)
     if not resource.is_configured:
         context.log.info(f"{key} is not configured: skipped")
@@ -70,7 +70,7 @@ def pull(context: dg.AssetExecutionContext, name: str) -> dg.MaterializeResult:
 
 
 def _pull_asset(name: str):
-    key, _, _, _, _, description = PULLS[name]
+    key, _, _, description = PULLS[name]
 
     @dg.asset(
         name=name,
