@@ -24,20 +24,20 @@ from loyalty_assets.sandbox.generate import generate
 NOW = dt.datetime(2024, 3, 8, 12, tzinfo=dt.UTC)
 
 
-def balances(path) -> list[tuple]:
+def rows(path, sql: str) -> list[tuple]:
     conn = duckdb.connect(str(path), read_only=True)
     try:
-        return conn.execute("SELECT member_id, points_spendable, points_pending, vip_tier FROM member_status ORDER BY 1").fetchall()
+        return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def balances(path) -> list[tuple]:
+    return rows(path, "SELECT member_id, points_spendable, points_pending, vip_tier FROM member_status ORDER BY 1")
 
 
 def entries(path) -> list[tuple]:
-    conn = duckdb.connect(str(path), read_only=True)
-    try:
-        return conn.execute("SELECT kind, sum(points) FROM ledger_entries GROUP BY kind ORDER BY kind").fetchall()
-    finally:
-        conn.close()
+    return rows(path, "SELECT kind, sum(points) FROM ledger_entries GROUP BY kind ORDER BY kind")
 
 
 def test_landing_files_give_the_same_ledger_as_the_apis(tmp_path, isolated_env, monkeypatch):

@@ -12,7 +12,6 @@ import simplejson
 
 from loyalty_assets.lib.warehouse import registered
 
-
 # the records of the loyalty platforms and Salesforce (one tenant, `default`): where each source's
 # version key is, for the pulls (defs/ingest/pulls.py) and the landing files (landing.py) alike
 RECORD_KEYS = {
