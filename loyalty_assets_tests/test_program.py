@@ -40,6 +40,10 @@ def test_unknown_key_is_named():
         ("timezone: Mars/Base\n", "timezone"),
         ("tiers:\n  levels: [{name: A, threshold: 10}]\n", "tiers.levels"),
         ("earning:\n  points_per_unit: lots\n", "earning.points_per_unit"),
+        # the journal keeps rate and multiplier with 6 decimal places: more would be cut there
+        ("earning:\n  points_per_unit: 0.1234567\n", "earning.points_per_unit"),
+        ("earning:\n  store_multipliers: {'magento:default:1': 1.0000001}\n", "earning.store_multipliers"),
+        ("salesforce:\n  lead_status_field: 'Status; DROP'\n", "salesforce.lead_status_field"),
     ],
 )
 def test_bad_value_is_named(text, key):

@@ -42,7 +42,7 @@ class Earning(_Strict):
     def _positive_rate(cls, v: Decimal) -> Decimal:
         if v < 0:
             raise ValueError("must be >= 0")
-        return v
+        return _six_places(v, "points_per_unit")
 
     @field_validator("store_multipliers")
     @classmethod
@@ -50,7 +50,18 @@ class Earning(_Strict):
         for key, m in v.items():
             if m < 0:
                 raise ValueError(f"multiplier for {key!r} must be >= 0")
+            _six_places(m, f"multiplier for {key!r}")
         return v
+
+
+def _six_places(v: Decimal, name: str) -> Decimal:
+    """The journal records rate and multiplier as DECIMAL(18, 6) (RULES.md §1: the rate an order earned
+    with is kept): more places would be cut there and the entries could not be explained by them."""
+    if not v.is_finite() or v >= Decimal("1e12"):
+        raise ValueError(f"{name} {v} is not a number below 10^12")
+    if v != v.quantize(Decimal("0.000001")):
+        raise ValueError(f"{name} {v} has more than 6 decimal places")
+    return v
 
 
 class TierLevel(_Strict):
