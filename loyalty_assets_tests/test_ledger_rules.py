@@ -4,6 +4,7 @@ day); pending points; earn-time rates; tiers with every metric, period and reten
 identity (guest → registered, the same-tenant guard)."""
 
 import datetime as dt
+from decimal import Decimal
 import re
 
 import pytest
@@ -1052,3 +1053,18 @@ def test_the_value_check_takes_each_order_as_it_stood_at_the_end_of_the_last_boo
     assert ledger.order_value_mismatches(conn, p) == []
     conn.execute("DELETE FROM ledger_journal WHERE order_key = ?", [K2])
     assert ledger.order_value_mismatches(conn, p) == [{"order_key": K2, "value": 40, "booked": 0}]
+
+
+def test_tier_metric_keeps_three_decimal_places_of_a_three_digit_currency(conn):
+    """RULES.md §3 (ISO digits: KWD 3) and §7: 99.999 KWD of spend is below a threshold of 100; a
+    metric kept with two places read 100.00 and gave the tier."""
+    p = program(currency="KWD", tiers={"levels": [{"name": "Bronze", "threshold": "0"},
+                                                  {"name": "Silver", "threshold": "100"}]})
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="99.999", currency="KWD")])
+    process(conn, p, D(2024, 3, 1))
+    s = status_of(conn, "ann@example.com")
+    assert (s["vip_tier"], s["tier_metric"], s["points_spendable"]) == ("Bronze", Decimal("99.999"), 99)
+    land(conn, p, orders=[order(2, "2024-03-02 10:00:00", subtotal="0.001", currency="KWD")])
+    process(conn, p, D(2024, 3, 2))
+    s = status_of(conn, "ann@example.com")
+    assert (s["vip_tier"], s["tier_metric"]) == ("Silver", Decimal("100.000"))

@@ -41,8 +41,8 @@ WITH held AS (
 ),
 contributions AS (
     SELECT m.member_id, CAST(timezone($tz, v.created_at) AS DATE) AS created_day,
-           CASE WHEN $metric = 'points' THEN CAST(v.value AS DECIMAL(18, 2))
-                ELSE CAST(v.net_program_minor_any * $unit AS DECIMAL(18, 2)) END AS amount
+           CASE WHEN $metric = 'points' THEN CAST(v.value AS DECIMAL(18, 3))
+                ELSE CAST(v.net_program_minor_any * $unit AS DECIMAL(18, 3)) END AS amount
     FROM order_values v JOIN order_members m USING (order_key)
     WHERE v.earning AND m.member_id IN (SELECT member_id FROM held)
 ),

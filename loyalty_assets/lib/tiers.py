@@ -27,7 +27,7 @@ class TierResult:
 
 def load_levels(conn: duckdb.DuckDBPyConnection, program: Program) -> None:
     conn.execute(
-        "CREATE OR REPLACE TEMP TABLE tier_levels (rank INTEGER, name VARCHAR, threshold DECIMAL(18, 2))"
+        "CREATE OR REPLACE TEMP TABLE tier_levels (rank INTEGER, name VARCHAR, threshold DECIMAL(18, 3))"
     )
     conn.executemany(
         "INSERT INTO tier_levels VALUES (?, ?, ?)",

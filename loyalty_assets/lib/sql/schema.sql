@@ -281,8 +281,8 @@ CREATE TABLE IF NOT EXISTS booking_points_info (
 CREATE TABLE IF NOT EXISTS tier_days (
     member_id    VARCHAR NOT NULL USING COMPRESSION uncompressed,
     day          DATE NOT NULL,
-    metric       DECIMAL(18, 2) NOT NULL,  -- current period, as known at the end of day
-    prev_metric  DECIMAL(18, 2) NOT NULL,  -- previous calendar year, as known at the end of day
+    metric       DECIMAL(18, 3) NOT NULL,  -- current period, as known at the end of day (3 places: KWD, BHD)
+    prev_metric  DECIMAL(18, 3) NOT NULL,  -- previous calendar year, as known at the end of day
     earned_rank  INTEGER NOT NULL,
     tier_rank    INTEGER NOT NULL
     -- one row per (member_id, day): tier_eval.sql replaces the rows it evaluates (no index, as above)
@@ -295,7 +295,7 @@ CREATE TABLE IF NOT EXISTS vip_tier_changes (
     from_tier  VARCHAR NOT NULL,
     to_tier    VARCHAR NOT NULL,
     reason     VARCHAR NOT NULL,
-    metric     DECIMAL(18, 2) NOT NULL
+    metric     DECIMAL(18, 3) NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS member_status (
@@ -307,7 +307,7 @@ CREATE TABLE IF NOT EXISTS member_status (
     points_pending          BIGINT NOT NULL,
     points_earned_lifetime  BIGINT NOT NULL,
     vip_tier                VARCHAR NOT NULL,
-    tier_metric             DECIMAL(18, 2) NOT NULL,
+    tier_metric             DECIMAL(18, 3) NOT NULL,
     tier_expires_on         DATE,
     smile_customer_id       VARCHAR,
     loyaltylion_customer_id VARCHAR,
@@ -500,3 +500,8 @@ ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS prior_keys VARCHAR[];
 -- than every version it stands on, so a booking reads only the rows written after its versions were
 -- mapped, which are the table's last row groups (ledger.compute_point_values)
 ALTER TABLE order_facts ADD COLUMN IF NOT EXISTS refreshed_at TIMESTAMPTZ;
+-- tier metrics with 3 decimal places (ISO 4217: KWD, BHD), in warehouses created with 2
+ALTER TABLE tier_days ALTER COLUMN metric TYPE DECIMAL(18, 3);
+ALTER TABLE tier_days ALTER COLUMN prev_metric TYPE DECIMAL(18, 3);
+ALTER TABLE vip_tier_changes ALTER COLUMN metric TYPE DECIMAL(18, 3);
+ALTER TABLE member_status ALTER COLUMN tier_metric TYPE DECIMAL(18, 3);

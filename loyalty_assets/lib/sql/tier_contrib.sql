@@ -6,6 +6,6 @@
 CREATE OR REPLACE TEMP TABLE tier_contrib AS
 SELECT order_key, booked_day AS state_day, member_id, earning,
        CAST(timezone($tz, created_at) AS DATE) AS created_day,
-       CASE WHEN $metric = 'points' THEN CAST(value AS DECIMAL(18, 2))
-            ELSE CAST(net_program_minor_any * $unit AS DECIMAL(18, 2)) END AS amount
+       CASE WHEN $metric = 'points' THEN CAST(value AS DECIMAL(18, 3))
+            ELSE CAST(net_program_minor_any * $unit AS DECIMAL(18, 3)) END AS amount
 FROM tier_values;

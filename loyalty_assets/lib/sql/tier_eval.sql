@@ -17,8 +17,8 @@ levels AS (
     SELECT p.member_id, p.day, coalesce(m.metric, 0) AS metric, coalesce(m.prev_metric, 0) AS prev_metric,
            -- the highest level whose threshold it reaches ($thresholds ascend; a subquery on tier_levels
            -- per pair cost 0.2 s at 1M orders)
-           nullif(len(list_filter(CAST($thresholds AS DECIMAL(18, 2)[]), lambda t: t <= coalesce(m.metric, 0))), 0) - 1 AS earned_rank,
-           nullif(len(list_filter(CAST($thresholds AS DECIMAL(18, 2)[]), lambda t: t <= coalesce(m.prev_metric, 0))), 0) - 1 AS prev_rank
+           nullif(len(list_filter(CAST($thresholds AS DECIMAL(18, 3)[]), lambda t: t <= coalesce(m.metric, 0))), 0) - 1 AS earned_rank,
+           nullif(len(list_filter(CAST($thresholds AS DECIMAL(18, 3)[]), lambda t: t <= coalesce(m.prev_metric, 0))), 0) - 1 AS prev_rank
     FROM tier_pairs p LEFT JOIN tier_metrics m USING (member_id, day)
     LEFT JOIN (SELECT member_id, min(day) AS first_day FROM tier_metrics GROUP BY member_id) f USING (member_id)
     WHERE p.day >= f.first_day OR p.member_id IN (SELECT member_id FROM old)

@@ -34,7 +34,7 @@ running AS (
     SELECT member_id, day, kind, sum(earning_orders) OVER w AS earning_orders, {year_totals}
     FROM events WINDOW w AS (PARTITION BY member_id ORDER BY day, kind ROWS UNBOUNDED PRECEDING)
 )
-SELECT member_id, day, CAST(coalesce({metric}, 0) AS DECIMAL(38, 2)) AS metric,
-       CAST(CASE WHEN $period = 'calendar_year' THEN coalesce({prev_metric}, 0) ELSE 0 END AS DECIMAL(38, 2)) AS prev_metric
+SELECT member_id, day, CAST(coalesce({metric}, 0) AS DECIMAL(38, 3)) AS metric,
+       CAST(CASE WHEN $period = 'calendar_year' THEN coalesce({prev_metric}, 0) ELSE 0 END AS DECIMAL(38, 3)) AS prev_metric
 FROM running
 WHERE kind = 1 AND earning_orders > 0;

@@ -16,7 +16,7 @@ as_of AS (
 )
 SELECT pair_member AS member_id, day,
        coalesce(sum(amount) FILTER (WHERE created_day BETWEEN day - 364 AND day), 0) AS metric,
-       CAST(0 AS DECIMAL(38, 2)) AS prev_metric
+       CAST(0 AS DECIMAL(38, 3)) AS prev_metric
 FROM as_of
 WHERE earning AND member_id = pair_member
 GROUP BY ALL;
