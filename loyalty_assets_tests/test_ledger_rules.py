@@ -4,8 +4,8 @@ day); pending points; earn-time rates; tiers with every metric, period and reten
 identity (guest → registered, the same-tenant guard)."""
 
 import datetime as dt
-from decimal import Decimal
 import re
+from decimal import Decimal
 
 import pytest
 from magento_factory import memo, order
