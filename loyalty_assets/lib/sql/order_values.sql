@@ -1,6 +1,7 @@
 -- What every known order is worth at the end of the day (RULES.md §5), next to what its entries
--- booked so far add up to, and its member then. Rate, multiplier, rounding and rule version come from the order's earn
--- entry once it has one: an order is valued for ever with the rules in force when it first earned.
+-- booked so far add up to, and its member then. Rate, multiplier, rounding, rule version, trigger and
+-- minimum come from the order's earn entry (its version's, for the last two) once it has one: an order
+-- is valued for ever with the rules in force when it first earned (RULES.md §1).
 CREATE OR REPLACE TEMP TABLE order_values AS
 WITH journal AS (   -- one scan of the journal: what was booked, and the earn entry (one per order)
     SELECT order_key, sum(points)::BIGINT AS booked_points,
@@ -21,10 +22,13 @@ priced AS (
            coalesce(e.rule_version, $rule_version) AS use_rule_version,
            e.trigger_day,
            coalesce(e.booked_points, 0) AS booked_points,
-           s.life_rank >= $trigger_rank AND s.life_rank < 3 AS earning, m.member_id
+           -- the trigger and minimum of that version too (temp table rule_terms, ledger.prepare_rules)
+           s.life_rank >= coalesce(t.trigger_rank, $trigger_rank) AND s.life_rank < 3 AS earning,
+           coalesce(t.min_eligible_minor, $min_eligible_minor) AS use_min_eligible_minor, m.member_id
     FROM order_state s
     LEFT JOIN order_members m USING (order_key, point_at)
     LEFT JOIN journal e USING (order_key)
+    LEFT JOIN rule_terms t ON t.rule_version = e.rule_version
     LEFT JOIN store_multipliers sm ON sm.store_key = s.store_key
 )
 -- the columns the entries (book_order_entries.sql), tiers, member status and the checks read, not the
@@ -32,7 +36,7 @@ priced AS (
 SELECT order_key, point_at, booked_day, member_id, platform, order_number, created_at, lifecycle, fx_rate,
        refunded_eligible_minor, net_eligible_program_minor, net_program_minor_any, source_version, occurred_at,
        use_rate, use_multiplier, use_rounding, use_rule_version, trigger_day, booked_points, earning,
-       CASE WHEN NOT earning OR net_eligible_program_minor < $min_eligible_minor THEN 0
+       CASE WHEN NOT earning OR net_eligible_program_minor < use_min_eligible_minor THEN 0
             WHEN use_rounding = 'half_up'
                  THEN round(net_eligible_program_minor * $unit * use_rate * use_multiplier)::BIGINT
             ELSE floor(net_eligible_program_minor * $unit * use_rate * use_multiplier)::BIGINT
