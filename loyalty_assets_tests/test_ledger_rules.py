@@ -159,6 +159,24 @@ def test_earn_time_rate_is_kept_for_later_refunds(conn):
     assert {r[0] for r in conn.execute("SELECT rule_version FROM program_versions").fetchall()} == {p1.rule_version, p2.rule_version}
 
 
+def test_earn_time_minimum_and_trigger_are_kept_for_later_refunds(conn):
+    """RULES.md §1: the order is valued for ever with the version it first earned under, so a minimum
+    raised and a trigger moved to `fulfilled` later do not take back the points of a paid order:
+    its 30.00 refund claws back 30, not all of it."""
+    p1 = program()
+    land(conn, p1, orders=[order(1, "2024-03-01 10:00:00")])  # 100.00, processing: paid
+    process(conn, p1, D(2024, 3, 2))
+    p2 = program(earning={"min_eligible": "80", "trigger": "fulfilled"})
+    land(conn, p2, orders=[order(2, "2024-03-03 10:00:00", subtotal="90.00")],
+         memos=[memo(9, 1, "2024-03-03 10:00:00", subtotal="30.00")])
+    process(conn, p2, D(2024, 3, 4))
+    assert [(e[0], e[1], e[2]) for e in entries(conn)] == [(K1, "earn", 100), (K1, "clawback", -30)]
+    # order 2 is new: today's version holds it until it is fulfilled
+    land(conn, p2, orders=[order(2, "2024-03-05 10:00:00", subtotal="90.00", state="complete")])
+    process(conn, p2, D(2024, 3, 5))
+    assert (K2, "earn", 90) in [(e[0], e[1], e[2]) for e in entries(conn)]
+
+
 def test_entry_ids_are_deterministic_and_unique(conn, tmp_path):
     p = program()
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00")], memos=[memo(9, 1, "2024-03-02 10:00:00")])
@@ -271,6 +289,38 @@ def test_two_customers_of_one_store_sharing_an_email_are_not_merged(conn):
     assert conflict and conflict[0][0] == "family@example.com"
     by_order = dict(conn.execute("SELECT order_key, member_id FROM order_facts").fetchall())
     assert by_order["magento:default:3"] == m["magento:default:1"]
+
+
+def test_a_late_older_record_of_a_second_customer_does_not_merge_the_two(conn, tmp_path):
+    """RULES.md §8 guard, with customer 2's older order fetched after customer 1's member took the
+    e-mail: two members still, customer 1's keeping its id and points, the e-mail with the oldest."""
+    p = program()
+    one = order(1, "2024-03-05 10:00:00", email="family@example.com", customer_id=1)
+    two = order(2, "2024-03-03 10:00:00", email="family@example.com", customer_id=2, subtotal="40.00")
+    land(conn, p, orders=[one])
+    process(conn, p, D(2024, 3, 6))
+    first = dict(conn.execute("SELECT key, member_id FROM member_keys").fetchall())["magento:default:1"]
+    land(conn, p, orders=[two])
+    process(conn, p, D(2024, 3, 7))
+    m = dict(conn.execute("SELECT key, member_id FROM member_keys").fetchall())
+    assert m["magento:default:1"] == first and m["magento:default:2"] != first
+    assert m["family@example.com"] == m["magento:default:2"]  # customer 2's first order is the older
+    assert conn.execute("SELECT reason FROM identity_conflicts").fetchall() == [
+        ("same_tenant_customers_share_email: magento:default:1 vs magento:default:2",)]
+    assert conn.execute("SELECT count(*) FROM member_merges").fetchall() == [(0,)]
+    by_member = dict(conn.execute("SELECT member_id, points_spendable FROM member_status").fetchall())
+    assert by_member == {first: 100, m["magento:default:2"]: 40}
+    # the same records in one run give the same two members
+    together = warehouse.connect(str(tmp_path / "together.duckdb"))
+    land(together, p, orders=[one, two])
+    process(together, p, D(2024, 3, 7))
+    assert _partition(together) == _partition(conn)
+    together.close()
+
+
+def _partition(conn) -> set[frozenset]:
+    rows = conn.execute("SELECT member_id, list(key ORDER BY key) FROM member_keys GROUP BY 1").fetchall()
+    return {frozenset(keys) for _, keys in rows}
 
 
 def test_merge_keeps_the_older_member_and_history_follows(conn):

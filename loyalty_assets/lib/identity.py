@@ -166,8 +166,9 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
         first_seen.setdefault(b, dt.datetime.now(dt.UTC))
         link(a, b, forced=True)
 
-    existing = dict(conn.execute(
-        "SELECT key, member_id FROM member_keys WHERE key IN (SELECT key FROM id_scope_keys)").fetchall())
+    stored = conn.execute(
+        "SELECT key, member_id, first_seen_at FROM member_keys WHERE key IN (SELECT key FROM id_scope_keys)").fetchall()
+    existing = {k: m for k, m, _ in stored}
     resolution = dict(conn.execute("SELECT member_id, survivor_id FROM member_resolution").fetchall())
     member_seen = dict(conn.execute(
         """SELECT member_id, min(first_seen_at) FROM member_keys
@@ -176,15 +177,30 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
     groups: dict[str, list[str]] = {}
     for key in first_seen:
         groups.setdefault(comps.find(key), []).append(key)
+    for keys in groups.values():
+        keys.sort(key=lambda k: (first_seen[k], k))
+    lost = _split_members(list(groups.values()), existing, resolution, {k: s for k, _, s in stored})
+    taken: set[str] = set()
+
+    def split_id(keys: list[str]) -> str:
+        """The id of a member split off another: not one given before (its first key may have named
+        the member it leaves)."""
+        for seed in [*keys, *(f"{keys[0]}#{n}" for n in range(1, 100))]:
+            mid = new_member_id(program, seed)
+            if mid not in taken and not conn.execute(
+                    "SELECT 1 FROM member_keys WHERE member_id = $m UNION ALL SELECT 1 FROM member_merges "
+                    "WHERE absorbed_id = $m OR survivor_id = $m LIMIT 1", {"m": mid}).fetchall():
+                taken.add(mid)
+                return mid
+        raise RuntimeError(f"no free member id for {keys[0]}")
 
     new_keys, merges, assignments = [], [], []
     final: dict[str, str] = {}
     new_members = 0
-    for keys in groups.values():
-        keys.sort(key=lambda k: (first_seen[k], k))
-        owners = {resolution.get(existing[k], existing[k]) for k in keys if k in existing}
+    for i, keys in enumerate(groups.values()):
+        owners = {resolution.get(existing[k], existing[k]) for k in keys if k in existing} - lost.get(i, set())
         if not owners:
-            survivor = new_member_id(program, keys[0])
+            survivor = split_id(keys) if i in lost else new_member_id(program, keys[0])
             new_members += 1
         else:
             survivor = min(owners, key=lambda m: (member_seen.get(m, first_seen[keys[0]]), m))
@@ -210,6 +226,33 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
         "SELECT count(DISTINCT member_id) FROM member_keys WHERE member_id NOT IN (SELECT absorbed_id FROM member_merges)"
     ).fetchall()[0][0]  # fetched to the end: the connection is free for the caller's next statement
     return IdentitySummary(total, new_members + fast_members, len(new_keys) + fast_keys, len(merges), len(conflicts))
+
+
+def _split_members(groups: list[list[str]], existing: dict[str, str], resolution: dict[str, str],
+                   stored_seen: dict[str, dt.datetime]) -> dict[int, set[str]]:
+    """Members whose keys now fall in several components (a record arriving late that a same-tenant
+    guard or a cannot_link refuses to join, RULES.md §8): the member id stays with one of them, the
+    one holding its oldest customer id (else its oldest key), and the others become new members.
+    Returns, per group index, the member ids it gives up."""
+    claims: dict[str, list[int]] = {}
+    for i, keys in enumerate(groups):
+        for member in {resolution.get(existing[k], existing[k]) for k in keys if k in existing}:
+            claims.setdefault(member, []).append(i)
+    lost: dict[int, set[str]] = {}
+    for member, claimants in claims.items():
+        if len(claimants) < 2:
+            continue
+
+        def rank(i: int, member: str = member) -> tuple:
+            own = [k for k in groups[i] if k in existing and resolution.get(existing[k], existing[k]) == member]
+            customers = [stored_seen[k] for k in own if key_type(k) not in ("email", "phone")]
+            return (not customers, min(customers or [stored_seen[k] for k in own]), min(own))
+
+        keep = min(claimants, key=rank)
+        for i in claimants:
+            if i != keep:
+                lost.setdefault(i, set()).add(member)
+    return lost
 
 
 def _write_members(conn: duckdb.DuckDBPyConnection, started: dt.datetime, day: dt.date, fast_keys: int,
