@@ -371,3 +371,39 @@ def test_a_target_that_fails_fails_the_run_and_its_batches_go_out_on_the_next(sa
     assert materialize_range("2024-03-02", "2024-03-02", resources).success
     assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [120]
     assert query(warehouse_path, "SELECT status FROM outbox WHERE target = 'smile'") == [("sent",)]
+
+
+def test_salesforce_refusing_a_record_fails_the_push_after_logging_it(tmp_path):
+    """CONTRACT.md §1: a target that fails fails the run. A Contact Salesforce refuses (a tier name
+    longer than the field's 40 characters: STRING_TOO_LONG) is logged with the reason, the others
+    are sent and kept in sync_state, and the step fails; the refused one is tried again next time."""
+    import dagster as dg
+    import pytest
+
+    from loyalty_assets.defs.sync.assets import salesforce_push
+    from loyalty_assets.lib import warehouse as wh
+    from loyalty_assets.sandbox.salesforce import SalesforceEmulator
+
+    path = tmp_path / "w.duckdb"
+    conn = wh.connect(str(path))
+    conn.execute("""INSERT INTO member_status VALUES
+                    ('M1', 'a@example.com', 10, 0, 10, 'Bronze', 0, NULL, NULL, NULL, NULL, DATE '2024-03-01', now()),
+                    ('M2', 'b@example.com', 20, 0, 20, ?, 0, NULL, NULL, NULL, NULL, DATE '2024-03-01', now())""",
+                 ["A tier whose name is longer than forty characters"])
+    conn.close()
+    with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
+        env = emulator.env()
+        resources = {"warehouse": Warehouse(database=str(path)),
+                     "salesforce": SalesforceResource(instance_url=env["SALESFORCE_INSTANCE_URL"],
+                                                      session_id=env["SALESFORCE_SESSION_ID"],
+                                                      ca_bundle=env["SALESFORCE_CA_BUNDLE"])}
+        with pytest.raises(dg.Failure, match="1 records failed"):
+            salesforce_push(dg.build_asset_context(resources=resources, partition_key="2024-03-01"))
+        assert [lead["Loyalty_Member_Id__c"] for lead in emulator.records("Lead")] == ["M1"]
+    conn = wh.connect(str(path))
+    logged = conn.execute("SELECT record_key, status, message FROM sync_log WHERE operation = 'upsert Lead' "
+                          "ORDER BY record_key").fetchall()
+    synced = conn.execute("SELECT record_key FROM sync_state WHERE target = 'salesforce'").fetchall()
+    conn.close()
+    assert [(k, s) for k, s, _ in logged] == [("M1", "sent"), ("M2", "failed")] and "STRING_TOO_LONG" in logged[1][2]
+    assert synced == [("M1",)]  # M2 is not in sync: the next push sends it again
