@@ -91,17 +91,16 @@ def prepare_rules(conn: duckdb.DuckDBPyConnection, program: Program) -> dict:
         )
     # what each recorded rule version says of when an order earns and the least it earns on: an order
     # that has earned keeps its earn entry's version for ever (RULES.md §1), these with its rate
-    conn.execute(
-        """CREATE OR REPLACE TEMP TABLE rule_terms AS
-           SELECT rule_version,
-                  CASE json_extract_string(config, '$.earning.trigger') WHEN 'fulfilled' THEN $fulfilled ELSE $paid END
-                      AS trigger_rank,
-                  CAST(round(CAST(coalesce(json_extract_string(config, '$.earning.min_eligible'), '0') AS DECIMAL(38, 6))
-                             * $scale) AS BIGINT) AS min_eligible_minor
-           FROM program_versions WHERE program_id = $program_id""",
-        {"fulfilled": TRIGGER_RANK["fulfilled"], "paid": TRIGGER_RANK["paid"], "program_id": program.program_id,
-         "scale": 10 ** currency_digits(program.currency)},
-    )
+    terms = []
+    for version, config in conn.execute(
+            "SELECT rule_version, config FROM program_versions WHERE program_id = ?", [program.program_id]).fetchall():
+        earning = json.loads(config).get("earning", {})
+        terms.append((version, TRIGGER_RANK[earning.get("trigger", "paid")],
+                      to_minor(Decimal(str(earning.get("min_eligible", "0"))), program.currency)))
+    conn.execute("CREATE OR REPLACE TEMP TABLE rule_terms (rule_version VARCHAR, trigger_rank INTEGER, "
+                 "min_eligible_minor BIGINT)")
+    if terms:
+        conn.executemany("INSERT INTO rule_terms VALUES (?, ?, ?)", terms)
     digits = currency_digits(program.currency)
     return {
         "rate": program.earning.points_per_unit,
