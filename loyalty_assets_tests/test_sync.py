@@ -33,10 +33,13 @@ def resources_for(box, warehouse):
                                    password=env["MAGENTO_ADMIN_PASSWORD"]),
         "smile": SmileResource(api_url=env["SMILE_API_URL"], api_key=env["SMILE_API_KEY"]),
         "loyaltylion": LoyaltyLionResource(api_url=env["LOYALTYLION_API_URL"], api_key=env["LOYALTYLION_API_KEY"]),
-        "salesforce": SalesforceResource(instance_url=env["SALESFORCE_INSTANCE_URL"],
-                                         session_id=env["SALESFORCE_SESSION_ID"],
-                                         ca_bundle=env["SALESFORCE_CA_BUNDLE"]),
+        "salesforce": salesforce_resource(env),
     }
+
+
+def salesforce_resource(env: dict) -> SalesforceResource:
+    return SalesforceResource(instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
+                              ca_bundle=env["SALESFORCE_CA_BUNDLE"])
 
 
 def query(warehouse, sql, params=None):
@@ -231,8 +234,7 @@ def test_salesforce_collections_up_to_2000_rows_bulk_above_and_nothing_when_unch
 
     with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
         env = emulator.env()
-        resource = SalesforceResource(instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
-                                      ca_bundle=env["SALESFORCE_CA_BUNDLE"])
+        resource = salesforce_resource(env)
         ctx = types.SimpleNamespace(run_id="test")
         members(450, 10)
         summary = push_salesforce(ctx, resource, Warehouse(database=str(path)))
@@ -286,8 +288,7 @@ def test_transactions_as_platform_events_by_configuration(tmp_path, monkeypatch)
     conn.close()
     with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
         env = emulator.env()
-        resource = SalesforceResource(instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
-                                      ca_bundle=env["SALESFORCE_CA_BUNDLE"])
+        resource = salesforce_resource(env)
         summary = sf_push.push_salesforce(types.SimpleNamespace(run_id="t"), resource, Warehouse(database=str(path)))
         assert summary["failed_records"] == 0
         assert [(e["Event_Id__c"], e["Event_Type__c"]) for e in emulator.events] == [("E1", "earn")]
@@ -316,8 +317,7 @@ def test_member_is_a_lead_until_its_first_earn_then_the_lead_is_marked_converted
     conn.close()
     with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
         env = emulator.env()
-        resource = SalesforceResource(instance_url=env["SALESFORCE_INSTANCE_URL"], session_id=env["SALESFORCE_SESSION_ID"],
-                                      ca_bundle=env["SALESFORCE_CA_BUNDLE"])
+        resource = salesforce_resource(env)
         ctx = types.SimpleNamespace(run_id="t")
         assert sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))["leads"] == 1
         (lead,) = emulator.records("Lead")
@@ -394,9 +394,7 @@ def test_salesforce_refusing_a_record_fails_the_push_after_logging_it(tmp_path):
     with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
         env = emulator.env()
         resources = {"warehouse": Warehouse(database=str(path)),
-                     "salesforce": SalesforceResource(instance_url=env["SALESFORCE_INSTANCE_URL"],
-                                                      session_id=env["SALESFORCE_SESSION_ID"],
-                                                      ca_bundle=env["SALESFORCE_CA_BUNDLE"])}
+                     "salesforce": salesforce_resource(env)}
         with pytest.raises(dg.Failure, match="1 records failed"):
             salesforce_push(dg.build_asset_context(resources=resources, partition_key="2024-03-01"))
         assert [lead["Loyalty_Member_Id__c"] for lead in emulator.records("Lead")] == ["M1"]
