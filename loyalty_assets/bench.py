@@ -465,7 +465,8 @@ def record_delivered(conn) -> dict:
     Smile.io batches `sent`, and Salesforce `sync_state` rows for what `plan_salesforce` plans now
     (the rows push_salesforce writes after a successful upsert). Not timed; nothing reads these
     tables in the timed stages."""
-    from loyalty_assets.defs.sync.salesforce import plan_salesforce, save_sync_state
+    from loyalty_assets.defs.partitions import PROGRAM
+    from loyalty_assets.defs.sync.salesforce import TRANSACTION_OBJECTS, plan_salesforce, save_sync_state
     from loyalty_assets.lib.outbox import OPEN_STATUSES
 
     sent = conn.execute(
@@ -481,7 +482,8 @@ def record_delivered(conn) -> dict:
         for i in plan[key]
     ]
     rows += [("salesforce", "Lead", m, "converted", now, None) for m in plan["conversions"]]
-    rows += [("salesforce", "Loyalty_Transaction__c", t["key"], "sent", now, None) for t in plan["transactions"]]
+    txn_object = TRANSACTION_OBJECTS[PROGRAM.salesforce.transactions_as]
+    rows += [("salesforce", txn_object, t["key"], "sent", now, None) for t in plan["transactions"]]
     save_sync_state(conn, rows)
     return {"smile_batches": int(sent), "salesforce_rows": len(rows)}
 
@@ -540,7 +542,8 @@ def measure_push_volume(conn, program, day: dt.date) -> dict:
         "contacts": {"object": "Contact", **_salesforce_calls(len(plan["contacts"]))},
         "conversions": {"object": "Lead", **_salesforce_calls(len(plan["conversions"]))},
         "transactions": {
-            "object": "Loyalty_Event__e" if as_events else "Loyalty_Transaction__c",
+            "object": {"platform_event": "Loyalty_Event__e", "task": "Task"}.get(
+                program.salesforce.transactions_as, "Loyalty_Transaction__c"),
             **_salesforce_calls(len(plan["transactions"]), as_events),
         },
     }

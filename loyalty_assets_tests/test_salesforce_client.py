@@ -195,6 +195,36 @@ def test_bulk2_above_2000_rows_in_at_most_ten_calls(emu: SalesforceEmulator, sle
         assert sum(r.created is False for r in rerun) == 2499 and rerun[42].created is True
 
 
+def test_tasks_name_their_polymorphic_who_by_type_in_collections_and_bulk(emu: SalesforceEmulator,
+                                                                         sleeps: Sleeps) -> None:
+    """Task.WhoId is polymorphic (Contact or Lead): set by external id, the parent's type is named in
+    ``attributes`` (Collections) or the CSV header ``Contact:Who.Field`` (Bulk API 2.0)."""
+
+    def task(i: int, who: str, member: str) -> dict[str, Any]:
+        return {"Transaction_Id__c": f"t{i}", "Who": {"attributes": {"type": who}, MEMBER_ID: member},
+                "Subject": f"Loyalty points: earn +{i}", "Status": "Completed", "Points__c": i}
+
+    with _client(emu, sleeps, bulk_threshold=2) as client:
+        client.upsert_records("Contact", MEMBER_ID, _contacts(2))
+        client.upsert_records("Lead", MEMBER_ID, [{MEMBER_ID: "L1", "LastName": "Lee", "Company": "x"}])
+        small = client.upsert_records("Task", "Transaction_Id__c", [task(1, "Contact", "M00001"), task(2, "Lead", "L1")])
+        assert [r.success for r in small] == [True, True] and _route_count(emu, "bulk2 create job") == 0
+        assert emu.get_record("Task", "t1", "Transaction_Id__c")["WhoId"] == emu.get_record("Contact", "M00001", MEMBER_ID)["Id"]
+        assert emu.get_record("Task", "t2", "Transaction_Id__c")["WhoId"] == emu.get_record("Lead", "L1", MEMBER_ID)["Id"]
+        assert emu.get_record("Task", "t1", "Transaction_Id__c")["IsClosed"] is True
+        # without the type a polymorphic lookup cannot be resolved
+        untyped = client.upsert_records("Task", "Transaction_Id__c", [{"Transaction_Id__c": "t9", "Who": {MEMBER_ID: "M00001"}}])
+        assert untyped[0].error_codes == ("INVALID_FIELD",)
+
+        bulk = client.upsert_records("Task", "Transaction_Id__c", [task(3, "Contact", "M00000"), task(4, "Lead", "L1"),
+                                                                   task(1, "Contact", "M00000"), task(5, "Lead", "M00000")])
+        assert _route_count(emu, "bulk2 create job") == 1
+        assert [r.success for r in bulk] == [True, True, True, False]  # M00000 is no Lead
+        assert [r.created for r in bulk[:3]] == [True, True, False]
+        assert emu.get_record("Task", "t1", "Transaction_Id__c")["WhoId"] == emu.get_record("Contact", "M00000", MEMBER_ID)["Id"]
+        assert emu.get_record("Task", "t4", "Transaction_Id__c")["WhoId"] == emu.get_record("Lead", "L1", MEMBER_ID)["Id"]
+
+
 def test_request_limit_exceeded_is_never_retried(emu: SalesforceEmulator, sleeps: Sleeps) -> None:
     with _client(emu, sleeps) as client:
         client.upsert_records("Contact", MEMBER_ID, _contacts(1))

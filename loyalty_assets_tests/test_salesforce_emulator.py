@@ -262,6 +262,7 @@ def test_describe_lists_contract_fields_and_external_ids(sf: Salesforce) -> None
         "Lead": {MEMBER_ID},
         "Account": {MEMBER_ID},
         "Loyalty_Transaction__c": {"Transaction_Id__c"},
+        "Task": {"Transaction_Id__c"},
         "Loyalty_Adjustment_Request__c": set(),
         "Loyalty_Event__e": set(),
     }
@@ -285,6 +286,8 @@ def test_describe_lists_contract_fields_and_external_ids(sf: Salesforce) -> None
     assert txn["Contact__c"]["relationshipName"] == "Contact__r" and txn["Contact__c"]["referenceTo"] == [
         "Contact"
     ]
+    who = {f["name"]: f for f in sf.Task.describe()["fields"]}["WhoId"]
+    assert (who["relationshipName"], who["referenceTo"], who["polymorphicForeignKey"]) == ("Who", ["Contact", "Lead"], True)
     status = {f["name"]: f for f in sf.Loyalty_Adjustment_Request__c.describe()["fields"]}["Status__c"]
     assert [p["value"] for p in status["picklistValues"]] == ["New", "Applied", "Rejected"]
 

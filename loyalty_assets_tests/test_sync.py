@@ -298,6 +298,41 @@ def test_transactions_as_platform_events_by_configuration(tmp_path, monkeypatch)
         assert len(emulator.events) == 1
 
 
+def test_transactions_as_task_activities_by_configuration(sandbox, warehouse_path, monkeypatch):
+    """RULES.md §9 "Task activities ... by configuration": each entry and tier change is a completed Task
+    on the member's Contact, upserted by Transaction_Id__c, sent once."""
+    from loyalty_assets.defs.sync import salesforce as sf_push
+    from loyalty_assets.lib.program import parse_program
+
+    monkeypatch.setattr(sf_push, "PROGRAM", parse_program("salesforce: {transactions_as: task}"))
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="620.00", customer_id=5),
+                          order(2, "2024-03-02 10:00:00", email="bo@example.com", subtotal="80.00")],
+                  creditmemos=[memo(1, 1, "2024-03-03 09:00:00", subtotal="20.00")])
+    resources = resources_for(box, warehouse_path)
+    assert materialize_range("2024-03-01", "2024-03-04", resources).success
+
+    contacts = {c["Id"]: c["Loyalty_Member_Id__c"] for c in box.salesforce.records("Contact")}
+    tasks = sorted(box.salesforce.records("Task"), key=lambda t: (t["ActivityDate"], t["Subject"]))
+    assert box.salesforce.records("Loyalty_Transaction__c") == []
+    assert [(t["ActivityDate"], t["Subject"], t["Type__c"], t["Points__c"], t["Tier__c"]) for t in tasks] == [
+        ("2024-03-01", "Loyalty points: earn +620", "earn", 620, None),
+        ("2024-03-01", "Loyalty tier: Bronze -> Silver", "tier_change", None, "Silver"),
+        ("2024-03-02", "Loyalty points: earn +80", "earn", 80, None),
+        ("2024-03-03", "Loyalty points: clawback -20", "clawback", -20, None),
+    ]
+    assert all(t["Status"] == "Completed" and t["IsClosed"] and t["WhoId"] in contacts for t in tasks)
+    ann = {t["WhoId"] for t in tasks if t["Points__c"] != 80}
+    assert len(ann) == 1 and len({t["WhoId"] for t in tasks}) == 2
+    entries = dict(query(warehouse_path, "SELECT entry_id, member_id FROM ledger_entries"))
+    assert {t["Transaction_Id__c"]: contacts[t["WhoId"]] for t in tasks if t["Type__c"] != "tier_change"} == entries
+
+    # sent once: the next run upserts no Task
+    assert materialize_range("2024-03-05", "2024-03-05", resources).success
+    assert len(box.salesforce.records("Task")) == 4
+    assert query(warehouse_path, """SELECT count(*), count(DISTINCT run_id) FROM sync_log
+                                    WHERE operation = 'upsert Task' AND status = 'sent'""") == [(4, 1)]
+
+
 def test_member_is_a_lead_until_its_first_earn_then_the_lead_is_marked_converted(tmp_path, monkeypatch):
     """RULES.md §9: a Lead until the first `earn` entry, then the Contact is upserted and the Lead marked
     converted through the configured status field; lifetime spend in the program currency's digits."""

@@ -212,15 +212,19 @@ def _csv_value(value: Any) -> str:
 
 
 def _flatten(record: Mapping[str, Any]) -> dict[str, str]:
-    """``{"Contact__r": {"Loyalty_Member_Id__c": "M1"}}`` -> ``{"Contact__r.Loyalty_Member_Id__c": "M1"}``."""
+    """``{"Contact__r": {"Loyalty_Member_Id__c": "M1"}}`` -> ``{"Contact__r.Loyalty_Member_Id__c": "M1"}``;
+    a polymorphic lookup names its parent's type, ``{"Who": {"attributes": {"type": "Contact"}, ...}}``
+    -> ``Contact:Who.Loyalty_Member_Id__c`` (Bulk API 2.0's ObjectType:RelationshipName.IndexedFieldName)."""
     out: dict[str, str] = {}
     for key, value in record.items():
         if key == "attributes":
             continue
         if isinstance(value, Mapping):
+            parent_type = (value.get("attributes") or {}).get("type")
+            prefix = f"{parent_type}:{key}" if parent_type else key
             for sub, subvalue in value.items():
                 if sub != "attributes":
-                    out[f"{key}.{sub}"] = _csv_value(subvalue)
+                    out[f"{prefix}.{sub}"] = _csv_value(subvalue)
         else:
             out[key] = _csv_value(value)
     return out

@@ -153,7 +153,9 @@ class Sync(_Strict):
 class SalesforceMapping(_Strict):
     """How ledger entries and tier changes reach Salesforce (CONTRACT.md §5)."""
 
-    transactions_as: Literal["custom_object", "platform_event"] = "custom_object"
+    # RULES.md §9: Loyalty_Transaction__c records, Loyalty_Event__e platform events, or Task activities
+    # (upserted by their Transaction_Id__c, WhoId the member's Contact) on the member's activity timeline
+    transactions_as: Literal["custom_object", "platform_event", "task"] = "custom_object"
     # RULES.md §9: a member's Lead is marked converted through a configured status field (the REST
     # API has no lead conversion call)
     lead_status_field: str = Field("Status", pattern=r"^[A-Za-z][A-Za-z0-9_]*$")

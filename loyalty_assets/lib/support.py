@@ -101,7 +101,7 @@ def explain(conn: duckdb.DuckDBPyConnection, email: str) -> str:
     ).fetchall():
         pushes.setdefault(entry_id, []).append(f"{target} {state}{' ' + f'{sent_at:%Y-%m-%d %H:%M}' if sent_at else ''}")
     for entry_id, pushed_at in conn.execute(
-        """SELECT record_key, pushed_at FROM sync_state WHERE target = 'salesforce' AND object = 'Loyalty_Transaction__c'
+        """SELECT record_key, pushed_at FROM sync_state WHERE target = 'salesforce' AND object IN ('Loyalty_Transaction__c', 'Task')
            AND record_key IN (SELECT entry_id FROM ledger_entries WHERE member_id = ?)""",
         [member],
     ).fetchall():

@@ -9,7 +9,8 @@ key is still there, so an env file written earlier stays valid. What it reproduc
   (``POST /services/oauth2/token``); a bad token is ``401 [{"errorCode":"INVALID_SESSION_ID"}]``
   (a JSON *list*: simple-salesforce's refresh path parses ``[0]['errorCode']``);
 * upsert by external id (201 created / 200 ``created:false`` on API >= 46, 204 below), relationship
-  fields set through ``Contact__r: {"Loyalty_Member_Id__c": ...}``, field validation with the real
+  fields set through ``Contact__r: {"Loyalty_Member_Id__c": ...}`` (a polymorphic one, Task's ``Who``,
+  with ``attributes.type``; in Bulk CSV ``Contact:Who.Loyalty_Member_Id__c``), field validation with the real
   error codes (``INVALID_FIELD``, ``REQUIRED_FIELD_MISSING``, ``STRING_TOO_LONG``, ...);
 * sObject Collections upsert (at most 200 records, HTTP 200 with per-record results even when some
   fail, ``allOrNone`` rollback), a SOQL subset with ``nextRecordsUrl`` paging, describe, platform
@@ -103,6 +104,8 @@ class FieldDef:
     updateable: bool = True
     reference_to: str | None = None
     relationship_name: str | None = None
+    # a polymorphic lookup (Task.WhoId: Contact or Lead): the objects it may name; reference_to is the first
+    polymorphic: tuple[str, ...] = ()
     picklist: tuple[str, ...] = ()
     restricted: bool = False
     default: Any = None
@@ -140,9 +143,14 @@ class FieldDef:
                 for v in self.picklist
             ],
             "restrictedPicklist": self.restricted,
-            "referenceTo": [self.reference_to] if self.reference_to else [],
+            "referenceTo": list(self.polymorphic) or ([self.reference_to] if self.reference_to else []),
             "relationshipName": self.relationship_name,
+            "polymorphicForeignKey": bool(self.polymorphic),
         }
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return self.polymorphic or ((self.reference_to,) if self.reference_to else ())
 
 
 _SOAP_TYPES = {
@@ -243,6 +251,7 @@ def _object(name: str, label: str, prefix: str, fields: list[FieldDef], **kw: An
 
 
 _RO = {"createable": False, "updateable": False}
+_TASK_STATUSES = ("Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred")
 _LEAD_STATUSES = (
     "Open - Not Contacted",
     "Working - Contacted",
@@ -321,6 +330,32 @@ OBJECTS: dict[str, ObjectDef] = {
             ],
             auto_name="LT-{:07d}",
         ),
+        # RULES.md §9: ledger entries and tier changes as Task activities, by configuration; the
+        # activity custom field Transaction_Id__c is the external id, the member the polymorphic WhoId
+        _object(
+            "Task",
+            "Task",
+            "00T",
+            [
+                *_system_fields(),
+                _f("WhoId", "reference", 18, reference_to="Contact", polymorphic=("Contact", "Lead"),
+                   relationship_name="Who", label="Name ID"),
+                _f("Subject", "string", 255),
+                _f("ActivityDate", "date", label="Due Date Only"),
+                _f("Status", "picklist", 40, picklist=_TASK_STATUSES, default="Not Started", required=True),
+                _f("Priority", "picklist", 40, picklist=("High", "Normal", "Low"), default="Normal", required=True),
+                _f("Description", "textarea", 32000, label="Comments"),
+                _f("TaskSubtype", "picklist", 40, picklist=("Task", "Email", "Call"), default="Task",
+                   updateable=False),
+                _f("IsClosed", "boolean", **_RO),
+                _f("Transaction_Id__c", "string", 80, external_id=True, unique=True, label="Transaction Id"),
+                _f("Type__c", "string", 40, label="Loyalty Type"),
+                _f("Points__c", "double", label="Points"),
+                _f("Tier__c", "string", 40, label="Tier"),
+                _f("Order_Key__c", "string", 255, label="Order Key"),
+                _f("Occurred_At__c", "datetime", label="Occurred At"),
+            ],
+        ),
         _object(
             "Loyalty_Adjustment_Request__c",
             "Loyalty Adjustment Request",
@@ -367,7 +402,7 @@ OBJECTS: dict[str, ObjectDef] = {
 }
 _OBJECTS_LOWER = {name.lower(): o for name, o in OBJECTS.items()}
 #: Seeds load parents first so relationship fields in child seeds resolve.
-_LOAD_ORDER = ["Account", "Contact", "Lead", "Loyalty_Transaction__c", "Loyalty_Adjustment_Request__c"]
+_LOAD_ORDER = ["Account", "Contact", "Lead", "Loyalty_Transaction__c", "Task", "Loyalty_Adjustment_Request__c"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1014,7 +1049,7 @@ class SalesforceEmulator(Emulator):
         parent_id = record.get(rel.name) if rel else None
         if not parent_id or not rel or not rel.reference_to:
             return None
-        parent = self._records.get(rel.reference_to, {}).get(parent_id)
+        parent = next((p for t in rel.targets if (p := self._records.get(t, {}).get(parent_id))), None)
         return parent.get(fname) if parent else None
 
     # ----- data
@@ -1145,11 +1180,11 @@ class SalesforceEmulator(Emulator):
                 out[rel.name] = self._resolve_reference(obj, rel, value)
                 continue
             if fd.type == "reference" and value not in (None, ""):
-                target = OBJECTS.get(fd.reference_to or "")
-                if target is None or target.name not in self._records:
+                targets = [OBJECTS[t] for t in fd.targets if t in OBJECTS and t in self._records]
+                if not targets:
                     out[fd.name] = str(value)  # e.g. User ids: not modelled, accepted as given
                     continue
-                found = self._find(target, "Id", str(value))
+                found = next((r for t in targets if (r := self._find(t, "Id", str(value)))), None)
                 if found is None:
                     raise SfError("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [fd.name])
                 out[fd.name] = found["Id"]
@@ -1159,6 +1194,17 @@ class SalesforceEmulator(Emulator):
 
     def _resolve_reference(self, obj: ObjectDef, rel: FieldDef, value: dict[str, Any]) -> str:
         target = OBJECTS[rel.reference_to or ""]
+        if rel.polymorphic:  # the parent's type must be named: {"attributes": {"type": "Contact"}, ...}
+            named = (value.get("attributes") or {}).get("type") if isinstance(value.get("attributes"), dict) else None
+            match = next((t for t in rel.polymorphic if named and t.lower() == str(named).lower()), None)
+            if match is None:
+                raise SfError(
+                    "INVALID_FIELD",
+                    f"The polymorphic foreign key {rel.relationship_name} needs attributes.type, one of "
+                    f"{', '.join(rel.polymorphic)}",
+                    [rel.name],
+                )
+            target = OBJECTS[match]
         keys = [k for k in value if k != "attributes"]
         if len(keys) != 1:
             raise SfError(
@@ -1236,6 +1282,8 @@ class SalesforceEmulator(Emulator):
             record.update(values)
         if obj.name in ("Contact", "Lead"):
             record["Name"] = " ".join(p for p in (record.get("FirstName"), record.get("LastName")) if p)
+        if obj.name == "Task":
+            record["IsClosed"] = record.get("Status") == "Completed"
         record.update(LastModifiedDate=now, LastModifiedById=USER_ID, SystemModstamp=now, IsDeleted=False)
         for ext in obj.external_ids:
             value = record.get(ext)
@@ -1989,20 +2037,23 @@ class SalesforceEmulator(Emulator):
             job.error_message = "InvalidBatch : Empty CSV"
             return
         header, data = rows[0], [r for r in rows[1:] if r]
-        columns: list[tuple[str, str | None]] = []  # (field or relationship name, target field)
+        # (field or relationship name, target field, the parent's type for a polymorphic lookup)
+        columns: list[tuple[str, str | None, str | None]] = []
         for col in header:
             if "." in col:
-                rel_name, _, target = col.partition(".")
+                # ObjectType:RelationshipName.IndexedFieldName names a polymorphic lookup's parent type
+                rel_path, _, target = col.partition(".")
+                parent_type, _, rel_name = rel_path.rpartition(":")
                 rel = obj.relationship(rel_name)
-                if rel is None:
+                if rel is None or (parent_type and parent_type not in rel.polymorphic):
                     job.error_message = f"InvalidBatch : Field name not found : {col}"
                     return
-                columns.append((rel.relationship_name or rel_name, target))
+                columns.append((rel.relationship_name or rel_name, target, parent_type or None))
             elif obj.field(col) is None:
                 job.error_message = f"InvalidBatch : Field name not found : {col}"
                 return
             else:
-                columns.append((obj.field(col).name, None))  # type: ignore[union-attr]
+                columns.append((obj.field(col).name, None, None))  # type: ignore[union-attr]
         ok_out, bad_out = io.StringIO(), io.StringIO()
         ok_w = csv.writer(ok_out, quoting=csv.QUOTE_ALL, lineterminator="\n")
         bad_w = csv.writer(bad_out, quoting=csv.QUOTE_ALL, lineterminator="\n")
@@ -2010,12 +2061,14 @@ class SalesforceEmulator(Emulator):
         bad_w.writerow(["sf__Id", "sf__Error", *header])
         for row in data:
             body: dict[str, Any] = {}
-            for (name, target), value in zip(columns, row, strict=False):
+            for (name, target, parent_type), value in zip(columns, row, strict=False):
                 if value == "":
                     continue  # Bulk 2.0: an empty value leaves the field unchanged; #N/A sets null
                 value_or_null = None if value == "#N/A" else value
                 if target is not None:
                     body[name] = {target: value_or_null}
+                    if parent_type:
+                        body[name]["attributes"] = {"type": parent_type}
                 else:
                     body[name] = value_or_null
             try:

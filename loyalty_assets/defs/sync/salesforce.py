@@ -72,20 +72,49 @@ LEFT JOIN sync_state st ON st.target = 'salesforce' AND st.record_key = s.member
                          AND x.record_key = s.member_id AND x.object IN ('Contact', 'Lead'))
 """
 
+# where each `transactions_as` delivers entries and tier changes, and the sync_state object they are
+# recorded under (platform events under the custom object's name, as they always were)
+TRANSACTION_OBJECTS = {"custom_object": "Loyalty_Transaction__c", "platform_event": "Loyalty_Transaction__c",
+                       "task": "Task"}
+
 TRANSACTIONS_SQL = """
+WITH earned AS (SELECT DISTINCT member_id FROM ledger_entries WHERE kind = 'earn')
 SELECT e.entry_id AS key, e.member_id, e.kind AS type, e.points, NULL AS tier, e.order_key,
-       coalesce(e.occurred_at, CAST(e.booked_on AS TIMESTAMPTZ)) AS occurred_at, e.description
+       coalesce(e.occurred_at, CAST(e.booked_on AS TIMESTAMPTZ)) AS occurred_at, e.description, TRUE AS is_contact
 FROM ledger_entries e
-WHERE e.member_id IN (SELECT DISTINCT member_id FROM ledger_entries WHERE kind = 'earn')
+WHERE e.member_id IN (SELECT member_id FROM earned)
   AND NOT EXISTS (SELECT 1 FROM sync_state st WHERE st.target = 'salesforce'
-                  AND st.object = 'Loyalty_Transaction__c' AND st.record_key = e.entry_id)
+                  AND st.object = $object AND st.record_key = e.entry_id)
 UNION ALL
 SELECT c.change_id, coalesce(r.survivor_id, c.member_id), 'tier_change', NULL, c.to_tier, NULL,
-       CAST(c.changed_on AS TIMESTAMPTZ), c.from_tier || ' -> ' || c.to_tier || ' (' || c.reason || ')'
+       CAST(c.changed_on AS TIMESTAMPTZ), c.from_tier || ' -> ' || c.to_tier || ' (' || c.reason || ')',
+       coalesce(r.survivor_id, c.member_id) IN (SELECT member_id FROM earned)
 FROM vip_tier_changes c LEFT JOIN member_resolution r ON r.member_id = c.member_id
 WHERE NOT EXISTS (SELECT 1 FROM sync_state st WHERE st.target = 'salesforce'
-                  AND st.object = 'Loyalty_Transaction__c' AND st.record_key = c.change_id)
+                  AND st.object = $object AND st.record_key = c.change_id)
 """
+
+
+def task_record(t: dict) -> dict:
+    """A ledger entry or tier change as a completed Task on the member's activity timeline (WhoId: its
+    Contact, or its Lead before the first earn), upserted by Transaction_Id__c like the custom object."""
+    if t["type"] == "tier_change":
+        subject = f"Loyalty tier: {t['description'].split(' (')[0]}"
+    else:
+        subject = f"Loyalty points: {t['type']} {t['points']:+d}"
+    return {
+        "Transaction_Id__c": t["key"],
+        "Who": {"attributes": {"type": "Contact" if t["is_contact"] else "Lead"}, "Loyalty_Member_Id__c": t["member_id"]},
+        "Subject": subject[:255],
+        "Status": "Completed",
+        "ActivityDate": t["occurred_at"].astimezone(PROGRAM.tz).date(),
+        "Description": t["description"],
+        "Type__c": t["type"],
+        "Points__c": t["points"],
+        "Tier__c": t["tier"],
+        "Order_Key__c": t["order_key"],
+        "Occurred_At__c": t["occurred_at"].isoformat(),
+    }
 
 
 REQUESTS_SQL = """
@@ -201,7 +230,7 @@ def plan_salesforce(conn, synced_at: dt.datetime | None = None) -> dict:
         (contacts if obj == "Contact" else leads).append(item)
         if obj == "Contact" and values["pushed_object"] == "Lead":
             conversions.append(values["member_id"])
-    cur = conn.execute(TRANSACTIONS_SQL)
+    cur = conn.execute(TRANSACTIONS_SQL, {"object": TRANSACTION_OBJECTS[PROGRAM.salesforce.transactions_as]})
     cols = [d[0] for d in cur.description]
     transactions = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     return {"leads": leads, "contacts": contacts, "conversions": conversions, "transactions": transactions}
@@ -340,6 +369,9 @@ def push_salesforce(context, resource, warehouse) -> dict:
                         outcomes.append(RecordResult(key=t["key"], success=False,
                                                      errors=(RecordError(exc.error_code or "ERROR", str(exc), ()),)))
                 record("Loyalty_Transaction__c", "publish", [(t["key"], "sent") for t in txns], outcomes)
+            elif txns and not stopped and PROGRAM.salesforce.transactions_as == "task":
+                results = client.upsert_records("Task", "Transaction_Id__c", [task_record(t) for t in txns])
+                record("Task", "upsert", [(t["key"], "sent") for t in txns], results)
             elif txns and not stopped:
                 records = [
                     {
