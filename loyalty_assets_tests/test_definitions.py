@@ -183,3 +183,22 @@ def test_dagster_definitions_validate_loads_the_workspace(tmp_path: Path) -> Non
     assert "Validation successful for code location loyalty_assets" in output
     # Unconfigured sources are skipped, never a load error; nothing written into the cwd.
     assert not list(tmp_path.glob(".tmp_dagster_home_*"))
+
+
+def test_warehouse_sessions_draw_no_progress_bar(tmp_path: Path) -> None:
+    """DuckDB draws a progress bar for a statement over 2 s into a piped stdout (a run worker's, whose
+    output the step's log captures); every session that writes the warehouse, the resource's and the
+    library's, turns it off. Checked in a fresh process: under pytest's capture DuckDB draws none."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from loyalty_assets.defs.resources import Warehouse; from loyalty_assets.lib import warehouse\n"
+        "q = \"SELECT current_setting('enable_progress_bar')\"\n"
+        "with Warehouse(database=sys.argv[1]).connect() as c: print(c.execute(q).fetchall())\n"
+        "c = warehouse.connect(sys.argv[1]); print(c.execute(q).fetchall()); c.close()\n"
+        "import duckdb; print(duckdb.connect().execute(q).fetchall())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "w.duckdb")], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    assert out == ["[(False,)]", "[(False,)]", "[(True,)]"]  # the last: DuckDB's own default, kept elsewhere

@@ -28,6 +28,8 @@ def ensure_schema(conn: duckdb.DuckDBPyConnection, path: str | None = None) -> N
     """Create what is missing. The DDL runs only when schema.sql differs from what this file last
     ran (one small query otherwise: the DDL costs more than a day's inserts)."""
     conn.execute("SET TimeZone = 'UTC'")
+    # DuckDB draws a progress bar for statements over 2 s, even to a pipe: it filled the steps' logs
+    conn.execute("SET enable_progress_bar = false")
     digest = hashlib.sha256(sql("schema").encode()).hexdigest()[:16]
     try:
         rows = conn.execute("SELECT digest FROM schema_info").fetchall()
