@@ -333,6 +333,42 @@ def test_transactions_as_task_activities_by_configuration(sandbox, warehouse_pat
                                     WHERE operation = 'upsert Task' AND status = 'sent'""") == [(4, 1)]
 
 
+def test_task_days_are_program_days_and_a_lead_gets_its_tier_change(tmp_path, monkeypatch):
+    """Tasks in a program west of UTC: ActivityDate is the day booked (or the tier changed) in
+    the program timezone, Occurred_At__c that day's start there when the entry has no time of its own;
+    a member with no earn yet (a Lead) gets its tier change on the Lead."""
+    import types
+
+    from loyalty_assets.defs.sync import salesforce as sf_push
+    from loyalty_assets.lib import warehouse as wh
+    from loyalty_assets.lib.program import parse_program
+    from loyalty_assets.sandbox.salesforce import SalesforceEmulator
+
+    monkeypatch.setattr(sf_push, "PROGRAM", parse_program(
+        "timezone: America/New_York\nsalesforce: {transactions_as: task}"))
+    path = tmp_path / "w.duckdb"
+    conn = wh.connect(str(path))
+    for member, email in (("M1", "a@example.com"), ("M2", "b@example.com")):
+        conn.execute("INSERT INTO member_status VALUES (?, ?, 10, 0, 10, 'Bronze', 0, NULL, NULL, NULL, NULL, "
+                     "DATE '2024-03-02', now())", [member, email])
+    conn.execute("""INSERT INTO ledger_journal (entry_id, booked_member_id, kind, points, booked_on, available_on, order_key,
+                    source, source_version, rule_version, journaled_at)
+                    VALUES ('E1', 'M1', 'earn', 10, DATE '2024-03-02', DATE '2024-03-02', 'o1', 'magento', 'v', 'r', now())""")
+    conn.execute("""INSERT INTO vip_tier_changes VALUES ('C1', 'M1', DATE '2024-03-02', 'Bronze', 'Silver', 'upgrade', 600),
+                    ('C2', 'M2', DATE '2024-03-02', 'Bronze', 'Silver', 'upgrade', 550)""")
+    conn.close()
+    with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
+        summary = sf_push.push_salesforce(types.SimpleNamespace(run_id="t"), salesforce_resource(emulator.env()),
+                                          Warehouse(database=str(path)))
+        assert summary["failed_records"] == 0
+        tasks = {t["Transaction_Id__c"]: t for t in emulator.records("Task")}
+        assert {k: (t["ActivityDate"], t["Occurred_At__c"]) for k, t in tasks.items()} == {
+            k: ("2024-03-02", "2024-03-02T05:00:00.000+0000") for k in ("E1", "C1", "C2")}
+        lead = emulator.get_record("Lead", "M2", "Loyalty_Member_Id__c")
+        contact = emulator.get_record("Contact", "M1", "Loyalty_Member_Id__c")
+        assert (tasks["C2"]["WhoId"], tasks["C1"]["WhoId"], tasks["E1"]["WhoId"]) == (lead["Id"], contact["Id"], contact["Id"])
+
+
 def test_member_is_a_lead_until_its_first_earn_then_the_lead_is_marked_converted(tmp_path, monkeypatch):
     """RULES.md §9: a Lead until the first `earn` entry, then the Contact is upserted and the Lead marked
     converted through the configured status field; lifetime spend in the program currency's digits."""

@@ -80,15 +80,16 @@ TRANSACTION_OBJECTS = {"custom_object": "Loyalty_Transaction__c", "platform_even
 TRANSACTIONS_SQL = """
 WITH earned AS (SELECT DISTINCT member_id FROM ledger_entries WHERE kind = 'earn')
 SELECT e.entry_id AS key, e.member_id, e.kind AS type, e.points, NULL AS tier, e.order_key,
-       coalesce(e.occurred_at, CAST(e.booked_on AS TIMESTAMPTZ)) AS occurred_at, e.description, TRUE AS is_contact
+       coalesce(e.occurred_at, timezone($tz, CAST(e.booked_on AS TIMESTAMP))) AS occurred_at, e.description,
+       TRUE AS is_contact, e.booked_on AS day
 FROM ledger_entries e
 WHERE e.member_id IN (SELECT member_id FROM earned)
   AND NOT EXISTS (SELECT 1 FROM sync_state st WHERE st.target = 'salesforce'
                   AND st.object = $object AND st.record_key = e.entry_id)
 UNION ALL
 SELECT c.change_id, coalesce(r.survivor_id, c.member_id), 'tier_change', NULL, c.to_tier, NULL,
-       CAST(c.changed_on AS TIMESTAMPTZ), c.from_tier || ' -> ' || c.to_tier || ' (' || c.reason || ')',
-       coalesce(r.survivor_id, c.member_id) IN (SELECT member_id FROM earned)
+       timezone($tz, CAST(c.changed_on AS TIMESTAMP)), c.from_tier || ' -> ' || c.to_tier || ' (' || c.reason || ')',
+       coalesce(r.survivor_id, c.member_id) IN (SELECT member_id FROM earned), c.changed_on
 FROM vip_tier_changes c LEFT JOIN member_resolution r ON r.member_id = c.member_id
 WHERE NOT EXISTS (SELECT 1 FROM sync_state st WHERE st.target = 'salesforce'
                   AND st.object = $object AND st.record_key = c.change_id)
@@ -107,7 +108,7 @@ def task_record(t: dict) -> dict:
         "Who": {"attributes": {"type": "Contact" if t["is_contact"] else "Lead"}, "Loyalty_Member_Id__c": t["member_id"]},
         "Subject": subject[:255],
         "Status": "Completed",
-        "ActivityDate": t["occurred_at"].astimezone(PROGRAM.tz).date(),
+        "ActivityDate": t["day"],  # the day it was booked (or the tier changed), in the program timezone
         "Description": t["description"],
         "Type__c": t["type"],
         "Points__c": t["points"],
@@ -230,7 +231,8 @@ def plan_salesforce(conn, synced_at: dt.datetime | None = None) -> dict:
         (contacts if obj == "Contact" else leads).append(item)
         if obj == "Contact" and values["pushed_object"] == "Lead":
             conversions.append(values["member_id"])
-    cur = conn.execute(TRANSACTIONS_SQL, {"object": TRANSACTION_OBJECTS[PROGRAM.salesforce.transactions_as]})
+    cur = conn.execute(TRANSACTIONS_SQL, {"object": TRANSACTION_OBJECTS[PROGRAM.salesforce.transactions_as],
+                                          "tz": PROGRAM.timezone})
     cols = [d[0] for d in cur.description]
     transactions = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     return {"leads": leads, "contacts": contacts, "conversions": conversions, "transactions": transactions}
