@@ -466,7 +466,12 @@ def record_delivered(conn) -> dict:
     (the rows push_salesforce writes after a successful upsert). Not timed; nothing reads these
     tables in the timed stages."""
     from loyalty_assets.defs.partitions import PROGRAM
-    from loyalty_assets.defs.sync.salesforce import TRANSACTION_OBJECTS, plan_salesforce, save_sync_state
+    from loyalty_assets.defs.sync.salesforce import (
+        TRANSACTION_OBJECTS,
+        member_object,
+        plan_salesforce,
+        save_sync_state,
+    )
     from loyalty_assets.lib.outbox import OPEN_STATUSES
 
     sent = conn.execute(
@@ -478,7 +483,7 @@ def record_delivered(conn) -> dict:
     now = dt.datetime.now(dt.UTC)
     rows = [
         ("salesforce", obj, i["member_id"], i["hash"], now, json.dumps(i["record"], sort_keys=True, default=str))
-        for obj, key in (("Lead", "leads"), ("Contact", "contacts"))
+        for obj, key in (("Lead", "leads"), (member_object(), "contacts"))
         for i in plan[key]
     ]
     rows += [("salesforce", "Lead", m, "converted", now, None) for m in plan["conversions"]]
@@ -512,7 +517,7 @@ def measure_push_volume(conn, program, day: dt.date) -> dict:
     """What the pushers would send for `day` (already booked, its batches prepared), counted from
     the outbox and the Salesforce plan, nothing sent. Every member is first linked to a (synthetic)
     Smile customer, so the Smile dry run counts calls rather than batches waiting for a customer."""
-    from loyalty_assets.defs.sync.salesforce import plan_salesforce
+    from loyalty_assets.defs.sync.salesforce import member_object, plan_salesforce
     from loyalty_assets.lib import outbox
 
     t0 = time.perf_counter()
@@ -539,7 +544,7 @@ def measure_push_volume(conn, program, day: dt.date) -> dict:
     as_events = program.salesforce.transactions_as == "platform_event"
     salesforce = {
         "leads": {"object": "Lead", **_salesforce_calls(len(plan["leads"]))},
-        "contacts": {"object": "Contact", **_salesforce_calls(len(plan["contacts"]))},
+        "contacts": {"object": member_object(), **_salesforce_calls(len(plan["contacts"]))},
         "conversions": {"object": "Lead", **_salesforce_calls(len(plan["conversions"]))},
         "transactions": {
             "object": {"platform_event": "Loyalty_Event__e", "task": "Task"}.get(

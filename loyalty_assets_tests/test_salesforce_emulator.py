@@ -260,7 +260,7 @@ def test_describe_lists_contract_fields_and_external_ids(sf: Salesforce) -> None
     expected_ext = {
         "Contact": {MEMBER_ID},
         "Lead": {MEMBER_ID},
-        "Account": {MEMBER_ID},
+        "Account": {MEMBER_ID, "Loyalty_Member_Id__pc"},  # the second: a person account's Contact's
         "Loyalty_Transaction__c": {"Transaction_Id__c"},
         "Task": {"Transaction_Id__c"},
         "Loyalty_Adjustment_Request__c": set(),
@@ -314,6 +314,37 @@ def test_bulk2_upsert_job_in_at_most_ten_calls(emu: SalesforceEmulator, sf: Sale
 
     with pytest.raises(SalesforceOperationError):  # an unknown column fails the whole job
         bulk.upsert(records=[{MEMBER_ID: "X", "Bogus__c": "1"}], external_id_field=MEMBER_ID, wait=0)
+
+
+def test_person_account_writes_its_person_contact(emu: SalesforceEmulator, sf: Salesforce) -> None:
+    """A Person Account (the PersonAccount record type) is upserted on Account by the person Contact's
+    external id as __pc; its person Contact carries the fields, so Contact__r lookups reach it. A
+    business Account needs a Name and takes no person fields."""
+    (rt,) = [r["recordTypeId"] for r in sf.Account.describe()["recordTypeInfos"] if r["developerName"] == "PersonAccount"]
+    created = sf.Account.upsert("Loyalty_Member_Id__pc/P1", {"RecordTypeId": rt, "LastName": "Lovelace",
+                                                           "PersonEmail": "ada@example.com",
+                                                           "Loyalty_Points_Spendable__pc": 70}, raw_response=True)
+    assert created.status_code == 201
+    account = emu.get_record("Account", "P1", "Loyalty_Member_Id__pc")
+    contact = emu.get_record("Contact", "P1", MEMBER_ID)
+    assert (account["IsPersonAccount"], account["Name"], account["PersonContactId"]) == (True, "Lovelace", contact["Id"])
+    assert (contact["AccountId"], contact["IsPersonAccount"], contact["Email"], contact["Loyalty_Points_Spendable__c"]) == (
+        account["Id"], True, "ada@example.com", 70)
+    sf.Account.upsert("Loyalty_Member_Id__pc/P1", {"Loyalty_Points_Spendable__pc": 90})
+    assert emu.get_record("Contact", "P1", MEMBER_ID)["Loyalty_Points_Spendable__c"] == 90
+    assert len([c for c in emu.records("Contact") if c["Loyalty_Member_Id__c"] == "P1"]) == 1
+    sf.Loyalty_Transaction__c.upsert("Transaction_Id__c/T1", {"Contact__r": {MEMBER_ID: "P1"}, "Points__c": 5})
+    assert emu.get_record("Loyalty_Transaction__c", "T1", "Transaction_Id__c")["Contact__c"] == contact["Id"]
+
+    with pytest.raises(SalesforceMalformedRequest) as refused:
+        sf.Account.upsert("Loyalty_Member_Id__c/B1", {"LastName": "Nobody"})
+    assert refused.value.content[0]["errorCode"] == "INVALID_FIELD"
+    with pytest.raises(SalesforceMalformedRequest) as refused:
+        sf.Account.upsert("Loyalty_Member_Id__c/B1", {"Phone": "1"})
+    assert refused.value.content[0]["errorCode"] == "REQUIRED_FIELD_MISSING"
+    with pytest.raises(SalesforceMalformedRequest) as refused:
+        sf.Account.upsert("Loyalty_Member_Id__pc/P2", {"RecordTypeId": rt, "PersonEmail": "x@example.com"})
+    assert refused.value.content[0]["errorCode"] == "REQUIRED_FIELD_MISSING"
 
 
 def test_platform_event_publish(emu: SalesforceEmulator, sf: Salesforce) -> None:

@@ -419,6 +419,55 @@ def test_member_is_a_lead_until_its_first_earn_then_the_lead_is_marked_converted
                                    "referral_url": None})["Loyalty_Lifetime_Spend__c"] == "1.234"
 
 
+def test_person_accounts_by_configuration(sandbox, warehouse_path, monkeypatch):
+    """CONTRACT.md §5 "Person Account when enabled": a member past its first earn is a Person Account
+    (upserted on Account by Loyalty_Member_Id__pc, created with the PersonAccount record type); its
+    person Contact carries the loyalty fields and the transactions; a Lead is marked converted."""
+    import types
+
+    import pytest
+
+    from loyalty_assets.defs.sync import salesforce as sf_push
+    from loyalty_assets.lib.program import parse_program
+
+    monkeypatch.setattr(sf_push, "PROGRAM", parse_program("salesforce: {person_accounts: true}"))
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="120.00", customer_id=5),
+                          order(2, "2024-03-03 10:00:00", email="bo@example.com", subtotal="80.00", state="new"),
+                          order(2, "2024-03-04 09:00:00", email="bo@example.com", subtotal="80.00",
+                                created_at="2024-03-03 10:00:00")])
+    (ann,) = box.smile.add_customers([{"email": "ann@example.com", "created_at": "2024-01-01T00:00:00Z"}])
+    resources = resources_for(box, warehouse_path)
+    assert materialize_range("2024-03-01", "2024-03-03", resources).success
+    (account,) = box.salesforce.records("Account")
+    (lead,) = box.salesforce.records("Lead")  # bo: no earn yet (the order is pending)
+    assert (account["IsPersonAccount"], account["Name"], account["PersonEmail"]) == (True, "ann", "ann@example.com")
+    assert (int(account["Loyalty_Points_Spendable__pc"]), account["Loyalty_Referral_Url__pc"]) == (120, ann["referral_url"])
+    (person,) = box.salesforce.records("Contact")
+    assert (person["Id"], person["Loyalty_Member_Id__c"], int(person["Loyalty_Points_Spendable__c"])) == (
+        account["PersonContactId"], account["Loyalty_Member_Id__pc"], 120)
+    assert [t["Contact__c"] for t in box.salesforce.records("Loyalty_Transaction__c")] == [person["Id"]]
+    assert query(warehouse_path, "SELECT object, count(*) FROM sync_state WHERE object IN ('Account', 'Contact', 'Lead') "
+                                 "GROUP BY 1 ORDER BY 1") == [("Account", 1), ("Lead", 1)]
+
+    # bo's order is paid: the Lead becomes a Person Account and is marked converted
+    assert materialize_range("2024-03-04", "2024-03-04", resources).success
+    assert len(box.salesforce.records("Account")) == 2
+    assert box.salesforce.get_record("Lead", lead["Loyalty_Member_Id__c"], "Loyalty_Member_Id__c")["Status"] == (
+        "Closed - Converted")
+    assert len([c for c in box.salesforce.records("Contact") if c["IsPersonAccount"]]) == 2
+
+    # a record type the org does not have: a clear error before anything is sent
+    monkeypatch.setattr(sf_push, "PROGRAM", parse_program(
+        "salesforce: {person_accounts: true, person_account_record_type: Shopper}"))
+    warehouse = Warehouse(database=str(warehouse_path))
+    with warehouse.connect() as conn:
+        conn.execute("DELETE FROM sync_state WHERE object = 'Account'")
+    upserts = box.salesforce.request_summary()["by_route"].get("collections upsert", 0)
+    with pytest.raises(ValueError, match="person_account_record_type: Account has no active record type 'Shopper'"):
+        sf_push.push_salesforce(types.SimpleNamespace(run_id="t"), resources["salesforce"], warehouse)
+    assert box.salesforce.request_summary()["by_route"].get("collections upsert", 0) == upserts
+
+
 def test_a_target_that_fails_fails_the_run_and_its_batches_go_out_on_the_next(sandbox, warehouse_path):
     """CONTRACT.md §1: a configured target that fails fails the run (`loyalty run` exits non-zero);
     the failed batch is recorded with its reason and sent by the next run, once."""

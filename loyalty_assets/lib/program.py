@@ -160,6 +160,11 @@ class SalesforceMapping(_Strict):
     # API has no lead conversion call)
     lead_status_field: str = Field("Status", pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
     lead_converted_status: str = Field("Closed - Converted", min_length=1)
+    # CONTRACT.md §5 "Person Account when enabled": a member past its first earn is a Person Account
+    # (upserted on Account by Loyalty_Member_Id__pc, its person Contact's external id), not a Contact;
+    # created with the Account record type of this DeveloperName
+    person_accounts: bool = False
+    person_account_record_type: str = Field("PersonAccount", min_length=1)
 
 
 class Program(_Strict):

@@ -112,7 +112,7 @@ class FieldDef:
 
     @property
     def custom(self) -> bool:
-        return self.name.endswith("__c")
+        return self.name.endswith(("__c", "__pc"))
 
     def describe(self) -> dict[str, Any]:
         text = self.type in ("string", "email", "phone", "url", "textarea", "picklist")
@@ -172,6 +172,7 @@ class ObjectDef:
     fields: dict[str, FieldDef]
     event: bool = False
     auto_name: str | None = None  # auto-number format of Name, e.g. "LT-{:07d}"
+    record_types: tuple[dict[str, Any], ...] = ()  # describe's recordTypeInfos
 
     def field(self, name: str) -> FieldDef | None:
         return self._lower.get(name.lower())
@@ -212,7 +213,7 @@ class ObjectDef:
             },
             "fields": [f.describe() for f in self.fields.values()],
             "childRelationships": [],
-            "recordTypeInfos": [],
+            "recordTypeInfos": [dict(r) for r in self.record_types],
         }
 
 
@@ -246,6 +247,36 @@ def _member_fields() -> list[FieldDef]:
     ]
 
 
+def _person_fields() -> list[FieldDef]:
+    """Person Accounts: the person's Contact fields as the Account shows them (custom ones as __pc);
+    writes to them go to the person's Contact, which the emulator keeps beside the Account."""
+    return [
+        _f("IsPersonAccount", "boolean", **_RO),
+        _f("PersonContactId", "reference", 18, reference_to="Contact", **_RO),
+        _f("FirstName", "string", 40),
+        _f("LastName", "string", 80),
+        _f("PersonEmail", "email", 80, label="Email"),
+        _f("PersonHasOptedOutOfEmail", "boolean", default=False, label="Email Opt Out"),
+        *(FieldDef(**{**f.__dict__, "name": f.name[:-3] + "__pc"}) for f in _member_fields()),
+    ]
+
+
+#: the person-account record type (its id is what a person Account is created with)
+PERSON_ACCOUNT_RECORD_TYPE_ID = "0125g000000PAcCAAW"
+_ACCOUNT_RECORD_TYPES = (
+    {"name": "Business Account", "developerName": "Business_Account", "recordTypeId": "0125g000000BAcCAAW",
+     "active": True, "available": True, "defaultRecordTypeMapping": True, "master": False},
+    {"name": "Person Account", "developerName": "PersonAccount", "recordTypeId": PERSON_ACCOUNT_RECORD_TYPE_ID,
+     "active": True, "available": True, "defaultRecordTypeMapping": False, "master": False},
+    {"name": "Master", "developerName": "Master", "recordTypeId": "012000000000000AAA",
+     "active": True, "available": True, "defaultRecordTypeMapping": False, "master": True},
+)
+# person Account field -> its person Contact's field
+_PERSON_CONTACT_FIELDS = {"FirstName": "FirstName", "LastName": "LastName", "PersonEmail": "Email",
+                          "PersonHasOptedOutOfEmail": "HasOptedOutOfEmail",
+                          **{f.name[:-3] + "__pc": f.name for f in _member_fields()}}
+
+
 def _object(name: str, label: str, prefix: str, fields: list[FieldDef], **kw: Any) -> ObjectDef:
     return ObjectDef(name, label, prefix, {f.name: f for f in fields}, **kw)
 
@@ -269,10 +300,14 @@ OBJECTS: dict[str, ObjectDef] = {
             "001",
             [
                 *_system_fields(),
-                _f("Name", "string", 255, required=True, label="Account Name"),
+                # required of a business account; a person account's is its person's name
+                _f("Name", "string", 255, label="Account Name"),
                 _f("Phone", "phone", 40),
+                _f("RecordTypeId", "reference", 18, reference_to="RecordType", label="Account Record Type"),
                 *_member_fields(),
+                *_person_fields(),
             ],
+            record_types=_ACCOUNT_RECORD_TYPES,
         ),
         _object(
             "Contact",
@@ -290,6 +325,7 @@ OBJECTS: dict[str, ObjectDef] = {
                 _f("HasOptedOutOfEmail", "boolean", default=False, label="Email Opt Out"),
                 _f("HasOptedOutOfFax", "boolean", default=False, label="Fax Opt Out"),
                 _f("DoNotCall", "boolean", default=False, label="Do Not Call"),
+                _f("IsPersonAccount", "boolean", **_RO),
                 *_member_fields(),
             ],
         ),
@@ -1285,6 +1321,7 @@ class SalesforceEmulator(Emulator):
         if obj.name == "Task":
             record["IsClosed"] = record.get("Status") == "Completed"
         record.update(LastModifiedDate=now, LastModifiedById=USER_ID, SystemModstamp=now, IsDeleted=False)
+        person_contact = self._person_contact(record, values, creating) if obj.name == "Account" else None
         for ext in obj.external_ids:
             value = record.get(ext)
             if value is None:
@@ -1296,8 +1333,50 @@ class SalesforceEmulator(Emulator):
                     f"duplicate value found: {ext} duplicates value on record with id: {holder}",
                     [ext],
                 )
+        if person_contact is not None:
+            self._store(OBJECTS["Contact"], person_contact, txn)
+            record["PersonContactId"] = person_contact["Id"]
         self._store(obj, record, txn)
         return record["Id"], creating
+
+    def _person_contact(self, account: dict[str, Any], values: dict[str, Any], creating: bool) -> dict[str, Any] | None:
+        """A person Account (created with the person-account record type) shows and writes its person's
+        Contact: its name is the person's, and the Contact is created or updated beside it. A business
+        Account needs a Name and takes no person fields. Returns the person Contact to store, if any."""
+        person = account.get("IsPersonAccount") or account.get("RecordTypeId") == PERSON_ACCOUNT_RECORD_TYPE_ID
+        if not person:
+            given = [n for n in values if n in _PERSON_CONTACT_FIELDS]
+            if given:
+                raise SfError("INVALID_FIELD", f"Cannot set person account fields on a business account: "
+                              f"{', '.join(given)}", given)
+            if creating and not account.get("Name"):
+                raise SfError("REQUIRED_FIELD_MISSING", "Required fields are missing: [Name]", ["Name"])
+            return None
+        if "Name" in values:
+            raise SfError("INVALID_FIELD_FOR_INSERT_UPDATE", "Name is set from FirstName and LastName on a person "
+                          "account", ["Name"])
+        if not account.get("LastName"):
+            raise SfError("REQUIRED_FIELD_MISSING", "Required fields are missing: [LastName]", ["LastName"])
+        account["IsPersonAccount"] = True
+        account["Name"] = " ".join(p for p in (account.get("FirstName"), account.get("LastName")) if p)
+        contact_obj = OBJECTS["Contact"]
+        existing = self._records["Contact"].get(account.get("PersonContactId") or "")
+        contact = dict(existing) if existing else {
+            "attributes_type": "Contact", **{fd.name: fd.default if fd.default is not None else
+                                             (False if fd.type == "boolean" else None)
+                                             for fd in contact_obj.fields.values()},
+            "Id": self._next_id(contact_obj), "CreatedDate": account["LastModifiedDate"], "CreatedById": USER_ID}
+        for account_field, contact_field in _PERSON_CONTACT_FIELDS.items():
+            contact[contact_field] = account.get(account_field)
+        contact.update(AccountId=account["Id"], IsPersonAccount=True, Name=account["Name"],
+                       LastModifiedDate=account["LastModifiedDate"], LastModifiedById=USER_ID,
+                       SystemModstamp=account["LastModifiedDate"], IsDeleted=False)
+        for ext in contact_obj.external_ids:
+            holder = self._index["Contact"][ext].get(contact.get(ext)) if contact.get(ext) is not None else None
+            if holder is not None and holder != contact["Id"]:
+                raise SfError("DUPLICATE_VALUE",
+                              f"duplicate value found: {ext} duplicates value on record with id: {holder}", [ext])
+        return contact
 
     def _store(self, obj: ObjectDef, record: dict[str, Any], txn: list | None) -> None:
         old = self._records[obj.name].get(record["Id"])

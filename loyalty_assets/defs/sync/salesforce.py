@@ -67,9 +67,9 @@ LEFT JOIN earned e USING (member_id)
 LEFT JOIN spend sp USING (member_id)
 LEFT JOIN referral r USING (member_id)
 LEFT JOIN sync_state st ON st.target = 'salesforce' AND st.record_key = s.member_id
-     AND st.object IN ('Contact', 'Lead')
+     AND st.object IN ('Contact', 'Lead', 'Account')
      AND st.pushed_at = (SELECT max(pushed_at) FROM sync_state x WHERE x.target = 'salesforce'
-                         AND x.record_key = s.member_id AND x.object IN ('Contact', 'Lead'))
+                         AND x.record_key = s.member_id AND x.object IN ('Contact', 'Lead', 'Account'))
 """
 
 # where each `transactions_as` delivers entries and tier changes, and the sync_state object they are
@@ -169,7 +169,7 @@ def detect_conflicts(conn, program) -> int:
            SELECT st.record_key, st.pushed_values, l.payload
            FROM sync_state st
            JOIN latest l ON json_extract_string(l.payload, '$.Loyalty_Member_Id__c') = st.record_key
-           WHERE st.target = 'salesforce' AND st.object = 'Contact' AND st.pushed_values IS NOT NULL
+           WHERE st.target = 'salesforce' AND st.object IN ('Contact', 'Account') AND st.pushed_values IS NOT NULL
              AND l.fetched_at > st.pushed_at"""
     ).fetchall()
     found = 0
@@ -188,8 +188,8 @@ def detect_conflicts(conn, program) -> int:
             )
             found += 1
             if ours_win:
-                conn.execute("DELETE FROM sync_state WHERE target = 'salesforce' AND object = 'Contact' AND record_key = ?",
-                             [member_id])
+                conn.execute("DELETE FROM sync_state WHERE target = 'salesforce' AND object IN ('Contact', 'Account') "
+                             "AND record_key = ?", [member_id])
     return found
 
 
@@ -219,17 +219,17 @@ def plan_salesforce(conn, synced_at: dt.datetime | None = None) -> dict:
     cols = [d[0] for d in cur.description]
     leads, contacts, conversions = [], [], []
     for values in (dict(zip(cols, r, strict=True)) for r in cur.fetchall()):
-        obj = "Contact" if values["has_earn"] else "Lead"
+        obj = member_object() if values["has_earn"] else "Lead"
         fields = _member_values(values)
         digest = _hash({"object": obj, **fields})
         if digest == values["pushed_hash"]:
             continue
         record = {"Loyalty_Member_Id__c": values["member_id"], **fields, SYNCED_AT_FIELD: synced}
         # never pushed as this object and not a Contact the CRM already has: it will be created
-        new = values["pushed_object"] != obj and not (obj == "Contact" and values["salesforce_id"])
+        new = values["pushed_object"] != obj and not (obj != "Lead" and values["salesforce_id"])
         item = {"record": record, "hash": digest, "email": values["email"], "member_id": values["member_id"], "new": new}
-        (contacts if obj == "Contact" else leads).append(item)
-        if obj == "Contact" and values["pushed_object"] == "Lead":
+        (contacts if obj != "Lead" else leads).append(item)
+        if obj != "Lead" and values["pushed_object"] == "Lead":
             conversions.append(values["member_id"])
     cur = conn.execute(TRANSACTIONS_SQL, {"object": TRANSACTION_OBJECTS[PROGRAM.salesforce.transactions_as],
                                           "tz": PROGRAM.timezone})
@@ -256,29 +256,55 @@ def save_sync_state(conn, rows: list[tuple]) -> None:
         )
 
 
-def _creation_fields(item: dict, obj: str) -> dict:
+def member_object() -> str:
+    """Where a member past its first earn lives in the CRM."""
+    return "Account" if PROGRAM.salesforce.person_accounts else "Contact"
+
+
+def _on_object(record: dict, obj: str) -> dict:
+    """A person Account shows its person Contact's custom fields as __pc (Loyalty_Member_Id__pc ...)."""
+    if obj != "Account":
+        return record
+    return {k[:-3] + "__pc" if k.startswith("Loyalty_") and k.endswith("__c") else k: v for k, v in record.items()}
+
+
+def person_account_record_type(client) -> str:
+    """The id of the Account record type named by `salesforce.person_account_record_type`."""
+    wanted = PROGRAM.salesforce.person_account_record_type
+    for info in client.describe("Account").get("recordTypeInfos") or []:
+        if wanted in (info.get("developerName"), info.get("name")) and info.get("active", True):
+            return str(info["recordTypeId"])
+    raise ValueError(f"salesforce.person_account_record_type: Account has no active record type {wanted!r} "
+                     "(are Person Accounts enabled in this org?)")
+
+
+def _creation_fields(item: dict, obj: str, record_type_id: str | None = None) -> dict:
     email = item["email"] or ""
-    fields = {"LastName": (email.split("@")[0] or item["member_id"])[:80], "Email": email or None}
+    last_name = (email.split("@")[0] or item["member_id"])[:80]
+    if obj == "Account":
+        return {"LastName": last_name, "PersonEmail": email or None, "RecordTypeId": record_type_id}
+    fields = {"LastName": last_name, "Email": email or None}
     if obj == "Lead":
         fields["Company"] = "Loyalty member"
     return fields
 
 
-def upsert_members(client, obj: str, items: list[dict]) -> list:
+def upsert_members(client, obj: str, items: list[dict], record_type: str | None = None) -> list:
     """Upsert; names and e-mail (CRM-owned) only for records this creates. A record thought to exist
-    that does not (deleted in the CRM) is created on a second pass."""
-    results = client.upsert_records(
-        obj, "Loyalty_Member_Id__c", [{**i["record"], **_creation_fields(i, obj)} if i["new"] else i["record"] for i in items]
-    )
+    that does not (deleted in the CRM) is created on a second pass. `record_type`: a person Account's."""
+    ext = _on_object({"Loyalty_Member_Id__c": None}, obj).popitem()[0]
+
+    def body(item: dict, create: bool) -> dict:
+        return _on_object({**item["record"], **(_creation_fields(item, obj, record_type) if create else {})}, obj)
+
+    results = client.upsert_records(obj, ext, [body(i, i["new"]) for i in items])
     missing = [
         i
         for i, r in zip(items, results, strict=True)
         if not r.success and "REQUIRED_FIELD_MISSING" in r.error_codes
     ]
     if missing:
-        created = client.upsert_records(
-            obj, "Loyalty_Member_Id__c", [{**i["record"], **_creation_fields(i, obj)} for i in missing]
-        )
+        created = client.upsert_records(obj, ext, [body(i, True) for i in missing])
         by_key = {r.key: r for r in created}
         results = [by_key.get(r.key, r) for r in results]
     return results
@@ -302,7 +328,7 @@ def push_salesforce(context, resource, warehouse) -> dict:
         plan["requests"] = request_results(conn, booked_until) if booked_until else []
     log_rows, state_rows = [], []
     pushed_values = {(obj, i["member_id"]): json.dumps(i["record"], sort_keys=True, default=str)
-                     for obj, key in (("Lead", "leads"), ("Contact", "contacts")) for i in plan[key]}
+                     for obj, key in (("Lead", "leads"), (member_object(), "contacts")) for i in plan[key]}
     stopped = None
 
     def record(obj: str, operation: str, items_keys: list[tuple[str, str | None]], results: list) -> None:
@@ -332,8 +358,10 @@ def push_salesforce(context, resource, warehouse) -> dict:
                                    pushed_values.get((obj, key))))
 
     with resource.client(on_call=calls.append) as client:
+        # a configuration error before anything is sent
+        record_type = person_account_record_type(client) if plan["contacts"] and member_object() == "Account" else None
         try:
-            for obj in ("Lead", "Contact"):
+            for obj in ("Lead", member_object()):
                 items = plan["leads" if obj == "Lead" else "contacts"]
                 if not items:
                     continue
@@ -347,7 +375,7 @@ def push_salesforce(context, resource, warehouse) -> dict:
                     obj,
                     "upsert",
                     [(i["member_id"], i["hash"]) for i in items],
-                    upsert_members(client, obj, items),
+                    upsert_members(client, obj, items, record_type),
                 )
             if plan["conversions"] and not stopped:
                 records = [
