@@ -188,6 +188,11 @@ def test_adjustment_requests_and_redemptions_reach_the_ledger_and_back(tmp_path,
         assert rejected["Status__c"] == "Rejected" and "max_abs_points" in rejected["Result__c"]
         status = query(warehouse_path, "SELECT points_spendable, smile_customer_id, salesforce_id FROM member_status")
         assert status == [(320, "77", "003000000000001AAA")]
+        # the CRM's own Contact carries the loyalty fields (written by its Id): no second Contact
+        (contact,) = box.salesforce.records("Contact")
+        assert (contact["Id"], contact["LastName"], int(contact["Loyalty_Points_Spendable__c"])) == (
+            "003000000000001AAA", "Ann", 320)
+        assert contact["Loyalty_Member_Id__c"] == query(warehouse_path, "SELECT member_id FROM member_status")[0][0]
         # Smile's balance (40 before + 350 pushed; its own redemption happened before) vs ours (320)
         recon = query(warehouse_path, "SELECT ours, theirs, unsent FROM reconciliation WHERE target = 'smile'")
         assert recon == [(320, 390, 0)]
@@ -369,6 +374,41 @@ def test_task_days_are_program_days_and_a_lead_gets_its_tier_change(tmp_path, mo
         assert (tasks["C2"]["WhoId"], tasks["C1"]["WhoId"], tasks["E1"]["WhoId"]) == (lead["Id"], contact["Id"], contact["Id"])
 
 
+def test_a_crm_contact_is_written_by_its_id_and_one_deleted_since_is_created_again(tmp_path):
+    """A member whose Contact the CRM already has (pulled, linked by identity) is written on that
+    Contact by its Id, which sets our external id on it; one deleted in the CRM since is created anew."""
+    import types
+
+    from loyalty_assets.defs.sync import salesforce as sf_push
+    from loyalty_assets.lib import warehouse as wh
+    from loyalty_assets.sandbox.salesforce import SalesforceEmulator
+
+    path = tmp_path / "w.duckdb"
+    conn = wh.connect(str(path))
+    for member, email, contact in (("M1", "a@example.com", "003000000000001AAA"),
+                                   ("M2", "b@example.com", "003000000000002AAA")):
+        conn.execute("INSERT INTO member_status VALUES (?, ?, 10, 0, 10, 'Bronze', 0, NULL, NULL, NULL, ?, "
+                     "DATE '2024-03-01', now())", [member, email, contact])
+        conn.execute("""INSERT INTO ledger_journal (entry_id, booked_member_id, kind, points, booked_on, available_on,
+                        order_key, source, source_version, rule_version, journaled_at)
+                        VALUES (?, ?, 'earn', 10, DATE '2024-03-01', DATE '2024-03-01', ?, 'magento', 'v', 'r', now())""",
+                     ["E" + member, member, "o" + member])
+    conn.close()
+    with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
+        emulator.add_records("Contact", [{"Id": "003000000000001AAA", "LastName": "Aho", "Email": "A@example.com"}])
+        summary = sf_push.push_salesforce(types.SimpleNamespace(run_id="t"), salesforce_resource(emulator.env()),
+                                          Warehouse(database=str(path)))
+        assert summary["failed_records"] == 0
+        contacts = {c["Loyalty_Member_Id__c"]: c for c in emulator.records("Contact")}
+        assert sorted(contacts) == ["M1", "M2"]
+        assert (contacts["M1"]["Id"], contacts["M1"]["LastName"], contacts["M1"]["Loyalty_Points_Spendable__c"]) == (
+            "003000000000001AAA", "Aho", 10)  # the CRM's name kept
+        assert contacts["M2"]["Id"] != "003000000000002AAA" and contacts["M2"]["LastName"] == "b"
+        assert [t["Contact__c"] for t in sorted(emulator.records("Loyalty_Transaction__c"),
+                                                key=lambda t: t["Transaction_Id__c"])] == [
+            contacts["M1"]["Id"], contacts["M2"]["Id"]]
+
+
 def test_member_is_a_lead_until_its_first_earn_then_the_lead_is_marked_converted(tmp_path, monkeypatch):
     """RULES.md §9: a Lead until the first `earn` entry, then the Contact is upserted and the Lead marked
     converted through the configured status field; lifetime spend in the program currency's digits."""
@@ -427,20 +467,27 @@ def test_person_accounts_by_configuration(sandbox, warehouse_path, monkeypatch):
 
     import pytest
 
+    from loyalty_assets.defs.ingest import pulls
     from loyalty_assets.defs.sync import salesforce as sf_push
     from loyalty_assets.lib.program import parse_program
 
-    monkeypatch.setattr(sf_push, "PROGRAM", parse_program("salesforce: {person_accounts: true}"))
+    for module in (sf_push, pulls):  # the push and the pull of Contacts (IsPersonAccount)
+        monkeypatch.setattr(module, "PROGRAM", parse_program("salesforce: {person_accounts: true}"))
     box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="120.00", customer_id=5),
                           order(2, "2024-03-03 10:00:00", email="bo@example.com", subtotal="80.00", state="new"),
                           order(2, "2024-03-04 09:00:00", email="bo@example.com", subtotal="80.00",
                                 created_at="2024-03-03 10:00:00")])
     (ann,) = box.smile.add_customers([{"email": "ann@example.com", "created_at": "2024-01-01T00:00:00Z"}])
+    # ann is a person account in the CRM already: it is written by its Id, not duplicated
+    from loyalty_assets.sandbox.salesforce import PERSON_ACCOUNT_RECORD_TYPE_ID
+    (crm_ann,) = box.salesforce.add_records("Account", [{"RecordTypeId": PERSON_ACCOUNT_RECORD_TYPE_ID, "FirstName": "Ann",
+                                                         "LastName": "Lee", "PersonEmail": "ann@example.com"}])
     resources = resources_for(box, warehouse_path)
     assert materialize_range("2024-03-01", "2024-03-03", resources).success
     (account,) = box.salesforce.records("Account")
     (lead,) = box.salesforce.records("Lead")  # bo: no earn yet (the order is pending)
-    assert (account["IsPersonAccount"], account["Name"], account["PersonEmail"]) == (True, "ann", "ann@example.com")
+    assert (account["Id"], account["IsPersonAccount"], account["Name"], account["PersonEmail"]) == (
+        crm_ann, True, "Ann Lee", "ann@example.com")
     assert (int(account["Loyalty_Points_Spendable__pc"]), account["Loyalty_Referral_Url__pc"]) == (120, ann["referral_url"])
     (person,) = box.salesforce.records("Contact")
     assert (person["Id"], person["Loyalty_Member_Id__c"], int(person["Loyalty_Points_Spendable__c"])) == (

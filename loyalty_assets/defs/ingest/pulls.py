@@ -8,10 +8,13 @@ from loyalty_assets.defs.partitions import PROGRAM, WAREHOUSE_ASSET
 from loyalty_assets.lib.platforms.events import modified
 from loyalty_assets.lib.raw import RECORD_KEYS, insert_versions
 
-CONTACT_SOQL = (
-    "SELECT Id, Email, Loyalty_Member_Id__c, HasOptedOutOfEmail, Loyalty_Points_Spendable__c, "
-    "Loyalty_Points_Pending__c, Loyalty_VIP_Tier__c, LastModifiedDate FROM Contact"
-)
+
+def contact_soql() -> str:
+    # IsPersonAccount exists only in orgs with Person Accounts (the push then writes a person's Account)
+    return ("SELECT Id, Email, Loyalty_Member_Id__c, HasOptedOutOfEmail, Loyalty_Points_Spendable__c, "
+            "Loyalty_Points_Pending__c, Loyalty_VIP_Tier__c, AccountId, LastModifiedDate"
+            + (", IsPersonAccount" if PROGRAM.salesforce.person_accounts else "") + " FROM Contact")
+
 REQUEST_SOQL = (
     "SELECT Id, Contact__c, Contact__r.Loyalty_Member_Id__c, Points__c, Reason__c, Status__c, LastModifiedDate "
     "FROM Loyalty_Adjustment_Request__c WHERE Status__c = 'New'"
@@ -40,7 +43,7 @@ PULLS = {
         "loyaltylion", "loyaltylion.activities", lambda c: c.activities(),
         "LoyaltyLion activities: `$referral` ones name a referrer and a referred e-mail."),
     "raw_salesforce_contacts": (
-        "salesforce", "salesforce.contacts", lambda c: c.query_all(CONTACT_SOQL),
+        "salesforce", "salesforce.contacts", lambda c: c.query_all(contact_soql()),
         "Salesforce Contacts (their ids become identity keys; consent stays Salesforce's)."),
     "raw_salesforce_adjustment_requests": (
         "salesforce", "salesforce.adjustment_requests", lambda c: c.query_all(REQUEST_SOQL),

@@ -8,6 +8,7 @@ created (Salesforce requires LastName), never overwritten. The daily API allowan
 `Sforce-Limit-Info` and the push stops below a safety margin, leaving the rest for the next run.
 """
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -58,14 +59,25 @@ referral AS (
     FROM member_keys k JOIN platform_customers c ON c.key = k.key
     WHERE c.referral_url IS NOT NULL AND c.referral_url <> ''
     GROUP BY k.member_id
+),
+-- the member's Contact already in the CRM (pulled, linked by identity): written by its Id, never
+-- duplicated; its Account, when it is a person account
+crm AS (
+    SELECT record_id AS salesforce_id,
+           json_extract_string(arg_max(payload, (modified_at, payload_hash)), '$.AccountId') AS crm_account_id,
+           coalesce(TRY_CAST(json_extract_string(arg_max(payload, (modified_at, payload_hash)), '$.IsPersonAccount')
+                             AS BOOLEAN), FALSE) AS crm_is_person
+    FROM raw_records WHERE source = 'salesforce.contacts' GROUP BY record_id
 )
 SELECT s.member_id, s.email, s.points_spendable, s.points_pending, s.vip_tier,
        coalesce(sp.spend_minor, 0) AS spend_minor, r.referral_url, e.member_id IS NOT NULL AS has_earn,
-       st.values_hash AS pushed_hash, st.object AS pushed_object, s.salesforce_id
+       st.values_hash AS pushed_hash, st.object AS pushed_object, s.salesforce_id,
+       c.crm_account_id, coalesce(c.crm_is_person, FALSE) AS crm_is_person
 FROM member_status s
 LEFT JOIN earned e USING (member_id)
 LEFT JOIN spend sp USING (member_id)
 LEFT JOIN referral r USING (member_id)
+LEFT JOIN crm c USING (salesforce_id)
 LEFT JOIN sync_state st ON st.target = 'salesforce' AND st.record_key = s.member_id
      AND st.object IN ('Contact', 'Lead', 'Account')
      AND st.pushed_at = (SELECT max(pushed_at) FROM sync_state x WHERE x.target = 'salesforce'
@@ -225,9 +237,17 @@ def plan_salesforce(conn, synced_at: dt.datetime | None = None) -> dict:
         if digest == values["pushed_hash"]:
             continue
         record = {"Loyalty_Member_Id__c": values["member_id"], **fields, SYNCED_AT_FIELD: synced}
-        # never pushed as this object and not a Contact the CRM already has: it will be created
-        new = values["pushed_object"] != obj and not (obj != "Lead" and values["salesforce_id"])
-        item = {"record": record, "hash": digest, "email": values["email"], "member_id": values["member_id"], "new": new}
+        # never pushed as this object: the record the CRM already has for the member (its pulled
+        # Contact, or that Contact's person Account) is written by its Id; else it will be created
+        crm_id = None
+        if values["pushed_object"] != obj and values["salesforce_id"]:
+            if obj == "Contact":
+                crm_id = values["salesforce_id"]
+            elif obj == "Account" and values["crm_is_person"]:
+                crm_id = values["crm_account_id"]
+        new = values["pushed_object"] != obj and not crm_id
+        item = {"record": record, "hash": digest, "email": values["email"], "member_id": values["member_id"],
+                "new": new, "crm_id": crm_id}
         (contacts if obj != "Lead" else leads).append(item)
         if obj != "Lead" and values["pushed_object"] == "Lead":
             conversions.append(values["member_id"])
@@ -289,25 +309,37 @@ def _creation_fields(item: dict, obj: str, record_type_id: str | None = None) ->
     return fields
 
 
+# a record written by its Id that the CRM no longer has
+GONE = ("NOT_FOUND", "ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY")
+
+
 def upsert_members(client, obj: str, items: list[dict], record_type: str | None = None) -> list:
-    """Upsert; names and e-mail (CRM-owned) only for records this creates. A record thought to exist
-    that does not (deleted in the CRM) is created on a second pass. `record_type`: a person Account's."""
+    """Upsert by our external id; a record the CRM already has for the member (`crm_id`: its pulled
+    Contact) is written by its Id, which also sets our external id on it, rather than duplicated.
+    Names and e-mail (CRM-owned) only for records this creates. A record thought to exist that does
+    not (deleted in the CRM) is created on a second pass. `record_type`: a person Account's.
+    Returns one result per item, in order, keyed by member id."""
     ext = _on_object({"Loyalty_Member_Id__c": None}, obj).popitem()[0]
 
     def body(item: dict, create: bool) -> dict:
         return _on_object({**item["record"], **(_creation_fields(item, obj, record_type) if create else {})}, obj)
 
-    results = client.upsert_records(obj, ext, [body(i, i["new"]) for i in items])
-    missing = [
-        i
-        for i, r in zip(items, results, strict=True)
-        if not r.success and "REQUIRED_FIELD_MISSING" in r.error_codes
-    ]
+    results: dict[str, object] = {}
+    known = [i for i in items if i.get("crm_id")]
+    if known:
+        by_id = client.upsert_records(obj, "Id", [{"Id": i["crm_id"], **body(i, False)} for i in known])
+        for item, result in zip(known, by_id, strict=True):
+            results[item["member_id"]] = dataclasses.replace(result, key=item["member_id"])
+    gone = {i["member_id"] for i in known if any(c in GONE for c in results[i["member_id"]].error_codes)}
+    rest = [i for i in items if not i.get("crm_id") or i["member_id"] in gone]
+    if rest:
+        for result in client.upsert_records(obj, ext, [body(i, i["new"] or i["member_id"] in gone) for i in rest]):
+            results[result.key] = result
+    missing = [i for i in rest if "REQUIRED_FIELD_MISSING" in results[i["member_id"]].error_codes]
     if missing:
-        created = client.upsert_records(obj, ext, [body(i, True) for i in missing])
-        by_key = {r.key: r for r in created}
-        results = [by_key.get(r.key, r) for r in results]
-    return results
+        for result in client.upsert_records(obj, ext, [body(i, True) for i in missing]):
+            results[result.key] = result
+    return [results[i["member_id"]] for i in items]
 
 
 def push_salesforce(context, resource, warehouse) -> dict:
