@@ -53,9 +53,11 @@ platform_ids AS (
     GROUP BY 1
 ),
 tier_rows AS (
+    -- an absorbed member's last row holds until it was merged (as in tier_eval.sql)
     SELECT coalesce(r.survivor_id, t.member_id) AS member_id, t.day, t.earned_rank, t.tier_rank, t.metric,
-           lead(t.day) OVER (PARTITION BY t.member_id ORDER BY t.day) AS next_day
+           coalesce(lead(t.day) OVER (PARTITION BY t.member_id ORDER BY t.day), mm.merged_on) AS next_day
     FROM tier_days t LEFT JOIN member_resolution r ON r.member_id = t.member_id
+    LEFT JOIN (SELECT absorbed_id, min(merged_on) AS merged_on FROM member_merges GROUP BY 1) mm ON mm.absorbed_id = t.member_id
     WHERE t.day <= $as_of
       AND ($full OR coalesce(r.survivor_id, t.member_id) IN (SELECT member_id FROM members))
 ),

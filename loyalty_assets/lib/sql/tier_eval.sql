@@ -6,8 +6,12 @@
 -- computations over the member's old rows and the new ones.
 CREATE OR REPLACE TEMP TABLE tier_new AS
 WITH old AS (
-    SELECT coalesce(r.survivor_id, t.member_id) AS member_id, t.member_id AS row_member, t.day, t.earned_rank, t.tier_rank
+    -- merged_on: an absorbed member's rows end when it was merged (its survivor's rows, over the orders
+    -- of both, go on from there); without it its last row held for ever
+    SELECT coalesce(r.survivor_id, t.member_id) AS member_id, t.member_id AS row_member, t.day, t.earned_rank, t.tier_rank,
+           mm.merged_on
     FROM tier_days t LEFT JOIN tier_res r ON r.member_id = t.member_id
+    LEFT JOIN (SELECT absorbed_id, min(merged_on) AS merged_on FROM member_merges GROUP BY 1) mm ON mm.absorbed_id = t.member_id
     WHERE coalesce(r.survivor_id, t.member_id) IN (SELECT member_id FROM tier_pairs)
 ),
 levels AS (
@@ -26,16 +30,16 @@ levels AS (
 spans AS (
     -- every row (old ones but those re-evaluated now, and the new ones) with the day the next row of its
     -- member starts, and the start of the window its tier is held over (RULES.md §7) as day numbers
-    SELECT *, lead(day) OVER (PARTITION BY row_member ORDER BY day) AS next_day,
+    SELECT *, coalesce(lead(day) OVER (PARTITION BY row_member ORDER BY day), merged_on) AS next_day,
            day - DATE '1970-01-01' AS day_no, window_start - DATE '1970-01-01' AS start_no
     FROM (
         SELECT *, CASE $period WHEN 'calendar_year' THEN make_date(year(day) - 1, 1, 1)
                                WHEN 'rolling_365' THEN day - 365 ELSE DATE '0001-01-01' END AS window_start
         FROM (
-            SELECT o.member_id, o.row_member, o.day, o.earned_rank, FALSE AS is_level FROM old o
+            SELECT o.member_id, o.row_member, o.day, o.earned_rank, FALSE AS is_level, o.merged_on FROM old o
             WHERE NOT EXISTS (SELECT 1 FROM levels n WHERE n.member_id = o.row_member AND n.day = o.day)
             UNION ALL
-            SELECT member_id, member_id, day, earned_rank, TRUE FROM levels
+            SELECT member_id, member_id, day, earned_rank, TRUE, NULL FROM levels
         )
     )
 ),
