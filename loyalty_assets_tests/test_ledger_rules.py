@@ -340,6 +340,32 @@ def test_merge_keeps_the_older_member_and_history_follows(conn):
     assert status_of(conn, "a@example.com")["points_spendable"] == 300
 
 
+@pytest.mark.parametrize("period, held_until, expired_on", [
+    ("rolling_365", D(2026, 1, 30), D(2026, 1, 31)),
+    ("calendar_year", D(2025, 12, 31), D(2026, 1, 1)),
+])
+def test_a_merged_in_members_tier_expires_as_it_would_have_unmerged(conn, period, held_until, expired_on):
+    """RULES.md §7 with §8: b reached Silver, then merged into a (older); the tier is held through the
+    following period and no longer: the absorbed member's last tier row ends at the merge, where its
+    survivor's rows (over the orders of both) go on."""
+    p = program(tiers={"period": period})
+    land(conn, p, orders=[order(1, "2024-02-01 10:00:00", subtotal="600.00", email="b@example.com", customer_id=9),
+                          order(2, "2024-01-15 10:00:00", subtotal="10.00", email="a@example.com")])
+    process(conn, p, D(2024, 2, 2))
+    land(conn, p, orders=[order(3, "2024-06-01 10:00:00", subtotal="10.00", email="a@example.com", customer_id=9)])
+    process(conn, p, D(2024, 6, 2))
+    assert conn.execute("SELECT count(*) FROM member_merges").fetchone()[0] == 1
+    process(conn, p, D(2025, 3, 1))
+    held = status_of(conn, "a@example.com")
+    assert (held["vip_tier"], held["tier_expires_on"]) == ("Silver", held_until)
+    process(conn, p, D(2026, 3, 1))
+    after = status_of(conn, "a@example.com")
+    assert (after["vip_tier"], after["tier_expires_on"]) == ("Bronze", None)
+    assert conn.execute("SELECT changed_on, from_tier, to_tier, reason FROM vip_tier_changes ORDER BY changed_on"
+                        ).fetchall() == [(D(2024, 2, 1), "Bronze", "Silver", "upgrade"),
+                                         (expired_on, "Silver", "Bronze", "retention_expired")]
+
+
 def test_expiry_after_inactivity_books_the_spendable_balance_negative(conn):
     p = program(expiry={"inactivity_days": 30}, earning={"pending_days": 10})
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00"),
@@ -364,16 +390,20 @@ def _land_smile(conn, p, source, records):
                         lambda r: iso_time(r.get("updated_at") or r["created_at"], "updated_at"), p.tz)
 
 
+def _land_referrals(conn, p, referrals):
+    """Smile.io referrals made on 2024-03-01, [(referral id, sender id, sender e-mail, friend e-mail)],
+    and their senders as Smile.io customers."""
+    senders = sorted({(sender, email) for _, sender, email, _ in referrals})
+    _land_smile(conn, p, "smile.customers", [
+        {"id": sender, "email": email, "state": "member", "created_at": "2024-02-01T00:00:00Z"} for sender, email in senders])
+    _land_smile(conn, p, "smile.referrals", [
+        {"id": rid, "sender_customer": {"id": sender, "email": email}, "receiver_customer_email": friend,
+         "created_at": "2024-03-01T08:00:00Z"} for rid, sender, email, friend in referrals])
+
+
 def test_referral_rewarded_on_the_friends_first_earning_order_refused_for_self_and_taken_back(conn):
     p = program(referrals={"referrer_points": 500})
-    _land_smile(conn, p, "smile.customers", [
-        {"id": 1, "email": "ann@example.com", "state": "member", "created_at": "2024-02-01T00:00:00Z"},
-        {"id": 2, "email": "cat@example.com", "state": "member", "created_at": "2024-02-01T00:00:00Z"}])
-    _land_smile(conn, p, "smile.referrals", [
-        {"id": 10, "sender_customer": {"id": 1, "email": "ann@example.com"}, "receiver_customer_email": " Bo@Example.com",
-         "created_at": "2024-03-01T08:00:00Z"},
-        {"id": 11, "sender_customer": {"id": 2, "email": "cat@example.com"}, "receiver_customer_email": "CAT@example.com",
-         "created_at": "2024-03-01T08:00:00Z"}])
+    _land_referrals(conn, p, [(10, 1, "ann@example.com", " Bo@Example.com"), (11, 2, "cat@example.com", "CAT@example.com")])
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com"),
                           order(2, "2024-03-02 10:00:00", email="bo@example.com", subtotal="30.00"),
                           order(3, "2024-03-02 11:00:00", email="cat@example.com", subtotal="20.00"),
@@ -387,6 +417,27 @@ def test_referral_rewarded_on_the_friends_first_earning_order_refused_for_self_a
     outcomes = dict(conn.execute("SELECT referral_key, status || ': ' || coalesce(reason, '') FROM referral_outcomes").fetchall())
     assert outcomes["smile:default:referral:11"].startswith("refused: self-referral")
     assert outcomes["smile:default:referral:10"].startswith("taken_back")
+    assert process(conn, p, D(2024, 3, 6)).entries == 0
+
+
+def test_referral_taken_back_when_refunds_cover_the_friends_whole_order(conn):
+    """RULES.md §6 "fully refunded": credit memos for all its eligible spend refund the friend's first
+    order fully though its state stays complete (as an order of a platform with no refunded state);
+    a partial refund keeps the reward."""
+    p = program(referrals={"referrer_points": 500})
+    _land_referrals(conn, p, [(10, 1, "ann@example.com", "bo@example.com"), (12, 1, "ann@example.com", "di@example.com")])
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com"),
+                          order(2, "2024-03-02 10:00:00", email="bo@example.com", subtotal="30.00", state="complete"),
+                          order(4, "2024-03-02 10:00:00", email="di@example.com", subtotal="30.00", state="complete")],
+         memos=[memo(8, 2, "2024-03-03 10:00:00", subtotal="10.00"), memo(9, 2, "2024-03-04 10:00:00", subtotal="20.00"),
+                memo(7, 4, "2024-03-04 10:00:00", subtotal="29.99")])
+    process(conn, p, D(2024, 3, 6))
+    rows = conn.execute("SELECT points, booked_on, source_ref FROM ledger_entries WHERE kind = 'referral' "
+                        "ORDER BY booked_on, source_ref, points").fetchall()
+    assert rows == [(500, D(2024, 3, 2), "magento:default:2"), (500, D(2024, 3, 2), "magento:default:4"),
+                    (-500, D(2024, 3, 4), "magento:default:2")]
+    outcomes = dict(conn.execute("SELECT referral_key, status FROM referral_outcomes").fetchall())
+    assert outcomes == {"smile:default:referral:10": "taken_back", "smile:default:referral:12": "rewarded"}
     assert process(conn, p, D(2024, 3, 6)).entries == 0
 
 

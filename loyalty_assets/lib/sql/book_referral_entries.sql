@@ -41,14 +41,26 @@ first_orders AS (       -- the friend's first order that earned
     FROM ledger_entries WHERE kind = 'earn' AND booked_on <= CAST($day AS DATE)
       AND member_id IN (SELECT friend_member FROM resolved) GROUP BY member_id
 ),
-friend_orders AS (      -- their lifecycle at the end of the day (ranks only move up: the highest so far)
-    SELECT order_key,
-           CASE max(CASE signal WHEN 'pending' THEN 0 WHEN 'paid' THEN 1 WHEN 'fulfilled' THEN 2
-                                WHEN 'refunded' THEN 3 WHEN 'canceled' THEN 4 END)
-                WHEN 3 THEN 'refunded' WHEN 4 THEN 'canceled' ELSE 'earning' END AS lifecycle
-    FROM order_versions
-    WHERE updated_at < $asof AND order_key IN (SELECT order_key FROM first_orders)
-    GROUP BY order_key
+friend_refunds AS (     -- what their refunds took back by the end of the day (each refund's latest version)
+    SELECT order_key, sum(refunded_eligible_minor) FILTER (WHERE counts) AS refunded_minor
+    FROM (SELECT *, row_number() OVER (PARTITION BY refund_key ORDER BY updated_at DESC, payload_hash DESC) AS rn
+          FROM refund_versions WHERE updated_at < $asof AND order_key IN (SELECT order_key FROM first_orders))
+    WHERE rn = 1 GROUP BY order_key
+),
+friend_orders AS (      -- their lifecycle at the end of the day (ranks only move up: the highest so far),
+                        -- refunds covering all the eligible spend refund it fully too (an order whose
+                        -- platform keeps it complete, or that has no refunded state: commercetools)
+    SELECT v.order_key,
+           CASE WHEN max(CASE signal WHEN 'pending' THEN 0 WHEN 'paid' THEN 1 WHEN 'fulfilled' THEN 2
+                                     WHEN 'refunded' THEN 3 WHEN 'canceled' THEN 4 END) = 4 THEN 'canceled'
+                WHEN max(CASE signal WHEN 'refunded' THEN 3 ELSE 0 END) = 3
+                     OR (arg_max(v.eligible_minor, (v.updated_at, v.payload_hash)) > 0
+                         AND any_value(fr.refunded_minor) >= arg_max(v.eligible_minor, (v.updated_at, v.payload_hash)))
+                     THEN 'refunded'
+                ELSE 'earning' END AS lifecycle
+    FROM order_versions v LEFT JOIN friend_refunds fr USING (order_key)
+    WHERE v.updated_at < $asof AND v.order_key IN (SELECT order_key FROM first_orders)
+    GROUP BY v.order_key
 )
 SELECT r.referral_key, r.source, r.friend_member, r.referrer_member, o.order_key AS friend_order, s.lifecycle,
        CASE WHEN r.friend_member = r.referrer_member THEN 0
