@@ -146,6 +146,15 @@ def test_min_eligible_rate_multiplier_and_rounding(conn):
     assert floor.earning.rounding == "floor"
 
 
+def test_min_eligible_finer_than_a_cent_is_compared_exactly(conn):
+    """RULES.md §1 "strictly below": 10.00 is below a minimum of 10.001 and earns nothing; 10.01 is not."""
+    p = program(earning={"min_eligible": "10.001"})
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="10.00"),
+                          order(2, "2024-03-01 10:00:00", subtotal="10.01")])
+    process(conn, p, D(2024, 3, 2))
+    assert {e[0]: e[2] for e in entries(conn)} == {K2: 10}
+
+
 def test_earn_time_rate_is_kept_for_later_refunds(conn):
     p1 = program(earning={"points_per_unit": "1"})
     land(conn, p1, orders=[order(1, "2024-03-01 10:00:00")])

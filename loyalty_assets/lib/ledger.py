@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 import duckdb
 
-from loyalty_assets.lib.money import currency_digits, to_minor
+from loyalty_assets.lib.money import currency_digits
 from loyalty_assets.lib.program import Program
 from loyalty_assets.lib.warehouse import first_fill, run_script
 
@@ -96,7 +96,7 @@ def prepare_rules(conn: duckdb.DuckDBPyConnection, program: Program) -> dict:
             "SELECT rule_version, config FROM program_versions WHERE program_id = ?", [program.program_id]).fetchall():
         earning = json.loads(config).get("earning", {})
         terms.append((version, TRIGGER_RANK[earning.get("trigger", "paid")],
-                      to_minor(Decimal(str(earning.get("min_eligible", "0"))), program.currency)))
+                      _least_minor(Decimal(str(earning.get("min_eligible", "0"))), program.currency)))
     conn.execute("CREATE OR REPLACE TEMP TABLE rule_terms (rule_version VARCHAR, trigger_rank INTEGER, "
                  "min_eligible_minor BIGINT)")
     if terms:
@@ -107,9 +107,16 @@ def prepare_rules(conn: duckdb.DuckDBPyConnection, program: Program) -> dict:
         "rounding": program.earning.rounding,
         "rule_version": program.rule_version,
         "trigger_rank": TRIGGER_RANK[program.earning.trigger],
-        "min_eligible_minor": to_minor(program.earning.min_eligible, program.currency),
+        "min_eligible_minor": _least_minor(program.earning.min_eligible, program.currency),
         "unit": Decimal(1).scaleb(-digits),
     }
+
+
+def _least_minor(amount: Decimal, currency: str) -> int:
+    """`min_eligible` in minor units, rounded up: an integer number of minor units is strictly below
+    10.001 exactly when it is below 1001 (half-up gave 1000, and 10.00 earned)."""
+    digits = currency_digits(currency)
+    return int((amount * (Decimal(10) ** digits)).to_integral_value(rounding=ROUND_CEILING))
 
 
 def compute_order_values(
