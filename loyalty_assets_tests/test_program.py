@@ -44,12 +44,17 @@ def test_unknown_key_is_named():
         ("earning:\n  points_per_unit: 0.1234567\n", "earning.points_per_unit"),
         ("earning:\n  store_multipliers: {'magento:default:1': 1.0000001}\n", "earning.store_multipliers"),
         ("salesforce:\n  lead_status_field: 'Status; DROP'\n", "salesforce.lead_status_field"),
+        # a date YAML itself would refuse, a currency no ISO table knows, a flag for a count
+        ("start_date: 2024-02-30\n", "start_date"),
+        ("currency: XYZ\n", "currency"),
+        ("earning:\n  pending_days: true\n", "earning.pending_days"),
+        ("expiry:\n  inactivity_days: yes\n", "expiry.inactivity_days"),
     ],
 )
 def test_bad_value_is_named(text, key):
     with pytest.raises(ProgramConfigError) as err:
         parse_program(text)
-    assert key in str(err.value)
+    assert f"{key}:" in str(err.value)
 
 
 def test_program_file_env_var(tmp_path, monkeypatch):

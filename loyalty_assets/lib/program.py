@@ -13,13 +13,22 @@ import os
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_PROGRAM_FILE = Path(__file__).resolve().parent.parent / "program.yaml"
+
+
+def _no_bool(v: object) -> object:
+    if isinstance(v, bool):  # pydantic takes `true` for 1 day
+        raise ValueError("must be a whole number, not true/false")
+    return v
+
+
+Count = Annotated[int, BeforeValidator(_no_bool)]
 
 
 class _Strict(BaseModel):
@@ -30,7 +39,7 @@ class Earning(_Strict):
     points_per_unit: Decimal = Decimal("1")
     rounding: Literal["floor", "half_up"] = "floor"
     trigger: Literal["paid", "fulfilled"] = "paid"
-    pending_days: int = Field(0, ge=0)
+    pending_days: Count = Field(0, ge=0)
     min_eligible: Decimal = Field(Decimal("0"), ge=0)
     store_multipliers: dict[str, Decimal] = Field(default_factory=dict)
     excluded_product_types: list[str] = Field(
@@ -99,15 +108,15 @@ class Tiers(_Strict):
 
 
 class Referrals(_Strict):
-    referrer_points: int = Field(500, ge=0)
+    referrer_points: Count = Field(500, ge=0)
 
 
 class Expiry(_Strict):
-    inactivity_days: int | None = Field(None, gt=0)
+    inactivity_days: Count | None = Field(None, gt=0)
 
 
 class Adjustments(_Strict):
-    max_abs_points: int = Field(10000, gt=0)
+    max_abs_points: Count = Field(10000, gt=0)
 
 
 class Identity(_Strict):
@@ -117,8 +126,8 @@ class Identity(_Strict):
 
 
 class Ingest(_Strict):
-    safety_lag_seconds: int = Field(60, ge=0)
-    refund_wait_days: int = Field(7, ge=0)
+    safety_lag_seconds: Count = Field(60, ge=0)
+    refund_wait_days: Count = Field(7, ge=0)
 
 
 OWNED_ATTRIBUTES = {
@@ -192,12 +201,13 @@ class Program(_Strict):
             raise ValueError(f"unknown timezone {v!r}") from exc
         return v
 
-    @model_validator(mode="after")
-    def _currency_known(self) -> Program:
+    @field_validator("currency")
+    @classmethod
+    def _currency_known(cls, v: str) -> str:
         from loyalty_assets.lib.money import currency_digits
 
-        currency_digits(self.currency)
-        return self
+        currency_digits(v)
+        return v
 
     @property
     def tz(self) -> ZoneInfo:
@@ -236,9 +246,19 @@ class ProgramConfigError(ValueError):
     """The program file is missing, not YAML, or fails validation; the message names the key."""
 
 
+class _Loader(yaml.SafeLoader):
+    """Dates stay text for the model to parse: YAML's own parse of `2024-02-30` failed with no key named."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def parse_program(text: str, source: str = "<program>") -> Program:
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_Loader) or {}
     except yaml.YAMLError as exc:
         raise ProgramConfigError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
