@@ -506,6 +506,31 @@ def test_missing_fx_rate_quarantines_then_counts_once_the_rate_is_added(conn):
     assert entries(conn) == [(K1, "earn", 125, D(2024, 3, 2), D(2024, 3, 2))]  # booked on the first open day
 
 
+def test_an_earned_order_keeps_its_fx_rate_when_the_table_changes(conn):
+    """RULES.md §1: the rate in force when an order first earns is recorded on its earn entry and the
+    order is valued with it for ever after. The FX table's rate for its creation day changes (a rate
+    added for that very day); its next version and refund are valued at the earn's rate, a new order at
+    the new one."""
+    from loyalty_assets.lib.money import FxTable
+
+    p = program()
+    first = FxTable({"GBP": [(D(2024, 2, 1), Decimal("1.25"))]})
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", currency="GBP", base_currency="GBP", subtotal="100.00")])
+    process(conn, p, D(2024, 3, 1), fx=first)
+    later = FxTable({"GBP": [(D(2024, 2, 1), Decimal("1.25")), (D(2024, 3, 1), Decimal("1.40"))]})
+    land(conn, p, orders=[order(2, "2024-03-01 11:00:00", currency="GBP", base_currency="GBP", subtotal="100.00"),
+                          order(1, "2024-03-02 09:00:00", currency="GBP", base_currency="GBP", subtotal="100.00",
+                                state="complete", created_at="2024-03-01 10:00:00")],
+         memos=[memo(9, 1, "2024-03-02 10:00:00", subtotal="40.00", currency="GBP")])
+    process(conn, p, D(2024, 3, 2), fx=later)
+    rows = conn.execute("SELECT order_key, kind, points, fx_rate FROM ledger_entries ORDER BY booked_on, order_key"
+                        ).fetchall()
+    assert [(k, kind, pts, float(fx)) for k, kind, pts, fx in rows] == [
+        (K1, "earn", 125, 1.25), (K1, "clawback", -50, 1.25), (K2, "earn", 140, 1.4)]
+    facts = conn.execute("SELECT order_key, fx_rate, net_eligible_program_minor FROM order_facts ORDER BY 1").fetchall()
+    assert [(k, float(fx), n) for k, fx, n in facts] == [(K1, 1.25, 7500), (K2, 1.4, 14000)]
+
+
 def test_a_closed_day_is_not_evaluated_again_for_tiers_with_late_data(conn):
     p = program()
     land(conn, p, orders=[order(2, "2024-03-01 09:00:00", subtotal="10.00")])

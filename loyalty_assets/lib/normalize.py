@@ -500,6 +500,34 @@ def map_magento_memos_in_sql(conn: duckdb.DuckDBPyConnection, program: Program,
     return n
 
 
+def _keep_earned_rates(conn: duckdb.DuckDBPyConnection, program: Program, started: dt.datetime) -> int:
+    """RULES.md §1: an order that has earned is valued for ever after at the rate recorded on its earn
+    entry. A version mapped now at another FX table rate (the table changed since, e.g. a rate added
+    for its creation day) takes the earn's rate instead. Only FX table conversions (§3 rule 4: no base
+    amounts, no store rate) can change so. Returns the versions changed."""
+    scope = """FROM order_versions WHERE mapped_at >= $started AND currency <> $currency
+               AND calc_currency = currency AND to_program_divisor IS NULL"""
+    params = {"started": started, "currency": program.currency}
+    if not conn.execute(f"SELECT count(*) {scope}", params).fetchall()[0][0]:
+        return 0
+    rows = conn.execute(
+        f"""WITH mapped AS (SELECT order_key, updated_at, payload_hash, calc_currency, fx_rate {scope}),
+               earned AS (SELECT order_key, arg_min(fx_rate, booked_on) AS fx_rate FROM ledger_journal
+                          WHERE kind = 'earn' AND fx_rate IS NOT NULL
+                            AND order_key IN (SELECT order_key FROM mapped) GROUP BY order_key)
+            SELECT m.order_key, m.updated_at, m.payload_hash, m.calc_currency, e.fx_rate
+            FROM mapped m JOIN earned e USING (order_key) WHERE m.fx_rate <> e.fx_rate""", params).fetchall()
+    if not rows:
+        return 0
+    digits = currency_digits(program.currency)
+    conn.executemany(
+        """UPDATE order_versions SET fx_rate = $rate, calc_rate = $rate, to_program_factor = $factor
+           WHERE order_key = $order_key AND updated_at = $updated_at AND payload_hash = $payload_hash""",
+        [{"rate": rate, "factor": Decimal(1).scaleb(digits - currency_digits(calc)) * rate, "order_key": key,
+          "updated_at": at, "payload_hash": h} for key, at, h, calc, rate in rows])
+    return len(rows)
+
+
 def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, today: dt.date,
               sql_mapping: bool = True) -> NormalizeResult:
     """Map every raw version not processed yet, for every platform.
@@ -538,6 +566,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
         _each(conn, batch, source, order_row, since,
               flush=lambda: batch.write(conn, "order_versions", batch.orders, ORDER_COLUMNS, at_least=FLUSH_ROWS))
     batch.write(conn, "order_versions", batch.orders, ORDER_COLUMNS)
+    _keep_earned_rates(conn, program, started)
 
     # Refunds need their order (its lines, currency and totals). Those waiting for an unknown order
     # are mapped again now, since the order may have arrived.
