@@ -332,6 +332,36 @@ def _partition(conn) -> set[frozenset]:
     return {frozenset(keys) for _, keys in rows}
 
 
+def test_a_late_older_record_makes_its_member_older_for_a_later_merge(conn, tmp_path):
+    """RULES.md §8 "the older one survives (earliest first-seen time of any of its keys)": a@ is first
+    seen 03-05, b@ 03-03; an order of a@ from 03-01 arrives late; when customer 5 then joins both, a@'s
+    member survives, as it does when every record is known in one run."""
+    p = program()
+    early = [order(1, "2024-03-05 10:00:00", email="a@example.com"), order(2, "2024-03-03 10:00:00", email="b@example.com")]
+    late = [order(3, "2024-03-01 10:00:00", email="a@example.com")]
+    joining = [order(4, "2024-03-08 10:00:00", email="a@example.com", customer_id=5),
+               order(5, "2024-03-08 11:00:00", email="b@example.com", customer_id=5)]
+
+    land(conn, p, orders=early)
+    process(conn, p, D(2024, 3, 6))
+    first_a = conn.execute("SELECT member_id FROM member_keys WHERE key = 'a@example.com'").fetchall()[0][0]
+    land(conn, p, orders=late)
+    process(conn, p, D(2024, 3, 7))
+    land(conn, p, orders=joining)
+    process(conn, p, D(2024, 3, 8))
+    one = warehouse.connect(str(tmp_path / "one.duckdb"))
+    land(one, p, orders=early + late)
+    process(one, p, D(2024, 3, 7))
+    land(one, p, orders=joining)
+    process(one, p, D(2024, 3, 8))
+    merged = conn.execute("SELECT survivor_id FROM member_merges").fetchall()
+    assert merged == [(first_a,)]
+    assert one.execute("SELECT survivor_id FROM member_merges").fetchall() == merged
+    assert conn.execute("SELECT first_seen_at FROM member_keys WHERE key = 'a@example.com'").fetchall() == one.execute(
+        "SELECT first_seen_at FROM member_keys WHERE key = 'a@example.com'").fetchall()
+    one.close()
+
+
 def test_merge_keeps_the_older_member_and_history_follows(conn):
     p = program()
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="a@example.com"),

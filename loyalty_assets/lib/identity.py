@@ -173,6 +173,12 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
     member_seen = dict(conn.execute(
         """SELECT member_id, min(first_seen_at) FROM member_keys
            WHERE member_id IN (SELECT member_id FROM id_scope_members) GROUP BY 1""").fetchall())
+    # a record older than its key's stored first sighting (fetched late) makes the key, and its member,
+    # older: the survivor of a later merge is then the one a run over every record would choose
+    lowered = [(k, first_seen[k]) for k, _m, seen in stored if k in first_seen and first_seen[k] < seen]
+    for k, seen in lowered:
+        owner = resolution.get(existing[k], existing[k])
+        member_seen[owner] = min(member_seen.get(owner, seen), seen)
 
     groups: dict[str, list[str]] = {}
     for key in first_seen:
@@ -221,7 +227,7 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
 
     with first_fill(conn, "member_keys") as check_keys:  # a first run's 300k keys: the index after them
         _write_members(conn, started, day, fast_keys, new_keys, merges, assignments, existing, conflicts, final,
-                       check_keys, program.identity.match_phone)
+                       check_keys, program.identity.match_phone, lowered)
     total = conn.execute(
         "SELECT count(DISTINCT member_id) FROM member_keys WHERE member_id NOT IN (SELECT absorbed_id FROM member_merges)"
     ).fetchall()[0][0]  # fetched to the end: the connection is free for the caller's next statement
@@ -257,7 +263,7 @@ def _split_members(groups: list[list[str]], existing: dict[str, str], resolution
 
 def _write_members(conn: duckdb.DuckDBPyConnection, started: dt.datetime, day: dt.date, fast_keys: int,
                    new_keys: list, merges: list, assignments: list, existing: dict, conflicts: dict, final: dict,
-                   check_keys: Callable[[], None], phones: bool) -> None:
+                   check_keys: Callable[[], None], phones: bool, lowered: list) -> None:
     """The run's writes, in one transaction."""
     conn.execute("BEGIN")
     try:
@@ -271,6 +277,9 @@ def _write_members(conn: duckdb.DuckDBPyConnection, started: dt.datetime, day: d
         if merges:
             _insert_frame(conn, "INSERT INTO member_merges SELECT * FROM _frame ON CONFLICT DO NOTHING",
                           merges, ["survivor_id", "absorbed_id", "rule", "evidence", "merged_on"])
+        if lowered:
+            _insert_frame(conn, "UPDATE member_keys k SET first_seen_at = f.first_seen_at FROM _frame f WHERE k.key = f.key",
+                          lowered, ["key", "first_seen_at"])
         if assignments:
             _insert_frame(conn, "UPDATE member_keys k SET member_id = f.member_id FROM _frame f WHERE k.key = f.key",
                           assignments, ["member_id", "key"])
