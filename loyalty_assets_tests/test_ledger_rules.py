@@ -561,6 +561,30 @@ def test_an_earned_order_keeps_its_fx_rate_when_the_table_changes(conn):
     assert [(k, float(fx), n) for k, fx, n in facts] == [(K1, 1.25, 7500), (K2, 1.4, 14000)]
 
 
+def test_commercetools_versions_within_one_second_book_each_change(conn):
+    """RULES.md §6: the source version hashes each version's modified time. commercetools times carry
+    milliseconds; three versions in one second, each fetched by its own run of the open day, book three
+    entries (to the second, the third adjust repeated the second's id and was taken as booked)."""
+    from model_platforms import PLATFORMS
+    from reference_model import OrderVersion
+
+    from loyalty_assets.lib.platforms.common import iso_time
+    from loyalty_assets.lib.raw import insert_versions
+
+    ct, p = PLATFORMS["commercetools"], program()
+    created = dt.datetime(2024, 3, 2, 9, tzinfo=dt.UTC)
+    now = dt.datetime(2024, 3, 2, 12, tzinfo=dt.UTC)  # the day is open: each run books it again
+    for ms, subtotal in ((100, "30.00"), (600, "40.00"), (900, "50.00")):
+        version = OrderVersion(1, "ann@example.com", created, created, "processing", Decimal(subtotal), Decimal("0"))
+        source, payload, rid, _ = ct.render(version, [version])
+        payload["lastModifiedAt"] = f"2024-03-02T10:00:00.{ms:03d}Z"
+        insert_versions(conn, source, ct.tenant, [payload], lambda _x, rid=rid: rid,
+                        lambda x: iso_time(x["lastModifiedAt"], "lastModifiedAt"), p.tz)
+        process(conn, p, D(2024, 3, 2), now=now)
+    got = conn.execute("SELECT kind, points FROM ledger_journal ORDER BY journaled_at").fetchall()
+    assert got == [("earn", 30), ("adjust", 10), ("adjust", 10)]
+
+
 def test_a_closed_day_is_not_evaluated_again_for_tiers_with_late_data(conn):
     p = program()
     land(conn, p, orders=[order(2, "2024-03-01 09:00:00", subtotal="10.00")])

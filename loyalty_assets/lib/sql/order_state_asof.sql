@@ -21,6 +21,14 @@ CREATE OR REPLACE TEMP MACRO to_program(minor, factor, divisor) AS
          THEN ((2 * minor::HUGEINT * e18(factor) + e18(divisor)) // (2 * e18(divisor)))::BIGINT
          WHEN factor = 1 THEN minor ELSE round(minor * factor)::BIGINT END;
 
+-- a modified time as the source version names it (RULES.md §6): to the second, and to the microsecond
+-- when it has a fraction (commercetools times carry milliseconds: two versions in one second were one
+-- source version, so a third entry of the same kind on the same day repeated the second's id); the
+-- whole seconds of the other platforms keep the text, and so the ids, they always had
+CREATE OR REPLACE TEMP MACRO version_time(ts) AS
+    strftime(ts, '%Y-%m-%dT%H:%M:%S')
+    || CASE WHEN epoch_us(ts) % 1000000 = 0 THEN '' ELSE '.' || lpad(CAST(epoch_us(ts) % 1000000 AS VARCHAR), 6, '0') END;
+
 CREATE OR REPLACE TEMP TABLE order_state_versions AS
 WITH ranked AS (
     -- narrow: the latest version of each point is picked by its key, then read whole (a window
@@ -59,7 +67,7 @@ refunds AS (
                     WHEN m.base_currency = l.calc_currency THEN m.refunded_eligible_base_minor
                     ELSE 0 END)::BIGINT AS refunded_calc_minor,
            sum(CASE WHEN m.counts THEN m.refunded_eligible_minor ELSE 0 END)::BIGINT AS refunded_minor,
-           list(m.source_id || '@' || strftime(m.updated_at, '%Y-%m-%dT%H:%M:%S')) AS refs,
+           list(m.source_id || '@' || version_time(m.updated_at)) AS refs,
            max(m.updated_at) AS last_refund_at
     FROM memo_latest m JOIN latest l USING (order_key, point_at)
     GROUP BY m.order_key, m.point_at
@@ -80,8 +88,8 @@ SELECT l.order_key, l.point_at, l.booked_day, CAST(NULL AS VARCHAR) AS facts_mem
                   l.to_program_factor, l.to_program_divisor) AS net_program_minor_any,
        greatest(l.updated_at, coalesce(r.last_refund_at, l.updated_at)) AS occurred_at,
        -- with no refund the sorted list is the version alone (most orders; the lists cost 0.3 s at 1M)
-       CASE WHEN r.refs IS NULL THEN substr(sha256(l.source_id || '@' || strftime(l.updated_at, '%Y-%m-%dT%H:%M:%S')), 1, 16)
+       CASE WHEN r.refs IS NULL THEN substr(sha256(l.source_id || '@' || version_time(l.updated_at)), 1, 16)
             ELSE substr(sha256(array_to_string(list_sort(
-                list_concat([l.source_id || '@' || strftime(l.updated_at, '%Y-%m-%dT%H:%M:%S')], r.refs)), '|')), 1, 16)
+                list_concat([l.source_id || '@' || version_time(l.updated_at)], r.refs)), '|')), 1, 16)
             END AS source_version
 FROM latest l LEFT JOIN refunds r USING (order_key, point_at);
