@@ -429,6 +429,34 @@ def _land_smile(conn, p, source, records):
                         lambda r: iso_time(r.get("updated_at") or r["created_at"], "updated_at"), p.tz)
 
 
+def test_a_smile_redemption_canceled_gives_the_points_back_once(conn):
+    """RULES.md §6: a redemption canceled in the platform books a positive `redeem` entry keyed by the
+    same redemption. Smile has no cancel API: its reward fulfillment turns `cancelled` (and Smile's own
+    positive points transaction for it is not booked again)."""
+    p = program()
+    _land_smile(conn, p, "smile.customers", [
+        {"id": 1, "email": "ann@example.com", "state": "member", "created_at": "2024-02-01T00:00:00Z"}])
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com")])
+    fulfillment = {"id": 70, "customer_id": 1, "points_transaction_id": 50, "code": "6OFF-1", "fulfillment_status": "issued",
+                   "created_at": "2024-03-02T10:00:00Z", "updated_at": "2024-03-02T10:00:00Z"}
+    _land_smile(conn, p, "smile.points_transactions", [
+        {"id": 50, "customer_id": 1, "points_change": -60, "description": "Redeemed $6 off",
+         "created_at": "2024-03-02T10:00:00Z", "updated_at": "2024-03-02T10:00:00Z"}])
+    _land_smile(conn, p, "smile.reward_fulfillments", [fulfillment])
+    process(conn, p, D(2024, 3, 3))
+    _land_smile(conn, p, "smile.reward_fulfillments", [
+        {**fulfillment, "fulfillment_status": "cancelled", "updated_at": "2024-03-04T10:00:00Z"}])
+    _land_smile(conn, p, "smile.points_transactions", [
+        {"id": 51, "customer_id": 1, "points_change": 60, "description": "Points refunded",
+         "created_at": "2024-03-04T10:00:00Z", "updated_at": "2024-03-04T10:00:00Z"}])
+    process(conn, p, D(2024, 3, 5))
+    rows = conn.execute("SELECT kind, points, booked_on, source_ref FROM ledger_entries WHERE kind = 'redeem' "
+                        "ORDER BY booked_on").fetchall()
+    assert rows == [("redeem", -60, D(2024, 3, 2), "50"), ("redeem", 60, D(2024, 3, 4), "50")]
+    assert status_of(conn, "ann@example.com")["points_spendable"] == 100
+    assert process(conn, p, D(2024, 3, 5)).entries == 0
+
+
 def _land_referrals(conn, p, referrals):
     """Smile.io referrals made on 2024-03-01, [(referral id, sender id, sender e-mail, friend e-mail)],
     and their senders as Smile.io customers."""

@@ -632,6 +632,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
     codes = _SmileCodes(conn)
     event_mappers = {
         "smile.points_transactions": lambda p, t: events.smile_redemption(p, t, ours, codes),
+        "smile.reward_fulfillments": events.smile_canceled_redemption,
         "loyaltylion.transactions": lambda p, t: events.loyaltylion_redemption(p, t, ours),
         "salesforce.adjustment_requests": lambda p, t: events.adjustment_request(p, t, program),
     }

@@ -49,6 +49,26 @@ def smile_redemption(txn: dict, tenant: str, ours: Container[str], codes: Mappin
     )
 
 
+def smile_canceled_redemption(fulfillment: dict, tenant: str) -> LoyaltyEvent | None:
+    """A Smile reward fulfillment `cancelled` (a redemption canceled in Smile Admin, which has no API
+    for it): the redemption of its points transaction is worth 0 from then on, so a positive `redeem`
+    entry keyed by that redemption gives the points back (RULES.md §6). Smile's own positive points
+    transaction for it is not booked (smile_redemption books no positive change)."""
+    if not isinstance(fulfillment, dict):
+        raise RecordError("malformed_record", "reward fulfillment is not a JSON object")
+    if str(fulfillment.get("fulfillment_status") or "").lower() not in ("cancelled", "canceled"):
+        return None
+    tid = fulfillment.get("points_transaction_id")
+    if tid in (None, "") or isinstance(tid, bool):
+        return None  # not a redemption of points
+    return LoyaltyEvent(
+        event_key=f"smile:{tenant}:redemption:{tid}", kind="redeem", source="smile", source_ref=str(tid),
+        member_key=f"smile:{tenant}:{native_id(fulfillment, 'customer_id')}", member_id_hint=None, points=0,
+        status="canceled", reason=None, description="Redemption canceled in Smile.io",
+        reward_code=fulfillment.get("code") if isinstance(fulfillment.get("code"), str) else None,
+    )
+
+
 def loyaltylion_redemption(txn: dict, tenant: str, ours: Container[str]) -> LoyaltyEvent | None:
     """A LoyaltyLion claimed reward; voided, it is worth 0 (a positive redeem entry gives the points back)."""
     if not isinstance(txn, dict):
