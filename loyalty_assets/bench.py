@@ -517,7 +517,7 @@ def measure_push_volume(conn, program, day: dt.date) -> dict:
     """What the pushers would send for `day` (already booked, its batches prepared), counted from
     the outbox and the Salesforce plan, nothing sent. Every member is first linked to a (synthetic)
     Smile customer, so the Smile dry run counts calls rather than batches waiting for a customer."""
-    from loyalty_assets.defs.sync.salesforce import member_object, plan_salesforce
+    from loyalty_assets.defs.sync.salesforce import TRANSACTION_TARGETS, member_object, plan_salesforce
     from loyalty_assets.lib import outbox
 
     t0 = time.perf_counter()
@@ -547,8 +547,7 @@ def measure_push_volume(conn, program, day: dt.date) -> dict:
         "contacts": {"object": member_object(), **_salesforce_calls(len(plan["contacts"]))},
         "conversions": {"object": "Lead", **_salesforce_calls(len(plan["conversions"]))},
         "transactions": {
-            "object": {"platform_event": "Loyalty_Event__e", "task": "Task"}.get(
-                program.salesforce.transactions_as, "Loyalty_Transaction__c"),
+            "object": TRANSACTION_TARGETS[program.salesforce.transactions_as],
             **_salesforce_calls(len(plan["transactions"]), as_events),
         },
     }

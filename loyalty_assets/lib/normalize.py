@@ -500,6 +500,11 @@ def map_magento_memos_in_sql(conn: duckdb.DuckDBPyConnection, program: Program,
     return n
 
 
+def _to_program_factor(program_digits: int, calc_currency: str, rate: Decimal) -> Decimal:
+    """Calc-currency minor units -> program minor units: the rate, scaled by the currencies' digits."""
+    return Decimal(1).scaleb(program_digits - currency_digits(calc_currency)) * rate
+
+
 def _keep_earned_rates(conn: duckdb.DuckDBPyConnection, program: Program, started: dt.datetime) -> int:
     """RULES.md §1: an order that has earned is valued for ever after at the rate recorded on its earn
     entry. A version mapped now at another FX table rate (the table changed since, e.g. a rate added
@@ -523,7 +528,7 @@ def _keep_earned_rates(conn: duckdb.DuckDBPyConnection, program: Program, starte
     conn.executemany(
         """UPDATE order_versions SET fx_rate = $rate, calc_rate = $rate, to_program_factor = $factor
            WHERE order_key = $order_key AND updated_at = $updated_at AND payload_hash = $payload_hash""",
-        [{"rate": rate, "factor": Decimal(1).scaleb(digits - currency_digits(calc)) * rate, "order_key": key,
+        [{"rate": rate, "factor": _to_program_factor(digits, calc, rate), "order_key": key,
           "updated_at": at, "payload_hash": h} for key, at, h, calc, rate in rows])
     return len(rows)
 
@@ -556,8 +561,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
             version = mapper(payload, tenant, program, fx)
             row = version.row()
             row["source_id"] = row.pop("native_id")
-            factor = Decimal(1).scaleb(prog_digits - currency_digits(version.calc_currency))
-            row["to_program_factor"] = factor * version.calc_rate
+            row["to_program_factor"] = _to_program_factor(prog_digits, version.calc_currency, version.calc_rate)
             row["to_program_divisor"] = row.pop("calc_divisor")
             row.update(payload_hash=raw["payload_hash"], updated_at=raw["updated_at"])  # exact raw key time
             batch.orders.append(row)

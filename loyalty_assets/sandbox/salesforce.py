@@ -277,6 +277,17 @@ _PERSON_CONTACT_FIELDS = {"FirstName": "FirstName", "LastName": "LastName", "Per
                           **{f.name[:-3] + "__pc": f.name for f in _member_fields()}}
 
 
+def _blank(obj: ObjectDef) -> dict[str, Any]:
+    """A new record of `obj` before its values: each field's default (booleans False, others null)."""
+    return {"attributes_type": obj.name, **{
+        fd.name: fd.default if fd.default is not None else (False if fd.type == "boolean" else None)
+        for fd in obj.fields.values()}}
+
+
+def _person_name(record: dict[str, Any]) -> str:
+    return " ".join(p for p in (record.get("FirstName"), record.get("LastName")) if p)
+
+
 def _object(name: str, label: str, prefix: str, fields: list[FieldDef], **kw: Any) -> ObjectDef:
     return ObjectDef(name, label, prefix, {f.name: f for f in fields}, **kw)
 
@@ -1292,16 +1303,7 @@ class SalesforceEmulator(Emulator):
             )
         now = sf_datetime(self.clock.now())
         if creating:
-            record: dict[str, Any] = {"attributes_type": obj.name}
-            for fd in obj.fields.values():
-                if fd.name in values:
-                    record[fd.name] = values[fd.name]
-                elif fd.default is not None:
-                    record[fd.name] = fd.default
-                elif fd.type == "boolean":
-                    record[fd.name] = False
-                else:
-                    record[fd.name] = None
+            record: dict[str, Any] = {**_blank(obj), **values}
             missing = [
                 fd.name for fd in obj.fields.values() if fd.required and record.get(fd.name) in (None, "")
             ]
@@ -1317,22 +1319,12 @@ class SalesforceEmulator(Emulator):
             record = dict(existing)
             record.update(values)
         if obj.name in ("Contact", "Lead"):
-            record["Name"] = " ".join(p for p in (record.get("FirstName"), record.get("LastName")) if p)
+            record["Name"] = _person_name(record)
         if obj.name == "Task":
             record["IsClosed"] = record.get("Status") == "Completed"
         record.update(LastModifiedDate=now, LastModifiedById=USER_ID, SystemModstamp=now, IsDeleted=False)
         person_contact = self._person_contact(record, values, creating) if obj.name == "Account" else None
-        for ext in obj.external_ids:
-            value = record.get(ext)
-            if value is None:
-                continue
-            holder = self._index[obj.name][ext].get(value)
-            if holder is not None and holder != record["Id"]:
-                raise SfError(
-                    "DUPLICATE_VALUE",
-                    f"duplicate value found: {ext} duplicates value on record with id: {holder}",
-                    [ext],
-                )
+        self._check_unique(obj, record)
         if person_contact is not None:
             self._store(OBJECTS["Contact"], person_contact, txn)
             record["PersonContactId"] = person_contact["Id"]
@@ -1358,25 +1350,33 @@ class SalesforceEmulator(Emulator):
         if not account.get("LastName"):
             raise SfError("REQUIRED_FIELD_MISSING", "Required fields are missing: [LastName]", ["LastName"])
         account["IsPersonAccount"] = True
-        account["Name"] = " ".join(p for p in (account.get("FirstName"), account.get("LastName")) if p)
+        account["Name"] = _person_name(account)
         contact_obj = OBJECTS["Contact"]
         existing = self._records["Contact"].get(account.get("PersonContactId") or "")
         contact = dict(existing) if existing else {
-            "attributes_type": "Contact", **{fd.name: fd.default if fd.default is not None else
-                                             (False if fd.type == "boolean" else None)
-                                             for fd in contact_obj.fields.values()},
-            "Id": self._next_id(contact_obj), "CreatedDate": account["LastModifiedDate"], "CreatedById": USER_ID}
+            **_blank(contact_obj), "Id": self._next_id(contact_obj), "CreatedDate": account["LastModifiedDate"],
+            "CreatedById": USER_ID}
         for account_field, contact_field in _PERSON_CONTACT_FIELDS.items():
             contact[contact_field] = account.get(account_field)
         contact.update(AccountId=account["Id"], IsPersonAccount=True, Name=account["Name"],
                        LastModifiedDate=account["LastModifiedDate"], LastModifiedById=USER_ID,
                        SystemModstamp=account["LastModifiedDate"], IsDeleted=False)
-        for ext in contact_obj.external_ids:
-            holder = self._index["Contact"][ext].get(contact.get(ext)) if contact.get(ext) is not None else None
-            if holder is not None and holder != contact["Id"]:
-                raise SfError("DUPLICATE_VALUE",
-                              f"duplicate value found: {ext} duplicates value on record with id: {holder}", [ext])
+        self._check_unique(contact_obj, contact)
         return contact
+
+    def _check_unique(self, obj: ObjectDef, record: dict[str, Any]) -> None:
+        """DUPLICATE_VALUE when another record of `obj` holds one of this record's external ids."""
+        for ext in obj.external_ids:
+            value = record.get(ext)
+            if value is None:
+                continue
+            holder = self._index[obj.name][ext].get(value)
+            if holder is not None and holder != record["Id"]:
+                raise SfError(
+                    "DUPLICATE_VALUE",
+                    f"duplicate value found: {ext} duplicates value on record with id: {holder}",
+                    [ext],
+                )
 
     def _store(self, obj: ObjectDef, record: dict[str, Any], txn: list | None) -> None:
         old = self._records[obj.name].get(record["Id"])

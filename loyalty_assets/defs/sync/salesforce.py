@@ -86,8 +86,8 @@ LEFT JOIN sync_state st ON st.target = 'salesforce' AND st.record_key = s.member
 
 # where each `transactions_as` delivers entries and tier changes, and the sync_state object they are
 # recorded under (platform events under the custom object's name, as they always were)
-TRANSACTION_OBJECTS = {"custom_object": "Loyalty_Transaction__c", "platform_event": "Loyalty_Transaction__c",
-                       "task": "Task"}
+TRANSACTION_TARGETS = {"custom_object": "Loyalty_Transaction__c", "platform_event": "Loyalty_Event__e", "task": "Task"}
+TRANSACTION_OBJECTS = {**TRANSACTION_TARGETS, "platform_event": "Loyalty_Transaction__c"}
 
 TRANSACTIONS_SQL = """
 WITH earned AS (SELECT DISTINCT member_id FROM ledger_entries WHERE kind = 'earn')
@@ -422,7 +422,7 @@ def push_salesforce(context, resource, warehouse) -> dict:
                 outcomes = []
                 for t in txns:
                     try:
-                        client.publish_event("Loyalty_Event__e", {
+                        client.publish_event(TRANSACTION_TARGETS["platform_event"], {
                             "Event_Id__c": t["key"], "Member_Id__c": t["member_id"], "Event_Type__c": t["type"],
                             "Points__c": t["points"], "Tier__c": t["tier"],
                             "Occurred_At__c": t["occurred_at"].isoformat()})

@@ -50,17 +50,20 @@ friend_refunds AS (     -- what their refunds took back by the end of the day (e
 friend_orders AS (      -- their lifecycle at the end of the day (ranks only move up: the highest so far),
                         -- refunds covering all the eligible spend refund it fully too (an order whose
                         -- platform keeps it complete, or that has no refunded state: commercetools)
-    SELECT v.order_key,
-           CASE WHEN max(CASE signal WHEN 'pending' THEN 0 WHEN 'paid' THEN 1 WHEN 'fulfilled' THEN 2
-                                     WHEN 'refunded' THEN 3 WHEN 'canceled' THEN 4 END) = 4 THEN 'canceled'
-                WHEN max(CASE signal WHEN 'refunded' THEN 3 ELSE 0 END) = 3
-                     OR (arg_max(v.eligible_minor, (v.updated_at, v.payload_hash)) > 0
-                         AND any_value(fr.refunded_minor) >= arg_max(v.eligible_minor, (v.updated_at, v.payload_hash)))
-                     THEN 'refunded'
+    SELECT order_key,
+           CASE WHEN life_rank = 4 THEN 'canceled'
+                WHEN life_rank = 3 OR (eligible_minor > 0 AND refunded_minor >= eligible_minor) THEN 'refunded'
                 ELSE 'earning' END AS lifecycle
-    FROM order_versions v LEFT JOIN friend_refunds fr USING (order_key)
-    WHERE v.updated_at < $asof AND v.order_key IN (SELECT order_key FROM first_orders)
-    GROUP BY v.order_key
+    FROM (
+        SELECT v.order_key,
+               max(CASE v.signal WHEN 'pending' THEN 0 WHEN 'paid' THEN 1 WHEN 'fulfilled' THEN 2
+                                 WHEN 'refunded' THEN 3 WHEN 'canceled' THEN 4 END) AS life_rank,
+               arg_max(v.eligible_minor, (v.updated_at, v.payload_hash)) AS eligible_minor,
+               any_value(fr.refunded_minor) AS refunded_minor
+        FROM order_versions v LEFT JOIN friend_refunds fr USING (order_key)
+        WHERE v.updated_at < $asof AND v.order_key IN (SELECT order_key FROM first_orders)
+        GROUP BY v.order_key
+    )
 )
 SELECT r.referral_key, r.source, r.friend_member, r.referrer_member, o.order_key AS friend_order, s.lifecycle,
        CASE WHEN r.friend_member = r.referrer_member THEN 0
