@@ -50,6 +50,7 @@ EXPECTED_GROUPS = {
     "raw_loyaltylion_transactions": "ingest",
     "raw_salesforce_adjustment_requests": "ingest",
     "raw_salesforce_contacts": "ingest",
+    "raw_salesforce_leads": "ingest",
     "raw_sfcc_orders": "ingest",
     "raw_smile_customers": "ingest",
     "raw_smile_points_transactions": "ingest",

@@ -45,13 +45,26 @@ def _batches(rng: random.Random, runs: int) -> list[list[dict]]:
     return batches
 
 
+def _crm_people(rng: random.Random, run: int, day: dt.date) -> dict[str, list[dict]]:
+    """Salesforce Contacts and Leads of the same e-mails: a Lead joins anyone (the CRM's duplicates
+    included), two Contacts of one e-mail clash."""
+    people: dict[str, list[dict]] = {"salesforce.contacts": [], "salesforce.leads": []}
+    for n in range(rng.randint(0, 2)):
+        source, prefix = rng.choice([("salesforce.contacts", "003"), ("salesforce.leads", "00Q")])
+        people[source].append({"Id": f"{prefix}{run:07d}{n:05d}AAA", "Email": f"shopper{rng.randint(0, 8)}@example.com",
+                               "LastModifiedDate": f"{day}T07:00:00+00:00"})
+    return people
+
+
 def test_scoped_resolution_equals_a_rebuild_of_every_member(tmp_path):
     import yaml
 
+    from loyalty_assets.lib import raw
+
     fx = FxTable.load(None)
-    merges = conflicts = refused = 0
+    merges = conflicts = refused = leads_joined = 0
     for seed in range(8):
-        rng = random.Random(seed)
+        rng, crm_rng = random.Random(seed), random.Random(1000 + seed)
         def configured(match_phone: bool, seed=seed):
             return parse_program(yaml.safe_dump({"identity": {
                 "match_phone": match_phone,
@@ -64,8 +77,12 @@ def test_scoped_resolution_equals_a_rebuild_of_every_member(tmp_path):
             day += dt.timedelta(days=2)
             # phones are keys on even seeds; seeds 1 and 5 turn them on after four runs without them
             program = configured(seed % 2 == 0 or (seed % 4 == 1 and i >= 4))
+            people = _crm_people(crm_rng, i, day)
             for conn, is_scoped in ((scoped, True), (full, False)):
                 land(conn, program, orders=batch)
+                for source in ("salesforce.contacts", "salesforce.leads"):
+                    raw.insert_versions(conn, source, "default", people[source], lambda r: r["Id"],
+                                        lambda r: dt.datetime.fromisoformat(r["LastModifiedDate"]), program.tz)
                 normalize.normalize(conn, program, fx, day)
                 # the rebuild resolves every component in Python: the scoped run's SQL components agree
                 identity.resolve_members(conn, program, day, scoped=is_scoped, components_in_sql=is_scoped)
@@ -87,12 +104,16 @@ def test_scoped_resolution_equals_a_rebuild_of_every_member(tmp_path):
             assert _state(scoped) == _state(full), f"seed {seed}, configuration changed"
             refused += scoped.execute(
                 "SELECT count(*) FROM identity_conflicts WHERE reason LIKE 'cannot_link%'").fetchall()[0][0]
+        leads_joined += full.execute(
+            """SELECT count(*) FROM member_keys l JOIN member_keys o USING (member_id)
+               WHERE l.key LIKE 'salesforce:%:00Q%' AND o.key_type <> 'email' AND o.key <> l.key""").fetchall()[0][0]
         merges += len(_state(full)[1])
         conflicts += len(_state(full)[2])
         scoped.close()
         full.close()
-    # the scenarios reach merges and guard refusals (else they would prove little)
-    assert merges > 0 and conflicts > 0 and refused > 0
+    # the scenarios reach merges and guard refusals (else they would prove little), Leads joining
+    # members of other keys and each other
+    assert merges > 0 and conflicts > 0 and refused > 0 and leads_joined > 0
 
 
 def test_scoped_resolution_reaches_every_record_of_a_merged_member(tmp_path):

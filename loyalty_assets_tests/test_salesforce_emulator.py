@@ -427,3 +427,18 @@ def test_control_surface_and_state_round_trip(
         assert again.Contact.get_by_custom_id(MEMBER_ID, "S1")["LastName"] == "Saved"
         assert again.query("SELECT COUNT() FROM Loyalty_Adjustment_Request__c")["totalSize"] == 2
         assert restarted.api_usage["used"] == emu.api_usage["used"] + 2  # the persisted usage, plus two calls
+
+
+def test_a_converted_lead_is_read_only(emu: SalesforceEmulator, sf: Salesforce) -> None:
+    """A seed (an exported org) may hold converted Leads; like Salesforce, the emulator refuses to
+    write one (the REST API cannot convert, so only seeds have them)."""
+    converted, open_lead = emu.add_records("Lead", [
+        {"LastName": "Cy", "Company": "Cy", "Email": "cy@example.com", "IsConverted": True},
+        {"LastName": "Di", "Company": "Di", "Email": "di@example.com"}])
+    rows = sf.query(f"SELECT Id, IsConverted FROM Lead WHERE Id IN ('{converted}', '{open_lead}')")["records"]
+    assert sorted((r["Id"], r["IsConverted"]) for r in rows) == sorted([(converted, True), (open_lead, False)])
+    with pytest.raises(SalesforceMalformedRequest) as refused:
+        sf.Lead.update(converted, {MEMBER_ID: "M1"})
+    assert refused.value.content[0]["errorCode"] == "CANNOT_UPDATE_CONVERTED_LEAD"
+    assert sf.Lead.update(open_lead, {MEMBER_ID: "M2"}) == 204
+    assert emu.get_record("Lead", converted)[MEMBER_ID] is None

@@ -459,6 +459,51 @@ def test_member_is_a_lead_until_its_first_earn_then_the_lead_is_marked_converted
                                    "referral_url": None})["Loyalty_Lifetime_Spend__c"] == "1.234"
 
 
+def test_crm_leads_are_identity_keys_and_an_open_one_is_written_on_not_duplicated(sandbox, warehouse_path):
+    """RULES.md §8: a Salesforce Lead id is an identity key. A member the CRM has as an open Lead is
+    written on it by its Id (our external id set on it), a converted one (read-only) is left alone;
+    duplicate Leads of one e-mail join one member, and its Contact is preferred once it has one."""
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", email="bo@example.com", subtotal="80.00", state="new"),
+                          order(1, "2024-03-03 09:00:00", email="bo@example.com", subtotal="80.00",
+                                created_at="2024-03-01 10:00:00"),
+                          order(2, "2024-03-01 11:00:00", email="cy@example.com", subtotal="50.00", state="new")])
+    bo_lead, bo_duplicate, cy_converted = box.salesforce.add_records("Lead", [
+        {"LastName": "Bo", "Company": "Bo Ltd", "Email": "BO@example.com", "LastModifiedDate": "2024-01-01T00:00:00.000+0000"},
+        {"LastName": "Bo", "Company": "Bo Ltd", "Email": "bo@example.com", "LastModifiedDate": "2024-02-01T00:00:00.000+0000"},
+        {"LastName": "Cy", "Company": "Cy", "Email": "cy@example.com", "IsConverted": True, "Status": "Closed - Converted",
+         "LastModifiedDate": "2024-01-01T00:00:00.000+0000"}])
+    resources = resources_for(box, warehouse_path)
+    assert materialize_range("2024-03-01", "2024-03-02", resources).success
+    members = dict(query(warehouse_path, "SELECT email, member_id FROM member_status"))
+    assert sorted(members) == ["bo@example.com", "cy@example.com"]
+    keys = query(warehouse_path, "SELECT key, key_type FROM member_keys WHERE member_id = ? AND key LIKE 'salesforce:%' "
+                                 "ORDER BY key", [members["bo@example.com"]])
+    assert keys == sorted([(f"salesforce:default:{bo_lead}", "salesforce_id"),
+                           (f"salesforce:default:{bo_duplicate}", "salesforce_id")])
+    assert query(warehouse_path, "SELECT count(*) FROM identity_conflicts") == [(0,)]
+    leads = {lead["Id"]: lead for lead in box.salesforce.records("Lead")}
+    assert len(leads) == 4  # the CRM's three and cy's: its Lead was converted
+    assert (leads[bo_lead]["Loyalty_Member_Id__c"], leads[bo_lead]["LastName"], leads[bo_lead]["Company"]) == (
+        members["bo@example.com"], "Bo", "Bo Ltd")  # the CRM's names kept
+    assert leads[bo_duplicate]["Loyalty_Member_Id__c"] is None and leads[cy_converted]["Loyalty_Member_Id__c"] is None
+    (cy_lead,) = [lead for lead in leads.values() if lead["Loyalty_Member_Id__c"] == members["cy@example.com"]]
+    assert cy_lead["Id"] not in (bo_lead, bo_duplicate, cy_converted)
+    assert query(warehouse_path, "SELECT email, salesforce_id FROM member_status ORDER BY email") == [
+        ("bo@example.com", bo_lead), ("cy@example.com", cy_converted)]
+
+    # bo's order is paid: a Contact is created and its Lead marked converted; read back, the Contact is
+    # the member's record, written on from then on (no second Contact)
+    assert materialize_range("2024-03-03", "2024-03-04", resources).success
+    (contact,) = box.salesforce.records("Contact")
+    assert (contact["Loyalty_Member_Id__c"], int(contact["Loyalty_Points_Spendable__c"])) == (members["bo@example.com"], 80)
+    assert box.salesforce.get_record("Lead", bo_lead)["Status"] == "Closed - Converted"
+    assert materialize_range("2024-03-05", "2024-03-05", resources).success
+    assert query(warehouse_path, "SELECT salesforce_id FROM member_status WHERE email = 'bo@example.com'") == [
+        (contact["Id"],)]
+    assert len(box.salesforce.records("Contact")) == 1 and len(box.salesforce.records("Lead")) == 4
+    assert query(warehouse_path, "SELECT count(DISTINCT member_id) FROM member_keys") == [(2,)]
+
+
 def test_person_accounts_by_configuration(sandbox, warehouse_path, monkeypatch):
     """CONTRACT.md §5 "Person Account when enabled": a member past its first earn is a Person Account
     (upserted on Account by Loyalty_Member_Id__pc, created with the PersonAccount record type); its

@@ -35,8 +35,17 @@ def key_type(key: str) -> str:
     return TARGET_KEY_TYPES.get(key.split(":", 1)[0], "customer_id")
 
 
+# the key prefix of every Lead id, the same in every Salesforce org (Contacts' is 003)
+LEAD_PREFIX = "00Q"
+
+
 def tenant_of(customer_key: str) -> str:
-    platform, tenant, _ = customer_key.split(":", 2)
+    """What the guard keeps apart: two registered customers of one platform tenant. A Salesforce Lead
+    is a prospect, not an account: each is its own, so a person's Leads (the CRM's duplicates, ours)
+    join their Contact and each other by e-mail."""
+    platform, tenant, native = customer_key.split(":", 2)
+    if platform == "salesforce" and native.startswith(LEAD_PREFIX):
+        return customer_key
     return f"{platform}:{tenant}"
 
 
@@ -435,7 +444,10 @@ def _new_components_in_sql(conn: duckdb.DuckDBPyConnection, program: Program) ->
             unclean AS (
                 SELECT label FROM customers WHERE length(key) - length(replace(key, ':', '')) < 2  -- tenant_of() fails
                 UNION SELECT label FROM customers   -- two customer keys of one tenant
-                GROUP BY label, split_part(key, ':', 1), split_part(key, ':', 2) HAVING count(*) > 1
+                GROUP BY label, split_part(key, ':', 1), split_part(key, ':', 2),   -- as tenant_of()
+                         CASE WHEN starts_with(key, 'salesforce:') AND starts_with(split_part(key, ':', 3), $lead_prefix)
+                              THEN key END
+                HAVING count(*) > 1
                 UNION SELECT label FROM typed WHERE key IN (SELECT unnest(CAST($named AS VARCHAR[])))
                 UNION SELECT label FROM typed WHERE key IN (SELECT key FROM id_record_owner WHERE member_id IS NOT NULL)),
             seeds AS (
@@ -444,7 +456,7 @@ def _new_components_in_sql(conn: duckdb.DuckDBPyConnection, program: Program) ->
             SELECT 'M' || upper(substr(sha256($program_id || '|' || s.seed), 1, 15)) AS member_id,
                    t.key, t.key_type, t.first_seen
             FROM typed t JOIN seeds s USING (label)""",
-        {"named": named, "program_id": program.program_id},
+        {"named": named, "program_id": program.program_id, "lead_prefix": LEAD_PREFIX},
     )
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE id_fast_rids AS

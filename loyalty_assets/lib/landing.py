@@ -39,11 +39,12 @@ RECORD_FOLDERS = {
     ("loyaltylion", "transactions"): "loyaltylion.transactions",
     ("loyaltylion", "referrals"): "loyaltylion.activities",
     ("salesforce", "Contact"): "salesforce.contacts",
+    ("salesforce", "Lead"): "salesforce.leads",
     ("salesforce", "Loyalty_Adjustment_Request__c"): "salesforce.adjustment_requests",
 }
 
 
-IDENTITY_ONLY = ("smile.customers", "loyaltylion.customers", "salesforce.contacts")
+IDENTITY_ONLY = ("smile.customers", "loyaltylion.customers", "salesforce.contacts", "salesforce.leads")
 
 
 def landing_dir() -> Path:

@@ -39,7 +39,8 @@ CUSTOMER_MAPPERS = {
 }
 EVENT_SOURCES = ("smile.points_transactions", "loyaltylion.transactions", "salesforce.adjustment_requests",
                  "smile.referrals", "loyaltylion.activities")
-ALL_SOURCES = (*ORDER_MAPPERS, *REFUND_SOURCES, *CUSTOMER_MAPPERS, *EVENT_SOURCES, "salesforce.contacts")
+CRM_PEOPLE = ("salesforce.contacts", "salesforce.leads")  # their ids are identity keys, with their e-mail
+ALL_SOURCES = (*ORDER_MAPPERS, *REFUND_SOURCES, *CUSTOMER_MAPPERS, *EVENT_SOURCES, *CRM_PEOPLE)
 
 ORDER_COLUMNS = [
     "order_key", "platform", "tenant", "source_id", "order_number", "store_key", "created_at", "updated_at",
@@ -621,14 +622,15 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
             return "processed"
 
         _each(conn, batch, source, customer_row, since)
-    def contact_row(tenant, payload, day, rid, raw) -> str:
-        contact_id, email = events.salesforce_contact_email(payload)
-        batch.customers.append({"customer_key": f"salesforce:{tenant}:{contact_id}", "platform": "salesforce",
-                                "source_id": contact_id, "email": email, "created_at": None,
+    def person_row(tenant, payload, day, rid, raw) -> str:
+        record_id, email = events.salesforce_contact_email(payload)
+        batch.customers.append({"customer_key": f"salesforce:{tenant}:{record_id}", "platform": "salesforce",
+                                "source_id": record_id, "email": email, "created_at": None,
                                 "updated_at": raw["updated_at"], "payload_hash": raw["payload_hash"]})
         return "processed"
 
-    _each(conn, batch, "salesforce.contacts", contact_row, since)
+    for source in CRM_PEOPLE:
+        _each(conn, batch, source, person_row, since)
     batch.write(conn, "customer_versions", batch.customers)
 
     # Points events that are not orders; our own pushes, read back from the platforms, are skipped.

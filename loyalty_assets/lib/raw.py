@@ -23,6 +23,7 @@ RECORD_KEYS = {
     "loyaltylion.transactions": ("id", ("updated_at", "created_at")),
     "loyaltylion.activities": ("id", ("updated_at", "created_at")),
     "salesforce.contacts": ("Id", ("LastModifiedDate", "CreatedDate")),
+    "salesforce.leads": ("Id", ("LastModifiedDate", "CreatedDate")),
     "salesforce.adjustment_requests": ("Id", ("LastModifiedDate", "CreatedDate")),
 }
 

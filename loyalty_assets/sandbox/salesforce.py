@@ -1148,12 +1148,14 @@ class SalesforceEmulator(Emulator):
                     )
                 except SfError as exc:
                     raise ValueError(f"{source}: {sobject}[{index}]: {exc}") from exc
-                # An exported record keeps its own dates (they are read-only through the API).
+                # An exported record keeps its own dates and a Lead its conversion (read-only through the API).
                 stored = self._records[obj.name].get(record_id)
-                created = record.get("CreatedDate")
+                created = record.get("CreatedDate") or record.get("LastModifiedDate")
                 if stored is not None and created:
                     stored["CreatedDate"] = created
                     stored["LastModifiedDate"] = stored["SystemModstamp"] = record.get("LastModifiedDate") or created
+                if stored is not None and obj.name == "Lead" and record.get("IsConverted") is True:
+                    stored["IsConverted"] = True
                 ids.append(record_id)
         return ids
 
@@ -1316,6 +1318,8 @@ class SalesforceEmulator(Emulator):
                 self._auto[obj.name] = self._auto.get(obj.name, 0) + 1
                 record["Name"] = forced_name or obj.auto_name.format(self._auto[obj.name])
         else:
+            if obj.name == "Lead" and existing.get("IsConverted"):
+                raise SfError("CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead", [])
             record = dict(existing)
             record.update(values)
         if obj.name in ("Contact", "Lead"):

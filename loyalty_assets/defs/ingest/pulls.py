@@ -15,6 +15,10 @@ def contact_soql() -> str:
             "Loyalty_Points_Pending__c, Loyalty_VIP_Tier__c, AccountId, LastModifiedDate"
             + (", IsPersonAccount" if PROGRAM.salesforce.person_accounts else "") + " FROM Contact")
 
+# every Lead: its id is an identity key (RULES.md §8), and a member the CRM has as an open Lead is
+# written on it rather than given a second one (a converted Lead is read-only)
+LEAD_SOQL = "SELECT Id, Email, Loyalty_Member_Id__c, IsConverted, LastModifiedDate FROM Lead"
+
 REQUEST_SOQL = (
     "SELECT Id, Contact__c, Contact__r.Loyalty_Member_Id__c, Points__c, Reason__c, Status__c, LastModifiedDate "
     "FROM Loyalty_Adjustment_Request__c WHERE Status__c = 'New'"
@@ -45,6 +49,9 @@ PULLS = {
     "raw_salesforce_contacts": (
         "salesforce", "salesforce.contacts", lambda c: c.query_all(contact_soql()),
         "Salesforce Contacts (their ids become identity keys; consent stays Salesforce's)."),
+    "raw_salesforce_leads": (
+        "salesforce", "salesforce.leads", lambda c: c.query_all(LEAD_SOQL),
+        "Salesforce Leads (their ids become identity keys; an open one is written on, not duplicated)."),
     "raw_salesforce_adjustment_requests": (
         "salesforce", "salesforce.adjustment_requests", lambda c: c.query_all(REQUEST_SOQL),
         "New Loyalty_Adjustment_Request__c records: validated and booked as `manual` entries."),

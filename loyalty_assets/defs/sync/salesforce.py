@@ -60,19 +60,23 @@ referral AS (
     WHERE c.referral_url IS NOT NULL AND c.referral_url <> ''
     GROUP BY k.member_id
 ),
--- the member's Contact already in the CRM (pulled, linked by identity): written by its Id, never
--- duplicated; its Account, when it is a person account
+-- the member's Contact or open Lead already in the CRM (pulled, linked by identity): written by its
+-- Id, never duplicated; a Contact's Account, when it is a person account
+crm_latest AS (
+    SELECT record_id AS salesforce_id, arg_max(payload, (modified_at, payload_hash)) AS payload
+    FROM raw_records WHERE source IN ('salesforce.contacts', 'salesforce.leads') GROUP BY record_id
+),
 crm AS (
-    SELECT record_id AS salesforce_id,
-           json_extract_string(arg_max(payload, (modified_at, payload_hash)), '$.AccountId') AS crm_account_id,
-           coalesce(TRY_CAST(json_extract_string(arg_max(payload, (modified_at, payload_hash)), '$.IsPersonAccount')
-                             AS BOOLEAN), FALSE) AS crm_is_person
-    FROM raw_records WHERE source = 'salesforce.contacts' GROUP BY record_id
+    SELECT salesforce_id, json_extract_string(payload, '$.AccountId') AS crm_account_id,
+           coalesce(TRY_CAST(json_extract_string(payload, '$.IsPersonAccount') AS BOOLEAN), FALSE) AS crm_is_person,
+           coalesce(TRY_CAST(json_extract_string(payload, '$.IsConverted') AS BOOLEAN), FALSE) AS crm_converted
+    FROM crm_latest
 )
 SELECT s.member_id, s.email, s.points_spendable, s.points_pending, s.vip_tier,
        coalesce(sp.spend_minor, 0) AS spend_minor, r.referral_url, e.member_id IS NOT NULL AS has_earn,
        st.values_hash AS pushed_hash, st.object AS pushed_object, s.salesforce_id,
-       c.crm_account_id, coalesce(c.crm_is_person, FALSE) AS crm_is_person
+       CASE WHEN starts_with(s.salesforce_id, '00Q') THEN 'Lead' ELSE 'Contact' END AS crm_object, c.crm_account_id, coalesce(c.crm_is_person, FALSE) AS crm_is_person,
+       coalesce(c.crm_converted, FALSE) AS crm_converted
 FROM member_status s
 LEFT JOIN earned e USING (member_id)
 LEFT JOIN spend sp USING (member_id)
@@ -238,10 +242,11 @@ def plan_salesforce(conn, synced_at: dt.datetime | None = None) -> dict:
             continue
         record = {"Loyalty_Member_Id__c": values["member_id"], **fields, SYNCED_AT_FIELD: synced}
         # never pushed as this object: the record the CRM already has for the member (its pulled
-        # Contact, or that Contact's person Account) is written by its Id; else it will be created
+        # Contact, that Contact's person Account, or its open Lead: a converted one is read-only) is
+        # written by its Id; else it will be created
         crm_id = None
         if values["pushed_object"] != obj and values["salesforce_id"]:
-            if obj == "Contact":
+            if obj == values["crm_object"] and not values["crm_converted"]:
                 crm_id = values["salesforce_id"]
             elif obj == "Account" and values["crm_is_person"]:
                 crm_id = values["crm_account_id"]
