@@ -70,6 +70,7 @@ PLATFORM_SUMMARY_KEYS = {
     "loyaltylion_transactions",
     "loyaltylion_referrals",
     "salesforce_contacts",
+    "salesforce_leads",
     "salesforce_adjustment_requests",
     "total_orders",
     "total_malformed_records",
@@ -566,6 +567,7 @@ def test_every_platform_has_its_seed_layout(seed_dir, bc, ct, sfcc_orders):
         "loyaltylion/transactions",
         "loyaltylion/referrals",
         "salesforce/Contact",
+        "salesforce/Lead",
         "salesforce/Loyalty_Adjustment_Request__c",
     ):
         assert isinstance(_array(_only(root, f"{name}/*.json")), list), name
@@ -848,6 +850,12 @@ def test_loyalty_platforms_and_salesforce(seed_dir, bc, ct, sfcc_orders):
     assert all(
         len(c["Id"]) == 18 and c["Id"].startswith("003") and "HasOptedOutOfEmail" in c for c in contacts
     )
+    # Leads the CRM had: open ones of shoppers without a Contact, converted ones of some with one
+    leads = _array(_only(root, "salesforce/Lead/*.json"))
+    contact_emails = {_norm(c["Email"]) for c in contacts}
+    assert all(len(lead["Id"]) == 18 and lead["Id"].startswith("00Q") and _norm(lead["Email"]) in shopper_emails
+               and (_norm(lead["Email"]) in contact_emails) == lead["IsConverted"] for lead in leads)
+    assert {lead["IsConverted"] for lead in leads} == {True, False}
     requests = _array(_only(root, "salesforce/Loyalty_Adjustment_Request__c/*.json"))
     contact_ids = {c["Id"] for c in contacts}
     assert all(r["Status__c"] == "New" and r["Contact__c"] in contact_ids for r in requests)

@@ -10,7 +10,7 @@ copied from `shared/fixtures/real/` and the reference docs):
     sfcc/<organization_id>/orders/*.json                         SCAPI orders, USD net and EUR gross sites
     smile/{customers,points_transactions,reward_fulfillments,referrals}/*.json
     loyaltylion/{customers,transactions,referrals}/*.json
-    salesforce/{Contact,Loyalty_Adjustment_Request__c}/*.json
+    salesforce/{Contact,Lead,Loyalty_Adjustment_Request__c}/*.json
 
 Shoppers are shared: each has a home platform (Magento 40 %, BigCommerce 25 %, commercetools 25 %,
 SFCC 10 %) and about a third also buy on one or two others with the same email typed differently.
@@ -3537,7 +3537,32 @@ def _generate_salesforce(
         contact = contacts[(n * 7) % len(known)]
         requests.append(_sf_request(rng, n, contact, points, reason, window))
     requests.append(_sf_request(rng, len(requests) + 1, stranger, 300, "Unknown member", window))
-    return {"Contact": contacts, "Loyalty_Adjustment_Request__c": requests}
+    return {"Contact": contacts, "Lead": _sf_leads(shoppers, known, window),
+            "Loyalty_Adjustment_Request__c": requests}
+
+
+def _sf_leads(shoppers: list[Shopper], known: list[Shopper], window: Window) -> list[dict]:
+    """Leads the CRM holds already (no random draw, so the rest of the data stays as it was): open
+    ones of shoppers it has no Contact for (the push writes on them), and converted ones of a few
+    it has (read-only: left alone)."""
+    contacted = {s.index for s in known}
+    chosen = [(s, False) for s in shoppers if s.first_order_at is not None and s.index not in contacted
+              and s.index % 23 == 5]
+    chosen += [(s, True) for s in known if s.index % 9 == 2]
+    leads = []
+    for n, (shopper, converted) in enumerate(sorted(chosen, key=lambda c: c[0].index), start=1):
+        created = window.first - timedelta(days=20 + shopper.index % 200)
+        leads.append({
+            "Id": _sf_id("00Q", n),
+            "FirstName": shopper.firstname,
+            "LastName": shopper.lastname,
+            "Company": f"{shopper.lastname} household",
+            "Email": shopper.email,
+            "Status": "Closed - Converted" if converted else "Open - Not Contacted",
+            "IsConverted": converted,
+            "CreatedDate": _sf_time(created),
+        })
+    return leads
 
 
 def _sf_request(
@@ -3684,6 +3709,7 @@ def generate(
         "loyaltylion_transactions": len(loyaltylion["transactions"]),
         "loyaltylion_referrals": len(loyaltylion["referrals"]),
         "salesforce_contacts": len(salesforce["Contact"]),
+        "salesforce_leads": len(salesforce["Lead"]),
         "salesforce_adjustment_requests": len(salesforce["Loyalty_Adjustment_Request__c"]),
         "total_orders": len(plans)
         + _count_ids(bigcommerce, "orders")
