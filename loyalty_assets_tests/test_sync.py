@@ -610,10 +610,27 @@ def test_salesforce_refusing_a_record_fails_the_push_after_logging_it(tmp_path):
         with pytest.raises(dg.Failure, match="1 records failed"):
             salesforce_push(dg.build_asset_context(resources=resources, partition_key="2024-03-01"))
         assert [lead["Loyalty_Member_Id__c"] for lead in emulator.records("Lead")] == ["M1"]
+        conn = wh.connect(str(path))
+        logged = conn.execute("SELECT record_key, status, message FROM sync_log WHERE operation = 'upsert Lead' "
+                              "ORDER BY record_key").fetchall()
+        synced = conn.execute("SELECT record_key FROM sync_state WHERE target = 'salesforce'").fetchall()
+        conn.close()
+        assert [(k, s) for k, s, _ in logged] == [("M1", "sent"), ("M2", "failed")] and "STRING_TOO_LONG" in logged[1][2]
+        assert synced == [("M1",)]  # M2 is not in sync: the next push sends it again
+
+        # each delivery of M2 counts its attempt: refused again (2), then the tier fixed in the program (3)
+        with pytest.raises(dg.Failure, match="1 records failed"):
+            salesforce_push(dg.build_asset_context(resources=resources, partition_key="2024-03-01"))
+        conn = wh.connect(str(path))
+        conn.execute("UPDATE member_status SET vip_tier = 'Gold', points_spendable = 25 WHERE member_id = 'M2'")
+        conn.close()
+        salesforce_push(dg.build_asset_context(resources=resources, partition_key="2024-03-01"))
+        conn = wh.connect(str(path))
+        conn.execute("UPDATE member_status SET points_spendable = 30 WHERE member_id = 'M2'")
+        conn.close()
+        salesforce_push(dg.build_asset_context(resources=resources, partition_key="2024-03-01"))
     conn = wh.connect(str(path))
-    logged = conn.execute("SELECT record_key, status, message FROM sync_log WHERE operation = 'upsert Lead' "
-                          "ORDER BY record_key").fetchall()
-    synced = conn.execute("SELECT record_key FROM sync_state WHERE target = 'salesforce'").fetchall()
+    attempts = conn.execute("SELECT record_key, attempt, status FROM sync_log WHERE operation = 'upsert Lead' "
+                            "ORDER BY record_key, started_at").fetchall()
     conn.close()
-    assert [(k, s) for k, s, _ in logged] == [("M1", "sent"), ("M2", "failed")] and "STRING_TOO_LONG" in logged[1][2]
-    assert synced == [("M1",)]  # M2 is not in sync: the next push sends it again
+    assert attempts == [("M1", 1, "sent"), ("M2", 1, "failed"), ("M2", 2, "failed"), ("M2", 3, "sent"), ("M2", 1, "sent")]

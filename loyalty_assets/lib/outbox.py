@@ -130,6 +130,39 @@ def _chunk(columns: dict[str, list]) -> pa.Table:
                      for k, v in columns.items()})
 
 
+SYNC_LOG_SCHEMA = pa.schema([
+    ("correlation_id", pa.string()), ("run_id", pa.string()), ("target", pa.string()), ("operation", pa.string()),
+    ("record_key", pa.string()), ("attempt", pa.int32()), ("status", pa.string()), ("http_status", pa.int32()),
+    ("message", pa.string()), ("payload_summary", pa.string()), ("started_at", pa.timestamp("us", tz="UTC")),
+    ("finished_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+def write_sync_log(conn: duckdb.DuckDBPyConnection, rows: list[tuple]) -> None:
+    """sync_log rows (its columns in order) in one statement: executemany took 0.7 ms a row, 33 s for
+    a day of 50,000 members. A row without an attempt is a record's delivery: its attempt is counted
+    here, 1 + the failures of the same operation on the same record since it last went through."""
+    if not rows:
+        return
+    frame = pa.table([pa.array(c, f.type) for c, f in zip(zip(*rows, strict=True), SYNC_LOG_SCHEMA, strict=True)],
+                     schema=SYNC_LOG_SCHEMA)
+    with registered(conn, "_sync_log_rows", frame):
+        conn.execute(
+            """WITH records AS (SELECT DISTINCT target, operation, record_key FROM _sync_log_rows WHERE attempt IS NULL),
+               history AS (
+                   SELECT s.target, s.operation, s.record_key, s.status, s.started_at FROM sync_log s
+                   JOIN records USING (target, operation, record_key)),
+               failures AS (
+                   SELECT target, operation, record_key, count(*) FILTER (WHERE status = 'failed' AND started_at > coalesce(
+                       (SELECT max(h.started_at) FROM history h WHERE h.target = f.target AND h.operation = f.operation
+                        AND h.record_key = f.record_key AND h.status = 'sent'), '-infinity')) AS failed
+                   FROM history f GROUP BY ALL)
+               INSERT INTO sync_log
+               SELECT r.* REPLACE (coalesce(r.attempt, 1 + coalesce(f.failed, 0)) AS attempt)
+               FROM _sync_log_rows r LEFT JOIN failures f USING (target, operation, record_key)"""
+        )
+
+
 def mark_sending(conn: duckdb.DuckDBPyConnection, target: str, batches: list[Batch], run_id: str | None) -> dict[str, str]:
     """Record the attempt before the call: a crash after this leaves 'sending' = outcome unknown."""
     now = dt.datetime.now(dt.UTC)
@@ -216,9 +249,6 @@ def dry_run() -> bool:
 
 def record_dry_run(conn: duckdb.DuckDBPyConnection, target: str, batches: list[Batch], run_id: str | None) -> None:
     now = dt.datetime.now(dt.UTC)
-    conn.executemany(
-        "INSERT INTO sync_log VALUES (?, ?, ?, 'points_transaction', ?, 0, 'dry_run', NULL, ?, ?, ?, ?)",
-        [(str(uuid.uuid4()), run_id, target, b.batch_id,
-          "would send" if b.external_customer_id else "would wait for a customer", summary(b), now, now)
-         for b in batches],
-    )
+    write_sync_log(conn, [(str(uuid.uuid4()), run_id, target, "points_transaction", b.batch_id, 0, "dry_run", None,
+                           "would send" if b.external_customer_id else "would wait for a customer", summary(b), now, now)
+                          for b in batches])

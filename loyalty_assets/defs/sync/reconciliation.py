@@ -1,6 +1,10 @@
 """Reconciliation: each member's spendable balance next to Smile.io's and LoyaltyLion's, read after
 the run's pushes, with what explains a difference (points not delivered yet) and what does not."""
 
+import pyarrow as pa
+
+from loyalty_assets.lib.warehouse import registered
+
 BALANCE_FIELDS = {"smile": ("id", "points_balance"), "loyaltylion": ("merchant_id", "points_approved")}
 
 RECONCILE_SQL = """
@@ -32,12 +36,13 @@ FROM linked l LEFT JOIN unsent u USING (member_id)
 def store_reconciliation(conn, target: str, customers: list[dict]) -> tuple[int, int]:
     """Write the comparison for one target; returns (members compared, members with drift)."""
     id_field, balance_field = BALANCE_FIELDS[target]
-    rows = [(str(c[id_field]), int(c.get(balance_field) or 0)) for c in customers if c.get(id_field) is not None]
-    conn.execute("CREATE OR REPLACE TEMP TABLE platform_balances (external_id VARCHAR, balance BIGINT)")
-    if rows:
-        conn.executemany("INSERT INTO platform_balances VALUES (?, ?)", rows)
+    known = [c for c in customers if c.get(id_field) is not None]
+    # one statement for every customer (executemany took 0.7 ms a row: 2 minutes for 200,000)
+    balances = pa.table({"external_id": pa.array([str(c[id_field]) for c in known], pa.string()),
+                         "balance": pa.array([int(c.get(balance_field) or 0) for c in known], pa.int64())})
     conn.execute("DELETE FROM reconciliation WHERE target = ?", [target])
-    conn.execute(f"INSERT INTO reconciliation {RECONCILE_SQL}", {"target": target})
+    with registered(conn, "platform_balances", balances):
+        conn.execute(f"INSERT INTO reconciliation {RECONCILE_SQL}", {"target": target})
     compared, drifting = conn.execute(
         "SELECT count(*), count(*) FILTER (WHERE drift <> 0) FROM reconciliation WHERE target = ?", [target]
     ).fetchone()

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from loyalty_assets.defs.partitions import PROGRAM
 from loyalty_assets.lib.money import currency_digits
+from loyalty_assets.lib.outbox import write_sync_log
 from loyalty_assets.lib.warehouse import registered
 
 SAFETY_MAX_FRACTION = 0.8
@@ -381,7 +382,7 @@ def push_salesforce(context, resource, warehouse) -> dict:
                     "salesforce",
                     f"{operation} {obj}",
                     key,
-                    1,
+                    None,  # counted by write_sync_log: the failures since the record last went through
                     status,
                     None,
                     message,
@@ -483,8 +484,7 @@ def push_salesforce(context, resource, warehouse) -> dict:
             )
         )
     with warehouse.connect() as conn:
-        if log_rows:
-            conn.executemany("INSERT INTO sync_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", log_rows)
+        write_sync_log(conn, log_rows)
         save_sync_state(conn, state_rows)
     failed = sum(1 for r in log_rows if r[6] == "failed")
     return {
