@@ -472,6 +472,7 @@ def test_crm_leads_are_identity_keys_and_an_open_one_is_written_on_not_duplicate
         {"LastName": "Bo", "Company": "Bo Ltd", "Email": "bo@example.com", "LastModifiedDate": "2024-02-01T00:00:00.000+0000"},
         {"LastName": "Cy", "Company": "Cy", "Email": "cy@example.com", "IsConverted": True, "Status": "Closed - Converted",
          "LastModifiedDate": "2024-01-01T00:00:00.000+0000"}])
+    box.salesforce.add_records("Lead", [{"LastName": "Nobody", "Company": "Trade show"}])  # no e-mail: not read
     resources = resources_for(box, warehouse_path)
     assert materialize_range("2024-03-01", "2024-03-02", resources).success
     members = dict(query(warehouse_path, "SELECT email, member_id FROM member_status"))
@@ -481,7 +482,8 @@ def test_crm_leads_are_identity_keys_and_an_open_one_is_written_on_not_duplicate
     assert keys == sorted([(f"salesforce:default:{bo_lead}", "salesforce_id"),
                            (f"salesforce:default:{bo_duplicate}", "salesforce_id")])
     assert query(warehouse_path, "SELECT count(*) FROM identity_conflicts") == [(0,)]
-    leads = {lead["Id"]: lead for lead in box.salesforce.records("Lead")}
+    assert query(warehouse_path, "SELECT count(*) FROM raw_records WHERE source = 'salesforce.leads'") == [(3,)]
+    leads = {lead["Id"]: lead for lead in box.salesforce.records("Lead") if lead["Email"]}
     assert len(leads) == 4  # the CRM's three and cy's: its Lead was converted
     assert (leads[bo_lead]["Loyalty_Member_Id__c"], leads[bo_lead]["LastName"], leads[bo_lead]["Company"]) == (
         members["bo@example.com"], "Bo", "Bo Ltd")  # the CRM's names kept
@@ -500,7 +502,7 @@ def test_crm_leads_are_identity_keys_and_an_open_one_is_written_on_not_duplicate
     assert materialize_range("2024-03-05", "2024-03-05", resources).success
     assert query(warehouse_path, "SELECT salesforce_id FROM member_status WHERE email = 'bo@example.com'") == [
         (contact["Id"],)]
-    assert len(box.salesforce.records("Contact")) == 1 and len(box.salesforce.records("Lead")) == 4
+    assert len(box.salesforce.records("Contact")) == 1 and len(box.salesforce.records("Lead")) == 5
     assert query(warehouse_path, "SELECT count(DISTINCT member_id) FROM member_keys") == [(2,)]
 
 

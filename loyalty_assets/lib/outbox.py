@@ -153,10 +153,11 @@ def write_sync_log(conn: duckdb.DuckDBPyConnection, rows: list[tuple]) -> None:
                    SELECT s.target, s.operation, s.record_key, s.status, s.started_at FROM sync_log s
                    JOIN records USING (target, operation, record_key)),
                failures AS (
-                   SELECT target, operation, record_key, count(*) FILTER (WHERE status = 'failed' AND started_at > coalesce(
-                       (SELECT max(h.started_at) FROM history h WHERE h.target = f.target AND h.operation = f.operation
-                        AND h.record_key = f.record_key AND h.status = 'sent'), '-infinity')) AS failed
-                   FROM history f GROUP BY ALL)
+                   SELECT target, operation, record_key,
+                          count(*) FILTER (WHERE status = 'failed' AND started_at > coalesce(last_sent, '-infinity')) AS failed
+                   FROM (SELECT *, max(started_at) FILTER (WHERE status = 'sent')
+                                       OVER (PARTITION BY target, operation, record_key) AS last_sent FROM history)
+                   GROUP BY ALL)
                INSERT INTO sync_log
                SELECT r.* REPLACE (coalesce(r.attempt, 1 + coalesce(f.failed, 0)) AS attempt)
                FROM _sync_log_rows r LEFT JOIN failures f USING (target, operation, record_key)"""

@@ -15,9 +15,10 @@ def contact_soql() -> str:
             "Loyalty_Points_Pending__c, Loyalty_VIP_Tier__c, AccountId, LastModifiedDate"
             + (", IsPersonAccount" if PROGRAM.salesforce.person_accounts else "") + " FROM Contact")
 
-# every Lead: its id is an identity key (RULES.md §8), and a member the CRM has as an open Lead is
-# written on it rather than given a second one (a converted Lead is read-only)
-LEAD_SOQL = "SELECT Id, Email, Loyalty_Member_Id__c, IsConverted, LastModifiedDate FROM Lead"
+# every Lead with an e-mail: its id is an identity key (RULES.md §8), and a member the CRM has as an
+# open Lead is written on it rather than given a second one (a converted Lead is read-only). One
+# without an e-mail links no one: a marketing org's bulk of them is not read.
+LEAD_SOQL = "SELECT Id, Email, Loyalty_Member_Id__c, IsConverted, LastModifiedDate FROM Lead WHERE Email != null"
 
 REQUEST_SOQL = (
     "SELECT Id, Contact__c, Contact__r.Loyalty_Member_Id__c, Points__c, Reason__c, Status__c, LastModifiedDate "

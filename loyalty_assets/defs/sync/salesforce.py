@@ -76,8 +76,8 @@ crm AS (
 SELECT s.member_id, s.email, s.points_spendable, s.points_pending, s.vip_tier,
        coalesce(sp.spend_minor, 0) AS spend_minor, r.referral_url, e.member_id IS NOT NULL AS has_earn,
        st.values_hash AS pushed_hash, st.object AS pushed_object, s.salesforce_id,
-       CASE WHEN starts_with(s.salesforce_id, '00Q') THEN 'Lead' ELSE 'Contact' END AS crm_object, c.crm_account_id, coalesce(c.crm_is_person, FALSE) AS crm_is_person,
-       coalesce(c.crm_converted, FALSE) AS crm_converted
+       CASE WHEN starts_with(s.salesforce_id, '00Q') THEN 'Lead' ELSE 'Contact' END AS crm_object,   -- identity.LEAD_PREFIX
+       c.crm_account_id, coalesce(c.crm_is_person, FALSE) AS crm_is_person, coalesce(c.crm_converted, FALSE) AS crm_converted
 FROM member_status s
 LEFT JOIN earned e USING (member_id)
 LEFT JOIN spend sp USING (member_id)
