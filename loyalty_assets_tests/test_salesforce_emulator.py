@@ -442,3 +442,11 @@ def test_a_converted_lead_is_read_only(emu: SalesforceEmulator, sf: Salesforce) 
     assert refused.value.content[0]["errorCode"] == "CANNOT_UPDATE_CONVERTED_LEAD"
     assert sf.Lead.update(open_lead, {MEMBER_ID: "M2"}) == 204
     assert emu.get_record("Lead", converted)[MEMBER_ID] is None
+    # a CRM user converts the open one: a Contact of its name and e-mail (custom fields not mapped)
+    contact_id = emu.convert_lead(open_lead)
+    lead = sf.query(f"SELECT IsConverted, ConvertedContactId, Status FROM Lead WHERE Id = '{open_lead}'")["records"][0]
+    assert (lead["IsConverted"], lead["ConvertedContactId"], lead["Status"]) == (True, contact_id, "Closed - Converted")
+    contact = emu.get_record("Contact", contact_id)
+    assert (contact["LastName"], contact["Email"], contact[MEMBER_ID]) == ("Di", "di@example.com", None)
+    with pytest.raises(SalesforceMalformedRequest):
+        sf.Lead.update(open_lead, {MEMBER_ID: "M2"})

@@ -446,6 +446,9 @@ def test_member_is_a_lead_until_its_first_earn_then_the_lead_is_marked_converted
         assert [(c["Loyalty_Member_Id__c"], int(c["Loyalty_Points_Spendable__c"])) for c in emulator.records("Contact")] == [
             ("M1", 10)]
         assert emulator.records("Lead")[0]["Status"] == "Working - Contacted"
+        # nothing changed since: nothing is sent (the Lead's marking is not the member's last write)
+        summary = sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))
+        assert (summary["contacts"], summary["conversions"], summary["calls"]) == (0, 0, 0)
         conn = wh.connect(str(path))
         assert conn.execute("SELECT operation FROM sync_log WHERE record_key = 'M1' ORDER BY operation").fetchall() == [
             ("convert Lead",), ("upsert Contact",), ("upsert Lead",)]
@@ -504,6 +507,19 @@ def test_crm_leads_are_identity_keys_and_an_open_one_is_written_on_not_duplicate
         (contact["Id"],)]
     assert len(box.salesforce.records("Contact")) == 1 and len(box.salesforce.records("Lead")) == 5
     assert query(warehouse_path, "SELECT count(DISTINCT member_id) FROM member_keys") == [(2,)]
+
+    # a sales rep converts cy's Lead (ours) before cy earns, and cy's values change (a Smile.io customer
+    # with a referral link): cy is written on the Contact the conversion made, not on the read-only Lead
+    box.clock.advance(3600)  # the conversion is the Lead's latest version
+    converted_contact = box.salesforce.convert_lead(cy_lead["Id"])
+    (cy_smile,) = box.smile.add_customers([{"email": "cy@example.com", "created_at": "2024-01-01T00:00:00Z"}])
+    assert materialize_range("2024-03-06", "2024-03-06", resources).success
+    cy = box.salesforce.get_record("Contact", converted_contact)
+    assert (cy["Loyalty_Member_Id__c"], cy["Loyalty_Referral_Url__c"]) == (members["cy@example.com"], cy_smile["referral_url"])
+    assert len(box.salesforce.records("Contact")) == 2 and len(box.salesforce.records("Lead")) == 5
+    assert box.salesforce.get_record("Lead", cy_lead["Id"])["Loyalty_Referral_Url__c"] is None
+    assert query(warehouse_path, "SELECT salesforce_id FROM member_status WHERE email = 'cy@example.com'") == [
+        (converted_contact,)]
 
 
 def test_person_accounts_by_configuration(sandbox, warehouse_path, monkeypatch):

@@ -354,6 +354,7 @@ OBJECTS: dict[str, ObjectDef] = {
                 _f("Phone", "phone", 40),
                 _f("Status", "picklist", 255, picklist=_LEAD_STATUSES, default=_LEAD_STATUSES[0]),
                 _f("IsConverted", "boolean", default=False, **_RO),
+                _f("ConvertedContactId", "reference", 18, reference_to="Contact", **_RO),
                 _f("HasOptedOutOfEmail", "boolean", default=False, label="Email Opt Out"),
                 _f("DoNotCall", "boolean", default=False, label="Do Not Call"),
                 *_member_fields(),
@@ -1158,6 +1159,22 @@ class SalesforceEmulator(Emulator):
                     stored["IsConverted"] = True
                 ids.append(record_id)
         return ids
+
+    def convert_lead(self, lead_id: str) -> str:
+        """What a CRM user's Convert button does (the REST API has none): a Contact from the Lead's
+        name and contact details (custom fields are not mapped), the Lead read-only from then on.
+        Returns the Contact's id."""
+        with self._lock:
+            lead = self._find(OBJECTS["Lead"], "Id", lead_id)
+            if lead is None or lead.get("IsConverted"):
+                raise ValueError(f"no unconverted Lead {lead_id}")
+            contact_id, _ = self._write(OBJECTS["Contact"], None, {
+                k: lead.get(k) for k in ("FirstName", "LastName", "Email", "Phone", "HasOptedOutOfEmail", "DoNotCall")
+            }, txn=None, check_lock=False)
+            now = sf_datetime(self.clock.now())
+            lead.update(IsConverted=True, ConvertedContactId=contact_id, Status="Closed - Converted",
+                        LastModifiedDate=now, SystemModstamp=now)
+            return contact_id
 
     def records(self, sobject: str) -> list[dict[str, Any]]:
         """Every stored record of ``sobject`` (copies), in creation order."""

@@ -1,7 +1,8 @@
 """Pushing members, ledger entries and tier changes to Salesforce (RULES.md §9, CONTRACT.md §5).
 
 Members are Leads until their first `earn` entry, then Contacts (the Lead is marked converted through
-its Status field: the REST API has no lead conversion call). Everything is upserted by external id,
+its Status field: the REST API has no lead conversion call); one whose Lead a CRM user converted is a
+Contact from then on. Everything is upserted by external id,
 which makes a resend harmless; only rows whose pushed values changed since the last successful push
 are sent. Names, e-mail and consent belong to Salesforce: they are written only when a record is
 created (Salesforce requires LastName), never overwritten. The daily API allowance is read from
@@ -72,21 +73,36 @@ crm AS (
            coalesce(TRY_CAST(json_extract_string(payload, '$.IsPersonAccount') AS BOOLEAN), FALSE) AS crm_is_person,
            coalesce(TRY_CAST(json_extract_string(payload, '$.IsConverted') AS BOOLEAN), FALSE) AS crm_converted
     FROM crm_latest
+),
+-- the members whose Lead (ours: it carries our external id) a CRM user has converted: they are
+-- Contacts now, and a converted Lead is read-only
+converted AS (
+    SELECT json_extract_string(payload, '$.Loyalty_Member_Id__c') AS member_id
+    FROM crm_latest
+    WHERE starts_with(salesforce_id, '00Q') AND TRY_CAST(json_extract_string(payload, '$.IsConverted') AS BOOLEAN)
+      AND json_extract_string(payload, '$.Loyalty_Member_Id__c') IS NOT NULL
 )
 SELECT s.member_id, s.email, s.points_spendable, s.points_pending, s.vip_tier,
        coalesce(sp.spend_minor, 0) AS spend_minor, r.referral_url, e.member_id IS NOT NULL AS has_earn,
        st.values_hash AS pushed_hash, st.object AS pushed_object, s.salesforce_id,
        CASE WHEN starts_with(s.salesforce_id, '00Q') THEN 'Lead' ELSE 'Contact' END AS crm_object,   -- identity.LEAD_PREFIX
-       c.crm_account_id, coalesce(c.crm_is_person, FALSE) AS crm_is_person, coalesce(c.crm_converted, FALSE) AS crm_converted
+       c.crm_account_id, coalesce(c.crm_is_person, FALSE) AS crm_is_person, coalesce(c.crm_converted, FALSE) AS crm_converted,
+       coalesce(s.member_id IN (SELECT member_id FROM converted), FALSE) AS lead_converted,
+       -- written as a Lead and not marked converted yet (a failed marking is tried again)
+       EXISTS (SELECT 1 FROM sync_state l WHERE l.target = 'salesforce' AND l.object = 'Lead'
+               AND l.record_key = s.member_id AND l.values_hash <> 'converted') AS lead_open
 FROM member_status s
 LEFT JOIN earned e USING (member_id)
 LEFT JOIN spend sp USING (member_id)
 LEFT JOIN referral r USING (member_id)
 LEFT JOIN crm c USING (salesforce_id)
+-- the object last written with the member's values (marking its Lead converted is not one: read as
+-- one, it made every later run send the Contact and the conversion again)
 LEFT JOIN sync_state st ON st.target = 'salesforce' AND st.record_key = s.member_id
-     AND st.object IN ('Contact', 'Lead', 'Account')
+     AND st.object IN ('Contact', 'Lead', 'Account') AND st.values_hash <> 'converted'
      AND st.pushed_at = (SELECT max(pushed_at) FROM sync_state x WHERE x.target = 'salesforce'
-                         AND x.record_key = s.member_id AND x.object IN ('Contact', 'Lead', 'Account'))
+                         AND x.record_key = s.member_id AND x.object IN ('Contact', 'Lead', 'Account')
+                         AND x.values_hash <> 'converted')
 """
 
 # where each `transactions_as` delivers entries and tier changes, and the sync_state object they are
@@ -236,7 +252,9 @@ def plan_salesforce(conn, synced_at: dt.datetime | None = None) -> dict:
     cols = [d[0] for d in cur.description]
     leads, contacts, conversions = [], [], []
     for values in (dict(zip(cols, r, strict=True)) for r in cur.fetchall()):
-        obj = member_object() if values["has_earn"] else "Lead"
+        obj = member_object() if values["has_earn"] or values["lead_converted"] else "Lead"
+        if obj != "Lead" and values["lead_open"] and not values["lead_converted"]:
+            conversions.append(values["member_id"])
         fields = _member_values(values)
         digest = _hash({"object": obj, **fields})
         if digest == values["pushed_hash"]:
@@ -255,8 +273,6 @@ def plan_salesforce(conn, synced_at: dt.datetime | None = None) -> dict:
         item = {"record": record, "hash": digest, "email": values["email"], "member_id": values["member_id"],
                 "new": new, "crm_id": crm_id}
         (contacts if obj != "Lead" else leads).append(item)
-        if obj != "Lead" and values["pushed_object"] == "Lead":
-            conversions.append(values["member_id"])
     cur = conn.execute(TRANSACTIONS_SQL, {"object": TRANSACTION_OBJECTS[PROGRAM.salesforce.transactions_as],
                                           "tz": PROGRAM.timezone})
     cols = [d[0] for d in cur.description]
