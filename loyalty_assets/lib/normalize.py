@@ -623,7 +623,7 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
 
         _each(conn, batch, source, customer_row, since)
     def person_row(tenant, payload, day, rid, raw) -> str:
-        record_id, email = events.salesforce_contact_email(payload)
+        record_id, email = events.salesforce_person_email(payload)
         batch.customers.append({"customer_key": f"salesforce:{tenant}:{record_id}", "platform": "salesforce",
                                 "source_id": record_id, "email": email, "created_at": None,
                                 "updated_at": raw["updated_at"], "payload_hash": raw["payload_hash"]})

@@ -10,6 +10,7 @@ import datetime as dt
 
 import duckdb
 
+from loyalty_assets.lib.identity import LEAD_PREFIX
 from loyalty_assets.lib.ledger import compute_order_values, prepare_rules, watermark
 from loyalty_assets.lib.program import Program
 from loyalty_assets.lib.tiers import load_levels
@@ -84,7 +85,7 @@ def refresh_member_status(conn: duckdb.DuckDBPyConnection, program: Program) -> 
             conn.execute(SCOPE_SQL, {"since": since, "prev": prev, "as_of": as_of})
         run_script(conn, "member_status", {
             "as_of": as_of, "full": full, "retention": program.tiers.retention, "period": program.tiers.period,
-            "since": since,
+            "since": since, "lead_prefix": LEAD_PREFIX,
         })
         if as_of is not None and program.tiers.period == "rolling_365" and program.tiers.retention != "none":
             rules = prepare_rules(conn, program)

@@ -19,6 +19,7 @@ from decimal import Decimal
 import pyarrow as pa
 
 from loyalty_assets.defs.partitions import PROGRAM
+from loyalty_assets.lib.identity import LEAD_PREFIX
 from loyalty_assets.lib.money import currency_digits
 from loyalty_assets.lib.outbox import write_sync_log
 from loyalty_assets.lib.warehouse import registered
@@ -40,7 +41,7 @@ def _hash(values: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-MEMBERS_SQL = """
+MEMBERS_SQL = f"""
 WITH earned AS (SELECT DISTINCT member_id FROM ledger_entries WHERE kind = 'earn'),
 spend AS (
     SELECT member_id, sum(net_eligible_program_minor) AS spend_minor FROM order_facts
@@ -69,7 +70,9 @@ crm_latest AS (
     FROM raw_records WHERE source IN ('salesforce.contacts', 'salesforce.leads') GROUP BY record_id
 ),
 crm AS (
-    SELECT salesforce_id, json_extract_string(payload, '$.AccountId') AS crm_account_id,
+    SELECT salesforce_id, starts_with(salesforce_id, '{LEAD_PREFIX}') AS crm_is_lead,
+           json_extract_string(payload, '$.Loyalty_Member_Id__c') AS crm_member_id,
+           json_extract_string(payload, '$.AccountId') AS crm_account_id,
            coalesce(TRY_CAST(json_extract_string(payload, '$.IsPersonAccount') AS BOOLEAN), FALSE) AS crm_is_person,
            coalesce(TRY_CAST(json_extract_string(payload, '$.IsConverted') AS BOOLEAN), FALSE) AS crm_converted
     FROM crm_latest
@@ -77,15 +80,12 @@ crm AS (
 -- the members whose Lead (ours: it carries our external id) a CRM user has converted: they are
 -- Contacts now, and a converted Lead is read-only
 converted AS (
-    SELECT json_extract_string(payload, '$.Loyalty_Member_Id__c') AS member_id
-    FROM crm_latest
-    WHERE starts_with(salesforce_id, '00Q') AND TRY_CAST(json_extract_string(payload, '$.IsConverted') AS BOOLEAN)
-      AND json_extract_string(payload, '$.Loyalty_Member_Id__c') IS NOT NULL
+    SELECT crm_member_id AS member_id FROM crm WHERE crm_is_lead AND crm_converted AND crm_member_id IS NOT NULL
 )
 SELECT s.member_id, s.email, s.points_spendable, s.points_pending, s.vip_tier,
        coalesce(sp.spend_minor, 0) AS spend_minor, r.referral_url, e.member_id IS NOT NULL AS has_earn,
        st.values_hash AS pushed_hash, st.object AS pushed_object, s.salesforce_id,
-       CASE WHEN starts_with(s.salesforce_id, '00Q') THEN 'Lead' ELSE 'Contact' END AS crm_object,   -- identity.LEAD_PREFIX
+       CASE WHEN starts_with(s.salesforce_id, '{LEAD_PREFIX}') THEN 'Lead' ELSE 'Contact' END AS crm_object,
        c.crm_account_id, coalesce(c.crm_is_person, FALSE) AS crm_is_person, coalesce(c.crm_converted, FALSE) AS crm_converted,
        coalesce(s.member_id IN (SELECT member_id FROM converted), FALSE) AS lead_converted,
        -- written as a Lead and not marked converted yet (a failed marking is tried again)

@@ -125,8 +125,8 @@ def adjustment_request(req: dict, tenant: str, program: Program) -> LoyaltyEvent
     )
 
 
-def salesforce_contact_email(contact: dict) -> tuple[str, str | None]:
-    return native_id(contact, "Id"), normalize_email(contact.get("Email"))
+def salesforce_person_email(person: dict) -> tuple[str, str | None]:
+    return native_id(person, "Id"), normalize_email(person.get("Email"))
 
 
 def modified(record: dict, *fields: str):

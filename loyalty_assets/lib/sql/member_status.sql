@@ -45,11 +45,11 @@ balances AS (
 ),
 platform_ids AS (
     -- the oldest key wins: the identity guard keeps a contested email with the oldest customer; in
-    -- Salesforce a Contact before a Lead (Lead ids start 00Q: identity.LEAD_PREFIX)
+    -- Salesforce a Contact before a Lead (by the Lead ids' prefix, identity.LEAD_PREFIX)
     SELECT member_id,
            arg_min(split_part(key, ':', 3), first_seen_at) FILTER (WHERE key LIKE 'smile:%') AS smile_id,
            arg_min(split_part(key, ':', 3), first_seen_at) FILTER (WHERE key LIKE 'loyaltylion:%') AS loyaltylion_id,
-           arg_min(split_part(key, ':', 3), (starts_with(split_part(key, ':', 3), '00Q'), first_seen_at))
+           arg_min(split_part(key, ':', 3), (starts_with(split_part(key, ':', 3), $lead_prefix), first_seen_at))
                FILTER (WHERE key LIKE 'salesforce:%') AS salesforce_id
     FROM scoped_keys
     GROUP BY 1
