@@ -4,21 +4,21 @@
 -- holds for the first one).
 -- {into}: into temp table new_entries (ledger.py journals them), or straight into an empty journal.
 {into}
-WITH seq AS (   -- the windows on narrow rows, the rest of the row read once for the entries (they sorted
+WITH seq AS (   -- one window on narrow rows, the rest of the row read once for the entries (they sorted
                 -- every column three times: 2.9 of 4.5 s at 1M orders)
-    SELECT rowid AS value_row, order_key, point_at, booked_day, trigger_day,
-           value - lag(value, 1, booked_points) OVER w AS delta,
-           lag(value, 1, booked_points) OVER w AS booked_before
-    FROM order_values
-    WINDOW w AS (PARTITION BY order_key ORDER BY point_at)
-),
-seq2 AS (
     -- the first rise of the run is the earn of an order without one (its day is the trigger day), a
-    -- later rise an adjust (one unordered window for both; an ordered frame and a second window over
-    -- the kinds gave the same entries at the same cost)
-    SELECT *, min(point_at) FILTER (WHERE delta > 0) OVER (PARTITION BY order_key) AS first_rise_at,
-              min(booked_day) FILTER (WHERE delta > 0) OVER (PARTITION BY order_key) AS first_rise_day
-    FROM seq
+    -- later rise an adjust. An order without an earn entry has booked nothing (its first positive
+    -- entry is the earn, and no value is negative), so its first rise is its first point with a
+    -- value: a frame over the same ordered window, not a second window over the deltas (0.3-0.4 s at
+    -- 1M orders)
+    SELECT rowid AS value_row, point_at, booked_day, trigger_day,
+           value - lag(value, 1, booked_points) OVER w AS delta,
+           lag(value, 1, booked_points) OVER w AS booked_before,
+           min(point_at) FILTER (WHERE value > 0) OVER whole AS first_rise_at,
+           min(booked_day) FILTER (WHERE value > 0) OVER whole AS first_rise_day
+    FROM order_values
+    WINDOW w AS (PARTITION BY order_key ORDER BY point_at),
+           whole AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 ),
 triggered AS (
     -- the trigger day is the earn entry's day, booked before this run or in it
@@ -27,7 +27,7 @@ triggered AS (
                 WHEN trigger_day IS NOT NULL OR coalesce(point_at > first_rise_at, FALSE) THEN 'adjust'
                 ELSE 'earn' END AS kind,
            coalesce(trigger_day, first_rise_day, booked_day) AS trig
-    FROM seq2 WHERE delta <> 0
+    FROM seq WHERE delta <> 0
 ),
 entry_rows AS (SELECT v.*, t.delta, t.booked_before, t.kind, t.trig FROM triggered t JOIN order_values v ON v.rowid = t.value_row)
 SELECT substr(sha256(concat_ws('|', $program_id, k.order_key, CAST(k.booked_day AS VARCHAR), k.kind, k.source_version)), 1, 32) AS entry_id,

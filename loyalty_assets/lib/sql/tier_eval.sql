@@ -75,19 +75,20 @@ ranked AS (
     FROM levels n LEFT JOIN history h USING (member_id, day)
 ),
 per_day AS (
-    -- the tier each day a member has a row (a new row wins over an absorbed member's row of that day)
-    SELECT member_id, day, max(tier_rank) AS tier_rank, bool_or(is_new) AS is_new FROM (
-        SELECT member_id, day, tier_rank, TRUE AS is_new FROM ranked
-        UNION ALL
-        SELECT o.member_id, o.day, o.tier_rank, FALSE FROM old o
-        WHERE NOT EXISTS (SELECT 1 FROM ranked n WHERE n.member_id = o.member_id AND n.day = o.day)
-    ) GROUP BY ALL
-),
-previous AS (
-    SELECT member_id, day, lag(tier_rank) OVER (PARTITION BY member_id ORDER BY day) AS prev_tier FROM per_day
+    -- the tier each day a member has a row: the new rows, and the old ones of other days (an absorbed
+    -- member's rows of a day its survivor has one too, by the highest; a group over the new rows as
+    -- well, which are one a day already, cost 0.3 s at 1M orders)
+    SELECT member_id, day, metric, prev_metric, earned_rank, tier_rank, TRUE AS is_new FROM ranked
+    UNION ALL
+    SELECT o.member_id, o.day, NULL, NULL, NULL, max(o.tier_rank), FALSE FROM old o
+    WHERE NOT EXISTS (SELECT 1 FROM ranked n WHERE n.member_id = o.member_id AND n.day = o.day)
+    GROUP BY o.member_id, o.day
 )
-SELECT r.*, coalesce(p.prev_tier, 0) AS prev_tier
-FROM ranked r JOIN previous p USING (member_id, day);
+-- the previous tier over the same rows, kept for the new ones (not a join of the two: 0.2 s)
+SELECT member_id, day, metric, prev_metric, earned_rank, tier_rank,
+       coalesce(lag(tier_rank) OVER (PARTITION BY member_id ORDER BY day), 0) AS prev_tier
+FROM per_day
+QUALIFY is_new;
 
 DELETE FROM tier_days t USING tier_new n WHERE t.member_id = n.member_id AND t.day = n.day;
 INSERT INTO tier_days (member_id, day, metric, prev_metric, earned_rank, tier_rank)
