@@ -358,14 +358,14 @@ def last_booking_at(conn: duckdb.DuckDBPyConnection, program: Program) -> dt.dat
     return row[0] if row else None
 
 
-def data_days(
+def event_days(
     conn: duckdb.DuckDBPyConnection, program: Program, first: dt.date, last: dt.date
 ) -> set[dt.date]:
-    """Days in [first, last] on which some order or refund version was modified (program timezone)."""
+    """Days in [first, last] on which some loyalty event or referral was modified (program timezone);
+    the orders' days are state_points' (scope_booking_points)."""
     rows = conn.execute(
         """SELECT DISTINCT CAST(timezone($tz, updated_at) AS DATE) FROM (
-               SELECT updated_at FROM order_versions UNION ALL SELECT updated_at FROM refund_versions
-               UNION ALL SELECT updated_at FROM loyalty_events UNION ALL SELECT updated_at FROM referrals)
+               SELECT updated_at FROM loyalty_events UNION ALL SELECT updated_at FROM referrals)
            WHERE updated_at >= $start AND updated_at < $end""",
         {"tz": program.timezone, "start": day_start_utc(first, program), "end": day_end_utc(last, program)},
     ).fetchall()
@@ -397,7 +397,6 @@ def book_through(
 
 def _book_days(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, days: list[dt.date], now: dt.datetime,
                lag: dt.timedelta, closed: dt.date | None, last_booked: dt.date | None) -> BookingResult:
-    active = data_days(conn, program, days[0], days[-1]) | {days[0], days[-1]}
     late_since = last_booking_at(conn, program)
     has_events = conn.execute("SELECT EXISTS (SELECT 1 FROM loyalty_events)").fetchone()[0]
     has_referrals = conn.execute("SELECT EXISTS (SELECT 1 FROM referrals)").fetchone()[0]
@@ -412,7 +411,12 @@ def _book_days(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, d
         # every order entry of every day in one set-based pass (RULES.md §6: each day books the
         # value at its end minus what was booked before); then, day by day, what depends on them
         scoped = scope_booking_points(conn, program, days, late_since)
-        rows_since = conn.execute("SELECT min(mapped_at) FROM state_points").fetchall()[0][0]
+        # the days something was modified on (the others only close, or expire balances): the orders'
+        # from their points, which hold every version's and refund's day (a second pass over the
+        # versions' times cost 0.1 s at 1M orders)
+        rows_since, order_days = conn.execute(
+            "SELECT min(mapped_at), list(DISTINCT booked_day) FROM state_points").fetchall()[0]
+        active = set(order_days or []) | event_days(conn, program, days[0], days[-1]) | {days[0], days[-1]}
         first_booking = late_since is None
         compute_point_values(conn, rules, columns=BOOKING_COLUMNS + (KEPT_COLUMNS if first_booking else ()),
                              rows_since=rows_since)
