@@ -77,7 +77,7 @@ ranked AS (
 per_day AS (
     -- the tier each day a member has a row: the new rows, and the old ones of other days (an absorbed
     -- member's rows of a day its survivor has one too, by the highest; a group over the new rows as
-    -- well, which are one a day already, cost 0.3 s at 1M orders)
+    -- well, which are one a day already, cost 0.3 CPU-s at 1M orders)
     SELECT member_id, day, metric, prev_metric, earned_rank, tier_rank, TRUE AS is_new FROM ranked
     UNION ALL
     SELECT o.member_id, o.day, NULL, NULL, NULL, max(o.tier_rank), FALSE FROM old o
