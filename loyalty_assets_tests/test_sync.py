@@ -409,6 +409,26 @@ def test_a_crm_contact_is_written_by_its_id_and_one_deleted_since_is_created_aga
             contacts["M1"]["Id"], contacts["M2"]["Id"]]
 
 
+def _member_without_earn(path) -> None:
+    """Member M1 with no entry yet (a Lead)."""
+    from loyalty_assets.lib import warehouse as wh
+
+    with wh.connect(str(path)) as conn:
+        conn.execute("INSERT INTO member_status VALUES ('M1', 'a@example.com', 0, 0, 0, 'Bronze', 0, NULL, NULL, NULL, "
+                     "NULL, DATE '2024-03-01', now())")
+
+
+def _first_earn(path) -> None:
+    """M1's first earn entry, and the 10 points it makes spendable."""
+    from loyalty_assets.lib import warehouse as wh
+
+    with wh.connect(str(path)) as conn:
+        conn.execute("""INSERT INTO ledger_journal (entry_id, booked_member_id, kind, points, booked_on, available_on,
+                        order_key, source, source_version, rule_version, journaled_at)
+                        VALUES ('E1', 'M1', 'earn', 10, DATE '2024-03-02', DATE '2024-03-02', 'o1', 'magento', 'v', 'r', now())""")
+        conn.execute("UPDATE member_status SET points_spendable = 10")
+
+
 def test_member_is_a_lead_until_its_first_earn_then_the_lead_is_marked_converted(tmp_path, monkeypatch):
     """RULES.md §9: a Lead until the first `earn` entry, then the Contact is upserted and the Lead marked
     converted through the configured status field; lifetime spend in the program currency's digits."""
@@ -422,10 +442,7 @@ def test_member_is_a_lead_until_its_first_earn_then_the_lead_is_marked_converted
     monkeypatch.setattr(sf_push, "PROGRAM", parse_program(
         "salesforce: {lead_status_field: Status, lead_converted_status: 'Working - Contacted'}"))
     path = tmp_path / "w.duckdb"
-    conn = wh.connect(str(path))
-    conn.execute("INSERT INTO member_status VALUES ('M1', 'a@example.com', 0, 0, 0, 'Bronze', 0, NULL, NULL, NULL, NULL, "
-                 "DATE '2024-03-01', now())")
-    conn.close()
+    _member_without_earn(path)
     with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
         env = emulator.env()
         resource = salesforce_resource(env)
@@ -435,12 +452,7 @@ def test_member_is_a_lead_until_its_first_earn_then_the_lead_is_marked_converted
         assert (lead["Loyalty_Member_Id__c"], lead["Status"]) == ("M1", "Open - Not Contacted")
         assert emulator.records("Contact") == []
 
-        conn = wh.connect(str(path))
-        conn.execute("""INSERT INTO ledger_journal (entry_id, booked_member_id, kind, points, booked_on, available_on,
-                        order_key, source, source_version, rule_version, journaled_at)
-                        VALUES ('E1', 'M1', 'earn', 10, DATE '2024-03-02', DATE '2024-03-02', 'o1', 'magento', 'v', 'r', now())""")
-        conn.execute("UPDATE member_status SET points_spendable = 10")
-        conn.close()
+        _first_earn(path)
         summary = sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))
         assert (summary["contacts"], summary["conversions"], summary["failed_records"]) == (1, 1, 0)
         assert [(c["Loyalty_Member_Id__c"], int(c["Loyalty_Points_Spendable__c"])) for c in emulator.records("Contact")] == [
@@ -460,6 +472,44 @@ def test_member_is_a_lead_until_its_first_earn_then_the_lead_is_marked_converted
     monkeypatch.setattr(sf_push, "PROGRAM", parse_program("currency: KWD"))
     assert sf_push._member_values({"points_spendable": 1, "points_pending": 0, "vip_tier": "Bronze", "spend_minor": 1234,
                                    "referral_url": None})["Loyalty_Lifetime_Spend__c"] == "1.234"
+
+
+def test_a_lead_deleted_in_the_crm_is_skipped_once_not_marked_on_every_run(tmp_path):
+    """The member's Lead was deleted in the CRM before its first earn: the Contact is upserted, and the
+    marking (an upsert by our external id, which would create a Lead without its required fields) is
+    logged `skipped` with the reason, not `failed` again on every run."""
+    import types
+
+    from loyalty_assets.defs.sync import salesforce as sf_push
+    from loyalty_assets.lib import warehouse as wh
+    from loyalty_assets.sandbox.salesforce import SalesforceEmulator
+
+    path = tmp_path / "w.duckdb"
+    _member_without_earn(path)
+    with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
+        env = emulator.env()
+        resource, ctx = salesforce_resource(env), types.SimpleNamespace(run_id="t")
+        assert sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))["leads"] == 1
+        (lead,) = emulator.records("Lead")
+        deleted = requests.delete(f"{env['SALESFORCE_INSTANCE_URL']}/services/data/v62.0/sobjects/Lead/{lead['Id']}",
+                                  headers={"Authorization": f"Bearer {env['SALESFORCE_SESSION_ID']}"},
+                                  verify=env["SALESFORCE_CA_BUNDLE"], timeout=10)
+        assert deleted.status_code == 204 and emulator.records("Lead") == []
+
+        _first_earn(path)
+        summary = sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))
+        assert (summary["contacts"], summary["conversions"], summary["failed_records"]) == (1, 1, 0)
+        assert [c["Loyalty_Member_Id__c"] for c in emulator.records("Contact")] == ["M1"]
+        assert emulator.records("Lead") == []  # not created again by the marking
+        # settled: the next run has nothing to send
+        summary = sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))
+        assert (summary["contacts"], summary["conversions"], summary["calls"], summary["failed_records"]) == (0, 0, 0, 0)
+    conn = wh.connect(str(path))
+    assert conn.execute("""SELECT operation, status, message FROM sync_log WHERE record_key = 'M1'
+                           ORDER BY operation""").fetchall() == [
+        ("convert Lead", "skipped", "the Lead is no longer in the CRM (deleted there): nothing to mark converted"),
+        ("upsert Contact", "sent", None), ("upsert Lead", "sent", None)]
+    conn.close()
 
 
 def test_crm_leads_are_identity_keys_and_an_open_one_is_written_on_not_duplicated(sandbox, warehouse_path):

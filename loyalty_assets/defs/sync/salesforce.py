@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 
 import pyarrow as pa
@@ -364,6 +365,15 @@ def upsert_members(client, obj: str, items: list[dict], record_type: str | None 
     return [results[i["member_id"]] for i in items]
 
 
+def lead_gone(result) -> str | None:
+    """A Lead to mark converted that the CRM no longer has (deleted there): the upsert by our external
+    id would create one, which lacks the fields a Lead requires. Nothing is left to mark; retried, it
+    failed on every run."""
+    if "REQUIRED_FIELD_MISSING" in result.error_codes:
+        return "the Lead is no longer in the CRM (deleted there): nothing to mark converted"
+    return None
+
+
 def push_salesforce(context, resource, warehouse) -> dict:
     from loyalty_assets.clients.salesforce import (
         RecordError,
@@ -385,11 +395,14 @@ def push_salesforce(context, resource, warehouse) -> dict:
                      for obj, key in (("Lead", "leads"), (member_object(), "contacts")) for i in plan[key]}
     stopped = None
 
-    def record(obj: str, operation: str, items_keys: list[tuple[str, str | None]], results: list) -> None:
+    def record(obj: str, operation: str, items_keys: list[tuple[str, str | None]], results: list,
+               settled: Callable[[object], str | None] = lambda _r: None) -> None:
+        """`settled`: for a failure that leaves nothing to do, why (logged `skipped`, not tried again)."""
         for (key, hash_), result in zip(items_keys, results, strict=True):
-            status = "sent" if result.success else "failed"
+            reason = None if result.success else settled(result)
+            status = "sent" if result.success else "skipped" if reason else "failed"
             message = (
-                None if result.success else "; ".join(f"{e.status_code}: {e.message}" for e in result.errors)
+                None if result.success else reason or "; ".join(f"{e.status_code}: {e.message}" for e in result.errors)
             )
             log_rows.append(
                 (
@@ -407,7 +420,7 @@ def push_salesforce(context, resource, warehouse) -> dict:
                     dt.datetime.now(dt.UTC),
                 )
             )
-            if result.success:
+            if result.success or reason:
                 state_rows.append(("salesforce", obj, key, hash_ or "", dt.datetime.now(dt.UTC),
                                    pushed_values.get((obj, key))))
 
@@ -437,7 +450,7 @@ def push_salesforce(context, resource, warehouse) -> dict:
                     for m in plan["conversions"]
                 ]
                 results = client.upsert_records("Lead", "Loyalty_Member_Id__c", records)
-                record("Lead", "convert", [(m, "converted") for m in plan["conversions"]], results)
+                record("Lead", "convert", [(m, "converted") for m in plan["conversions"]], results, lead_gone)
             txns = plan["transactions"]
             if txns and not stopped and PROGRAM.salesforce.transactions_as == "platform_event":
                 # events cannot be upserted: at least once, subscribers dedupe on Event_Id__c
