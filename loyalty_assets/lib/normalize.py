@@ -62,7 +62,12 @@ class NormalizeResult:
 
 
 def version_key(tenant: str, record_id: str, modified_at: dt.datetime, payload_hash: str) -> str:
-    return f"{tenant}:{record_id}@{modified_at.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%S}#{payload_hash}"
+    u = modified_at.astimezone(dt.UTC)
+    if u.year < 1000:  # strftime's unpadded year, as it always was
+        return f"{tenant}:{record_id}@{u:%Y-%m-%dT%H:%M:%S}#{payload_hash}"
+    # the same text as strftime at a third of its cost (once a version)
+    return (f"{tenant}:{record_id}@{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
+            f"#{payload_hash}")
 
 
 # concat(), not ||: the same text of raw_records' NOT NULL columns, 0.06 s less at 1.7M versions

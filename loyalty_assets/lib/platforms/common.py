@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -81,4 +82,10 @@ def conversion(
 
 
 def excluded(program: Program, product_type: object) -> bool:
-    return str(product_type or "").lower() in {t.lower() for t in program.earning.excluded_product_types}
+    return str(product_type or "").lower() in _lowered(tuple(program.earning.excluded_product_types))
+
+
+@functools.lru_cache(maxsize=8)
+def _lowered(types: tuple[str, ...]) -> frozenset[str]:
+    """The set once per program, not once per order line."""
+    return frozenset(t.lower() for t in types)
