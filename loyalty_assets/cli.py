@@ -44,14 +44,27 @@ def write_local_instance(home: Path) -> None:
     (home / "dagster.yaml").write_text(text)
 
 
+DEFAULT_PG_DB = "dagster"
+
+
 def prepare_instance() -> str:
     """Choose the Dagster instance (CONTRACT.md §4): DAGSTER_HOME, else PostgreSQL, else local SQLite."""
     if os.environ.get("DAGSTER_HOME"):
         return f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
     if os.environ.get("DAGSTER_PG_HOST"):
         for key, default in (("DAGSTER_PG_PORT", "5432"), ("DAGSTER_PG_USER", "postgres"),
-                             ("DAGSTER_PG_PASSWORD", "postgres"), ("DAGSTER_PG_DB", "dagster")):
+                             ("DAGSTER_PG_PASSWORD", "postgres")):
             os.environ.setdefault(key, default)
+        if not os.environ.get("DAGSTER_PG_DB"):
+            # Dagster's own database, made on the server the first time (only DAGSTER_PG_HOST given)
+            from loyalty_assets.instance import ensure_pg_database
+
+            try:
+                ensure_pg_database(DEFAULT_PG_DB)
+            except Exception as exc:
+                raise SystemExit(f"error: DAGSTER_PG_DB is not set and database {DEFAULT_PG_DB!r} could not be "
+                                 f"created on {os.environ['DAGSTER_PG_HOST']}: {exc}".strip()) from exc
+            os.environ["DAGSTER_PG_DB"] = DEFAULT_PG_DB
         home = Path("data/dagster_home_postgres").resolve()
         home.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(_instance_template("deploy/postgres/dagster.yaml"), home / "dagster.yaml")

@@ -53,6 +53,20 @@ def pg_connect(dbname: str | None = None, timeout: int = 10):
     return conn
 
 
+def ensure_pg_database(name: str) -> bool:
+    """Create database `name` on pg_server() unless it exists; True when it was created."""
+    conn = pg_connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            if cur.fetchone():
+                return False
+            cur.execute(f'CREATE DATABASE "{name}"')
+            return True
+    finally:
+        conn.close()
+
+
 # Materializations of a partition range reach the event log in batches of up to this many.
 EVENT_BATCH_SIZE = "1000"
 # asset events whose batch is written at once (the others keep Dagster's own path, one at a time)

@@ -286,3 +286,30 @@ def test_loyalty_run_stores_its_run_in_postgres_through_the_deploy_config(pg_url
 def test_a_range_runs_planned_days_are_stored_one_row_per_asset_and_day(pg_instance) -> None:
     assert isinstance(pg_instance.event_log_storage, BatchedPostgresEventLogStorage)
     check_planned_range(pg_instance, DAY - dt.timedelta(days=2), DAY + dt.timedelta(days=2))
+
+
+def test_only_dagster_pg_host_set_makes_dagsters_own_database_once(pg_admin, tmp_path, monkeypatch) -> None:
+    """CONTRACT.md §4: with DAGSTER_PG_HOST alone, the others default and the database is created on the
+    server the first time (it was named but never made, so such a run failed to connect)."""
+    from loyalty_assets import cli
+
+    server, name = pg_server(), f"loyalty_test_{uuid.uuid4().hex[:12]}"
+    monkeypatch.setattr(cli, "DEFAULT_PG_DB", name)
+    for key in ("DAGSTER_HOME", "DAGSTER_PG_DB"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("DAGSTER_PG_HOST", server["host"])  # the port, user and password as given, else defaults
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert cli.prepare_instance() == f"PostgreSQL {server['host']}:{server['port']}/{name}"
+        with pg_admin.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_database WHERE datname = %s", [name])
+            assert cur.fetchone() == (1,)
+        with dg.DagsterInstance.get() as instance:  # the deploy config on it
+            assert isinstance(instance.event_log_storage, BatchedPostgresEventLogStorage)
+            assert instance.get_runs() == []
+        monkeypatch.delenv("DAGSTER_PG_DB")
+        monkeypatch.delenv("DAGSTER_HOME")
+        assert cli.prepare_instance().endswith(f"/{name}")  # the second time: found, not made again
+    finally:
+        with pg_admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
