@@ -653,6 +653,61 @@ def test_a_target_that_fails_fails_the_run_and_its_batches_go_out_on_the_next(sa
     assert query(warehouse_path, "SELECT status FROM outbox WHERE target = 'smile'") == [("sent",)]
 
 
+def test_a_push_the_api_limit_stops_fails_after_logging_its_calls_and_the_next_run_sends(tmp_path):
+    """CONTRACT.md §1 (a configured target that fails fails the run) and RULES.md §9 (every call in
+    sync_log): Salesforce refusing every call with REQUEST_LIMIT_EXCEEDED stops the push, which logs
+    the refused call and fails its step saying why; once the allowance is back, the next run sends."""
+    import dagster as dg
+    import pytest
+
+    from loyalty_assets.defs.sync.assets import salesforce_push
+    from loyalty_assets.sandbox.salesforce import SalesforceEmulator
+
+    path = tmp_path / "w.duckdb"
+    _member_without_earn(path)
+    with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
+        resources = {"warehouse": Warehouse(database=str(path)), "salesforce": salesforce_resource(emulator.env())}
+        emulator.set_api_usage(emulator.daily_api_limit)  # the day's allowance spent
+        with pytest.raises(dg.Failure, match="stopped: REQUEST_LIMIT_EXCEEDED"):
+            salesforce_push(dg.build_asset_context(resources=resources, partition_key="2024-03-01"))
+        assert emulator.records("Lead") == []
+        logged = query(path, "SELECT operation, status, http_status FROM sync_log")
+        assert logged and {(s, h) for _, s, h in logged} == {("error", 403)}
+        assert query(path, "SELECT count(*) FROM sync_state") == [(0,)]
+
+        emulator.set_api_usage(0)
+        salesforce_push(dg.build_asset_context(resources=resources, partition_key="2024-03-01"))
+        assert [lead["Loyalty_Member_Id__c"] for lead in emulator.records("Lead")] == ["M1"]
+
+
+def test_a_whole_call_that_fails_still_leaves_the_calls_before_it_in_the_sync_log(tmp_path):
+    """RULES.md §9: every call is logged, also when a whole call fails and the push stops there: the
+    Contact sent before it is in sync_log and sync_state (not sent again), the refused call too."""
+    import types
+
+    import pytest
+
+    from loyalty_assets.clients.salesforce import SalesforceApiError
+    from loyalty_assets.defs.sync import salesforce as sf_push
+    from loyalty_assets.sandbox.salesforce import SalesforceEmulator
+
+    path = tmp_path / "w.duckdb"
+    _member_without_earn(path)
+    _first_earn(path)  # M1: a Contact, with a transaction to send after it
+    with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
+        emulator.faults.set_script([{"status": 400, "method": "PATCH", "path": "Loyalty_Transaction__c",
+                                     "body": [{"errorCode": "INVALID_FIELD", "message": "No such column"}]}])
+        with pytest.raises(SalesforceApiError):
+            sf_push.push_salesforce(types.SimpleNamespace(run_id="t"), salesforce_resource(emulator.env()),
+                                    Warehouse(database=str(path)))
+        assert [c["Loyalty_Member_Id__c"] for c in emulator.records("Contact")] == ["M1"]
+    assert query(path, "SELECT operation, record_key, status FROM sync_log WHERE status IN ('sent', 'failed')") == [
+        ("upsert Contact", "M1", "sent")]
+    assert query(path, "SELECT object, record_key FROM sync_state") == [("Contact", "M1")]
+    assert query(path, "SELECT operation, status, http_status FROM sync_log WHERE record_key LIKE '%Loyalty_Transaction__c%'"
+                 ) == [("PATCH collections_upsert", "error", 400)]
+
+
 def test_salesforce_refusing_a_record_fails_the_push_after_logging_it(tmp_path):
     """CONTRACT.md §1: a target that fails fails the run. A Contact Salesforce refuses (a tier name
     longer than the field's 40 characters: STRING_TOO_LONG) is logged with the reason, the others

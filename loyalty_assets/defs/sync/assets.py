@@ -107,10 +107,13 @@ def salesforce_push(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         return dg.MaterializeResult(metadata={"configured": True, "dry_run": True, **counts})
     summary = push_salesforce(context, resource, context.resources.warehouse)
     context.log.info(f"salesforce: {summary}")
-    if summary["failed_records"]:
-        # as push_points: recorded, retried by the next run (only successes are in sync_state), and a failure
-        raise dg.Failure(f"salesforce: {summary['failed_records']} records failed (reasons in sync_log); "
-                         "the next run sends them again", metadata={"configured": True, **summary})
+    if summary["failed_records"] or summary["stopped"]:
+        # as push_points: recorded, retried by the next run (only successes are in sync_state), and a
+        # failure; so is a push the API limit (or the safety margin below it) stopped part way
+        problems = [f"{summary['failed_records']} records failed (reasons in sync_log)"] if summary["failed_records"] else []
+        problems += [f"stopped: {summary['stopped']}"] if summary["stopped"] else []
+        raise dg.Failure(f"salesforce: {'; '.join(problems)}; the next run sends the rest",
+                         metadata={"configured": True, **summary})
     return dg.MaterializeResult(metadata={"configured": True, **summary})
 
 

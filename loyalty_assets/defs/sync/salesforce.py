@@ -374,6 +374,30 @@ def lead_gone(result) -> str | None:
     return None
 
 
+def _save_push_log(run_id: str, warehouse, calls: list, log_rows: list, state_rows: list) -> None:
+    """sync_log: the records' outcomes and one row per HTTP call; sync_state: what went through."""
+    for c in calls:
+        log_rows.append(
+            (
+                str(uuid.uuid4()),
+                run_id,
+                "salesforce",
+                f"{c.method} {c.operation}",
+                c.path,
+                c.attempt,
+                "ok" if c.status and c.status < 400 else "error",
+                c.status,
+                None if c.status else "no response",
+                f"{c.elapsed_ms:.0f} ms",
+                c.finished_at - dt.timedelta(milliseconds=c.elapsed_ms),
+                c.finished_at,
+            )
+        )
+    with warehouse.connect() as conn:
+        write_sync_log(conn, log_rows)
+        save_sync_state(conn, state_rows)
+
+
 def push_salesforce(context, resource, warehouse) -> dict:
     from loyalty_assets.clients.salesforce import (
         RecordError,
@@ -424,97 +448,81 @@ def push_salesforce(context, resource, warehouse) -> dict:
                 state_rows.append(("salesforce", obj, key, hash_ or "", dt.datetime.now(dt.UTC),
                                    pushed_values.get((obj, key))))
 
-    with resource.client(on_call=calls.append) as client:
-        # a configuration error before anything is sent
-        record_type = person_account_record_type(client) if plan["contacts"] and member_object() == "Account" else None
-        try:
-            for obj in ("Lead", member_object()):
-                items = plan["leads" if obj == "Lead" else "contacts"]
-                if not items:
-                    continue
-                usage = client.limits()
-                if usage is not None and not usage.allows(
-                    len(items) // 200 + 2, max_fraction=SAFETY_MAX_FRACTION
-                ):
-                    stopped = f"API usage {usage.used}/{usage.max}: stopped below the safety margin"
-                    break
-                record(
-                    obj,
-                    "upsert",
-                    [(i["member_id"], i["hash"]) for i in items],
-                    upsert_members(client, obj, items, record_type),
-                )
-            if plan["conversions"] and not stopped:
-                records = [
-                    {"Loyalty_Member_Id__c": m, PROGRAM.salesforce.lead_status_field: PROGRAM.salesforce.lead_converted_status}
-                    for m in plan["conversions"]
-                ]
-                results = client.upsert_records("Lead", "Loyalty_Member_Id__c", records)
-                record("Lead", "convert", [(m, "converted") for m in plan["conversions"]], results, lead_gone)
-            txns = plan["transactions"]
-            if txns and not stopped and PROGRAM.salesforce.transactions_as == "platform_event":
-                # events cannot be upserted: at least once, subscribers dedupe on Event_Id__c
-                outcomes = []
-                for t in txns:
+    try:
+        with resource.client(on_call=calls.append) as client:
+            # a configuration error before anything is sent
+            record_type = person_account_record_type(client) if plan["contacts"] and member_object() == "Account" else None
+            try:
+                for obj in ("Lead", member_object()):
+                    items = plan["leads" if obj == "Lead" else "contacts"]
+                    if not items:
+                        continue
+                    usage = client.limits()
+                    if usage is not None and not usage.allows(
+                        len(items) // 200 + 2, max_fraction=SAFETY_MAX_FRACTION
+                    ):
+                        stopped = f"API usage {usage.used}/{usage.max}: stopped below the safety margin"
+                        break
+                    record(
+                        obj,
+                        "upsert",
+                        [(i["member_id"], i["hash"]) for i in items],
+                        upsert_members(client, obj, items, record_type),
+                    )
+                if plan["conversions"] and not stopped:
+                    records = [
+                        {"Loyalty_Member_Id__c": m, PROGRAM.salesforce.lead_status_field: PROGRAM.salesforce.lead_converted_status}
+                        for m in plan["conversions"]
+                    ]
+                    results = client.upsert_records("Lead", "Loyalty_Member_Id__c", records)
+                    record("Lead", "convert", [(m, "converted") for m in plan["conversions"]], results, lead_gone)
+                txns = plan["transactions"]
+                if txns and not stopped and PROGRAM.salesforce.transactions_as == "platform_event":
+                    # events cannot be upserted: at least once, subscribers dedupe on Event_Id__c
+                    outcomes = []
+                    for t in txns:
+                        try:
+                            client.publish_event(TRANSACTION_TARGETS["platform_event"], {
+                                "Event_Id__c": t["key"], "Member_Id__c": t["member_id"], "Event_Type__c": t["type"],
+                                "Points__c": t["points"], "Tier__c": t["tier"],
+                                "Occurred_At__c": t["occurred_at"].isoformat()})
+                            outcomes.append(RecordResult(key=t["key"], success=True))
+                        except SalesforceApiError as exc:
+                            outcomes.append(RecordResult(key=t["key"], success=False,
+                                                         errors=(RecordError(exc.error_code or "ERROR", str(exc), ()),)))
+                    record("Loyalty_Transaction__c", "publish", [(t["key"], "sent") for t in txns], outcomes)
+                elif txns and not stopped and PROGRAM.salesforce.transactions_as == "task":
+                    results = client.upsert_records("Task", "Transaction_Id__c", [task_record(t) for t in txns])
+                    record("Task", "upsert", [(t["key"], "sent") for t in txns], results)
+                elif txns and not stopped:
+                    records = [
+                        {
+                            "Transaction_Id__c": t["key"],
+                            "Contact__r": {"Loyalty_Member_Id__c": t["member_id"]},
+                            "Type__c": t["type"],
+                            "Points__c": t["points"],
+                            "Tier__c": t["tier"],
+                            "Order_Key__c": t["order_key"],
+                            "Occurred_At__c": t["occurred_at"].isoformat(),
+                            "Description__c": (t["description"] or "")[:255],
+                        }
+                        for t in txns
+                    ]
+                    results = client.upsert_records("Loyalty_Transaction__c", "Transaction_Id__c", records)
+                    record("Loyalty_Transaction__c", "upsert", [(t["key"], "sent") for t in txns], results)
+                for ref, fields in plan["requests"] if not stopped else []:
                     try:
-                        client.publish_event(TRANSACTION_TARGETS["platform_event"], {
-                            "Event_Id__c": t["key"], "Member_Id__c": t["member_id"], "Event_Type__c": t["type"],
-                            "Points__c": t["points"], "Tier__c": t["tier"],
-                            "Occurred_At__c": t["occurred_at"].isoformat()})
-                        outcomes.append(RecordResult(key=t["key"], success=True))
+                        client.update_record("Loyalty_Adjustment_Request__c", ref, fields)
+                        outcome = RecordResult(key=ref, success=True)
                     except SalesforceApiError as exc:
-                        outcomes.append(RecordResult(key=t["key"], success=False,
-                                                     errors=(RecordError(exc.error_code or "ERROR", str(exc), ()),)))
-                record("Loyalty_Transaction__c", "publish", [(t["key"], "sent") for t in txns], outcomes)
-            elif txns and not stopped and PROGRAM.salesforce.transactions_as == "task":
-                results = client.upsert_records("Task", "Transaction_Id__c", [task_record(t) for t in txns])
-                record("Task", "upsert", [(t["key"], "sent") for t in txns], results)
-            elif txns and not stopped:
-                records = [
-                    {
-                        "Transaction_Id__c": t["key"],
-                        "Contact__r": {"Loyalty_Member_Id__c": t["member_id"]},
-                        "Type__c": t["type"],
-                        "Points__c": t["points"],
-                        "Tier__c": t["tier"],
-                        "Order_Key__c": t["order_key"],
-                        "Occurred_At__c": t["occurred_at"].isoformat(),
-                        "Description__c": (t["description"] or "")[:255],
-                    }
-                    for t in txns
-                ]
-                results = client.upsert_records("Loyalty_Transaction__c", "Transaction_Id__c", records)
-                record("Loyalty_Transaction__c", "upsert", [(t["key"], "sent") for t in txns], results)
-            for ref, fields in plan["requests"] if not stopped else []:
-                try:
-                    client.update_record("Loyalty_Adjustment_Request__c", ref, fields)
-                    outcome = RecordResult(key=ref, success=True)
-                except SalesforceApiError as exc:
-                    outcome = RecordResult(key=ref, success=False,
-                                           errors=(RecordError(exc.error_code or "ERROR", str(exc), ()),))
-                record("Loyalty_Adjustment_Request__c", "update", [(ref, fields["Status__c"])], [outcome])
-        except RequestLimitExceeded as exc:
-            stopped = f"REQUEST_LIMIT_EXCEEDED: {exc}"  # never retried blindly: the next run continues
-    for c in calls:
-        log_rows.append(
-            (
-                str(uuid.uuid4()),
-                context.run_id,
-                "salesforce",
-                f"{c.method} {c.operation}",
-                c.path,
-                c.attempt,
-                "ok" if c.status and c.status < 400 else "error",
-                c.status,
-                None if c.status else "no response",
-                f"{c.elapsed_ms:.0f} ms",
-                c.finished_at - dt.timedelta(milliseconds=c.elapsed_ms),
-                c.finished_at,
-            )
-        )
-    with warehouse.connect() as conn:
-        write_sync_log(conn, log_rows)
-        save_sync_state(conn, state_rows)
+                        outcome = RecordResult(key=ref, success=False,
+                                               errors=(RecordError(exc.error_code or "ERROR", str(exc), ()),))
+                    record("Loyalty_Adjustment_Request__c", "update", [(ref, fields["Status__c"])], [outcome])
+            except RequestLimitExceeded as exc:
+                stopped = f"REQUEST_LIMIT_EXCEEDED: {exc}"  # never retried blindly: the next run continues
+    finally:
+        # every call and record outcome so far, also when a whole call failed and the push stops there
+        _save_push_log(context.run_id, warehouse, calls, log_rows, state_rows)
     failed = sum(1 for r in log_rows if r[6] == "failed")
     return {
         "ownership_conflicts": conflicts,
