@@ -230,6 +230,20 @@ def test_a_tier_counts_every_earlier_order_of_the_member_not_only_the_days_chang
     assert (s["vip_tier"], float(s["tier_metric"])) == ("Silver", 510.0)
     assert conn.execute("SELECT changed_on, to_tier FROM vip_tier_changes").fetchall() == [(D(2024, 3, 5), "Silver")]
 
+def test_a_first_evaluation_over_many_days_dates_a_tier_from_an_order_that_booked_nothing(conn):
+    """RULES.md §7: tiers are evaluated at the end of each booked day, counting orders whether or not
+    they reach min_eligible. Booked and evaluated over ten days at once, an order below the minimum
+    (no entry) lifts its member on its own day, not on the day of the journal's first entry."""
+    p = program(earning={"min_eligible": "1000"})
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="600.00"),
+                          order(2, "2024-03-05 10:00:00", email="bo@example.com", subtotal="2000.00")])
+    process(conn, p, D(2024, 3, 10))
+    assert [(e[0], e[1], e[3]) for e in entries(conn)] == [("magento:default:2", "earn", D(2024, 3, 5))]
+    changes = conn.execute("""SELECT s.email, c.changed_on, c.to_tier FROM vip_tier_changes c
+                              JOIN member_status s USING (member_id) ORDER BY 1""").fetchall()
+    assert changes == [("ann@example.com", D(2024, 3, 1), "Silver"), ("bo@example.com", D(2024, 3, 5), "Gold")]
+
+
 def test_order_of_31_december_first_seen_in_january_counts_for_its_year(conn):
     p = program()
     land(conn, p, orders=[order(1, "2025-01-02 10:00:00", created_at="2024-12-31 20:00:00", subtotal="700.00")])

@@ -10,6 +10,7 @@ import duckdb
 from loyalty_assets.lib.ledger import (
     STATE_COLUMNS,
     compute_point_values,
+    first_data_day,
     known_columns,
     prepare_rules,
     scope_booking_points,
@@ -51,7 +52,11 @@ def evaluate_through(conn: duckdb.DuckDBPyConnection, program: Program) -> TierR
     last_row = conn.execute("SELECT max(day) FROM tier_days").fetchall()[0][0]
     done = max((d for d in (last_row, state[0][1] if state else None) if d is not None), default=None)
     if done is None:
-        first = conn.execute("SELECT min(booked_on) FROM ledger_journal").fetchone()[0] or last_booked
+        # the first booked day (ledger.days_to_book's), not the first entry's: an order can lift a tier
+        # without booking anything (below min_eligible, a store multiplier of 0, a value flooring to 0)
+        journal_first = conn.execute("SELECT min(booked_on) FROM ledger_journal").fetchone()[0]
+        first = min((d for d in (first_data_day(conn, program), journal_first) if d is not None), default=last_booked)
+        first = min(max(first, program.start_date), last_booked)
     elif closed is not None and done <= closed:
         # a closed day is never evaluated again: what arrived late for it counts from the next day
         first = done + dt.timedelta(days=1)
