@@ -111,6 +111,10 @@ def test_points_reach_smile_and_salesforce_exactly_once(sandbox, warehouse_path)
 
 
 def test_lost_response_is_settled_without_sending_twice_and_422_blocks(sandbox, warehouse_path):
+    import dagster as dg
+
+    from loyalty_assets.defs.sync.assets import smile_points_push
+
     box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00")],
                   creditmemos=[memo(9, 1, "2024-03-05 10:00:00", subtotal="90.00")],
                   now=dt.datetime(2024, 3, 3, 12, tzinfo=dt.UTC))
@@ -121,6 +125,12 @@ def test_lost_response_is_settled_without_sending_twice_and_422_blocks(sandbox, 
     assert materialize_range("2024-03-01", "2024-03-02", resources).success
     assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [100]
     assert query(warehouse_path, "SELECT status, attempts FROM outbox WHERE target = 'smile'") == [("sending", 1)]
+    # the lookup itself fails: still unknown, so nothing is sent (a POST now would credit it twice)
+    box.smile.faults.set_script([{"status": 403, "method": "GET", "path": "/v1/points_transactions"}])
+    smile_points_push(dg.build_asset_context(resources=resources, partition_key="2024-03-02"))
+    assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [100]
+    assert query(warehouse_path, "SELECT status, attempts FROM outbox WHERE target = 'smile'") == [("sending", 2)]
+    assert "its lookup failed" in query(warehouse_path, "SELECT last_error FROM outbox WHERE target = 'smile'")[0][0]
     assert materialize_range("2024-03-02", "2024-03-02", resources).success
     assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [100]  # found, not resent
     assert query(warehouse_path, "SELECT status FROM outbox WHERE target = 'smile'") == [("sent",)]
@@ -135,6 +145,28 @@ def test_lost_response_is_settled_without_sending_twice_and_422_blocks(sandbox, 
     blocked = query(warehouse_path, "SELECT points, last_error FROM outbox WHERE target = 'smile' AND status = 'blocked'")
     assert len(blocked) == 1 and blocked[0][0] == -90 and "refused" in blocked[0][1]
     assert box.smile.balance(ann["id"]) == 50  # nothing half-applied
+
+
+def test_a_waiting_batch_of_a_member_merged_away_goes_to_the_survivors_customer(sandbox, warehouse_path):
+    """RULES.md §9 (awaiting_customer is retried, nothing is dropped) with §8 merges: bo's points wait
+    for a Smile customer; bo's customer account then links to ann's e-mail, bo's member is absorbed
+    by ann's, and the waiting batch goes to ann's Smile customer, once."""
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00"),
+                          order(2, "2024-03-02 10:00:00", email="bo@example.com", customer_id=7, subtotal="50.00")])
+    (ann,) = box.smile.add_customers([{"email": "ann@example.com", "created_at": "2024-01-01T00:00:00Z"}])
+    resources = resources_for(box, warehouse_path)
+    assert materialize_range("2024-03-01", "2024-03-02", resources).success
+    assert query(warehouse_path, "SELECT points, status FROM outbox WHERE target = 'smile' ORDER BY points") == [
+        (50, "awaiting_customer"), (100, "sent")]
+
+    box.magento.add_records("orders", [order(3, "2024-03-05 10:00:00", customer_id=7, subtotal="20.00")])
+    assert materialize_range("2024-03-05", "2024-03-05", resources).success
+    assert query(warehouse_path, "SELECT count(*) FROM member_merges") == [(1,)]
+    assert sorted(t["points_change"] for t in box.smile.transactions(ann["id"])) == [20, 50, 100]
+    assert query(warehouse_path, "SELECT points, status FROM outbox WHERE target = 'smile' ORDER BY points") == [
+        (20, "sent"), (50, "sent"), (100, "sent")]
+    assert materialize_range("2024-03-05", "2024-03-05", resources).success  # nothing twice
+    assert len(box.smile.transactions(ann["id"])) == 3
 
 
 def test_adjustment_requests_and_redemptions_reach_the_ledger_and_back(tmp_path, warehouse_path):

@@ -108,14 +108,18 @@ def prepare_batches(conn: duckdb.DuckDBPyConnection, target: str, as_of: dt.date
 
 
 def open_batches(conn: duckdb.DuckDBPyConnection, target: str) -> list[Batch]:
+    """The batches to send; a batch of a member merged away since goes to its survivor's customer (the
+    absorbed member's status row is gone: its batch waited for a customer for ever)."""
     rows = conn.execute(
         """SELECT o.batch_id, o.member_id, o.points, o.entries, o.status, o.attempts, s.email,
-                  coalesce(o.external_customer_id, l.external_id,
+                  coalesce(o.external_customer_id, l.external_id, ls.external_id,
                            CASE o.target WHEN 'smile' THEN s.smile_customer_id
                                          WHEN 'loyaltylion' THEN s.loyaltylion_customer_id END)
            FROM outbox o
-           LEFT JOIN member_status s USING (member_id)
+           LEFT JOIN member_resolution r ON r.member_id = o.member_id
+           LEFT JOIN member_status s ON s.member_id = coalesce(r.survivor_id, o.member_id)
            LEFT JOIN target_links l ON l.target = o.target AND l.member_id = o.member_id
+           LEFT JOIN target_links ls ON ls.target = o.target AND ls.member_id = r.survivor_id
            WHERE o.target = ? AND o.status IN ('pending', 'sending', 'awaiting_customer', 'failed')
            ORDER BY o.created_at, o.batch_id""",
         [target],

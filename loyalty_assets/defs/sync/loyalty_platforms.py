@@ -82,7 +82,13 @@ def push_one(target, batch: Batch) -> Outcome:
                 batch.batch_id, "awaiting_customer", message=f"no {target.name} customer for this member yet"
             )
         if batch.status == "sending":
-            ref = target.settle(customer, batch.batch_id)
+            try:
+                ref = target.settle(customer, batch.batch_id)
+            except ApiError as exc:
+                # still unknown: sending now could apply it twice, so the next run looks it up again
+                return Outcome(batch.batch_id, "sending", exc.status,
+                               f"outcome still unknown, its lookup failed ({type(exc).__name__}: {exc}); "
+                               "will check before resending", customer, None, matched_by)
             if ref is not None:
                 return Outcome(
                     batch.batch_id, "sent", 200, "found after an uncertain outcome", customer, ref, matched_by
