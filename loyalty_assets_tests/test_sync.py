@@ -235,6 +235,36 @@ def test_adjustment_requests_and_redemptions_reach_the_ledger_and_back(tmp_path,
         assert [t["points_change"] for t in box.smile.transactions(77) if t.get("internal_note")] == [350]
 
 
+def test_a_request_modified_after_the_last_booked_days_end_east_of_utc_is_left_for_its_day(tmp_path, monkeypatch):
+    """RULES.md §9: a New request is booked, then marked Applied. In Asia/Tokyo, a valid request
+    modified at 01:00 on 3 March (16:00 UTC on the 2nd) belongs to the 3rd: with the 2nd the last
+    booked day it is not decided yet, so it stays New (it was marked Rejected for want of a member)."""
+    import types
+
+    from loyalty_assets.defs.sync import salesforce as sf_push
+    from loyalty_assets.lib import warehouse as wh
+    from loyalty_assets.lib.program import parse_program
+    from loyalty_assets.sandbox.salesforce import SalesforceEmulator
+
+    monkeypatch.setattr(sf_push, "PROGRAM", parse_program("timezone: Asia/Tokyo"))
+    path = tmp_path / "w.duckdb"
+    with wh.connect(str(path)) as conn:
+        conn.execute("INSERT INTO ledger_watermark VALUES ('default', DATE '2024-03-02', DATE '2024-03-02', now())")
+        for ref, at in (("a0A000000000001AAA", "2024-03-02 14:00:00+00"), ("a0A000000000002AAA", "2024-03-02 16:00:00+00")):
+            conn.execute("""INSERT INTO loyalty_events (event_key, kind, source, source_ref, points, status, updated_at,
+                                                        payload_hash) VALUES (?, 'manual', 'salesforce', ?, 100, 'valid', ?, 'h')""",
+                         [f"salesforce:{ref}", ref, at])
+    with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
+        emulator.add_records("Loyalty_Adjustment_Request__c", [
+            {"Id": ref, "Points__c": 100, "Reason__c": "Goodwill", "Status__c": "New"}
+            for ref in ("a0A000000000001AAA", "a0A000000000002AAA")])
+        sf_push.push_salesforce(types.SimpleNamespace(run_id="t"), salesforce_resource(emulator.env()),
+                                Warehouse(database=str(path)))
+        statuses = {r["Id"]: r["Status__c"] for r in emulator.records("Loyalty_Adjustment_Request__c")}
+    # the first (23:00 on the 2nd in Tokyo) was decided on a booked day and no member took it
+    assert statuses == {"a0A000000000001AAA": "Rejected", "a0A000000000002AAA": "New"}
+
+
 def test_salesforce_collections_up_to_2000_rows_bulk_above_and_nothing_when_unchanged(tmp_path):
     """⌈n/200⌉ sObject Collections calls per object for n ≤ 2,000 changed rows, one Bulk 2.0 job above,
     and a second push with nothing changed sends nothing."""

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from loyalty_assets.defs.partitions import PROGRAM
 from loyalty_assets.lib.identity import LEAD_PREFIX
+from loyalty_assets.lib.ledger import day_end_utc
 from loyalty_assets.lib.money import currency_digits
 from loyalty_assets.lib.outbox import write_sync_log
 from loyalty_assets.lib.warehouse import registered
@@ -412,7 +413,9 @@ def push_salesforce(context, resource, warehouse) -> dict:
         conflicts = detect_conflicts(conn, PROGRAM)
         plan = plan_salesforce(conn, now)
         last = conn.execute("SELECT max(last_booked_day) FROM ledger_watermark").fetchone()[0]
-        booked_until = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC) if last else None
+        # the end of the last booked day in the program's timezone, as the ledger books events (a UTC
+        # midnight east of UTC rejected a valid request modified after the day's end, booked next day)
+        booked_until = day_end_utc(last, PROGRAM) if last else None
         plan["requests"] = request_results(conn, booked_until) if booked_until else []
     log_rows, state_rows = [], []
     pushed_values = {(obj, i["member_id"]): json.dumps(i["record"], sort_keys=True, default=str)
