@@ -88,3 +88,22 @@ def test_landing_files_give_the_same_ledger_as_the_apis(tmp_path, isolated_env, 
     assert conn.execute("SELECT count(*) FROM landing_files").fetchone()[0] == loaded
     conn.close()
     assert json.loads(result.cursor)  # the cursor names the files seen
+
+
+def test_landed_adjustment_requests_are_read_in_status_new_only(tmp_path):
+    """RULES.md §9: requests in status New are read, validated and booked. An export also holds
+    requests decided before (Applied, Rejected): those are not landed, so never booked again."""
+    from loyalty_assets.lib import warehouse
+    from loyalty_assets.lib.landing import load_landing
+    from loyalty_assets.lib.program import parse_program
+
+    folder = tmp_path / "landing" / "salesforce" / "Loyalty_Adjustment_Request__c"
+    folder.mkdir(parents=True)
+    folder.joinpath("export.json").write_text(json.dumps([
+        {"Id": f"a0A00000000000{n}AAA", "Contact__c": "003000000000001AAA", "Points__c": 100, "Reason__c": "Goodwill",
+         "Status__c": status, "LastModifiedDate": "2024-03-02T09:00:00.000+0000"}
+        for n, status in enumerate(("New", "Applied", "Rejected", "Processing"))]))
+    with warehouse.connect(str(tmp_path / "w.duckdb")) as conn:
+        load_landing(conn, parse_program("{}"), tmp_path / "landing")
+        assert conn.execute("SELECT record_id FROM raw_records WHERE source = 'salesforce.adjustment_requests'"
+                            ).fetchall() == [("a0A000000000000AAA",)]

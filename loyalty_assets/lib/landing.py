@@ -160,8 +160,8 @@ def load_landing(conn: duckdb.DuckDBPyConnection, program: Program, root: Path |
             try:
                 record_id(rec)
                 modified_at(rec)
-                if f.source == "salesforce.adjustment_requests" and rec.get("Status__c") == "Rejected":
-                    continue  # the pull reads requests in status New; one rejected before is not booked now
+                if f.source == "salesforce.adjustment_requests" and rec.get("Status__c", "New") != "New":
+                    continue  # RULES.md §9: requests in status New, as the pull reads them; not one decided before
                 good.append(rec)
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 _quarantine(conn, f, f"{f.path}#{n}", digest, "malformed_record",
