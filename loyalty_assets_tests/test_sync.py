@@ -436,6 +436,34 @@ def test_task_days_are_program_days_and_a_lead_gets_its_tier_change(tmp_path, mo
         assert (tasks["C2"]["WhoId"], tasks["C1"]["WhoId"], tasks["E1"]["WhoId"]) == (lead["Id"], contact["Id"], contact["Id"])
 
 
+def test_a_leads_tier_change_waits_for_its_contact_as_a_custom_object(tmp_path):
+    """Loyalty_Transaction__c records hang on the member's Contact: a member still a Lead (its tier
+    lifted by orders below min_eligible, say) gets its tier change with its first earn, not a failure
+    on every run before."""
+    import types
+
+    from loyalty_assets.defs.sync import salesforce as sf_push
+    from loyalty_assets.lib import warehouse as wh
+    from loyalty_assets.sandbox.salesforce import SalesforceEmulator
+
+    path = tmp_path / "w.duckdb"
+    _member_without_earn(path)
+    with wh.connect(str(path)) as conn:
+        conn.execute("INSERT INTO vip_tier_changes VALUES ('C1', 'M1', DATE '2024-03-01', 'Bronze', 'Silver', 'upgrade', 600)")
+    with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
+        resource, ctx = salesforce_resource(emulator.env()), types.SimpleNamespace(run_id="t")
+        summary = sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))
+        assert (summary["leads"], summary["transactions"], summary["failed_records"]) == (1, 0, 0)
+        assert emulator.records("Loyalty_Transaction__c") == []
+
+        _first_earn(path)
+        summary = sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))
+        assert (summary["contacts"], summary["transactions"], summary["failed_records"]) == (1, 2, 0)
+        (contact,) = emulator.records("Contact")
+        assert sorted((t["Transaction_Id__c"], t["Contact__c"]) for t in emulator.records("Loyalty_Transaction__c")) == [
+            ("C1", contact["Id"]), ("E1", contact["Id"])]
+
+
 def test_a_crm_contact_is_written_by_its_id_and_one_deleted_since_is_created_again(tmp_path):
     """A member whose Contact the CRM already has (pulled, linked by identity) is written on that
     Contact by its Id, which sets our external id on it; one deleted in the CRM since is created anew."""

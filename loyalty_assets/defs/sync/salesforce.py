@@ -279,6 +279,10 @@ def plan_salesforce(conn, synced_at: dt.datetime | None = None) -> dict:
                                           "tz": PROGRAM.timezone})
     cols = [d[0] for d in cur.description]
     transactions = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+    if PROGRAM.salesforce.transactions_as == "custom_object":
+        # the record hangs on the member's Contact: a Lead's tier changes wait for its first earn, as its
+        # entries do (sent now, each failed on every run for want of the Contact)
+        transactions = [t for t in transactions if t["is_contact"]]
     return {"leads": leads, "contacts": contacts, "conversions": conversions, "transactions": transactions}
 
 
