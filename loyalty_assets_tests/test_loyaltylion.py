@@ -254,3 +254,19 @@ def test_state_round_trip(seed: Path, lion, http):
         assert restarted.customer_by_merchant_id("5000004")["points_approved"] == 33
         assert restarted.customer_by_merchant_id("m-9")["email"] == "m9@example.com"
         assert [t["adjustment"]["note"] for t in restarted.transactions("5000004")] == ["x"]
+
+
+def test_a_batch_above_loyaltylions_per_call_limit_is_blocked_with_the_reason_not_a_crash(lion):
+    """RULES.md §9 (nothing is dropped, a refusal leaves the batch blocked with the reason): a member's
+    net above LoyaltyLion's 1,000,000 points a call cannot be sent; the push records why and goes on
+    with the next batch (it raised, and every run stopped there)."""
+    from loyalty_assets.defs.sync.loyalty_platforms import LoyaltyLionTarget, push_one
+    from loyalty_assets.lib.outbox import Batch
+
+    target = LoyaltyLionTarget(_client(lion))
+    big, small = (Batch(f"b{n}", f"M{n}", points, 1, "pending", 0, None, "5000004") for n, points in ((1, 1_000_001), (2, 5)))
+    before = lion.customer_by_merchant_id("5000004")["points_approved"]
+    outcomes = [push_one(target, b) for b in (big, small)]
+    assert [(o.status, o.http_status) for o in outcomes] == [("blocked", None), ("sent", 201)]
+    assert "1,000,000" in outcomes[0].message
+    assert lion.customer_by_merchant_id("5000004")["points_approved"] == before + 5

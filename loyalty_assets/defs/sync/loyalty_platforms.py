@@ -97,6 +97,8 @@ def push_one(target, batch: Batch) -> Outcome:
         return Outcome(batch.batch_id, "sent", 201, None, customer, ref, matched_by)
     except BalanceWouldBeNegativeError as exc:
         return Outcome(batch.batch_id, "blocked", exc.status, f"refused: {exc}", customer, None, matched_by)
+    except ValueError as exc:  # refused by the client before sending (LoyaltyLion: above 1,000,000 points a call)
+        return Outcome(batch.batch_id, "blocked", None, f"not sendable: {exc}", customer, None, matched_by)
     except UncertainOutcomeError as exc:
         return Outcome(
             batch.batch_id,
