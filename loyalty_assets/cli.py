@@ -245,7 +245,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from loyalty_assets.lib.support import MemberNotFound, explain
     from loyalty_assets.lib.warehouse import warehouse_path
 
-    conn = duckdb.connect(warehouse_path(), read_only=True)
+    path = warehouse_path()
+    if not Path(path).is_file():
+        print(f"error: no warehouse at {path} (LOYALTY_WAREHOUSE): nothing has been run there yet", file=sys.stderr)
+        return 1
+    conn = duckdb.connect(path, read_only=True)
     try:
         print(explain(conn, args.email))
         return 0

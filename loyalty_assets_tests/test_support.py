@@ -100,6 +100,11 @@ def test_cli_explain_and_forget(tmp_path):
     assert missing.returncode == 1 and "no member" in missing.stderr
     gone = subprocess.run([*loyalty, "forget", "jane.roe@example.com"], env=env, capture_output=True, text=True, timeout=120)
     assert gone.returncode == 0 and "pseudonymized" in gone.stdout
+    nowhere = {**env, "LOYALTY_WAREHOUSE": str(tmp_path / "none.duckdb")}  # a clear error, no traceback
+    absent = subprocess.run([*loyalty, "explain", "jane.roe@example.com"], env=nowhere, capture_output=True, text=True,
+                            timeout=120)
+    assert absent.returncode == 1 and absent.stderr.startswith("error: no warehouse at") and "Traceback" not in absent.stderr
+    assert not (tmp_path / "none.duckdb").exists()
 
 
 def test_forget_keeps_a_parsed_phone_only_another_shoppers_orders_still_carry(tmp_path):
