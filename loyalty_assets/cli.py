@@ -146,18 +146,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sandbox(args: argparse.Namespace) -> int:
-    from loyalty_assets.sandbox import Sandbox, serve_forever
+EMPTY_BIGCOMMERCE_STORE = "sandbox1"
 
-    sandbox = Sandbox(Path(args.data) if args.data else None, Path(args.state) if args.state else None,
-                      fault_rate=args.fault_rate, seed=args.seed).start()
-    if args.env_file:
-        sandbox.write_env_file(Path(args.env_file))
-    for key, value in sandbox.env().items():
-        if "PASSWORD" not in key and "TOKEN" not in key and "SECRET" not in key:
-            print(f"{key}={value}")
-    print("ready", flush=True)
-    serve_forever(sandbox)
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from loyalty_assets.sandbox import EMULATORS, Sandbox, serve_forever
+
+    empty = None
+    if not args.data:  # every emulator, empty (CONTRACT.md §1 names all seven), for records added at runtime
+        empty = Path(tempfile.mkdtemp(prefix="loyalty-sandbox-empty-"))
+        for name in EMULATORS:
+            (empty / name).mkdir()
+        (empty / "bigcommerce" / EMPTY_BIGCOMMERCE_STORE).mkdir()  # its one store (a store hash is a setting)
+    try:
+        sandbox = Sandbox(Path(args.data) if args.data else empty, Path(args.state) if args.state else None,
+                          fault_rate=args.fault_rate, seed=args.seed).start()
+        if args.env_file:
+            sandbox.write_env_file(Path(args.env_file))
+        for key, value in sandbox.env().items():
+            if "PASSWORD" not in key and "TOKEN" not in key and "SECRET" not in key:
+                print(f"{key}={value}")
+        print("ready", flush=True)
+        serve_forever(sandbox)
+    finally:
+        if empty is not None:
+            shutil.rmtree(empty, ignore_errors=True)
     return 0
 
 

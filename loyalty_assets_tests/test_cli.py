@@ -189,10 +189,10 @@ def _identity_rebuilt_both_ways(wh: Path, tmp: Path) -> None:
 
 
 def _start_sandbox(
-    data: Path, env_file: Path, cwd: Path, env: dict[str, str]
+    data: Path | None, env_file: Path, cwd: Path, env: dict[str, str]
 ) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [LOYALTY, "sandbox", "--data", str(data), "--env-file", str(env_file)],
+        [LOYALTY, "sandbox", *(["--data", str(data)] if data else []), "--env-file", str(env_file)],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -345,3 +345,25 @@ def test_warehouse_in_a_directory_that_does_not_exist_yet_is_created(
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "0"
     assert target.exists()
+
+
+def test_sandbox_without_data_serves_every_emulator_empty_and_a_run_on_it_succeeds(
+    tmp_path: Path, cwd: Path, cli_env
+) -> None:
+    """CONTRACT.md §1: `loyalty sandbox` serves the seven APIs; without --data each starts empty (it
+    served an empty Magento alone, so the env file named no target), and `loyalty run` on it reports
+    every source and target configured and succeeds with nothing to book."""
+    env_file = tmp_path / "sandbox.env"
+    proc, _out = _start_sandbox(None, env_file, cwd, cli_env)
+    try:
+        settings = _env_file(env_file)
+        for key in ("MAGENTO_BASE_URL", "BIGCOMMERCE_API_URL", "COMMERCETOOLS_API_URL", "SFCC_API_URL",
+                    "SMILE_API_URL", "LOYALTYLION_API_URL", "SALESFORCE_INSTANCE_URL"):
+            assert settings.get(key, "").startswith("http"), key
+        run = subprocess.run([LOYALTY, "run", "--start", "2024-03-01", "--end", "2024-03-01", "--env-file", str(env_file)],
+                             cwd=cwd, env=cli_env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        assert "skipped" not in run.stdout.split("instance:")[1].split("summary")[0], run.stdout[-2000:]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
