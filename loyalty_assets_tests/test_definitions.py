@@ -203,3 +203,32 @@ def test_warehouse_sessions_draw_no_progress_bar(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "w.duckdb")], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1]).stdout.split()
     assert out == ["[(False,)]", "[(False,)]", "[(True,)]"]  # the last: DuckDB's own default, kept elsewhere
+
+
+def test_endpoints_and_credentials_are_read_through_envvar(monkeypatch) -> None:
+    """CONTRACT.md §4: endpoints and credentials reach the resources as dagster.EnvVar (resolved when a
+    run starts, never baked into the definitions or shown in the UI's config); the Salesforce instance,
+    login URL and CA bundle were read from os.environ."""
+    import dagster as dg
+
+    from loyalty_assets.defs.resources import build_resources
+
+    names = {"magento": {"base_url": "MAGENTO_BASE_URL", "access_token": "MAGENTO_ACCESS_TOKEN"},
+             "bigcommerce": {"api_url": "BIGCOMMERCE_API_URL", "access_token": "BIGCOMMERCE_ACCESS_TOKEN"},
+             "commercetools": {"api_url": "COMMERCETOOLS_API_URL", "auth_url": "COMMERCETOOLS_AUTH_URL",
+                               "client_id": "COMMERCETOOLS_CLIENT_ID", "client_secret": "COMMERCETOOLS_CLIENT_SECRET"},
+             "sfcc": {"api_url": "SFCC_API_URL", "access_token": "SFCC_ACCESS_TOKEN"},
+             "smile": {"api_url": "SMILE_API_URL", "api_key": "SMILE_API_KEY"},
+             "loyaltylion": {"api_url": "LOYALTYLION_API_URL", "api_key": "LOYALTYLION_API_KEY"},
+             "salesforce": {"instance_url": "SALESFORCE_INSTANCE_URL", "login_url": "SALESFORCE_LOGIN_URL",
+                            "ca_bundle": "SALESFORCE_CA_BUNDLE", "session_id": "SALESFORCE_SESSION_ID",
+                            "client_id": "SALESFORCE_CLIENT_ID", "client_secret": "SALESFORCE_CLIENT_SECRET",
+                            "username": "SALESFORCE_USERNAME", "password": "SALESFORCE_PASSWORD"}}
+    for fields in names.values():
+        for variable in fields.values():
+            monkeypatch.setenv(variable, f"value-of-{variable.lower()}")
+    resources = build_resources()
+    for key, fields in names.items():
+        for field, variable in fields.items():
+            value = getattr(resources[key], field)
+            assert isinstance(value, dg.EnvVar) and value == variable, (key, field, value)

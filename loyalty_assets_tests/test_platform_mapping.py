@@ -145,6 +145,17 @@ def test_commercetools_taxed_net_minus_shipping_and_payment_refunds():
     assert rows[0].order_key == f"commercetools:p:{order['id']}"
 
 
+def test_commercetools_net_shipping_falls_back_to_the_shipping_infos_net():
+    """RULES.md §3: net shipping is taxedShippingPrice.totalNet, else shippingInfo.taxedPrice.totalNet;
+    a taxedShippingPrice without a net (gross only) does not hide the second."""
+    order = ct_order(
+        taxedPrice={"totalNet": cents(12000), "totalGross": cents(14400)},
+        taxedShippingPrice={"totalGross": cents(1200)},
+        shippingInfo={"price": cents(1200), "taxedPrice": {"totalNet": cents(1000), "totalGross": cents(1200)}},
+    )
+    assert commercetools.map_order(order, "p", PROGRAM, EUR_FX).eligible_minor == 11000
+
+
 def test_commercetools_jpy_has_no_minor_digits():
     order = ct_order(totalPrice=cents(5000, "JPY", 0))
     order["lineItems"] = []

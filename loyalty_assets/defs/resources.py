@@ -256,14 +256,14 @@ def source_resources() -> dict[str, CommerceSource]:
 def target_resources() -> dict:
     return {
         "salesforce": SalesforceResource(
-            instance_url=os.environ.get("SALESFORCE_INSTANCE_URL"),
+            instance_url=_env("SALESFORCE_INSTANCE_URL"),
             session_id=_env("SALESFORCE_SESSION_ID"),
-            login_url=os.environ.get("SALESFORCE_LOGIN_URL"),
+            login_url=_env("SALESFORCE_LOGIN_URL"),
             client_id=_env("SALESFORCE_CLIENT_ID"),
             client_secret=_env("SALESFORCE_CLIENT_SECRET"),
             username=_env("SALESFORCE_USERNAME"),
             password=_env("SALESFORCE_PASSWORD"),
-            ca_bundle=os.environ.get("SALESFORCE_CA_BUNDLE"),
+            ca_bundle=_env("SALESFORCE_CA_BUNDLE"),
         ),
         "smile": SmileResource(api_url=_env("SMILE_API_URL"), api_key=_env("SMILE_API_KEY")),
         "loyaltylion": LoyaltyLionResource(

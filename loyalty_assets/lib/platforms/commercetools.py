@@ -51,9 +51,12 @@ def signal(payload: dict) -> str:
 
 
 def _shipping_net(payload: dict, currency: str) -> Decimal:
-    taxed = payload.get("taxedShippingPrice") or (payload.get("shippingInfo") or {}).get("taxedPrice")
-    if isinstance(taxed, dict) and taxed.get("totalNet") is not None:
-        return money(taxed.get("totalNet"), "taxedShippingPrice.totalNet", currency)
+    """RULES.md §3: taxedShippingPrice.totalNet, else shippingInfo.taxedPrice.totalNet (each looked at
+    for its net: a taxedShippingPrice without one no longer hides the other)."""
+    for field, taxed in (("taxedShippingPrice", payload.get("taxedShippingPrice")),
+                         ("shippingInfo.taxedPrice", (payload.get("shippingInfo") or {}).get("taxedPrice"))):
+        if isinstance(taxed, dict) and taxed.get("totalNet") is not None:
+            return money(taxed.get("totalNet"), f"{field}.totalNet", currency)
     return money((payload.get("shippingInfo") or {}).get("price"), "shippingInfo.price", currency)
 
 
