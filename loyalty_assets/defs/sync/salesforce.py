@@ -403,14 +403,83 @@ def _save_push_log(run_id: str, warehouse, calls: list, log_rows: list, state_ro
         save_sync_state(conn, state_rows)
 
 
-def push_salesforce(context, resource, warehouse) -> dict:
-    from loyalty_assets.clients.salesforce import (
-        RecordError,
-        RecordResult,
-        RequestLimitExceeded,
-        SalesforceApiError,
-    )
+def _send_plan(client, plan: dict, record: Callable) -> str | None:
+    """Members, conversions, transactions and request outcomes, in that order; `record` keeps each
+    record's outcome. Returns why the push stopped early (the API limit), else None."""
+    from loyalty_assets.clients.salesforce import RequestLimitExceeded
 
+    # a configuration error before anything is sent
+    record_type = person_account_record_type(client) if plan["contacts"] and member_object() == "Account" else None
+    try:
+        for obj in ("Lead", member_object()):
+            items = plan["leads" if obj == "Lead" else "contacts"]
+            if not items:
+                continue
+            usage = client.limits()
+            if usage is not None and not usage.allows(len(items) // 200 + 2, max_fraction=SAFETY_MAX_FRACTION):
+                return f"API usage {usage.used}/{usage.max}: stopped below the safety margin"
+            record(obj, "upsert", [(i["member_id"], i["hash"]) for i in items],
+                   upsert_members(client, obj, items, record_type))
+        if plan["conversions"]:
+            records = [
+                {"Loyalty_Member_Id__c": m, PROGRAM.salesforce.lead_status_field: PROGRAM.salesforce.lead_converted_status}
+                for m in plan["conversions"]
+            ]
+            results = client.upsert_records("Lead", "Loyalty_Member_Id__c", records)
+            record("Lead", "convert", [(m, "converted") for m in plan["conversions"]], results, lead_gone)
+        if plan["transactions"]:
+            _send_transactions(client, plan["transactions"], record)
+        for ref, fields in plan["requests"]:
+            outcome = _one_call(ref, lambda ref=ref, fields=fields: client.update_record(
+                "Loyalty_Adjustment_Request__c", ref, fields))
+            record("Loyalty_Adjustment_Request__c", "update", [(ref, fields["Status__c"])], [outcome])
+    except RequestLimitExceeded as exc:
+        return f"REQUEST_LIMIT_EXCEEDED: {exc}"  # never retried blindly: the next run continues
+    return None
+
+
+def _one_call(key: str, call: Callable[[], object]):
+    """A single-record call's outcome as a RecordResult (its refusal kept as the record's error)."""
+    from loyalty_assets.clients.salesforce import RecordError, RecordResult, SalesforceApiError
+
+    try:
+        call()
+        return RecordResult(key=key, success=True)
+    except SalesforceApiError as exc:
+        return RecordResult(key=key, success=False, errors=(RecordError(exc.error_code or "ERROR", str(exc), ()),))
+
+
+def _send_transactions(client, txns: list[dict], record: Callable) -> None:
+    """Entries and tier changes where `salesforce.transactions_as` says."""
+    if PROGRAM.salesforce.transactions_as == "platform_event":
+        # events cannot be upserted: at least once, subscribers dedupe on Event_Id__c
+        outcomes = [_one_call(t["key"], lambda t=t: client.publish_event(TRANSACTION_TARGETS["platform_event"], {
+            "Event_Id__c": t["key"], "Member_Id__c": t["member_id"], "Event_Type__c": t["type"],
+            "Points__c": t["points"], "Tier__c": t["tier"], "Occurred_At__c": t["occurred_at"].isoformat()}))
+            for t in txns]
+        record("Loyalty_Transaction__c", "publish", [(t["key"], "sent") for t in txns], outcomes)
+    elif PROGRAM.salesforce.transactions_as == "task":
+        results = client.upsert_records("Task", "Transaction_Id__c", [task_record(t) for t in txns])
+        record("Task", "upsert", [(t["key"], "sent") for t in txns], results)
+    else:
+        records = [
+            {
+                "Transaction_Id__c": t["key"],
+                "Contact__r": {"Loyalty_Member_Id__c": t["member_id"]},
+                "Type__c": t["type"],
+                "Points__c": t["points"],
+                "Tier__c": t["tier"],
+                "Order_Key__c": t["order_key"],
+                "Occurred_At__c": t["occurred_at"].isoformat(),
+                "Description__c": (t["description"] or "")[:255],
+            }
+            for t in txns
+        ]
+        results = client.upsert_records("Loyalty_Transaction__c", "Transaction_Id__c", records)
+        record("Loyalty_Transaction__c", "upsert", [(t["key"], "sent") for t in txns], results)
+
+
+def push_salesforce(context, resource, warehouse) -> dict:
     calls = []
     now = dt.datetime.now(dt.UTC)
     with warehouse.connect() as conn:
@@ -424,8 +493,6 @@ def push_salesforce(context, resource, warehouse) -> dict:
     log_rows, state_rows = [], []
     pushed_values = {(obj, i["member_id"]): json.dumps(i["record"], sort_keys=True, default=str)
                      for obj, key in (("Lead", "leads"), (member_object(), "contacts")) for i in plan[key]}
-    stopped = None
-
     def record(obj: str, operation: str, items_keys: list[tuple[str, str | None]], results: list,
                settled: Callable[[object], str | None] = lambda _r: None) -> None:
         """`settled`: for a failure that leaves nothing to do, why (logged `skipped`, not tried again)."""
@@ -457,76 +524,7 @@ def push_salesforce(context, resource, warehouse) -> dict:
 
     try:
         with resource.client(on_call=calls.append) as client:
-            # a configuration error before anything is sent
-            record_type = person_account_record_type(client) if plan["contacts"] and member_object() == "Account" else None
-            try:
-                for obj in ("Lead", member_object()):
-                    items = plan["leads" if obj == "Lead" else "contacts"]
-                    if not items:
-                        continue
-                    usage = client.limits()
-                    if usage is not None and not usage.allows(
-                        len(items) // 200 + 2, max_fraction=SAFETY_MAX_FRACTION
-                    ):
-                        stopped = f"API usage {usage.used}/{usage.max}: stopped below the safety margin"
-                        break
-                    record(
-                        obj,
-                        "upsert",
-                        [(i["member_id"], i["hash"]) for i in items],
-                        upsert_members(client, obj, items, record_type),
-                    )
-                if plan["conversions"] and not stopped:
-                    records = [
-                        {"Loyalty_Member_Id__c": m, PROGRAM.salesforce.lead_status_field: PROGRAM.salesforce.lead_converted_status}
-                        for m in plan["conversions"]
-                    ]
-                    results = client.upsert_records("Lead", "Loyalty_Member_Id__c", records)
-                    record("Lead", "convert", [(m, "converted") for m in plan["conversions"]], results, lead_gone)
-                txns = plan["transactions"]
-                if txns and not stopped and PROGRAM.salesforce.transactions_as == "platform_event":
-                    # events cannot be upserted: at least once, subscribers dedupe on Event_Id__c
-                    outcomes = []
-                    for t in txns:
-                        try:
-                            client.publish_event(TRANSACTION_TARGETS["platform_event"], {
-                                "Event_Id__c": t["key"], "Member_Id__c": t["member_id"], "Event_Type__c": t["type"],
-                                "Points__c": t["points"], "Tier__c": t["tier"],
-                                "Occurred_At__c": t["occurred_at"].isoformat()})
-                            outcomes.append(RecordResult(key=t["key"], success=True))
-                        except SalesforceApiError as exc:
-                            outcomes.append(RecordResult(key=t["key"], success=False,
-                                                         errors=(RecordError(exc.error_code or "ERROR", str(exc), ()),)))
-                    record("Loyalty_Transaction__c", "publish", [(t["key"], "sent") for t in txns], outcomes)
-                elif txns and not stopped and PROGRAM.salesforce.transactions_as == "task":
-                    results = client.upsert_records("Task", "Transaction_Id__c", [task_record(t) for t in txns])
-                    record("Task", "upsert", [(t["key"], "sent") for t in txns], results)
-                elif txns and not stopped:
-                    records = [
-                        {
-                            "Transaction_Id__c": t["key"],
-                            "Contact__r": {"Loyalty_Member_Id__c": t["member_id"]},
-                            "Type__c": t["type"],
-                            "Points__c": t["points"],
-                            "Tier__c": t["tier"],
-                            "Order_Key__c": t["order_key"],
-                            "Occurred_At__c": t["occurred_at"].isoformat(),
-                            "Description__c": (t["description"] or "")[:255],
-                        }
-                        for t in txns
-                    ]
-                    results = client.upsert_records("Loyalty_Transaction__c", "Transaction_Id__c", records)
-                    record("Loyalty_Transaction__c", "upsert", [(t["key"], "sent") for t in txns], results)
-                for ref, fields in plan["requests"] if not stopped else []:
-                    try:
-                        client.update_record("Loyalty_Adjustment_Request__c", ref, fields)
-                        outcome = RecordResult(key=ref, success=True)
-                    except SalesforceApiError as exc:
-                        outcome = RecordResult(key=ref, success=False,
-                                               errors=(RecordError(exc.error_code or "ERROR", str(exc), ()),))
-                    record("Loyalty_Adjustment_Request__c", "update", [(ref, fields["Status__c"])], [outcome])
-            except RequestLimitExceeded as exc:
-                stopped = f"REQUEST_LIMIT_EXCEEDED: {exc}"  # never retried blindly: the next run continues
+            stopped = _send_plan(client, plan, record)
     finally:
         # every call and record outcome so far, also when a whole call failed and the push stops there
         _save_push_log(context.run_id, warehouse, calls, log_rows, state_rows)
