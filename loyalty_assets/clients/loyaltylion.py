@@ -27,7 +27,13 @@ from typing import Any
 from urllib.parse import quote
 
 from loyalty_assets.clients.http import ApiError
-from loyalty_assets.clients.smile import PacedClient, Pacer, format_time, normalize_email
+from loyalty_assets.clients.smile import (
+    PacedClient,
+    Pacer,
+    PointsNotSendableError,
+    format_time,
+    normalize_email,
+)
 
 LOYALTYLION_MAX_LIMIT = 500
 MAX_POINTS = 1_000_000
@@ -134,7 +140,7 @@ class LoyaltyLionClient(PacedClient):
             or points < 1
             or (upper and points > upper)
         ):
-            raise ValueError(
+            raise PointsNotSendableError(
                 f"points must be a positive integer{f' up to {upper:,}' if upper else ''}, got {points!r}"
             )
         return {"points": points, "reason": reason}

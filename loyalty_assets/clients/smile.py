@@ -69,6 +69,11 @@ class UncertainOutcomeError(ApiError):
         self.request_id: str | None = None
 
 
+class PointsNotSendableError(ValueError):
+    """A points change the client refuses before sending anything (not a positive whole number, or
+    above the platform's per-call limit): it would never pass as it is."""
+
+
 class BalanceWouldBeNegativeError(ClientError):
     """422: the points change would make the customer's balance negative (or, for a purchase, the
     customer lacks the points). ``message`` is the platform's own text."""

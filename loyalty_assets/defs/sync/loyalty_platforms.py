@@ -13,7 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from loyalty_assets.clients.http import ApiError
-from loyalty_assets.clients.smile import BalanceWouldBeNegativeError, UncertainOutcomeError
+from loyalty_assets.clients.smile import (
+    BalanceWouldBeNegativeError,
+    PointsNotSendableError,
+    UncertainOutcomeError,
+)
 from loyalty_assets.lib.outbox import Batch, Outcome
 
 CHUNK = 100
@@ -97,7 +101,7 @@ def push_one(target, batch: Batch) -> Outcome:
         return Outcome(batch.batch_id, "sent", 201, None, customer, ref, matched_by)
     except BalanceWouldBeNegativeError as exc:
         return Outcome(batch.batch_id, "blocked", exc.status, f"refused: {exc}", customer, None, matched_by)
-    except ValueError as exc:  # refused by the client before sending (LoyaltyLion: above 1,000,000 points a call)
+    except PointsNotSendableError as exc:  # refused before sending (LoyaltyLion: above 1,000,000 points a call)
         return Outcome(batch.batch_id, "blocked", None, f"not sendable: {exc}", customer, None, matched_by)
     except UncertainOutcomeError as exc:
         return Outcome(
