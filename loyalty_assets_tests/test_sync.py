@@ -564,6 +564,42 @@ def test_member_is_a_lead_until_its_first_earn_then_the_lead_is_marked_converted
                                    "referral_url": None})["Loyalty_Lifetime_Spend__c"] == "1.234"
 
 
+def test_a_lead_is_not_marked_converted_while_its_contact_is_refused(tmp_path):
+    """RULES.md §9: the Contact is upserted, then the Lead marked converted. When Salesforce refuses
+    the Contact (a tier name longer than the field's 40 characters: STRING_TOO_LONG), the Lead stays
+    open and its marking waits with the Contact; once the Contact goes through, both are done."""
+    import types
+
+    from loyalty_assets.defs.sync import salesforce as sf_push
+    from loyalty_assets.lib import warehouse as wh
+    from loyalty_assets.sandbox.salesforce import SalesforceEmulator
+
+    path = tmp_path / "w.duckdb"
+    _member_without_earn(path)
+    with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
+        resource, ctx = salesforce_resource(emulator.env()), types.SimpleNamespace(run_id="t")
+        sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))
+        _first_earn(path)
+        with wh.connect(str(path)) as conn:
+            conn.execute("UPDATE member_status SET vip_tier = 'A tier whose name is longer than forty characters'")
+        summary = sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))
+        # the Contact refused, and the earn entry's transaction, which hangs on it: both tried again later
+        assert (summary["contacts"], summary["failed_records"]) == (1, 2)
+        assert emulator.records("Contact") == []
+        (lead,) = emulator.records("Lead")
+        assert lead["Status"] == "Open - Not Contacted"  # not converted: the member has no Contact yet
+        with wh.connect(str(path)) as conn:
+            assert conn.execute("SELECT operation, status FROM sync_log WHERE record_key = 'M1' "
+                                "ORDER BY started_at, operation").fetchall() == [
+                ("upsert Lead", "sent"), ("upsert Contact", "failed")]
+            conn.execute("UPDATE member_status SET vip_tier = 'Gold'")
+        summary = sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))
+        assert (summary["contacts"], summary["conversions"], summary["transactions"], summary["failed_records"]) == (
+            1, 1, 1, 0)
+        assert [c["Loyalty_Member_Id__c"] for c in emulator.records("Contact")] == ["M1"]
+        assert emulator.records("Lead")[0]["Status"] == "Closed - Converted"
+
+
 def test_a_lead_deleted_in_the_crm_is_skipped_once_not_marked_on_every_run(tmp_path):
     """The member's Lead was deleted in the CRM before its first earn: the Contact is upserted, and the
     marking (an upsert by our external id, which would create a Lead without its required fields) is

@@ -410,6 +410,7 @@ def _send_plan(client, plan: dict, record: Callable) -> str | None:
 
     # a configuration error before anything is sent
     record_type = person_account_record_type(client) if plan["contacts"] and member_object() == "Account" else None
+    refused: set[str] = set()  # members whose Contact (or person Account) the CRM refused in this push
     try:
         for obj in ("Lead", member_object()):
             items = plan["leads" if obj == "Lead" else "contacts"]
@@ -418,15 +419,20 @@ def _send_plan(client, plan: dict, record: Callable) -> str | None:
             usage = client.limits()
             if usage is not None and not usage.allows(len(items) // 200 + 2, max_fraction=SAFETY_MAX_FRACTION):
                 return f"API usage {usage.used}/{usage.max}: stopped below the safety margin"
-            record(obj, "upsert", [(i["member_id"], i["hash"]) for i in items],
-                   upsert_members(client, obj, items, record_type))
-        if plan["conversions"]:
+            results = upsert_members(client, obj, items, record_type)
+            record(obj, "upsert", [(i["member_id"], i["hash"]) for i in items], results)
+            if obj != "Lead":
+                refused = {i["member_id"] for i, r in zip(items, results, strict=True) if not r.success}
+        # a Lead is marked converted once its member's Contact is there (RULES.md §9): with the Contact
+        # refused, the conversion waits with it for the next run (the Lead stays open, as it was)
+        conversions = [m for m in plan["conversions"] if m not in refused]
+        if conversions:
             records = [
                 {"Loyalty_Member_Id__c": m, PROGRAM.salesforce.lead_status_field: PROGRAM.salesforce.lead_converted_status}
-                for m in plan["conversions"]
+                for m in conversions
             ]
             results = client.upsert_records("Lead", "Loyalty_Member_Id__c", records)
-            record("Lead", "convert", [(m, "converted") for m in plan["conversions"]], results, lead_gone)
+            record("Lead", "convert", [(m, "converted") for m in conversions], results, lead_gone)
         if plan["transactions"]:
             _send_transactions(client, plan["transactions"], record)
         for ref, fields in plan["requests"]:
