@@ -348,21 +348,25 @@ def test_transactions_as_platform_events_by_configuration(tmp_path, monkeypatch)
     path = tmp_path / "w.duckdb"
     conn = wh.connect(str(path))
     conn.execute("INSERT INTO member_status VALUES ('M1', 'a@example.com', 10, 0, 10, 'Bronze', 0, NULL, NULL, NULL, NULL, "
+                 "DATE '2024-03-01', now()), ('M2', 'b@example.com', 500, 0, 500, 'Bronze', 0, NULL, NULL, NULL, NULL, "
                  "DATE '2024-03-01', now())")
     conn.execute("""INSERT INTO ledger_journal (entry_id, booked_member_id, kind, points, booked_on, available_on, order_key,
                     source, source_version, rule_version, journaled_at)
-                    VALUES ('E1', 'M1', 'earn', 10, DATE '2024-03-01', DATE '2024-03-01', 'o1', 'magento', 'v', 'r', now())""")
+                    VALUES ('E1', 'M1', 'earn', 10, DATE '2024-03-01', DATE '2024-03-01', 'o1', 'magento', 'v', 'r', now()),
+                           ('R2', 'M2', 'referral', 500, DATE '2024-03-01', DATE '2024-03-01', NULL, 'program', 'v', 'r', now())""")
     conn.close()
     with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
         env = emulator.env()
         resource = salesforce_resource(env)
         summary = sf_push.push_salesforce(types.SimpleNamespace(run_id="t"), resource, Warehouse(database=str(path)))
         assert summary["failed_records"] == 0
-        assert [(e["Event_Id__c"], e["Event_Type__c"]) for e in emulator.events] == [("E1", "earn")]
+        # an event names the member, Contact or Lead: M2, a referrer with no order of its own, gets its bonus too
+        assert sorted((e["Event_Id__c"], e["Member_Id__c"], e["Event_Type__c"]) for e in emulator.events) == [
+            ("E1", "M1", "earn"), ("R2", "M2", "referral")]
         assert emulator.records("Loyalty_Transaction__c") == []
         # delivered once: a second push publishes nothing
         sf_push.push_salesforce(types.SimpleNamespace(run_id="t"), resource, Warehouse(database=str(path)))
-        assert len(emulator.events) == 1
+        assert len(emulator.events) == 2
 
 
 def test_transactions_as_task_activities_by_configuration(sandbox, warehouse_path, monkeypatch):
@@ -403,7 +407,7 @@ def test_transactions_as_task_activities_by_configuration(sandbox, warehouse_pat
 def test_task_days_are_program_days_and_a_lead_gets_its_tier_change(tmp_path, monkeypatch):
     """Tasks in a program west of UTC: ActivityDate is the day booked (or the tier changed) in
     the program timezone, Occurred_At__c that day's start there when the entry has no time of its own;
-    a member with no earn yet (a Lead) gets its tier change on the Lead."""
+    a member with no earn yet (a Lead) gets its tier change and its entries (a referrer's bonus) on the Lead."""
     import types
 
     from loyalty_assets.defs.sync import salesforce as sf_push
@@ -420,7 +424,8 @@ def test_task_days_are_program_days_and_a_lead_gets_its_tier_change(tmp_path, mo
                      "DATE '2024-03-02', now())", [member, email])
     conn.execute("""INSERT INTO ledger_journal (entry_id, booked_member_id, kind, points, booked_on, available_on, order_key,
                     source, source_version, rule_version, journaled_at)
-                    VALUES ('E1', 'M1', 'earn', 10, DATE '2024-03-02', DATE '2024-03-02', 'o1', 'magento', 'v', 'r', now())""")
+                    VALUES ('E1', 'M1', 'earn', 10, DATE '2024-03-02', DATE '2024-03-02', 'o1', 'magento', 'v', 'r', now()),
+                           ('R2', 'M2', 'referral', 500, DATE '2024-03-02', DATE '2024-03-02', NULL, 'program', 'v', 'r', now())""")
     conn.execute("""INSERT INTO vip_tier_changes VALUES ('C1', 'M1', DATE '2024-03-02', 'Bronze', 'Silver', 'upgrade', 600),
                     ('C2', 'M2', DATE '2024-03-02', 'Bronze', 'Silver', 'upgrade', 550)""")
     conn.close()
@@ -430,10 +435,12 @@ def test_task_days_are_program_days_and_a_lead_gets_its_tier_change(tmp_path, mo
         assert summary["failed_records"] == 0
         tasks = {t["Transaction_Id__c"]: t for t in emulator.records("Task")}
         assert {k: (t["ActivityDate"], t["Occurred_At__c"]) for k, t in tasks.items()} == {
-            k: ("2024-03-02", "2024-03-02T05:00:00.000+0000") for k in ("E1", "C1", "C2")}
+            k: ("2024-03-02", "2024-03-02T05:00:00.000+0000") for k in ("E1", "C1", "C2", "R2")}
         lead = emulator.get_record("Lead", "M2", "Loyalty_Member_Id__c")
         contact = emulator.get_record("Contact", "M1", "Loyalty_Member_Id__c")
-        assert (tasks["C2"]["WhoId"], tasks["C1"]["WhoId"], tasks["E1"]["WhoId"]) == (lead["Id"], contact["Id"], contact["Id"])
+        assert (tasks["C2"]["WhoId"], tasks["R2"]["WhoId"], tasks["C1"]["WhoId"], tasks["E1"]["WhoId"]) == (
+            lead["Id"], lead["Id"], contact["Id"], contact["Id"])
+        assert tasks["R2"]["Subject"] == "Loyalty points: referral +500"
 
 
 def test_a_leads_tier_change_waits_for_its_contact_as_a_custom_object(tmp_path):

@@ -116,10 +116,9 @@ TRANSACTIONS_SQL = """
 WITH earned AS (SELECT DISTINCT member_id FROM ledger_entries WHERE kind = 'earn')
 SELECT e.entry_id AS key, e.member_id, e.kind AS type, e.points, NULL AS tier, e.order_key,
        coalesce(e.occurred_at, timezone($tz, CAST(e.booked_on AS TIMESTAMP))) AS occurred_at, e.description,
-       TRUE AS is_contact, e.booked_on AS day
+       e.member_id IN (SELECT member_id FROM earned) AS is_contact, e.booked_on AS day
 FROM ledger_entries e
-WHERE e.member_id IN (SELECT member_id FROM earned)
-  AND NOT EXISTS (SELECT 1 FROM sync_state st WHERE st.target = 'salesforce'
+WHERE NOT EXISTS (SELECT 1 FROM sync_state st WHERE st.target = 'salesforce'
                   AND st.object = $object AND st.record_key = e.entry_id)
 UNION ALL
 SELECT c.change_id, coalesce(r.survivor_id, c.member_id), 'tier_change', NULL, c.to_tier, NULL,
@@ -280,8 +279,9 @@ def plan_salesforce(conn, synced_at: dt.datetime | None = None) -> dict:
     cols = [d[0] for d in cur.description]
     transactions = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     if PROGRAM.salesforce.transactions_as == "custom_object":
-        # the record hangs on the member's Contact: a Lead's tier changes wait for its first earn, as its
-        # entries do (sent now, each failed on every run for want of the Contact)
+        # the record hangs on the member's Contact: a Lead's entries and tier changes wait for its first
+        # earn (sent now, each failed on every run for want of the Contact). A Task goes on the Lead and
+        # a platform event names the member: those are sent from the start (a referrer with no order)
         transactions = [t for t in transactions if t["is_contact"]]
     return {"leads": leads, "contacts": contacts, "conversions": conversions, "transactions": transactions}
 
