@@ -92,6 +92,44 @@ def test_open_day_books_only_what_is_new(conn):
     assert process(conn, p, D(2024, 3, 5), now=noon).entries == 0
 
 
+def test_an_open_day_booked_again_after_the_next_one_counts_what_was_booked_up_to_it(conn):
+    """RULES.md §6: a day that has not ended can be booked many times, each run adding only what is
+    new. Just after midnight (within the safety lag) 5 March is still open when 6 March is booked;
+    booking both again compares each day with what was booked up to it, not with 6 March's entry
+    too (that booked -50 on the 5th, and 6 March's +50 again had the id already in the journal: the
+    order stayed 50 short for good). A late version for the 5th is then booked as what is new."""
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-05 10:00:00"), order(1, "2024-03-06 00:00:10", subtotal="150.00")])
+    just_after_midnight = dt.datetime(2024, 3, 6, 0, 0, 30, tzinfo=dt.UTC)
+    assert process(conn, p, D(2024, 3, 6), now=just_after_midnight).closed_through is None
+    booked = [("earn", 100, D(2024, 3, 5)), ("adjust", 50, D(2024, 3, 6))]
+    assert [e[1:4] for e in entries(conn)] == booked
+    r = process(conn, p, D(2024, 3, 6), now=dt.datetime(2024, 3, 6, 0, 5, tzinfo=dt.UTC))
+    assert (r.entries, r.closed_through) == (0, D(2024, 3, 5))
+    assert [e[1:4] for e in entries(conn)] == booked
+    # a version modified on the 5th, fetched late: the 6th is open, so it is booked there, and once
+    land(conn, p, orders=[order(1, "2024-03-05 23:00:00", subtotal="120.00", created_at="2024-03-05 10:00:00")])
+    process(conn, p, D(2024, 3, 7))
+    assert conn.execute("SELECT sum(points) FROM ledger_entries").fetchall() == [(150,)]
+    assert ledger.order_value_mismatches(conn, p) == []
+    assert process(conn, p, D(2024, 3, 7)).entries == 0
+
+
+def test_two_open_days_booked_again_with_a_late_change_of_the_first(conn):
+    """Both days open and booked, then a version modified on the first turns up: booking them again
+    books on the first day what changed there and corrects the second by the difference, so every
+    day's entries add up to the order's value at its end."""
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-05 10:00:00"), order(1, "2024-03-06 10:00:00", subtotal="150.00")])
+    early = dt.datetime(2024, 3, 5, 12, tzinfo=dt.UTC)  # neither day has ended
+    process(conn, p, D(2024, 3, 6), now=early)
+    land(conn, p, orders=[order(1, "2024-03-05 11:00:00", subtotal="120.00")])
+    process(conn, p, D(2024, 3, 6), now=early)
+    by_day = conn.execute("SELECT booked_on, sum(points) FROM ledger_entries GROUP BY 1 ORDER BY 1").fetchall()
+    assert by_day == [(D(2024, 3, 5), 120), (D(2024, 3, 6), 30)]  # 120 at the end of the 5th, 150 of the 6th
+    assert process(conn, p, D(2024, 3, 6), now=early).entries == 0
+
+
 def test_pending_days_voids_points_refunded_inside_the_window(conn):
     p = program(earning={"pending_days": 14})
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00"), order(2, "2024-03-01 11:00:00", subtotal="50.00"),
@@ -469,6 +507,32 @@ def test_a_smile_redemption_canceled_gives_the_points_back_once(conn):
     assert rows == [("redeem", -60, D(2024, 3, 2), "50"), ("redeem", 60, D(2024, 3, 4), "50")]
     assert status_of(conn, "ann@example.com")["points_spendable"] == 100
     assert process(conn, p, D(2024, 3, 5)).entries == 0
+
+
+def test_a_redemption_booked_again_on_its_open_day_after_its_cancel_was_booked_adds_nothing(conn):
+    """RULES.md §6 for events: a redemption of 2 March canceled just after midnight on the 6th, with
+    the 5th still open when the cancel was booked: booking the two days again compares the 5th with
+    what was booked up to it (no second -60 there, which the 6th's +60, already journaled, did not
+    make up for)."""
+    p = program()
+    _land_smile(conn, p, "smile.customers", [
+        {"id": 1, "email": "ann@example.com", "state": "member", "created_at": "2024-02-01T00:00:00Z"}])
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com")])
+    fulfillment = {"id": 70, "customer_id": 1, "points_transaction_id": 50, "code": "6OFF-1", "fulfillment_status": "issued",
+                   "created_at": "2024-03-02T10:00:00Z", "updated_at": "2024-03-02T10:00:00Z"}
+    _land_smile(conn, p, "smile.points_transactions", [
+        {"id": 50, "customer_id": 1, "points_change": -60, "description": "Redeemed $6 off",
+         "created_at": "2024-03-02T10:00:00Z", "updated_at": "2024-03-02T10:00:00Z"}])
+    _land_smile(conn, p, "smile.reward_fulfillments", [fulfillment])
+    process(conn, p, D(2024, 3, 4))
+    _land_smile(conn, p, "smile.reward_fulfillments", [
+        {**fulfillment, "fulfillment_status": "cancelled", "updated_at": "2024-03-06T00:00:10Z"}])
+    process(conn, p, D(2024, 3, 6), now=dt.datetime(2024, 3, 6, 0, 0, 30, tzinfo=dt.UTC))
+    redeems = [("redeem", -60, D(2024, 3, 2)), ("redeem", 60, D(2024, 3, 6))]
+    assert conn.execute("SELECT kind, points, booked_on FROM ledger_entries WHERE kind = 'redeem' "
+                        "ORDER BY booked_on").fetchall() == redeems
+    assert process(conn, p, D(2024, 3, 6), now=dt.datetime(2024, 3, 6, 0, 5, tzinfo=dt.UTC)).entries == 0
+    assert status_of(conn, "ann@example.com")["points_spendable"] == 100
 
 
 def _land_referrals(conn, p, referrals):

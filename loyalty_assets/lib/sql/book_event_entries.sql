@@ -7,9 +7,9 @@ WITH latest AS (
         FROM loyalty_events e WHERE e.updated_at < $asof
     ) WHERE rn = 1
 ),
-booked AS (
+booked AS (   -- up to the day: an open day booked again after a later one compares with what it had
     SELECT event_key, sum(points)::BIGINT AS booked_points FROM ledger_journal
-    WHERE event_key IS NOT NULL GROUP BY event_key
+    WHERE event_key IS NOT NULL AND booked_on <= CAST($day AS DATE) GROUP BY event_key
 ),
 used_on AS (            -- the order whose discount code is the redemption's reward code
     SELECT l.event_key, min(c.order_key) AS order_key

@@ -1,7 +1,9 @@
 -- The entries orders book (RULES.md §6), for one or many days at once: order_values holds each
--- order's value at the end of every day it is booked on (point_at = that day's end, booked_day = the day);
--- each day books its value minus the value booked before (the previous day's, or what the journal
--- holds for the first one).
+-- order's value at the end of every day it is booked on (point_at = that day's end, booked_day = the day)
+-- and what the journal holds for the order up to that day (booked_upto); each day books its value minus
+-- what was booked up to it: the journal's, and this run's entries of the days before (its previous
+-- point's value less the journal's up to that point). Without entries on later days (the usual case)
+-- that is the previous day's value, or the journal's total for the first one.
 -- {into}: into temp table new_entries (ledger.py journals them), or straight into an empty journal.
 {into}
 WITH seq AS (   -- one window on narrow rows, the rest of the row read once for the entries (they sorted
@@ -12,8 +14,8 @@ WITH seq AS (   -- one window on narrow rows, the rest of the row read once for 
     -- value: a frame over the same ordered window, not a second window over the deltas (0.1-0.3 s at
     -- 1M orders)
     SELECT rowid AS value_row, point_at, booked_day, trigger_day,
-           value - lag(value, 1, booked_points) OVER w AS delta,
-           lag(value, 1, booked_points) OVER w AS booked_before,
+           (value - booked_upto) - lag(value - booked_upto, 1, 0) OVER w AS delta,
+           booked_upto + lag(value - booked_upto, 1, 0) OVER w AS booked_before,
            min(point_at) FILTER (WHERE value > 0) OVER whole AS first_rise_at,
            min(booked_day) FILTER (WHERE value > 0) OVER whole AS first_rise_day
     FROM order_values

@@ -79,9 +79,9 @@ LEFT JOIN friend_orders s ON s.order_key = o.order_key
 WHERE r.friend_member IS NOT NULL AND r.referrer_member IS NOT NULL;
 
 CREATE OR REPLACE TEMP TABLE new_entries AS
-WITH booked AS (
+WITH booked AS (   -- up to the day, as book_event_entries.sql
     SELECT event_key, sum(points)::BIGINT AS booked_points FROM ledger_journal
-    WHERE kind = 'referral' GROUP BY event_key
+    WHERE kind = 'referral' AND booked_on <= CAST($day AS DATE) GROUP BY event_key
 )
 SELECT substr(sha256(concat_ws('|', $program_id, v.referral_key, CAST($day AS VARCHAR), 'referral',
                                coalesce(v.friend_order, '') || ':' || v.value)), 1, 32) AS entry_id,

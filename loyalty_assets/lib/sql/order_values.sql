@@ -14,6 +14,17 @@ WITH journal AS (   -- one scan of the journal: what was booked, and the earn en
     WHERE order_key IN (SELECT order_key FROM order_state) AND kind IN ('earn', 'adjust', 'clawback')
     GROUP BY order_key
 ),
+later AS (
+    -- entries booked on a day after a point's: an open day booked again once a later open day has
+    -- entries (just after midnight, within the safety lag). Such a point compares with what was
+    -- booked up to its day (RULES.md §6), not with the later day's entries too. Usually none: the
+    -- scan keeps only the journal's days from the earliest point's on
+    SELECT s.order_key, s.point_at, sum(j.points)::BIGINT AS booked_after
+    FROM (SELECT order_key, booked_on, points FROM ledger_journal
+          WHERE booked_on > (SELECT min(booked_day) FROM order_state) AND kind IN ('earn', 'adjust', 'clawback')) j
+    JOIN order_state s ON s.order_key = j.order_key AND j.booked_on > s.booked_day
+    GROUP BY s.order_key, s.point_at
+),
 priced AS (
     SELECT s.*,
            coalesce(e.rate, $rate) AS use_rate,
@@ -22,12 +33,14 @@ priced AS (
            coalesce(e.rule_version, $rule_version) AS use_rule_version,
            e.trigger_day,
            coalesce(e.booked_points, 0) AS booked_points,
+           coalesce(e.booked_points, 0) - coalesce(lt.booked_after, 0) AS booked_upto,
            -- the trigger and minimum of that version too (temp table rule_terms, ledger.prepare_rules)
            s.life_rank >= coalesce(t.trigger_rank, $trigger_rank) AND s.life_rank < 3 AS earning,
            coalesce(t.min_eligible_minor, $min_eligible_minor) AS use_min_eligible_minor, m.member_id
     FROM order_state s
     LEFT JOIN order_members m USING (order_key, point_at)
     LEFT JOIN journal e USING (order_key)
+    LEFT JOIN later lt USING (order_key, point_at)
     LEFT JOIN rule_terms t ON t.rule_version = e.rule_version
     LEFT JOIN store_multipliers sm ON sm.store_key = s.store_key
 )
@@ -35,7 +48,7 @@ priced AS (
 -- whole state (a copy of every column cost 0.3 s at 1M orders), and the member (order_members.sql)
 SELECT order_key, point_at, booked_day, member_id, platform, order_number, created_at, lifecycle, fx_rate,
        refunded_eligible_minor, net_eligible_program_minor, net_program_minor_any, source_version, occurred_at,
-       use_rate, use_multiplier, use_rounding, use_rule_version, trigger_day, booked_points, earning,
+       use_rate, use_multiplier, use_rounding, use_rule_version, trigger_day, booked_points, booked_upto, earning,
        CASE WHEN NOT earning OR net_eligible_program_minor < use_min_eligible_minor THEN 0
             WHEN use_rounding = 'half_up'
                  THEN round(net_eligible_program_minor * $unit * use_rate * use_multiplier)::BIGINT
