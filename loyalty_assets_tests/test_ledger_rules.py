@@ -565,6 +565,38 @@ def test_referral_rewarded_on_the_friends_first_earning_order_refused_for_self_a
     assert process(conn, p, D(2024, 3, 6)).entries == 0
 
 
+@pytest.mark.parametrize("first, later", [(2, 3), (3, 2), (4, 5), (5, 4)])
+def test_of_two_friend_orders_earning_on_one_day_the_first_placed_is_the_first_order(conn, first, later):
+    """RULES.md §6: the referral follows the friend's first order. Two orders earning on one day: the
+    one placed first (whatever the order of their entry ids), so canceling the later one takes nothing back."""
+    p = program(referrals={"referrer_points": 500})
+    _land_referrals(conn, p, [(10, 1, "ann@example.com", "bo@example.com")])
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com"),
+                          order(first, "2024-03-02 09:00:00", email="bo@example.com", subtotal="30.00"),
+                          order(later, "2024-03-02 15:00:00", email="bo@example.com", subtotal="40.00"),
+                          order(later, "2024-03-04 10:00:00", email="bo@example.com", subtotal="40.00",
+                                created_at="2024-03-02 15:00:00", state="canceled")])
+    process(conn, p, D(2024, 3, 6))
+    assert conn.execute("SELECT points, booked_on, source_ref FROM ledger_entries WHERE kind = 'referral'").fetchall() == [
+        (500, D(2024, 3, 2), f"magento:default:{first}")]
+
+
+def test_a_redemption_before_the_first_order_is_booked_on_its_own_day(conn):
+    """RULES.md §6: other sources are booked on the day they are observed; the first booking starts at
+    the first thing to book, a redemption before any order included (it was folded into the first
+    order's day)."""
+    p = program()
+    _land_smile(conn, p, "smile.customers", [
+        {"id": 1, "email": "ann@example.com", "state": "member", "created_at": "2024-01-01T00:00:00Z"}])
+    _land_smile(conn, p, "smile.points_transactions", [
+        {"id": 50, "customer_id": 1, "points_change": -60, "description": "Redeemed $6 off",
+         "created_at": "2024-02-10T10:00:00Z", "updated_at": "2024-02-10T10:00:00Z"}])
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com")])
+    process(conn, p, D(2024, 3, 5))
+    assert conn.execute("SELECT kind, points, booked_on FROM ledger_entries ORDER BY booked_on").fetchall() == [
+        ("redeem", -60, D(2024, 2, 10)), ("earn", 100, D(2024, 3, 1))]
+
+
 def test_referral_taken_back_when_refunds_cover_the_friends_whole_order(conn):
     """RULES.md §6 "fully refunded": credit memos for all its eligible spend refund the friend's first
     order fully though its state stays complete (as an order of a platform with no refunded state);

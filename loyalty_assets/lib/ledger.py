@@ -60,10 +60,11 @@ def watermark(conn: duckdb.DuckDBPyConnection, program: Program) -> tuple[dt.dat
 
 
 def first_data_day(conn: duckdb.DuckDBPyConnection, program: Program) -> dt.date | None:
+    """The day of the first thing a booking books: an order or refund version, or a loyalty event or
+    referral (a redemption observed before any order is booked on its own day, not the first order's)."""
     row = conn.execute(
-        """SELECT min(least(o, r)) FROM (
-               SELECT (SELECT min(updated_at) FROM order_versions) AS o,
-                      (SELECT min(updated_at) FROM refund_versions) AS r)"""
+        """SELECT least((SELECT min(updated_at) FROM order_versions), (SELECT min(updated_at) FROM refund_versions),
+                        (SELECT min(updated_at) FROM loyalty_events), (SELECT min(updated_at) FROM referrals))"""
     ).fetchone()
     if not row or row[0] is None:
         return None

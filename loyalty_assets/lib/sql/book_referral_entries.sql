@@ -36,10 +36,12 @@ resolved AS (
     LEFT JOIN member_keys kre ON kre.key = f.referrer_email
     LEFT JOIN member_resolution rre ON rre.member_id = kre.member_id
 ),
-first_orders AS (       -- the friend's first order that earned
-    SELECT member_id, arg_min(order_key, CAST(booked_on AS VARCHAR) || entry_id) AS order_key
-    FROM ledger_entries WHERE kind = 'earn' AND booked_on <= CAST($day AS DATE)
-      AND member_id IN (SELECT friend_member FROM resolved) GROUP BY member_id
+first_orders AS (       -- the friend's first order that earned: of those earning on one day, the one
+                        -- placed first (not the one whose entry id sorts first)
+    SELECT e.member_id, arg_min(e.order_key, (e.booked_on, f.created_at, e.order_key)) AS order_key
+    FROM ledger_entries e LEFT JOIN order_facts f USING (order_key)
+    WHERE e.kind = 'earn' AND e.booked_on <= CAST($day AS DATE)
+      AND e.member_id IN (SELECT friend_member FROM resolved) GROUP BY e.member_id
 ),
 friend_refunds AS (     -- what their refunds took back by the end of the day (each refund's latest version)
     SELECT order_key, sum(refunded_eligible_minor) FILTER (WHERE counts) AS refunded_minor
