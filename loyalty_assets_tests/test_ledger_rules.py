@@ -736,6 +736,27 @@ def test_a_closed_day_is_not_evaluated_again_for_tiers_with_late_data(conn):
     assert [e[0] for e in entries(conn)] == ["magento:default:2"]  # order 1 never earned either
 
 
+def test_a_day_evaluated_while_open_is_evaluated_again_once_it_closes(conn):
+    """RULES.md §7, "at the end of each booked day D": a run at noon evaluates the open day; the order
+    canceled that evening is booked on that day when it closes (RULES.md §6), and its tier must be
+    evaluated again too (it kept Silver, dated that day, with a metric of 0). An order of the evening
+    lifts the tier on its own day, not the next."""
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-10 09:00:00", subtotal="600.00"),
+                          order(2, "2024-03-10 09:30:00", email="bo@example.com", subtotal="20.00")])
+    process(conn, p, D(2024, 3, 10), now=dt.datetime(2024, 3, 10, 12, tzinfo=dt.UTC))
+    assert status_of(conn, "ann@example.com")["vip_tier"] == "Silver"
+    land(conn, p, orders=[order(1, "2024-03-10 20:00:00", subtotal="600.00", created_at="2024-03-10 09:00:00",
+                                state="canceled"),
+                          order(3, "2024-03-10 20:30:00", email="bo@example.com", subtotal="600.00")])
+    process(conn, p, D(2024, 3, 12))
+    ann, bo = status_of(conn, "ann@example.com"), status_of(conn, "bo@example.com")
+    assert (ann["vip_tier"], ann["tier_metric"], ann["tier_expires_on"]) == ("Bronze", 0, None)
+    assert bo["vip_tier"] == "Silver"
+    assert conn.execute("SELECT s.email, c.changed_on, c.to_tier FROM vip_tier_changes c JOIN member_status s "
+                        "USING (member_id)").fetchall() == [("bo@example.com", D(2024, 3, 10), "Silver")]
+
+
 def test_referral_coupon_code_on_an_order_names_the_friend_whatever_email_they_checked_out_with(conn):
     p = program(referrals={"referrer_points": 250})
     _land_smile(conn, p, "smile.customers", [

@@ -49,16 +49,23 @@ def evaluate_through(conn: duckdb.DuckDBPyConnection, program: Program) -> TierR
     # the last day evaluated: the previous run's last day (rows are written only for members whose
     # tier could change, so the last row can be days older)
     state = conn.execute("SELECT refreshed_at, through_day FROM refresh_state WHERE name = 'tiers'").fetchall()
+    # the ledger's closed watermark when they were evaluated last (no row: a warehouse from before it)
+    closed_then = conn.execute("SELECT through_day FROM refresh_state WHERE name = 'tiers_closed'").fetchall()
     last_row = conn.execute("SELECT max(day) FROM tier_days").fetchall()[0][0]
     done = max((d for d in (last_row, state[0][1] if state else None) if d is not None), default=None)
-    if done is None:
+    if done is None or (closed_then and closed_then[0][0] is None):
         # the first booked day (ledger.days_to_book's), not the first entry's: an order can lift a tier
-        # without booking anything (below min_eligible, a store multiplier of 0, a value flooring to 0)
+        # without booking anything (below min_eligible, a store multiplier of 0, a value flooring to 0);
+        # also when no day had closed at the last evaluation: each day evaluated then was open
         journal_first = conn.execute("SELECT min(booked_on) FROM ledger_journal").fetchone()[0]
         first = min((d for d in (first_data_day(conn, program), journal_first) if d is not None), default=last_booked)
         first = min(max(first, program.start_date), last_booked)
+    elif closed_then:
+        # the days still open at the last evaluation are evaluated again, as the ledger booked them again
+        # (what arrived later that day counts on it); a day closed then is never evaluated again: what
+        # arrived late for it counts from the next day
+        first = min(closed_then[0][0], done) + dt.timedelta(days=1)
     elif closed is not None and done <= closed:
-        # a closed day is never evaluated again: what arrived late for it counts from the next day
         first = done + dt.timedelta(days=1)
     else:
         first = done  # it was still open: evaluate it again
@@ -77,9 +84,9 @@ def evaluate_through(conn: duckdb.DuckDBPyConnection, program: Program) -> TierR
         conn.execute("ROLLBACK")
         raise
     conn.execute(
-        """INSERT INTO refresh_state VALUES ('tiers', ?, ?) ON CONFLICT (name) DO UPDATE
-           SET refreshed_at = excluded.refreshed_at, through_day = excluded.through_day""",
-        [started, last_booked],
+        """INSERT INTO refresh_state VALUES ('tiers', $at, $last), ('tiers_closed', $at, $closed)
+           ON CONFLICT (name) DO UPDATE SET refreshed_at = excluded.refreshed_at, through_day = excluded.through_day""",
+        {"at": started, "last": last_booked, "closed": closed},
     )
     after = conn.execute("SELECT count(*) FROM vip_tier_changes").fetchone()[0]
     return TierResult(days, after - before)
