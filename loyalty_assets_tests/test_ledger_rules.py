@@ -535,6 +535,39 @@ def test_a_redemption_booked_again_on_its_open_day_after_its_cancel_was_booked_a
     assert status_of(conn, "ann@example.com")["points_spendable"] == 100
 
 
+def test_a_request_marked_rejected_for_want_of_a_member_is_not_booked_once_the_member_turns_up(conn):
+    """RULES.md §9: requests are booked, or marked Rejected in Salesforce. One marked Rejected (no member
+    linked to its Contact) stays rejected when its Contact joins a member later: booking it then would
+    put points behind a request the CRM shows Rejected. Set back to New in the CRM (a version fetched
+    after the marking), it is validated and booked."""
+    from loyalty_assets.lib import raw
+    from loyalty_assets.lib.platforms.common import iso_time
+
+    p = program()
+
+    def land_sf(source, records):
+        raw.insert_versions(conn, source, "default", records, lambda r: r["Id"],
+                            lambda r: iso_time(r["LastModifiedDate"], "LastModifiedDate"), p.tz)
+
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com")])
+    request = {"Id": "a0A1", "Contact__c": "003C2", "Points__c": 40, "Reason__c": "Goodwill", "Status__c": "New",
+               "LastModifiedDate": "2024-03-02T11:00:00.000+0000"}
+    land_sf("salesforce.adjustment_requests", [request])
+    process(conn, p, D(2024, 3, 3))
+    assert conn.execute("SELECT count(*) FROM ledger_entries WHERE kind = 'manual'").fetchall() == [(0,)]
+    # the push marks it Rejected (defs/sync/salesforce.py writes this row), then the Contact is read
+    conn.execute("INSERT INTO sync_state VALUES ('salesforce', 'Loyalty_Adjustment_Request__c', 'a0A1', 'Rejected', "
+                 "now(), NULL)")
+    land_sf("salesforce.contacts", [{"Id": "003C2", "Email": "ann@example.com", "LastName": "Ann",
+                                     "LastModifiedDate": "2024-03-04T09:00:00.000+0000"}])
+    process(conn, p, D(2024, 3, 5))
+    assert conn.execute("SELECT count(*) FROM ledger_entries WHERE kind = 'manual'").fetchall() == [(0,)]
+    land_sf("salesforce.adjustment_requests", [{**request, "LastModifiedDate": "2024-03-06T09:00:00.000+0000"}])
+    process(conn, p, D(2024, 3, 7))
+    assert conn.execute("SELECT source_ref, points, booked_on FROM ledger_entries WHERE kind = 'manual'").fetchall() == [
+        ("a0A1", 40, D(2024, 3, 6))]
+
+
 def _land_referrals(conn, p, referrals):
     """Smile.io referrals made on 2024-03-01, [(referral id, sender id, sender e-mail, friend e-mail)],
     and their senders as Smile.io customers."""

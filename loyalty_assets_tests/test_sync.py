@@ -234,6 +234,22 @@ def test_adjustment_requests_and_redemptions_reach_the_ledger_and_back(tmp_path,
         assert len(query(warehouse_path, "SELECT 1 FROM ledger_entries")) == 3
         assert [t["points_change"] for t in box.smile.transactions(77) if t.get("internal_note")] == [350]
 
+        # the CRM fixes the rejected request and sets it back to New (through the REST API): it is
+        # validated, booked and marked again
+        box.clock.advance(3600)
+        with resources["salesforce"].client() as client:
+            client.update_record("Loyalty_Adjustment_Request__c", "a0A000000000002AAA",
+                                 {"Points__c": 2500, "Status__c": "New"})
+        box.clock.advance(3600)
+        assert materialize_range("2024-03-07", "2024-03-07", resources).success
+        manual = query(warehouse_path, "SELECT source_ref, points, booked_on FROM ledger_entries WHERE kind = 'manual' "
+                                       "ORDER BY booked_on")
+        assert manual == [("a0A000000000001AAA", 250, dt.date(2024, 3, 2)), ("a0A000000000002AAA", 2500, dt.date(2024, 3, 7))]
+        fixed = box.salesforce.get_record("Loyalty_Adjustment_Request__c", "a0A000000000002AAA")
+        entry = query(warehouse_path, "SELECT entry_id FROM ledger_entries WHERE source_ref = 'a0A000000000002AAA'")[0][0]
+        assert (fixed["Status__c"], fixed["Ledger_Entry_Id__c"], fixed["Result__c"]) == (
+            "Applied", entry, "Booked +2500 points on 2024-03-07")
+
 
 def test_a_request_modified_after_the_last_booked_days_end_east_of_utc_is_left_for_its_day(tmp_path, monkeypatch):
     """RULES.md §9: a New request is booked, then marked Applied. In Asia/Tokyo, a valid request

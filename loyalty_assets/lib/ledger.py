@@ -396,10 +396,25 @@ def book_through(
         return _book_days(conn, program, rules, days, now, lag, closed, last_booked)
 
 
+# Salesforce adjustment requests marked Rejected (RULES.md §9) since their latest version was fetched:
+# the decision stands, so one rejected for want of a member is not booked once the member turns up
+# (the CRM would show Rejected beside booked points). A request set back to New in the CRM is a
+# version fetched after the marking: it is validated and booked again (book_event_entries.sql).
+REJECTED_REQUESTS_SQL = """
+CREATE OR REPLACE TEMP TABLE requests_rejected AS
+SELECT st.record_key AS source_ref FROM sync_state st
+JOIN (SELECT record_id, max(fetched_at) AS fetched_at FROM raw_records
+      WHERE source = 'salesforce.adjustment_requests' GROUP BY record_id) r ON r.record_id = st.record_key
+WHERE st.target = 'salesforce' AND st.object = 'Loyalty_Adjustment_Request__c' AND st.values_hash = 'Rejected'
+  AND st.pushed_at >= r.fetched_at"""
+
+
 def _book_days(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, days: list[dt.date], now: dt.datetime,
                lag: dt.timedelta, closed: dt.date | None, last_booked: dt.date | None) -> BookingResult:
     late_since = last_booking_at(conn, program)
     has_events = conn.execute("SELECT EXISTS (SELECT 1 FROM loyalty_events)").fetchone()[0]
+    if has_events:
+        conn.execute(REJECTED_REQUESTS_SQL)
     has_referrals = conn.execute("SELECT EXISTS (SELECT 1 FROM referrals)").fetchone()[0]
     entries = points = 0
     common = {"program_id": program.program_id, "rule_version": program.rule_version}

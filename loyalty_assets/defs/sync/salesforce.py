@@ -166,8 +166,13 @@ entries AS (
 SELECT l.source_ref, l.status, l.reason, e.entry_id, e.points, e.booked_on,
        l.updated_at < $booked_until AS decided
 FROM latest l LEFT JOIN entries e USING (event_key)
+-- not marked since its latest version was fetched: a request set back to New in the CRM (a rejected
+-- one fixed, say) is a version fetched after our marking, and is marked again
+LEFT JOIN (SELECT record_id, max(fetched_at) AS fetched_at FROM raw_records
+           WHERE source = 'salesforce.adjustment_requests' GROUP BY record_id) r ON r.record_id = l.source_ref
 WHERE NOT EXISTS (SELECT 1 FROM sync_state st WHERE st.target = 'salesforce'
-                  AND st.object = 'Loyalty_Adjustment_Request__c' AND st.record_key = l.source_ref)
+                  AND st.object = 'Loyalty_Adjustment_Request__c' AND st.record_key = l.source_ref
+                  AND (r.fetched_at IS NULL OR st.pushed_at >= r.fetched_at))
 """
 
 

@@ -54,4 +54,6 @@ SELECT substr(sha256(concat_ws('|', $program_id, l.event_key, CAST($day AS VARCH
 FROM latest l JOIN members m USING (event_key)
 LEFT JOIN used_on u USING (event_key)
 LEFT JOIN booked b USING (event_key)
-WHERE m.member_id IS NOT NULL AND l.points <> coalesce(b.booked_points, 0);
+WHERE m.member_id IS NOT NULL AND l.points <> coalesce(b.booked_points, 0)
+  -- a request Salesforce shows Rejected stays so (temp table requests_rejected, ledger.py)
+  AND NOT (l.kind = 'manual' AND l.source = 'salesforce' AND l.source_ref IN (SELECT source_ref FROM requests_rejected));
