@@ -471,6 +471,7 @@ def record_delivered(conn) -> dict:
         member_object,
         plan_salesforce,
         save_sync_state,
+        transaction_hash,
     )
     from loyalty_assets.lib.outbox import OPEN_STATUSES
 
@@ -488,7 +489,7 @@ def record_delivered(conn) -> dict:
     ]
     rows += [("salesforce", "Lead", m, "converted", now, None) for m in plan["conversions"]]
     txn_object = TRANSACTION_OBJECTS[PROGRAM.salesforce.transactions_as]
-    rows += [("salesforce", txn_object, t["key"], "sent", now, None) for t in plan["transactions"]]
+    rows += [("salesforce", txn_object, t["key"], transaction_hash(t), now, None) for t in plan["transactions"]]
     save_sync_state(conn, rows)
     return {"smile_batches": int(sent), "salesforce_rows": len(rows)}
 

@@ -459,6 +459,47 @@ def test_task_days_are_program_days_and_a_lead_gets_its_tier_change(tmp_path, mo
         assert tasks["R2"]["Subject"] == "Loyalty points: referral +500"
 
 
+def test_after_a_merge_the_absorbed_members_transactions_move_to_the_survivors_contact(tmp_path):
+    """RULES.md §8-§9: ledger_entries shows each entry under the surviving member after a merge, and
+    the Loyalty_Transaction__c records pushed before it hang on the absorbed member's Contact: they are
+    upserted again by their ids onto the survivor's Contact (where its points are), once; rows sent
+    before the member was recorded ('sent') count as sent for the member they were booked for."""
+    import types
+
+    from loyalty_assets.defs.sync import salesforce as sf_push
+    from loyalty_assets.lib import warehouse as wh
+    from loyalty_assets.sandbox.salesforce import SalesforceEmulator
+
+    path = tmp_path / "w.duckdb"
+    with wh.connect(str(path)) as conn:
+        for member, email, entry in (("M1", "a@example.com", "E1"), ("M2", "b@example.com", "E2")):
+            conn.execute("INSERT INTO member_status VALUES (?, ?, 10, 0, 10, 'Bronze', 0, NULL, NULL, NULL, NULL, "
+                         "DATE '2024-03-01', now())", [member, email])
+            conn.execute("""INSERT INTO ledger_journal (entry_id, booked_member_id, kind, points, booked_on, available_on,
+                            order_key, source, source_version, rule_version, journaled_at)
+                            VALUES (?, ?, 'earn', 10, DATE '2024-03-01', DATE '2024-03-01', ?, 'magento', 'v', 'r', now())""",
+                         [entry, member, f"o{entry}"])
+    with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
+        resource, ctx = salesforce_resource(emulator.env()), types.SimpleNamespace(run_id="t")
+        sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))
+        contacts = {c["Loyalty_Member_Id__c"]: c["Id"] for c in emulator.records("Contact")}
+        assert {t["Transaction_Id__c"]: t["Contact__c"] for t in emulator.records("Loyalty_Transaction__c")} == {
+            "E1": contacts["M1"], "E2": contacts["M2"]}
+        with wh.connect(str(path)) as conn:
+            conn.execute("INSERT INTO member_merges VALUES ('M1', 'M2', 'shared_key', 'b@example.com', DATE '2024-03-02')")
+            conn.execute("DELETE FROM member_status WHERE member_id = 'M2'")
+            conn.execute("UPDATE member_status SET points_spendable = 20 WHERE member_id = 'M1'")
+        summary = sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))
+        assert (summary["transactions"], summary["failed_records"]) == (1, 0)
+        assert {t["Transaction_Id__c"]: t["Contact__c"] for t in emulator.records("Loyalty_Transaction__c")} == {
+            "E1": contacts["M1"], "E2": contacts["M1"]}
+        assert sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))["transactions"] == 0
+        # a row written before the member was kept ('sent'): sent for the member it was booked for
+        with wh.connect(str(path)) as conn:
+            conn.execute("UPDATE sync_state SET values_hash = 'sent' WHERE object = 'Loyalty_Transaction__c'")
+        assert sf_push.push_salesforce(ctx, resource, Warehouse(database=str(path)))["transactions"] == 1
+
+
 def test_a_leads_tier_change_waits_for_its_contact_as_a_custom_object(tmp_path):
     """Loyalty_Transaction__c records hang on the member's Contact: a member still a Lead (its tier
     lifted by orders below min_eligible, say) gets its tier change with its first earn, not a failure

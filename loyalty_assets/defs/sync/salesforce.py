@@ -112,21 +112,29 @@ LEFT JOIN sync_state st ON st.target = 'salesforce' AND st.record_key = s.member
 TRANSACTION_TARGETS = {"custom_object": "Loyalty_Transaction__c", "platform_event": "Loyalty_Event__e", "task": "Task"}
 TRANSACTION_OBJECTS = {**TRANSACTION_TARGETS, "platform_event": "Loyalty_Transaction__c"}
 
+# New entries and tier changes, and, as records upserted on the member's Contact or Lead, those sent
+# for a member merged away since (their sync_state hash is the member they were sent for; 'sent', from
+# before, stands for the member they were booked for): upserted again by their ids, they move to the
+# survivor's Contact, where its points are. Platform events are not sent again (subscribers deduplicate
+# on Event_Id__c).
 TRANSACTIONS_SQL = """
-WITH earned AS (SELECT DISTINCT member_id FROM ledger_entries WHERE kind = 'earn')
+WITH earned AS (SELECT DISTINCT member_id FROM ledger_entries WHERE kind = 'earn'),
+sent AS (SELECT record_key, values_hash FROM sync_state WHERE target = 'salesforce' AND object = $object)
 SELECT e.entry_id AS key, e.member_id, e.kind AS type, e.points, NULL AS tier, e.order_key,
        coalesce(e.occurred_at, timezone($tz, CAST(e.booked_on AS TIMESTAMP))) AS occurred_at, e.description,
        e.member_id IN (SELECT member_id FROM earned) AS is_contact, e.booked_on AS day
-FROM ledger_entries e
-WHERE NOT EXISTS (SELECT 1 FROM sync_state st WHERE st.target = 'salesforce'
-                  AND st.object = $object AND st.record_key = e.entry_id)
+FROM ledger_entries e LEFT JOIN sent st ON st.record_key = e.entry_id
+WHERE st.record_key IS NULL
+   OR ($moved AND CASE WHEN st.values_hash = 'sent' THEN e.booked_member_id ELSE st.values_hash END <> e.member_id)
 UNION ALL
 SELECT c.change_id, coalesce(r.survivor_id, c.member_id), 'tier_change', NULL, c.to_tier, NULL,
        timezone($tz, CAST(c.changed_on AS TIMESTAMP)), c.from_tier || ' -> ' || c.to_tier || ' (' || c.reason || ')',
        coalesce(r.survivor_id, c.member_id) IN (SELECT member_id FROM earned), c.changed_on
 FROM vip_tier_changes c LEFT JOIN member_resolution r ON r.member_id = c.member_id
-WHERE NOT EXISTS (SELECT 1 FROM sync_state st WHERE st.target = 'salesforce'
-                  AND st.object = $object AND st.record_key = c.change_id)
+LEFT JOIN sent st ON st.record_key = c.change_id
+WHERE st.record_key IS NULL
+   OR ($moved AND CASE WHEN st.values_hash = 'sent' THEN c.member_id ELSE st.values_hash END
+                  <> coalesce(r.survivor_id, c.member_id))
 """
 
 
@@ -280,7 +288,8 @@ def plan_salesforce(conn, synced_at: dt.datetime | None = None) -> dict:
                 "new": new, "crm_id": crm_id}
         (contacts if obj != "Lead" else leads).append(item)
     cur = conn.execute(TRANSACTIONS_SQL, {"object": TRANSACTION_OBJECTS[PROGRAM.salesforce.transactions_as],
-                                          "tz": PROGRAM.timezone})
+                                          "tz": PROGRAM.timezone,
+                                          "moved": PROGRAM.salesforce.transactions_as != "platform_event"})
     cols = [d[0] for d in cur.description]
     transactions = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
     if PROGRAM.salesforce.transactions_as == "custom_object":
@@ -460,6 +469,12 @@ def _one_call(key: str, call: Callable[[], object]):
         return RecordResult(key=key, success=False, errors=(RecordError(exc.error_code or "ERROR", str(exc), ()),))
 
 
+def transaction_hash(t: dict) -> str:
+    """What sync_state keeps of a sent entry or tier change: the member it was sent for (a merge since
+    sends it again, TRANSACTIONS_SQL); a platform event, never sent again, just 'sent'."""
+    return "sent" if PROGRAM.salesforce.transactions_as == "platform_event" else t["member_id"]
+
+
 def _send_transactions(client, txns: list[dict], record: Callable) -> None:
     """Entries and tier changes where `salesforce.transactions_as` says."""
     if PROGRAM.salesforce.transactions_as == "platform_event":
@@ -468,10 +483,10 @@ def _send_transactions(client, txns: list[dict], record: Callable) -> None:
             "Event_Id__c": t["key"], "Member_Id__c": t["member_id"], "Event_Type__c": t["type"],
             "Points__c": t["points"], "Tier__c": t["tier"], "Occurred_At__c": t["occurred_at"].isoformat()}))
             for t in txns]
-        record("Loyalty_Transaction__c", "publish", [(t["key"], "sent") for t in txns], outcomes)
+        record("Loyalty_Transaction__c", "publish", [(t["key"], transaction_hash(t)) for t in txns], outcomes)
     elif PROGRAM.salesforce.transactions_as == "task":
         results = client.upsert_records("Task", "Transaction_Id__c", [task_record(t) for t in txns])
-        record("Task", "upsert", [(t["key"], "sent") for t in txns], results)
+        record("Task", "upsert", [(t["key"], transaction_hash(t)) for t in txns], results)
     else:
         records = [
             {
@@ -487,7 +502,7 @@ def _send_transactions(client, txns: list[dict], record: Callable) -> None:
             for t in txns
         ]
         results = client.upsert_records("Loyalty_Transaction__c", "Transaction_Id__c", records)
-        record("Loyalty_Transaction__c", "upsert", [(t["key"], "sent") for t in txns], results)
+        record("Loyalty_Transaction__c", "upsert", [(t["key"], transaction_hash(t)) for t in txns], results)
 
 
 def push_salesforce(context, resource, warehouse) -> dict:
