@@ -134,6 +134,17 @@ def test_lost_response_is_settled_without_sending_twice_and_422_blocks(sandbox, 
     assert materialize_range("2024-03-02", "2024-03-02", resources).success
     assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [100]  # found, not resent
     assert query(warehouse_path, "SELECT status FROM outbox WHERE target = 'smile'") == [("sent",)]
+    # RULES.md §9, every call in sync_log: the lost POST and both lookups, each under its attempt's
+    # correlation id (the batch's row of that attempt has it too), the path without its query string
+    batch = query(warehouse_path, "SELECT batch_id FROM outbox WHERE target = 'smile'")[0][0]
+    rows = query(warehouse_path, """SELECT c.operation, c.status, c.http_status, r.status, r.http_status
+                                    FROM sync_log c JOIN sync_log r ON r.correlation_id = c.correlation_id
+                                         AND r.operation = 'points_transaction'
+                                    WHERE c.target = 'smile' AND c.record_key = ? AND c.operation LIKE '% /%'
+                                    ORDER BY c.started_at""", [batch])
+    assert rows == [("POST /v1/points_transactions", "error", None, "sending", None),
+                    ("GET /v1/points_transactions", "error", 403, "sending", 403),
+                    ("GET /v1/points_transactions", "ok", 200, "sent", 200)]
 
     # the shopper spends 50 in Smile, then 90 of the order is refunded: -90 would go below zero
     env = box.env()

@@ -29,8 +29,10 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
@@ -132,16 +134,42 @@ class Pacer:
         return max(wait, 0.0)
 
 
+@dataclass(frozen=True)
+class HttpCall:
+    """One HTTP request as sent (each retry is one): what `sync_log` records of it (RULES.md §9,
+    every call). `path` has no query string (which could hold an e-mail) and no credentials."""
+
+    method: str
+    path: str
+    status: int | None  # None: no response (timeout, connection lost)
+    error: str | None
+    started_at: datetime
+    finished_at: datetime
+
+
 class PacedSession(requests.Session):
-    """A ``requests.Session`` whose every request first takes a token from ``pacer``."""
+    """A ``requests.Session`` whose every request first takes a token from ``pacer``; ``on_call``,
+    when set, is given an :class:`HttpCall` for every request, answered or not."""
 
     def __init__(self, pacer: Pacer):
         super().__init__()
         self.pacer = pacer
+        self.on_call: Callable[[HttpCall], None] | None = None
 
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         self.pacer.acquire()
-        return super().request(*args, **kwargs)
+        started = datetime.now(UTC)
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except requests.RequestException as exc:
+            self._record(method, url, None, type(exc).__name__, started)
+            raise
+        self._record(method, url, response.status_code, None, started)
+        return response
+
+    def _record(self, method: str, url: str, status: int | None, error: str | None, started: datetime) -> None:
+        if self.on_call is not None:
+            self.on_call(HttpCall(method.upper(), urlsplit(url).path, status, error, started, datetime.now(UTC)))
 
 
 def never_sent(exc: BaseException | None) -> bool:
@@ -549,6 +577,7 @@ class SmileClient(PacedClient):
 
 __all__ = [
     "BalanceWouldBeNegativeError",
+    "HttpCall",
     "PacedClient",
     "PacedSession",
     "Pacer",

@@ -7,6 +7,7 @@ sees the batch id (Smile.io `internal_note`), which is how an uncertain outcome 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -229,6 +230,32 @@ def record_outcomes(conn: duckdb.DuckDBPyConnection, target: str, batches: list[
         conn.execute("""UPDATE sync_log s SET status = c.status, http_status = c.http_status, message = c.message,
                                finished_at = $now
                         FROM _chunk c WHERE s.correlation_id = c.correlation_id""", {"now": now})
+
+
+def with_call_status(outcome: Outcome, calls: list) -> Outcome:
+    """A sent batch's HTTP status as the target answered its last call (LoyaltyLion's 204, a lookup's
+    200), not the one a send usually gets."""
+    answered = [c.status for c in calls if c.status is not None]
+    if outcome.status == "sent" and answered:
+        return dataclasses.replace(outcome, http_status=answered[-1])
+    return outcome
+
+
+def record_calls(conn: duckdb.DuckDBPyConnection, target: str, run_id: str | None, correlation: dict[str, str],
+                 calls: list[tuple[str, object]]) -> None:
+    """One sync_log row per HTTP call of the batches (RULES.md §9: every call), lookups and retries
+    included, under the correlation id of the batch's attempt; its path only (no query string, no key).
+    Written after the attempts' outcomes, which update their rows by that id."""
+    attempt: dict[str, int] = {}
+    rows = []
+    for batch_id, c in calls:
+        attempt[batch_id] = attempt.get(batch_id, 0) + 1
+        ok = c.status is not None and c.status < 400
+        rows.append((correlation.get(batch_id, str(uuid.uuid4())), run_id, target, f"{c.method} {c.path}", batch_id,
+                     attempt[batch_id], "ok" if ok else "error", c.status,
+                     None if c.status is not None and ok else (c.error or f"HTTP {c.status}"),
+                     f"{(c.finished_at - c.started_at).total_seconds() * 1000:.0f} ms", c.started_at, c.finished_at))
+    write_sync_log(conn, rows)
 
 
 def summary(b: Batch) -> str:

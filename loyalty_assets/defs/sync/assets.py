@@ -18,8 +18,10 @@ from loyalty_assets.lib.outbox import (
     mark_sending,
     open_batches,
     prepare_in_transaction,
+    record_calls,
     record_dry_run,
     record_outcomes,
+    with_call_status,
 )
 
 
@@ -41,14 +43,22 @@ def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.M
         context.log.info(f"{name}: dry run, {len(work)} batches written to sync_log, nothing sent")
         return dg.MaterializeResult(metadata={"configured": True, "dry_run": True, "would_send": len(work)})
     counts = PushCounts()
+    calls: list[tuple[str, object]] = []  # (batch id, HttpCall): every request, retries included
     with resource.client() as client:
         target = target_cls(client)
+        current = [""]
+        client.session.on_call = lambda call: calls.append((current[0], call))
         for chunk in chunks(work):
             with warehouse.connect() as conn:
                 correlation = mark_sending(conn, name, chunk, context.run_id)
-            outcomes = [push_one(target, b) for b in chunk]  # HTTP, no DuckDB connection held
+            outcomes = []
+            for b in chunk:  # HTTP, no DuckDB connection held
+                current[0] = b.batch_id
+                outcomes.append(with_call_status(push_one(target, b), [c for k, c in calls if k == b.batch_id]))
             with warehouse.connect() as conn:
                 record_outcomes(conn, name, chunk, outcomes, correlation)
+                record_calls(conn, name, context.run_id, correlation, calls)
+            calls.clear()
             for o in outcomes:
                 counts.add(o.status)
     context.log.info(f"{name}: {prepared} new batches; {counts}")
