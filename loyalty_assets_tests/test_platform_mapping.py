@@ -91,6 +91,40 @@ def test_bigcommerce_refund_from_real_payload():
     assert r.refunded_eligible_minor == 2778  # 33.333 x 100/120 = 27.7775 -> 27.78
 
 
+def test_a_bigcommerce_refund_priced_from_its_orders_lines_waits_for_the_order():
+    """RULES.md §4: a refund whose order is not known yet waits ingest.refund_wait_days. One whose item
+    has no requested_amount (the vendor's own example) is priced from the order's line: it waited for
+    nothing and was quarantined at once, never counted when its order turned up."""
+    import duckdb
+
+    from loyalty_assets.lib import raw
+    from loyalty_assets.lib.normalize import normalize
+    from loyalty_assets.lib.platforms.common import iso_time
+    from loyalty_assets.lib.warehouse import ensure_schema
+
+    conn = duckdb.connect()
+    ensure_schema(conn)
+    refund = real("bigcommerce/refund_v3_get.json")["data"]
+    assert refund["items"][0]["requested_amount"] is None
+    order = bc_order(id=180)
+    order["products"] = [{"id": 87, "type": "physical", "quantity": 2, "total_ex_tax": "100.0000",
+                          "applied_discounts": [{"amount": "10.0000"}]}]
+
+    def land(source, record, modified):
+        raw.insert_versions(conn, source, "h", [record], lambda r: r["id"], lambda r: iso_time(modified, "modified"),
+                            PROGRAM.tz)
+
+    land("bigcommerce.refunds", refund, refund["created"])
+    day = iso_time(refund["created"], "created").date()
+    first = normalize(conn, PROGRAM, FxTable({}), day)
+    assert (first.refunds, first.waiting, first.quarantined) == (0, 1, 0)
+    land("bigcommerce.orders", order, (day + dt.timedelta(days=1)).isoformat() + "T09:00:00+00:00")
+    second = normalize(conn, PROGRAM, FxTable({}), day + dt.timedelta(days=1))
+    assert (second.orders, second.refunds, second.waiting) == (1, 1, 0)
+    assert conn.execute("SELECT refund_key, refunded_eligible_minor, order_known FROM refund_versions").fetchall() == [
+        ("bigcommerce:h:refund:12", 4500, True)]
+
+
 # ---------------------------------------------------------------- commercetools
 
 

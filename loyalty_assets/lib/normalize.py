@@ -594,18 +594,23 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
         elif source == "bigcommerce.refunds":
             order_key = f"bigcommerce:{tenant}:{bigcommerce.refund_order_id(payload)}"
             order = orders.get("bigcommerce.orders", order_key, source)
-            rows = bigcommerce.map_refund(payload, tenant, program, order)
             known = order is not None
+            try:
+                rows = bigcommerce.map_refund(payload, tenant, program, order)
+            except RecordError as exc:
+                if known or exc.reason != "unknown_order":
+                    raise
+                rows = None  # an item without requested_amount is priced from the order's lines: it waits
         else:
             order_key = orders.commercetools_order_of_payment(tenant, str(payload.get("id")))
             order = orders.get("commercetools.orders", order_key, source) if order_key else None
             rows = commercetools.map_payment(payload, tenant, program, order, order_key.split(":", 2)[2] if order_key else None)
             known = order is not None
-        for version in rows:
+        for version in rows or []:
             row = version.row()
             row.update(source_id=row.pop("native_id"), order_known=known, **raw)
             batch.refunds.append(row)
-        if known or not rows:
+        if known or rows == []:
             return "processed"
         if (today - day).days >= program.ingest.refund_wait_days:
             # quarantined and kept: if the order ever turns up, the refund still counts
