@@ -38,6 +38,7 @@ def test_unknown_key_is_named():
         ("earning:\n  pending_days: -1\n", "earning.pending_days"),
         ("currency: usd\n", "currency"),
         ("timezone: Mars/Base\n", "timezone"),
+        ("timezone: America\n", "timezone"),  # a folder of zones, not one
         ("tiers:\n  levels: [{name: A, threshold: 10}]\n", "tiers.levels"),
         ("earning:\n  points_per_unit: lots\n", "earning.points_per_unit"),
         # the journal keeps rate and multiplier with 6 decimal places: more would be cut there

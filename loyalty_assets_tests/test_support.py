@@ -89,6 +89,35 @@ def test_forget_leaves_no_personal_data_and_keeps_amounts(tmp_path):
     conn.close()
 
 
+def test_forget_leaves_other_addresses_alone_and_scrubs_her_quarantined_versions(tmp_path):
+    """CONTRACT.md §1 forget: her personal data everywhere, quarantine included, even a quarantined
+    version of her order that carries no e-mail (only her name and phone); and only hers: another
+    shopper whose address ends with hers (mary.jane.roe@...) keeps it. Forgotten again later, the
+    erasure is recorded again."""
+    path = tmp_path / "w.duckdb"
+    build(path)
+    p = parse_program("{}")
+    conn = warehouse.connect(str(path))
+    no_email = {**personal_order(1, "2024-03-03 12:00:00"), "subtotal": "abc"}  # quarantined (bad_amount)
+    no_email.pop("customer_email")
+    no_email["billing_address"].pop("email")
+    land(conn, p, orders=[no_email, order(7, "2024-03-03 13:00:00", email="Mary.Jane.Roe@example.com", subtotal="70.00")])
+    process(conn, p, D(2024, 3, 4))
+    assert conn.execute("SELECT count(*) FROM quarantine WHERE payload::VARCHAR LIKE '%555 0100%' "
+                        "AND payload::VARCHAR NOT LIKE '%jane.roe@example.com%'").fetchone()[0] == 1
+    first = forget(conn, "jane.roe@example.com", "default")
+    after = every_text(conn)
+    assert "555 0100" not in after and "jane.roe@example.com" not in after.replace("mary.jane.roe@example.com", "")
+    assert conn.execute("SELECT email FROM member_status WHERE email LIKE 'mary%'").fetchall() == [
+        ("mary.jane.roe@example.com",)]
+    assert conn.execute("SELECT count(*) FROM raw_records WHERE payload::VARCHAR LIKE '%Mary.Jane.Roe@example.com%'"
+                        ).fetchone()[0] == 1
+    erased_at = conn.execute("SELECT erased_at FROM erasures").fetchall()
+    forget(conn, first.pseudonym, "default")
+    assert conn.execute("SELECT count(*), max(erased_at) > ? FROM erasures", [erased_at[0][0]]).fetchall() == [(1, True)]
+    conn.close()
+
+
 def test_cli_explain_and_forget(tmp_path):
     path = tmp_path / "w.duckdb"
     build(path)

@@ -197,7 +197,7 @@ class Program(_Strict):
     def _known_timezone(cls, v: str) -> str:
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a folder of zones ("America")
             raise ValueError(f"unknown timezone {v!r}") from exc
         return v
 

@@ -129,17 +129,31 @@ def pseudonym(program_id: str, member_id: str) -> str:
     return f"forgotten-{hashlib.sha256(f'{program_id}|{member_id}'.encode()).hexdigest()[:12]}@example.invalid"
 
 
-def _scrub(value, emails: set[str], alias: str):
+def email_pattern(emails: set[str]) -> re.Pattern:
+    """The member's e-mails as whole addresses, whatever their case: jane@example.com, not the end of
+    maryjane@example.com (another shopper, whose records stay as they are)."""
+    alternatives = "|".join(re.escape(e) for e in sorted(emails, key=len, reverse=True)) or r"(?!)"
+    return re.compile(rf"(?<![\w.%+-])(?:{alternatives})(?![\w.-]*\w)", re.IGNORECASE)
+
+
+def _scrub(value, emails: re.Pattern, alias: str):
     """Personal data out of one JSON value: the member's e-mails anywhere, names/phones/addresses by key."""
     if isinstance(value, dict):
         return {k: (_blank(v) if PERSONAL_KEY.search(k) else _scrub(v, emails, alias)) for k, v in value.items()}
     if isinstance(value, list):
         return [_scrub(v, emails, alias) for v in value]
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in emails or any(e in lowered for e in emails):
-            return alias
+    if isinstance(value, str) and emails.search(value):
+        return alias if emails.fullmatch(value.strip()) else emails.sub(alias, value)
     return value
+
+
+def _record_of(table: str, pk: list) -> tuple:
+    """(source, tenant, record id) of a raw row, or of a quarantine row's version key
+    (`tenant:record_id@time#hash`, normalize.version_key)."""
+    if table == "raw_records":
+        return pk[0], pk[1], pk[2]
+    tenant, _, rest = str(pk[1]).partition(":")
+    return pk[0], tenant, rest.rpartition("@")[0]
 
 
 def _blank(value):
@@ -184,17 +198,18 @@ def forget(conn: duckdb.DuckDBPyConnection, email: str, program_id: str) -> Eras
                UNION SELECT platform || '.customers', split_part(customer_key, ':', 2), source_id FROM customer_versions
                WHERE customer_key IN (SELECT unnest($keys)) OR email IN (SELECT unnest($emails))""",
             {"keys": sorted(keys), "emails": sorted(emails)}).fetchall()}
+        pattern = email_pattern(emails)
         for table, key_cols in (("raw_records", "source, tenant, record_id, modified_at, payload_hash"),
                                 ("quarantine", "source, version_key, reason")):
             rows = conn.execute(f"SELECT {key_cols}, payload FROM {table} WHERE payload IS NOT NULL").fetchall()
             changed = 0
             for *pk, payload in rows:
                 text = str(payload)
-                low = text.lower()
-                mine = table == "raw_records" and (pk[0], pk[1], pk[2]) in own
-                if not mine and not any(e in low for e in emails):
+                # her records (also their quarantined versions, which may carry no e-mail), and any
+                # other that names one of her addresses
+                if _record_of(table, pk) not in own and not pattern.search(text):
                     continue
-                scrubbed = simplejson.dumps(_scrub(json.loads(text, parse_float=Decimal), emails, alias),
+                scrubbed = simplejson.dumps(_scrub(json.loads(text, parse_float=Decimal), pattern, alias),
                                             use_decimal=True, sort_keys=True, separators=(",", ":"))
                 where = " AND ".join(f"{c.strip()} = ?" for c in key_cols.split(","))
                 conn.execute(f"UPDATE {table} SET payload = ? WHERE {where}", [scrubbed, *pk])
@@ -249,7 +264,9 @@ def forget(conn: duckdb.DuckDBPyConnection, email: str, program_id: str) -> Eras
         for target, external_id in targets:
             conn.execute("INSERT INTO deletion_requests VALUES (?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
                          [target, external_id, member, now])
-        conn.execute("INSERT INTO erasures VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        # a member forgotten again (a registered shopper who ordered since) has its last erasure recorded
+        conn.execute("""INSERT INTO erasures VALUES (?, ?, ?, ?) ON CONFLICT (member_id) DO UPDATE
+                        SET erased_at = excluded.erased_at, rows_rewritten = excluded.rows_rewritten""",
                      [member, alias, now, json.dumps(counts, sort_keys=True)])
         conn.execute("COMMIT")
     except Exception:
