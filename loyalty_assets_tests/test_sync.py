@@ -158,6 +158,30 @@ def test_lost_response_is_settled_without_sending_twice_and_422_blocks(sandbox, 
     assert box.smile.balance(ann["id"]) == 50  # nothing half-applied
 
 
+def test_a_target_answering_every_write_with_503_fails_the_push_by_the_third_attempt(sandbox, warehouse_path):
+    """CONTRACT.md §1: a configured target that fails makes the run fail. A 503 to a write leaves its
+    outcome unknown (looked up before any resend, never a failure at once: the next run settles it);
+    a batch still unknown after three attempts fails the step, and nothing is sent twice."""
+    import dagster as dg
+    import pytest
+
+    from loyalty_assets.defs.sync.assets import smile_points_push
+
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00")])
+    (ann,) = box.smile.add_customers([{"email": "ann@example.com", "created_at": "2024-01-01T00:00:00Z"}])
+    resources = resources_for(box, warehouse_path)
+    box.smile.faults.set_script([{"status": 503, "method": "POST", "path": "/v1/points_transactions"}] * 3)
+    assert materialize_range("2024-03-01", "2024-03-02", resources).success  # attempt 1: unknown
+    context = dg.build_asset_context(resources=resources, partition_key="2024-03-02")
+    smile_points_push(context)  # attempt 2: looked up, not there, sent again: unknown again
+    with pytest.raises(dg.Failure, match="1 batches still of unknown outcome after 3 attempts"):
+        smile_points_push(dg.build_asset_context(resources=resources, partition_key="2024-03-02"))
+    assert query(warehouse_path, "SELECT status, attempts FROM outbox WHERE target = 'smile'") == [("sending", 3)]
+    assert box.smile.transactions(ann["id"]) == []
+    smile_points_push(dg.build_asset_context(resources=resources, partition_key="2024-03-02"))  # the target is back
+    assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [100]
+
+
 def test_a_waiting_batch_of_a_member_merged_away_goes_to_the_survivors_customer(sandbox, warehouse_path):
     """RULES.md §9 (awaiting_customer is retried, nothing is dropped) with §8 merges: bo's points wait
     for a Smile customer; bo's customer account then links to ann's e-mail, bo's member is absorbed

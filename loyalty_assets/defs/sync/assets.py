@@ -24,6 +24,8 @@ from loyalty_assets.lib.outbox import (
     with_call_status,
 )
 
+UNKNOWN_LIMIT = 3
+
 
 def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.MaterializeResult:
     name = target_cls.name
@@ -43,6 +45,7 @@ def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.M
         context.log.info(f"{name}: dry run, {len(work)} batches written to sync_log, nothing sent")
         return dg.MaterializeResult(metadata={"configured": True, "dry_run": True, "would_send": len(work)})
     counts = PushCounts()
+    stuck = 0  # batches whose outcome is still unknown after UNKNOWN_LIMIT attempts
     calls: list[tuple[str, object]] = []  # (batch id, HttpCall): every request, retries included
     with resource.client() as client:
         target = target_cls(client)
@@ -59,15 +62,21 @@ def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.M
                 record_outcomes(conn, name, chunk, outcomes, correlation)
                 record_calls(conn, name, context.run_id, correlation, calls)
             calls.clear()
-            for o in outcomes:
+            for b, o in zip(chunk, outcomes, strict=True):
                 counts.add(o.status)
+                stuck += o.status == "sending" and b.attempts + 1 >= UNKNOWN_LIMIT
     context.log.info(f"{name}: {prepared} new batches; {counts}")
     metadata = {"configured": True, "new_batches": prepared, "attempted": len(work), **vars(counts)}
-    if counts.failed:
+    if counts.failed or stuck:
         # CONTRACT.md §1: a configured target that fails fails the run (and `loyalty run` exits non-zero);
-        # every outcome is recorded first and the failed batches are sent again by the next run
-        raise dg.Failure(f"{name}: {counts.failed} of {len(work)} batches failed (outbox status 'failed', "
-                         "reasons in sync_log); the next run retries them", metadata=metadata)
+        # every outcome is recorded first and the failed batches are sent again by the next run. So is a
+        # target that keeps answering writes with 5xx or timeouts: one unknown outcome is settled by the
+        # next run's lookup, but a batch still unknown after UNKNOWN_LIMIT attempts means it is failing
+        problems = [f"{counts.failed} of {len(work)} batches failed (outbox status 'failed', reasons in sync_log)"
+                    ] if counts.failed else []
+        problems += [f"{stuck} batches still of unknown outcome after {UNKNOWN_LIMIT} attempts (outbox status "
+                     "'sending', looked up before any resend)"] if stuck else []
+        raise dg.Failure(f"{name}: {'; '.join(problems)}; the next run retries them", metadata={**metadata, "stuck": stuck})
     return dg.MaterializeResult(metadata=metadata)
 
 
