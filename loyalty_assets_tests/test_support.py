@@ -92,8 +92,8 @@ def test_forget_leaves_no_personal_data_and_keeps_amounts(tmp_path):
 def test_forget_leaves_other_addresses_alone_and_scrubs_her_quarantined_versions(tmp_path):
     """CONTRACT.md §1 forget: her personal data everywhere, quarantine included, even a quarantined
     version of her order that carries no e-mail (only her name and phone); and only hers: another
-    shopper whose address ends with hers (mary.jane.roe@...) keeps it. Forgotten again later, the
-    erasure is recorded again."""
+    shopper whose address ends with hers (mary.jane.roe@...) keeps it. The CRM record our push made
+    for her is queued for deletion. Forgotten again later, the erasure is recorded again."""
     path = tmp_path / "w.duckdb"
     build(path)
     p = parse_program("{}")
@@ -105,7 +105,13 @@ def test_forget_leaves_other_addresses_alone_and_scrubs_her_quarantined_versions
     process(conn, p, D(2024, 3, 4))
     assert conn.execute("SELECT count(*) FROM quarantine WHERE payload::VARCHAR LIKE '%555 0100%' "
                         "AND payload::VARCHAR NOT LIKE '%jane.roe@example.com%'").fetchone()[0] == 1
+    # a Contact our push created for her (known by our external id until a pull reads its Id back)
+    member = conn.execute("SELECT member_id FROM member_keys WHERE key = 'jane.roe@example.com'").fetchone()[0]
+    conn.execute("INSERT INTO sync_state VALUES ('salesforce', 'Contact', ?, 'h', now(), NULL)", [member])
     first = forget(conn, "jane.roe@example.com", "default")
+    assert first.deletions_queued == 1 and conn.execute("SELECT target, external_id, status FROM deletion_requests"
+                                                        ).fetchall() == [("salesforce", f"Contact/Loyalty_Member_Id__c/{member}",
+                                                                          "queued")]
     after = every_text(conn)
     assert "555 0100" not in after and "jane.roe@example.com" not in after.replace("mary.jane.roe@example.com", "")
     assert conn.execute("SELECT email FROM member_status WHERE email LIKE 'mary%'").fetchall() == [

@@ -260,6 +260,13 @@ def forget(conn: duckdb.DuckDBPyConnection, email: str, program_id: str) -> Eras
                                                                        'salesforce_id')""",
             [ids],
         ).fetchall()
+        # the CRM records our pushes created: known by our external id until a pull reads their Ids back
+        # (the REST resource a deletion calls: sobjects/<object>/<external id field>/<member id>)
+        targets += [("salesforce", f"{obj}/{'Loyalty_Member_Id__pc' if obj == 'Account' else 'Loyalty_Member_Id__c'}/{key}")
+                    for obj, key in conn.execute(
+                        """SELECT DISTINCT object, record_key FROM sync_state WHERE target = 'salesforce'
+                           AND object IN ('Contact', 'Lead', 'Account') AND record_key IN (SELECT unnest(?))
+                           ORDER BY 1, 2""", [ids]).fetchall()]
         now = dt.datetime.now(dt.UTC)
         for target, external_id in targets:
             conn.execute("INSERT INTO deletion_requests VALUES (?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
