@@ -361,8 +361,13 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "start", None) and getattr(args, "end", None) and args.end < args.start:
         print("error: --end is before --start", file=sys.stderr)
         return 2
+    from loyalty_assets.lib.program import ProgramConfigError
+
     try:
         return args.func(args)
+    except ProgramConfigError as exc:  # RULES.md §1: a clear error naming the key, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

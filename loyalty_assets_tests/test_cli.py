@@ -311,6 +311,20 @@ def test_run_without_configured_sources_reports_them_skipped_and_succeeds(cwd: P
     assert "source magento: not configured (skipped)" in proc.stdout
 
 
+def test_a_bad_program_file_or_a_missing_fx_file_is_a_clear_error(tmp_path: Path, cwd: Path, cli_env) -> None:
+    """RULES.md §1: an unknown key is a clear error naming the key (one line, no traceback); a
+    LOYALTY_FX_FILE that does not exist fails the run saying so, rather than quarantining every
+    foreign-currency order as no_fx_rate in silence."""
+    bad = tmp_path / "program.yaml"
+    bad.write_text("earning:\n  points_per_unt: 2\n")
+    proc = loyalty(["run", "--start", "2024-03-04", "--end", "2024-03-04"], cwd, {**cli_env, "LOYALTY_PROGRAM_FILE": str(bad)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"error: {bad}: invalid program configuration: earning.points_per_unt: unknown key"
+    missing = tmp_path / "no_rates.csv"
+    proc = loyalty(["run", "--start", "2024-03-04", "--end", "2024-03-04"], cwd, {**cli_env, "LOYALTY_FX_FILE": str(missing)})
+    assert proc.returncode != 0 and f"LOYALTY_FX_FILE: no such file: {missing}" in proc.stdout + proc.stderr
+
+
 def test_run_rejects_a_range_outside_the_partitions(cwd: Path, cli_env) -> None:
     proc = loyalty(["run", "--start", "2023-12-30", "--end", "2024-01-02"], cwd, cli_env)
     assert proc.returncode != 0

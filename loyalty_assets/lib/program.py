@@ -225,7 +225,13 @@ class Program(_Strict):
         return self.earning.store_multipliers.get(store_key, Decimal("1"))
 
     def fx_path(self) -> Path:
-        return Path(os.environ.get("LOYALTY_FX_FILE") or self.fx)
+        """The FX table: LOYALTY_FX_FILE, else the program's `fx` (absent by default: no rates). A file
+        named by the variable must exist: a mistyped path would quarantine every foreign-currency
+        order as no_fx_rate without a word."""
+        explicit = os.environ.get("LOYALTY_FX_FILE")
+        if explicit and not Path(explicit).is_file():
+            raise ProgramConfigError(f"LOYALTY_FX_FILE: no such file: {explicit}")
+        return Path(explicit or self.fx)
 
 
 def _canonical(value: object) -> object:
