@@ -191,3 +191,23 @@ def test_record_committed_late_just_behind_the_cursor_is_still_requested(magento
     late = tick(resource, first.cursor)
     assert [day for day, _ in requested(late)] == ["2024-03-07"]
     assert requested(tick(resource, late.cursor)) == []
+
+
+def test_a_burst_bigger_than_the_lookahead_does_not_stall_the_sensor(magento) -> None:
+    """DESIGN.md §3: the sensor requests runs for the days with new deltas. 250 orders saved in one
+    second (a mass update) fill the look-ahead batch with versions already seen: the next ticks
+    looked at the same 200 for ever and never saw the orders after them."""
+    box, resource = magento
+    cursor = tick(resource).cursor
+    box.magento.add_records("orders", [order(100 + i, "2024-03-06 10:00:00") for i in range(250)])
+    burst = tick(resource, cursor)
+    assert [day for day, _ in requested(burst)] == ["2024-03-06"]
+    box.magento.add_records("orders", [order(900, "2024-03-06 15:00:00"), order(901, "2024-03-07 08:00:00")])
+    cursor, days = burst.cursor, []
+    for _ in range(4):  # a batch a tick: the rest of the burst, then what came after it
+        result = tick(resource, cursor)
+        cursor, days = result.cursor, days + [day for day, _ in requested(result)]
+    assert "2024-03-07" in days
+    state = json.loads(cursor)["default/orders"]
+    assert state["modified"].startswith("2024-03-07T08:00:00")
+    assert requested(tick(resource, cursor)) == []

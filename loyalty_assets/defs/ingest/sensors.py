@@ -20,6 +20,7 @@ from loyalty_assets.defs.partitions import PROGRAM
 from loyalty_assets.lib.landing import days_covered, discover, fingerprint, landing_dir
 
 LOOKAHEAD = 200
+MAX_LOOKAHEAD = 12_800  # a burst in one second bigger than this still stalls the sensor (not the schedule)
 
 
 def _fresh(api, stream: str, items: list[dict], state: dict) -> list[tuple[dt.datetime, str]]:
@@ -31,6 +32,25 @@ def _fresh(api, stream: str, items: list[dict], state: dict) -> list[tuple[dt.da
         if f"{rid}@{t.isoformat()}" not in seen:
             out.append((t, rid))
     return out
+
+
+def _look(api, client, stream: str, since: dt.datetime, state: dict) -> list[tuple[dt.datetime, str]]:
+    """The records after the cursor. A full batch of versions seen already (a burst of more than
+    LOOKAHEAD changes within the look-back window) is looked past: from its newest time on, and
+    with a bigger batch when they all share that second; asking again from `since` saw the same
+    batch on every tick, and nothing after it."""
+    limit = LOOKAHEAD
+    items = client.lookahead(stream, since, limit).items
+    fresh = _fresh(api, stream, items, state)
+    while not fresh and len(items) >= limit and limit <= MAX_LOOKAHEAD:
+        newest = max(api.modified_at(stream, rec) for rec in items)
+        if newest > since:
+            since = newest
+        else:
+            limit *= 2
+        items = client.lookahead(stream, since, limit).items
+        fresh = _fresh(api, stream, items, state)
+    return fresh
 
 
 def evaluate_delta(platform: str, source, cursor_text: str | None) -> dg.SensorResult | dg.SkipReason:
@@ -49,7 +69,7 @@ def evaluate_delta(platform: str, source, cursor_text: str | None) -> dg.SensorR
                 # Look back over the safety lag: a slow save can commit a record stamped a little
                 # before one already seen. What was seen in that window is in the cursor.
                 since = dt.datetime.fromisoformat(state["modified"]) - lag if state.get("modified") else start
-                fresh = _fresh(api, stream, client.lookahead(stream, since, LOOKAHEAD).items, state)
+                fresh = _look(api, client, stream, since, state)
                 if not fresh:
                     continue
                 newest = max([t for t, _ in fresh] + ([dt.datetime.fromisoformat(state["modified"])]
