@@ -692,6 +692,24 @@ def test_manual_must_link_and_cannot_link(conn):
     assert conn.execute("SELECT reason FROM identity_conflicts").fetchall()[0][0].startswith("cannot_link")
 
 
+def test_a_must_link_email_written_in_mixed_case_links_as_the_graph_writes_it(conn):
+    """RULES.md §8: must_link overrides, and e-mail keys are trimmed and lower-cased: an operator's
+    ' Ann@Example.com ' links ann's guest orders to customer 5 (it linked nothing, and added a key no
+    record has); a key that is no identity key is refused when the program loads (RULES.md §1)."""
+    import pytest
+
+    from loyalty_assets.lib.program import ProgramConfigError
+
+    p = program(identity={"must_link": [[" Ann@Example.com ", "magento:default:5"]]})
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com"),
+                          order(2, "2024-03-01 11:00:00", email="bob@example.com", customer_id=5)])
+    process(conn, p, D(2024, 3, 2))
+    m = dict(conn.execute("SELECT key, member_id FROM member_keys").fetchall())
+    assert m["ann@example.com"] == m["magento:default:5"] and "Ann@Example.com" not in str(sorted(m))
+    with pytest.raises(ProgramConfigError, match=r"identity\.must_link: .*'smile:123' is not an identity key"):
+        program(identity={"must_link": [["smile:123", "fam@example.com"]]})
+
+
 def test_missing_fx_rate_quarantines_then_counts_once_the_rate_is_added(conn):
     from decimal import Decimal
 

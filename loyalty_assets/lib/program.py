@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -123,6 +124,28 @@ class Identity(_Strict):
     match_phone: bool = False
     must_link: list[tuple[str, str]] = Field(default_factory=list)
     cannot_link: list[tuple[str, str]] = Field(default_factory=list)
+
+    @field_validator("must_link", "cannot_link")
+    @classmethod
+    def _identity_keys(cls, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Keys as the identity graph writes them (RULES.md §8): an e-mail trimmed and lower-cased, a
+        phone `tel:+<E.164>`, else `<platform>:<tenant>:<id>`. Anything else matched no record (a
+        mixed-case e-mail linked nothing) or stopped every identity run (a key without its tenant)."""
+        out = []
+        for pair in pairs:
+            keys = []
+            for raw in pair:
+                key = raw.strip()
+                if key.startswith("tel:"):
+                    if not re.fullmatch(r"tel:\+[1-9]\d{6,14}", key):
+                        raise ValueError(f"{raw!r} is not a phone key tel:+<E.164>")
+                elif "@" in key and key.count(":") < 2:
+                    key = key.lower()
+                elif key.count(":") < 2 or not all(part.strip() for part in key.split(":", 2)):
+                    raise ValueError(f"{raw!r} is not an identity key (an e-mail, tel:+<E.164> or <platform>:<tenant>:<id>)")
+                keys.append(key)
+            out.append((keys[0], keys[1]))
+        return out
 
 
 class Ingest(_Strict):
