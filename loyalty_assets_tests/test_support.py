@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import duckdb
+import pytest
 from magento_factory import memo, order
 from pipeline import land, process
 
@@ -121,6 +122,30 @@ def test_forget_leaves_other_addresses_alone_and_scrubs_her_quarantined_versions
     erased_at = conn.execute("SELECT erased_at FROM erasures").fetchall()
     forget(conn, first.pseudonym, "default")
     assert conn.execute("SELECT count(*), max(erased_at) > ? FROM erasures", [erased_at[0][0]]).fetchall() == [(1, True)]
+    conn.close()
+
+
+@pytest.mark.parametrize("components_in_sql", [False, True])
+def test_a_shopper_coming_back_after_forget_is_a_new_member(tmp_path, monkeypatch, components_in_sql):
+    """RULES.md §8: a member id, once given, stays its member's. A forgotten member keeps its id (the
+    hash of its first key, now erased); the same e-mail ordering again must not get that id back,
+    which joined the newcomer to the forgotten member's entries without any merge. Both ways new
+    members are resolved (the union-find, and SQL for a large scope)."""
+    from loyalty_assets.lib import identity
+
+    monkeypatch.setattr(identity, "SQL_COMPONENTS_MIN", 0 if components_in_sql else 10**9)
+    p = parse_program("{}")
+    conn = warehouse.connect(str(tmp_path / "w.duckdb"))
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com")])
+    process(conn, p, D(2024, 3, 1))
+    gone = forget(conn, "ann@example.com", "default")
+    land(conn, p, orders=[order(2, "2024-03-03 10:00:00", email="ann@example.com", subtotal="40.00")])
+    process(conn, p, D(2024, 3, 3))
+    (new,) = conn.execute("SELECT member_id FROM member_keys WHERE key = 'ann@example.com'").fetchone()
+    assert new != gone.member_id
+    assert dict(conn.execute("SELECT member_id, points_spendable FROM member_status").fetchall()) == {
+        gone.member_id: 100, new: 40}
+    assert conn.execute("SELECT count(*) FROM member_merges").fetchone()[0] == 0
     conn.close()
 
 

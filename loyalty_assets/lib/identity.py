@@ -209,13 +209,17 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
                 return mid
         raise RuntimeError(f"no free member id for {keys[0]}")
 
+    erased = {r[0] for r in conn.execute("SELECT member_id FROM erasures").fetchall()}
     new_keys, merges, assignments = [], [], []
     final: dict[str, str] = {}
     new_members = 0
     for i, keys in enumerate(groups.values()):
         owners = {resolution.get(existing[k], existing[k]) for k in keys if k in existing} - lost.get(i, set())
         if not owners:
-            survivor = split_id(keys) if i in lost else new_member_id(program, keys[0])
+            fresh = new_member_id(program, keys[0])
+            # a forgotten member keeps its id, the hash of its erased first key: a shopper of that key
+            # coming back is a new member with an id of its own (split_id: the next free one)
+            survivor = split_id(keys) if i in lost or fresh in erased else fresh
             new_members += 1
         else:
             survivor = min(owners, key=lambda m: (member_seen.get(m, first_seen[keys[0]]), m))
@@ -458,6 +462,9 @@ def _new_components_in_sql(conn: duckdb.DuckDBPyConnection, program: Program) ->
             FROM typed t JOIN seeds s USING (label)""",
         {"named": named, "program_id": program.program_id, "lead_prefix": LEAD_PREFIX},
     )
+    # a component whose id a forgotten member keeps (the hash of its erased first key) goes to the
+    # union-find, which gives it another (resolve_members)
+    conn.execute("DELETE FROM id_fast_keys WHERE member_id IN (SELECT member_id FROM erasures)")
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE id_fast_rids AS
            SELECT rid FROM id_fast_records
