@@ -107,3 +107,29 @@ def test_landed_adjustment_requests_are_read_in_status_new_only(tmp_path):
         load_landing(conn, parse_program("{}"), tmp_path / "landing")
         assert conn.execute("SELECT record_id FROM raw_records WHERE source = 'salesforce.adjustment_requests'"
                             ).fetchall() == [("a0A000000000000AAA",)]
+
+
+def test_a_record_json_cannot_store_or_a_file_nested_too_deep_is_quarantined_not_fatal(tmp_path):
+    """Bad input gets a quarantine row with a reason, never a crash of the whole load: a record with
+    NaN (which Python's json reads) or a lone surrogate (which DuckDB's JSON refuses) stopped every
+    load of the landing directory, the good files after it with it; so did a file nested too deep."""
+    from loyalty_assets.lib import warehouse
+    from loyalty_assets.lib.landing import load_landing
+    from loyalty_assets.lib.program import parse_program
+
+    folder = tmp_path / "landing" / "magento" / "orders"
+    folder.mkdir(parents=True)
+    good = '{"entity_id": 3, "updated_at": "2024-02-01 10:00:00", "subtotal": 10}'
+    folder.joinpath("a.json").write_text(
+        '[{"entity_id": 1, "updated_at": "2024-02-01 10:00:00", "subtotal": NaN}, '
+        '{"entity_id": 2, "updated_at": "2024-02-01 10:00:00", "customer_email": "\\ud800@x.com"}, ' + good + "]")
+    folder.joinpath("b.json").write_text("[" + "[" * 5000 + "]" * 5000 + "]")
+    folder.joinpath("c.json").write_text('[{"entity_id": 4, "updated_at": "2024-02-01 11:00:00", "subtotal": 20}]')
+    with warehouse.connect(str(tmp_path / "w.duckdb")) as conn:
+        result = load_landing(conn, parse_program("{}"), tmp_path / "landing")
+        assert (result.new_versions, result.bad_files) == (2, 1)
+        assert conn.execute("SELECT record_id FROM raw_records ORDER BY 1").fetchall() == [("3",), ("4",)]
+        quarantined = conn.execute("SELECT record_key, reason, detail FROM quarantine ORDER BY 1").fetchall()
+        assert [(k.rsplit("/", 1)[-1], r) for k, r, _ in quarantined] == [
+            ("a.json#0", "malformed_record"), ("a.json#1", "malformed_record"), ("b.json", "malformed_record")]
+        assert all("cannot be stored as JSON" in d for _, _, d in quarantined[:2]) and "landing file" in quarantined[2][2]

@@ -14,10 +14,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
+import simplejson
 
 from loyalty_assets.lib.platforms.events import modified
 from loyalty_assets.lib.program import Program
-from loyalty_assets.lib.raw import RECORD_KEYS, insert_versions
+from loyalty_assets.lib.raw import RECORD_KEYS, insert_versions, payload_text
 
 DEFAULT_LANDING = "data/landing"
 
@@ -150,7 +151,7 @@ def load_landing(conn: duckdb.DuckDBPyConnection, program: Program, root: Path |
         record_id, modified_at = version_key(f)
         try:
             data = read_records(f)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nesting too deep
             _quarantine(conn, f, str(f.path), digest, "malformed_record", f"landing file {f.path}: {exc}", None)
             conn.execute("INSERT INTO landing_files VALUES (?, ?, ?, 0, 0, now(), ?)", [str(f.path), digest, f.source, str(exc)])
             bad += 1
@@ -162,10 +163,19 @@ def load_landing(conn: duckdb.DuckDBPyConnection, program: Program, root: Path |
                 modified_at(rec)
                 if f.source == "salesforce.adjustment_requests" and rec.get("Status__c", "New") != "New":
                     continue  # RULES.md §9: requests in status New, as the pull reads them; not one decided before
-                good.append(rec)
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 _quarantine(conn, f, f"{f.path}#{n}", digest, "malformed_record",
                             f"record {n} of {f.path.name} has no usable id or modification time: {exc}", rec)
+                continue
+            try:
+                # what JSON (and DuckDB's JSON) cannot store: NaN/Infinity, a lone surrogate; one such
+                # record is quarantined, and the file's others still load
+                simplejson.dumps(rec, use_decimal=True, allow_nan=False, ensure_ascii=False).encode("utf-8")
+            except (ValueError, RecursionError) as exc:
+                _quarantine(conn, f, f"{f.path}#{n}", digest, "malformed_record",
+                            f"record {n} of {f.path.name} cannot be stored as JSON: {type(exc).__name__}: {exc}", None)
+                continue
+            good.append(rec)
         offered, added = insert_versions(
             conn, f.source, f.tenant, good,
             record_id=record_id,
@@ -181,8 +191,6 @@ def load_landing(conn: duckdb.DuckDBPyConnection, program: Program, root: Path |
 
 
 def _quarantine(conn, f: LandingFile, key: str, digest: str, reason: str, detail: str, payload) -> None:
-    from loyalty_assets.lib.raw import payload_text
-
     conn.execute(
         "INSERT INTO quarantine VALUES (?, ?, NULL, ?, ?, ?, now(), ?) ON CONFLICT DO NOTHING",
         [f.source, key, reason, detail, payload_text(payload) if payload is not None else None, f"landing:{digest}:{key}"],
