@@ -241,7 +241,7 @@ class _Orders:
 
     # refund source -> SQL text of the order id it names (as the mappers build the order key)
     ORDER_ID_SQL = {
-        "magento.creditmemos": "json_extract_string(r.payload, '$.order_id')",
+        "magento.creditmemos": "trim(json_extract_string(r.payload, '$.order_id'))",
         "bigcommerce.refunds": "trim(json_extract_string(r.payload, '$.order_id'))",
     }
 
@@ -492,7 +492,7 @@ def map_magento_memos_in_sql(conn: duckdb.DuckDBPyConnection, program: Program,
         conn.execute(
             """CREATE OR REPLACE TEMP TABLE memo_orders AS
                SELECT order_key, arg_max_null(excluded_item_ids, updated_at) AS ids FROM order_versions
-               WHERE order_key IN (SELECT 'magento:' || tenant || ':' || json_extract_string(payload, '$.order_id')
+               WHERE order_key IN (SELECT 'magento:' || tenant || ':' || trim(json_extract_string(payload, '$.order_id'))
                                    FROM memo_pending)
                GROUP BY 1""")
         run_script(conn, "magento_macros")
@@ -587,7 +587,9 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
 
     def refund_rows(source: str, tenant: str, payload, day, rid, raw) -> str:
         if source == "magento.creditmemos":
-            order_key = f"magento:{tenant}:{payload.get('order_id')}" if isinstance(payload, dict) else None
+            # the order id as the mapper reads it (trimmed): ' 1' is order 1, as the memo's order_key says
+            order_key = (f"magento:{tenant}:{str(payload.get('order_id')).strip()}"
+                         if isinstance(payload, dict) and payload.get("order_id") is not None else None)
             excluded_ids = orders.magento_excluded(order_key, program) if order_key else None
             known = excluded_ids is not None
             rows = [magento.map_creditmemo(payload, tenant, program, excluded_ids)]

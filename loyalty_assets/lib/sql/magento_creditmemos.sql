@@ -32,7 +32,7 @@ typed AS (
 fields AS (
     SELECT tenant, modified_at, payload_hash, version_key, id_type, order_type, state_type, state_s,
            trim(mg_scalar_text(id_type, id_s)) AS native_id,
-           order_s AS order_id,   -- untrimmed, as normalize.py looks the order up: ' 1' finds none
+           trim(order_s) AS order_id,   -- trimmed, as the mapper and normalize.py's lookup read it
            -- updated_at, else (missing, null or '') created_at; Python takes any falsy value for missing
            CASE WHEN updated_type = 'VARCHAR' AND updated_s <> '' THEN mg_time(updated_type, updated_s)
                 WHEN updated_type = 'NULL' OR updated_s = '' THEN mg_time(created_type, created_s) END AS memo_time,
