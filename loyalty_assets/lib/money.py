@@ -81,7 +81,12 @@ _ONE = Decimal(1)
 
 def to_minor(amount: Decimal, currency: str) -> int:
     """Round half-up to the currency's minor units once, as an integer."""
-    return int((amount * _SCALE[currency_digits(currency)]).quantize(_ONE, rounding=ROUND_HALF_UP))
+    try:
+        return int((amount * _SCALE[currency_digits(currency)]).quantize(_ONE, rounding=ROUND_HALF_UP))
+    except InvalidOperation as exc:  # beyond Decimal's precision (1e30): a bad amount, not a malformed record
+        from loyalty_assets.lib.records import RecordError
+
+        raise RecordError("bad_amount", f"amount {amount} {currency} is out of range") from exc
 
 
 def convert_minor(minor: int, from_currency: str, rate: Decimal, to_currency: str) -> int:
