@@ -481,10 +481,9 @@ def _land_smile(conn, p, source, records):
                         lambda r: iso_time(r.get("updated_at") or r["created_at"], "updated_at"), p.tz)
 
 
-def test_a_smile_redemption_canceled_gives_the_points_back_once(conn):
-    """RULES.md §6: a redemption canceled in the platform books a positive `redeem` entry keyed by the
-    same redemption. Smile has no cancel API: its reward fulfillment turns `cancelled` (and Smile's own
-    positive points transaction for it is not booked again)."""
+def _ann_redeems_60_on_2_march(conn):
+    """Ann, a Smile.io customer with a 100-point order on 1 March, redeems 60 points on 2 March (its
+    points transaction and reward fulfillment landed): the program and the fulfillment."""
     p = program()
     _land_smile(conn, p, "smile.customers", [
         {"id": 1, "email": "ann@example.com", "state": "member", "created_at": "2024-02-01T00:00:00Z"}])
@@ -495,6 +494,14 @@ def test_a_smile_redemption_canceled_gives_the_points_back_once(conn):
         {"id": 50, "customer_id": 1, "points_change": -60, "description": "Redeemed $6 off",
          "created_at": "2024-03-02T10:00:00Z", "updated_at": "2024-03-02T10:00:00Z"}])
     _land_smile(conn, p, "smile.reward_fulfillments", [fulfillment])
+    return p, fulfillment
+
+
+def test_a_smile_redemption_canceled_gives_the_points_back_once(conn):
+    """RULES.md §6: a redemption canceled in the platform books a positive `redeem` entry keyed by the
+    same redemption. Smile has no cancel API: its reward fulfillment turns `cancelled` (and Smile's own
+    positive points transaction for it is not booked again)."""
+    p, fulfillment = _ann_redeems_60_on_2_march(conn)
     process(conn, p, D(2024, 3, 3))
     _land_smile(conn, p, "smile.reward_fulfillments", [
         {**fulfillment, "fulfillment_status": "cancelled", "updated_at": "2024-03-04T10:00:00Z"}])
@@ -514,16 +521,7 @@ def test_a_redemption_booked_again_on_its_open_day_after_its_cancel_was_booked_a
     the 5th still open when the cancel was booked: booking the two days again compares the 5th with
     what was booked up to it (no second -60 there, which the 6th's +60, already journaled, did not
     make up for)."""
-    p = program()
-    _land_smile(conn, p, "smile.customers", [
-        {"id": 1, "email": "ann@example.com", "state": "member", "created_at": "2024-02-01T00:00:00Z"}])
-    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com")])
-    fulfillment = {"id": 70, "customer_id": 1, "points_transaction_id": 50, "code": "6OFF-1", "fulfillment_status": "issued",
-                   "created_at": "2024-03-02T10:00:00Z", "updated_at": "2024-03-02T10:00:00Z"}
-    _land_smile(conn, p, "smile.points_transactions", [
-        {"id": 50, "customer_id": 1, "points_change": -60, "description": "Redeemed $6 off",
-         "created_at": "2024-03-02T10:00:00Z", "updated_at": "2024-03-02T10:00:00Z"}])
-    _land_smile(conn, p, "smile.reward_fulfillments", [fulfillment])
+    p, fulfillment = _ann_redeems_60_on_2_march(conn)
     process(conn, p, D(2024, 3, 4))
     _land_smile(conn, p, "smile.reward_fulfillments", [
         {**fulfillment, "fulfillment_status": "cancelled", "updated_at": "2024-03-06T00:00:10Z"}])

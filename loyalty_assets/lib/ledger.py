@@ -400,11 +400,13 @@ def book_through(
 # the decision stands, so one rejected for want of a member is not booked once the member turns up
 # (the CRM would show Rejected beside booked points). A request set back to New in the CRM is a
 # version fetched after the marking: it is validated and booked again (book_event_entries.sql).
-REJECTED_REQUESTS_SQL = """
+# when each request's latest version was fetched: a marking pushed at or after it is current
+REQUESTS_FETCHED_SQL = """(SELECT record_id, max(fetched_at) AS fetched_at FROM raw_records
+      WHERE source = 'salesforce.adjustment_requests' GROUP BY record_id)"""
+REJECTED_REQUESTS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE requests_rejected AS
 SELECT st.record_key AS source_ref FROM sync_state st
-JOIN (SELECT record_id, max(fetched_at) AS fetched_at FROM raw_records
-      WHERE source = 'salesforce.adjustment_requests' GROUP BY record_id) r ON r.record_id = st.record_key
+JOIN {REQUESTS_FETCHED_SQL} r ON r.record_id = st.record_key
 WHERE st.target = 'salesforce' AND st.object = 'Loyalty_Adjustment_Request__c' AND st.values_hash = 'Rejected'
   AND st.pushed_at >= r.fetched_at"""
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from loyalty_assets.defs.partitions import PROGRAM
 from loyalty_assets.lib.identity import LEAD_PREFIX
-from loyalty_assets.lib.ledger import day_end_utc
+from loyalty_assets.lib.ledger import REQUESTS_FETCHED_SQL, day_end_utc
 from loyalty_assets.lib.money import currency_digits
 from loyalty_assets.lib.outbox import write_sync_log
 from loyalty_assets.lib.warehouse import registered
@@ -160,7 +160,7 @@ def task_record(t: dict) -> dict:
     }
 
 
-REQUESTS_SQL = """
+REQUESTS_SQL = f"""
 WITH latest AS (
     SELECT * FROM (
         SELECT e.*, row_number() OVER (PARTITION BY event_key ORDER BY updated_at DESC, payload_hash DESC) AS rn
@@ -176,8 +176,7 @@ SELECT l.source_ref, l.status, l.reason, e.entry_id, e.points, e.booked_on,
 FROM latest l LEFT JOIN entries e USING (event_key)
 -- not marked since its latest version was fetched: a request set back to New in the CRM (a rejected
 -- one fixed, say) is a version fetched after our marking, and is marked again
-LEFT JOIN (SELECT record_id, max(fetched_at) AS fetched_at FROM raw_records
-           WHERE source = 'salesforce.adjustment_requests' GROUP BY record_id) r ON r.record_id = l.source_ref
+LEFT JOIN {REQUESTS_FETCHED_SQL} r ON r.record_id = l.source_ref
 WHERE NOT EXISTS (SELECT 1 FROM sync_state st WHERE st.target = 'salesforce'
                   AND st.object = 'Loyalty_Adjustment_Request__c' AND st.record_key = l.source_ref
                   AND (r.fetched_at IS NULL OR st.pushed_at >= r.fetched_at))
