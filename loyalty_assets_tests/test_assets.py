@@ -26,13 +26,16 @@ from conftest import (
     SANDBOX_NOW,
     blocking_check_failures,
     build_test_resources,
+    graph_assets,
     isolate,
     location_definitions,
     materialize_range,
+    unconfigured_resources,
     write_seed,
 )
 from magento_factory import memo, order
 
+from loyalty_assets.defs.resources import Warehouse
 from loyalty_assets.sandbox import Sandbox
 
 D1, D2, D3, D4 = (dt.date(2024, 3, 4) + dt.timedelta(days=i) for i in range(4))
@@ -384,6 +387,50 @@ def test_rematerializing_the_same_range_books_nothing_new(seeded, _instance) -> 
     assert _rows(warehouse, "SELECT * FROM ledger_journal ORDER BY entry_id") == before
     assert _rows(warehouse, "SELECT count(*) FROM raw_records") == raw_before
     assert _entries(warehouse) == EXPECTED_ENTRIES
+
+
+def _raw_outcome_check(warehouse: Path, instance) -> dg.AssetCheckEvaluation:
+    """The check alone, through Dagster, on the warehouse as it stands."""
+    result = dg.materialize(
+        graph_assets(), resources={**unconfigured_resources(), "warehouse": Warehouse(database=str(warehouse))},
+        instance=instance, selection=dg.AssetSelection.checks(dg.AssetCheckKey(
+            dg.AssetKey("order_versions"), "raw_versions_accounted_for")))
+    (evaluation,) = result.get_asset_check_evaluations()
+    return evaluation
+
+
+def test_a_raw_version_left_without_an_outcome_is_flagged(seeded, _instance) -> None:
+    """Nothing landed or fetched is silently lost: every raw version is processed, quarantined or
+    waiting, and the check says which source holds one that is none of these."""
+    box, warehouse, resources = seeded
+    result = materialize_range(D3, D3, resources, instance=_instance)
+    _assert_clean(result)
+    passed = [e for e in result.get_asset_check_evaluations() if e.check_name == "raw_versions_accounted_for"]
+    assert [e.passed for e in passed] == [True]
+    raw = _rows(warehouse, "SELECT count(*) FROM raw_records")[0][0]
+    assert passed[0].metadata["raw_versions"].value == raw > 0
+    assert passed[0].metadata["without_outcome"].value == 0
+
+    # an outcome lost (a crash between writes, a hand edit): the version is neither processed nor quarantined
+    conn = duckdb.connect(str(warehouse))
+    try:
+        conn.execute("""DELETE FROM raw_processed WHERE rowid = (SELECT min(rowid) FROM raw_processed
+                        WHERE source = 'magento.creditmemos')""")
+    finally:
+        conn.close()
+    failed = _raw_outcome_check(warehouse, _instance)
+    assert not failed.passed and failed.severity == dg.AssetCheckSeverity.WARN
+    assert failed.metadata["without_outcome"].value == 1
+    assert failed.metadata["missing_magento.creditmemos"].value == 1
+    assert "magento.creditmemos" in failed.metadata["examples"].value
+
+    # a version fetched after the last normalization began is the next one's, not lost
+    conn = duckdb.connect(str(warehouse))
+    try:
+        conn.execute("UPDATE refresh_state SET refreshed_at = TIMESTAMPTZ '2000-01-01' WHERE name = 'normalize'")
+    finally:
+        conn.close()
+    assert _raw_outcome_check(warehouse, _instance).passed
 
 
 def _add_late_memo(box) -> None:

@@ -67,6 +67,7 @@ EXPECTED_CHECKS = {
     "ledger_journal": {"entry_ids_unique": True, "order_entries_sum_to_value": True},
     "member_status": {"balances_equal_entry_sums": True, "no_negative_spendable": False},
     "order_facts": {"money_totals_add_up": False},
+    "order_versions": {"raw_versions_accounted_for": False},
     "quarantine": {"quarantine_rate": False},
     "reconciliation": {"reconciliation_drift": False},
     "smile_points_push": {"outbox_age": False},

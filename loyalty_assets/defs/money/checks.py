@@ -3,6 +3,7 @@
 import dagster as dg
 
 from loyalty_assets.defs.resources import Warehouse
+from loyalty_assets.lib.normalize import VERSION_KEY_SQL
 
 MONEY_TOTALS_ADD_UP = "money_totals_add_up"
 QUARANTINE_RATE = "quarantine_rate"
@@ -54,3 +55,39 @@ def quarantine_rate(warehouse: Warehouse) -> dg.AssetCheckResult:
             **{f"reason_{k}": v for k, v in by_reason.items()},
         },
     )
+
+
+RAW_VERSIONS_ACCOUNTED_FOR = "raw_versions_accounted_for"
+
+
+@dg.asset_check(
+    pool="duckdb",
+    asset="order_versions",
+    name=RAW_VERSIONS_ACCOUNTED_FOR,
+    blocking=False,
+    description="Every raw version stored before the last normalization has an outcome (processed, "
+    "quarantined, or a refund waiting for its order): nothing landed or fetched is silently lost.",
+)
+def raw_versions_accounted_for(warehouse: Warehouse) -> dg.AssetCheckResult:
+    # versions fetched after the last normalization began are the next one's (a sensor may be pulling)
+    with warehouse.connect() as conn:
+        rows = conn.execute(
+            f"""SELECT r.source, count(*) AS raw, count(p.outcome) FILTER (WHERE p.outcome = 'processed'),
+                       count(p.outcome) FILTER (WHERE p.outcome = 'quarantined'),
+                       count(p.outcome) FILTER (WHERE p.outcome = 'waiting'),
+                       count(*) FILTER (WHERE p.outcome IS NULL),
+                       list(r.source || ' ' || r.record_id ORDER BY r.fetched_at) FILTER (WHERE p.outcome IS NULL)[1:5]
+                FROM raw_records r
+                LEFT JOIN (SELECT source, version_key, any_value(outcome) AS outcome FROM raw_processed GROUP BY ALL) p
+                       ON p.source = r.source AND p.version_key = {VERSION_KEY_SQL}
+                WHERE r.fetched_at < (SELECT refreshed_at FROM refresh_state WHERE name = 'normalize')
+                GROUP BY r.source ORDER BY r.source"""
+        ).fetchall()
+    missing = sum(r[5] for r in rows)
+    metadata: dict = {"raw_versions": sum(r[1] for r in rows), "without_outcome": missing,
+                      "processed": sum(r[2] for r in rows), "quarantined": sum(r[3] for r in rows),
+                      "waiting": sum(r[4] for r in rows)}
+    metadata.update({f"missing_{r[0]}": r[5] for r in rows if r[5]})
+    if missing:
+        metadata["examples"] = str([e for r in rows for e in (r[6] or [])][:5])
+    return dg.AssetCheckResult(passed=missing == 0, severity=dg.AssetCheckSeverity.WARN, metadata=metadata)
