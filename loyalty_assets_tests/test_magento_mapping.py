@@ -101,6 +101,11 @@ def test_minor_units_round_half_up_per_currency():
         (lambda r: r.update(order_currency_code="XXX"), "unknown_currency"),
         (lambda r: r.update(updated_at="yesterday"), "malformed_record"),
         (lambda r: r.pop("entity_id"), "malformed_record"),
+        # an id that is no text or whole number: its str() would be a key of no real order or customer
+        (lambda r: r.update(entity_id={"id": 1}), "malformed_record"),
+        (lambda r: r.update(entity_id=Decimal("1.0")), "malformed_record"),
+        (lambda r: r.update(customer_id=[7]), "malformed_record"),
+        (lambda r: r.update(customer_id=True), "malformed_record"),
     ],
 )
 def test_bad_records_name_their_reason(mutate, reason):

@@ -221,3 +221,19 @@ def test_sfcc_gross_taxation_adjustments_and_states():
     assert (v.eligible_minor, v.signal, v.customer_key) == (8900, "paid", "sfcc:org:0001")
     assert sfcc.map_order(sfcc_order(shippingStatus="shipped"), "o", PROGRAM, FxTable({})).signal == "fulfilled"
     assert sfcc.map_order(sfcc_order(status="failed"), "o", PROGRAM, FxTable({})).signal == "canceled"
+
+
+@pytest.mark.parametrize("platform, payload", [
+    ("bigcommerce", lambda: bc_order(id={"id": 100})),
+    ("bigcommerce", lambda: bc_order(customer_id=["20"])),
+    ("commercetools", lambda: ct_order(id=["a"])),
+    ("commercetools", lambda: ct_order(customerId={"id": "c1"})),
+    ("sfcc", lambda: sfcc_order(orderNo={"no": 1})),
+    ("sfcc", lambda: sfcc_order(customerInfo={"email": "a@b.co", "customerNo": {"no": "0001"}})),
+])
+def test_an_id_that_is_no_text_or_whole_number_quarantines_the_version(platform, payload):
+    """str() of an object is no order's or customer's key: the version is malformed, not mapped."""
+    module = {"bigcommerce": bigcommerce, "commercetools": commercetools, "sfcc": sfcc}[platform]
+    with pytest.raises(RecordError) as err:
+        module.map_order(payload(), "t", PROGRAM, EUR_FX)
+    assert err.value.reason == "malformed_record" and "not text or a whole number" in err.value.detail

@@ -14,6 +14,7 @@ from loyalty_assets.lib.platforms.common import (
     amount,
     conversion,
     excluded,
+    id_value,
     iso_time,
     known_currency,
     native_id,
@@ -73,7 +74,7 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
     currency = known_currency(payload.get("default_currency_code") or payload.get("currency_code"),
                               "default_currency_code")
     email = normalize_email((payload.get("billing_address") or {}).get("email"))
-    customer_id = payload.get("customer_id")
+    customer_id = id_value(payload.get("customer_id"), "customer_id")
     customer_key = None if customer_id in (None, 0, "0", "") else f"{PLATFORM}:{tenant}:{customer_id}"
     if email is None and customer_key is None:
         raise RecordError("missing_email", "guest order without billing_address.email")

@@ -10,7 +10,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 from loyalty_assets.lib.money import FxTable, to_minor
-from loyalty_assets.lib.platforms.common import conversion, excluded, iso_time, known_currency, native_id
+from loyalty_assets.lib.platforms.common import (
+    conversion,
+    excluded,
+    id_value,
+    iso_time,
+    known_currency,
+    native_id,
+)
 from loyalty_assets.lib.program import Program
 from loyalty_assets.lib.records import (
     CustomerVersion,
@@ -85,7 +92,8 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
     created_at = iso_time(payload.get("createdAt"), "createdAt")
     updated_at = iso_time(payload.get("lastModifiedAt"), "lastModifiedAt")
     email = normalize_email(payload.get("customerEmail"))
-    customer_key = f"{PLATFORM}:{tenant}:{payload['customerId']}" if payload.get("customerId") else None
+    customer_id = id_value(payload.get("customerId"), "customerId")
+    customer_key = f"{PLATFORM}:{tenant}:{customer_id}" if customer_id else None
     if email is None and customer_key is None:
         raise RecordError("missing_email", "guest order without customerEmail")
     eligible = eligible_amount(payload, program, currency)

@@ -23,9 +23,17 @@ def amount(payload: dict, field: str, *, allow_negative: bool = False, default: 
     return d
 
 
+def id_value(value: object, field: str) -> object:
+    """An id is text or a whole JSON number: str() of an object, a list, a boolean or 12.0 would make
+    a key no other record shares (a customer id) or one that is not the order's (an order id)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+        raise RecordError("malformed_record", f"{field} is not text or a whole number: {value!r}")
+    return value
+
+
 def native_id(payload: dict, field: str) -> str:
-    value = payload.get(field) if isinstance(payload, dict) else None
-    if value is None or isinstance(value, bool) or str(value).strip() == "":
+    value = id_value(payload.get(field) if isinstance(payload, dict) else None, field)
+    if value is None or str(value).strip() == "":
         raise RecordError("malformed_record", f"{field} is missing")
     return str(value).strip()
 

@@ -10,6 +10,8 @@ import datetime as dt
 from decimal import Decimal
 
 from loyalty_assets.lib.money import FxTable, MoneyError, currency_digits, to_decimal, to_minor
+from loyalty_assets.lib.platforms.common import id_value
+from loyalty_assets.lib.platforms.common import native_id as read_id  # native_id names the local
 from loyalty_assets.lib.program import Program
 from loyalty_assets.lib.records import (
     CustomerVersion,
@@ -44,13 +46,6 @@ def parse_time(value: object, field: str) -> dt.datetime:
         return dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.UTC)
     except ValueError as exc:
         raise RecordError("malformed_record", f"{field} is not 'YYYY-MM-DD HH:MM:SS': {value!r}") from exc
-
-
-def _native_id(payload: dict, field: str) -> str:
-    value = payload.get(field)
-    if value is None or isinstance(value, bool) or str(value).strip() == "":
-        raise RecordError("malformed_record", f"{field} is missing")
-    return str(value).strip()
 
 
 def _text(value: object) -> str | None:
@@ -95,7 +90,7 @@ def _eligible(payload: dict, program: Program, prefix: str) -> Decimal:
 def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> OrderVersion:
     if not isinstance(payload, dict):
         raise RecordError("malformed_record", "order is not a JSON object")
-    native_id = _native_id(payload, "entity_id")
+    native_id = read_id(payload, "entity_id")
     state = payload.get("state")
     if state not in STATE_SIGNAL:
         raise RecordError(
@@ -112,7 +107,7 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
     email = normalize_email(payload.get("customer_email")) or normalize_email(
         (payload.get("billing_address") or {}).get("email")
     )
-    customer_id = payload.get("customer_id")
+    customer_id = id_value(payload.get("customer_id"), "customer_id")
     is_guest = bool(payload.get("customer_is_guest")) or customer_id in (None, "", 0)
     customer_key = None if is_guest else f"{PLATFORM}:{tenant}:{customer_id}"
     if email is None and customer_key is None:
@@ -213,8 +208,8 @@ def map_creditmemo(
 ) -> RefundVersion:
     if not isinstance(memo, dict):
         raise RecordError("malformed_record", "credit memo is not a JSON object")
-    native_id = _native_id(memo, "entity_id")
-    order_id = _native_id(memo, "order_id")
+    native_id = read_id(memo, "entity_id")
+    order_id = read_id(memo, "order_id")
     updated_at = parse_time(memo.get("updated_at") or memo.get("created_at"), "updated_at")
     currency = str(memo.get("order_currency_code") or "").upper()
     base_currency = str(memo.get("base_currency_code") or "").upper() or None
@@ -249,7 +244,7 @@ def map_creditmemo(
 def map_customer(payload: dict, tenant: str) -> CustomerVersion:
     if not isinstance(payload, dict):
         raise RecordError("malformed_record", "customer is not a JSON object")
-    native_id = _native_id(payload, "id")
+    native_id = read_id(payload, "id")
     created = payload.get("created_at")
     return CustomerVersion(
         customer_key=f"{PLATFORM}:{tenant}:{native_id}",

@@ -9,7 +9,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 from loyalty_assets.lib.money import FxTable, to_minor
-from loyalty_assets.lib.platforms.common import amount, conversion, iso_time, known_currency, native_id
+from loyalty_assets.lib.platforms.common import (
+    amount,
+    conversion,
+    id_value,
+    iso_time,
+    known_currency,
+    native_id,
+)
 from loyalty_assets.lib.program import Program
 from loyalty_assets.lib.records import OrderVersion, RecordError, join_codes, normalize_email
 
@@ -35,7 +42,7 @@ def map_order(payload: dict, tenant: str, program: Program, fx: FxTable) -> Orde
     updated_at = iso_time(payload.get("lastModified"), "lastModified")
     info = payload.get("customerInfo") if isinstance(payload.get("customerInfo"), dict) else {}
     email = normalize_email(info.get("email"))
-    customer_no = info.get("customerNo")
+    customer_no = id_value(info.get("customerNo"), "customerInfo.customerNo")
     customer_key = None if info.get("guest") or not customer_no else f"{PLATFORM}:{tenant}:{customer_no}"
     if email is None and customer_key is None:
         raise RecordError("missing_email", "order without customerInfo.email")
