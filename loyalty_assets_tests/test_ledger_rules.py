@@ -473,6 +473,25 @@ def test_expiry_after_inactivity_books_the_spendable_balance_negative(conn):
     assert process(conn, p, D(2024, 5, 20)).entries == 0
 
 
+def test_nothing_expires_on_a_day_still_open_whose_later_activity_keeps_the_balance(conn):
+    """Expiry is due on 03-31 (30 days after 03-01), but the day is booked at noon, still open: an
+    order at 14:00 is activity on the 31st, so nothing expires, as when the day is booked once ended."""
+    p = program(expiry={"inactivity_days": 30})
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00")])
+    process(conn, p, D(2024, 3, 31), now=dt.datetime(2024, 3, 31, 12, tzinfo=dt.UTC))
+    assert [e[1:3] for e in entries(conn)] == [("earn", 100)]
+    land(conn, p, orders=[order(2, "2024-03-31 14:00:00", subtotal="50.00")])
+    process(conn, p, D(2024, 3, 31), now=dt.datetime(2024, 3, 31, 23, tzinfo=dt.UTC))
+    process(conn, p, D(2024, 4, 2))
+    assert [e[1:4] for e in entries(conn)] == [("earn", 100, D(2024, 3, 1)), ("earn", 50, D(2024, 3, 31))]
+    assert status_of(conn, "ann@example.com")["points_spendable"] == 150
+    # once ended, a due day books its expiry: 30 days after 03-31
+    process(conn, p, D(2024, 4, 30), now=dt.datetime(2024, 4, 30, 12, tzinfo=dt.UTC))
+    assert "expire" not in [e[1] for e in entries(conn)]
+    process(conn, p, D(2024, 5, 1), now=dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC))
+    assert [e[1:4] for e in entries(conn) if e[1] == "expire"] == [("expire", -150, D(2024, 4, 30))]
+
+
 def _land_smile(conn, p, source, records):
     from loyalty_assets.lib import raw
     from loyalty_assets.lib.platforms.common import iso_time

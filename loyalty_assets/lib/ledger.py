@@ -454,13 +454,16 @@ def _book_days(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, d
                     steps.append(("book_referral_entries", {
                         **common, "day": day, "asof": asof, "points": program.referrals.referrer_points}))
                 booked.append(day)
-            if program.expiry.inactivity_days:  # a quiet day can still be the day a balance expires
+            ended = day_end_utc(day, program) <= now - lag
+            # a quiet day can still be the day a balance expires; only once it has ended: activity later
+            # that day (an order, a redemption) means nothing expires on it (RULES.md §6)
+            if program.expiry.inactivity_days and ended:
                 steps.append(("book_expiry_entries", {
                     **common, "day": day, "days": program.expiry.inactivity_days}))
             for script, params in steps:
                 n, p = _book_script(conn, script, params)
                 entries, points = entries + n, points + p
-            if day_end_utc(day, program) <= now - lag:
+            if ended:
                 closed = day
             last_booked = max(last_booked or day, day)
         _save_watermark(conn, program, closed, last_booked)
