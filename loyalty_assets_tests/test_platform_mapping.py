@@ -91,6 +91,16 @@ def test_bigcommerce_refund_from_real_payload():
     assert r.refunded_eligible_minor == 2778  # 33.333 x 100/120 = 27.7775 -> 27.78
 
 
+def test_a_tax_inclusive_bigcommerce_refund_on_an_exact_half_cent_rounds_up():
+    """11.75 x 22.12 / 26.32 = 9.875 exactly: half-up gives 9.88 (the ratio taken first gave 9.87)."""
+    refund = real("bigcommerce/refund_v3_get.json")["data"]
+    refund["items"][0]["requested_amount"] = Decimal("11.75")
+    order = bc_order(id=180, is_tax_inclusive_pricing=True, subtotal_ex_tax="22.1200", subtotal_inc_tax="26.3200")
+    order["products"] = [{"id": 87, "type": "physical", "quantity": 1, "total_ex_tax": "22.1200"}]
+    (r,) = bigcommerce.map_refund(refund, "h", PROGRAM, order)
+    assert r.refunded_eligible_minor == 988
+
+
 def test_a_bigcommerce_refund_priced_from_its_orders_lines_waits_for_the_order():
     """RULES.md §4: a refund whose order is not known yet waits ingest.refund_wait_days. One whose item
     has no requested_amount (the vendor's own example) is priced from the order's line: it waited for
@@ -177,6 +187,31 @@ def test_commercetools_taxed_net_minus_shipping_and_payment_refunds():
     assert [(r.native_id, r.counts, r.refunded_eligible_minor) for r in rows] == [
         ("t-ok", True, 1833), ("t-pending", False, 917)]  # 2400 x 11000/14400 = 1833.33
     assert rows[0].order_key == f"commercetools:p:{order['id']}"
+
+
+def test_a_commercetools_refund_on_an_exact_half_cent_rounds_up():
+    """12.60 x 118.26 / 151.20 = 9.855 exactly: half-up gives 9.86 (the share taken first gave 9.85)."""
+    order = ct_order(taxedPrice={"totalNet": cents(12600), "totalGross": cents(15120)},
+                     taxedShippingPrice={"totalNet": cents(774), "totalGross": cents(929)},
+                     shippingInfo={"price": cents(929)})
+    assert commercetools.map_order(order, "p", PROGRAM, EUR_FX).eligible_minor == 11826
+    payment = copy.deepcopy(real("commercetools/payments_query.json")["results"][0])
+    payment["transactions"].append({"id": "t-half", "type": "Refund", "state": "Success", "amount": cents(1260)})
+    (row,) = commercetools.map_payment(payment, "p", PROGRAM, order, order["id"])
+    assert (row.native_id, row.refunded_eligible_minor) == ("t-half", 986)
+
+
+def test_an_untaxed_commercetools_orders_excluded_line_leaves_at_its_total_price():
+    """Without the order's taxedPrice, eligible spend is totalPrice - shipping (gross), so an excluded
+    line leaves at its totalPrice, not its net: 21.00 - 11.00 = 10.00 (its net left its tax in: 11.00)."""
+    order = ct_order()
+    assert "taxedPrice" not in order
+    gift = copy.deepcopy(order["lineItems"][0])
+    gift.update(id="gift-line", productType={"typeId": "product-type", "id": "gc", "key": "giftcard"},
+                totalPrice=cents(1100), taxedPrice={"totalNet": cents(1000), "totalGross": cents(1100)})
+    order["lineItems"].append(gift)
+    order["totalPrice"] = cents(2100)
+    assert commercetools.map_order(order, "p", PROGRAM, EUR_FX).eligible_minor == 1000
 
 
 def test_commercetools_net_shipping_falls_back_to_the_shipping_infos_net():

@@ -6,8 +6,9 @@ money is JSON numbers. Guests have `customer_id: 0` and only a billing email.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from email.utils import parsedate_to_datetime
+from fractions import Fraction
 
 from loyalty_assets.lib.money import FxTable, to_minor
 from loyalty_assets.lib.platforms.common import (
@@ -51,6 +52,13 @@ def rfc2822_time(value: object, field: str):
 def _products(payload: dict) -> list[dict]:
     products = payload.get("products")
     return [p for p in products if isinstance(p, dict)] if isinstance(products, list) else []
+
+
+def _decimal(value: Fraction) -> Decimal:
+    """An exact fraction as a Decimal of 60 digits: exact when it ends, as a half cent does."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return Decimal(value.numerator) / Decimal(value.denominator)
 
 
 def _line_after_discount(product: dict) -> Decimal:
@@ -140,10 +148,12 @@ def map_refund(refund: dict, tenant: str, program: Program, order: dict | None) 
                               "default_currency_code")
     products = {str(p.get("id")): p for p in _products(order)}
     inclusive = bool(order.get("is_tax_inclusive_pricing"))
-    ratio = Decimal(1)
+    # exact fractions, rounded once: a quotient taken first (28 digits) put an exact half cent just
+    # below it (11.75 × 22.12 / 26.32 = 9.875 gave 987, not 988)
+    ratio = Fraction(1)
     if inclusive and amount(order, "subtotal_inc_tax") > 0:
-        ratio = amount(order, "subtotal_ex_tax") / amount(order, "subtotal_inc_tax")
-    total = Decimal(0)
+        ratio = Fraction(amount(order, "subtotal_ex_tax")) / Fraction(amount(order, "subtotal_inc_tax"))
+    total = Fraction(0)
     for item in refund.get("items") or []:
         if not isinstance(item, dict) or item.get("item_type") != "PRODUCT":
             continue
@@ -151,13 +161,13 @@ def map_refund(refund: dict, tenant: str, program: Program, order: dict | None) 
         if product is not None and excluded(program, product.get("type")):
             continue
         if item.get("requested_amount") is not None:
-            total += amount(item, "requested_amount") * ratio
+            total += Fraction(amount(item, "requested_amount")) * ratio
         else:
             if product is None:
                 raise RecordError("unknown_order", f"refund {rid} item {item.get('item_id')} has no amount and no order line")
             qty = amount(item, "quantity")
             ordered = amount(product, "quantity") or Decimal(1)
-            total += qty * _line_after_discount(product) / ordered
+            total += Fraction(qty) * Fraction(_line_after_discount(product)) / Fraction(ordered)
     return [
         RefundVersion(
             refund_key=f"{PLATFORM}:{tenant}:refund:{rid}",
@@ -167,7 +177,7 @@ def map_refund(refund: dict, tenant: str, program: Program, order: dict | None) 
             updated_at=created,
             counts=True,
             currency=currency,
-            refunded_eligible_minor=to_minor(max(total, Decimal(0)), currency),  # half-up once
+            refunded_eligible_minor=to_minor(_decimal(max(total, Fraction(0))), currency),  # half-up once
             base_currency=None,
             refunded_eligible_base_minor=None,
         )

@@ -69,7 +69,8 @@ def _shipping_net(payload: dict, currency: str) -> Decimal:
 
 def eligible_amount(payload: dict, program: Program, currency: str) -> Decimal:
     taxed = payload.get("taxedPrice")
-    if isinstance(taxed, dict) and taxed.get("totalNet") is not None:
+    net = isinstance(taxed, dict) and taxed.get("totalNet") is not None
+    if net:
         base = money(taxed.get("totalNet"), "taxedPrice.totalNet", currency) - _shipping_net(payload, currency)
     else:
         base = money(payload.get("totalPrice"), "totalPrice", currency) - money(
@@ -77,8 +78,11 @@ def eligible_amount(payload: dict, program: Program, currency: str) -> Decimal:
         )
     for line in payload.get("lineItems") or []:
         if isinstance(line, dict) and excluded(program, (line.get("productType") or {}).get("key")):
+            # an excluded line in the terms of the total it leaves: its net from a net total, its
+            # totalPrice from an untaxed order's totalPrice (a line's net would leave its tax in)
             line_taxed = line.get("taxedPrice") or {}
-            base -= money(line_taxed.get("totalNet") or line.get("totalPrice"), "lineItems.totalPrice", currency)
+            line_total = (line_taxed.get("totalNet") if net else None) or line.get("totalPrice")
+            base -= money(line_total, "lineItems.totalPrice", currency)
     return max(base, Decimal(0))
 
 
@@ -169,13 +173,15 @@ def map_payment(payment: dict, tenant: str, program: Program, order: dict | None
         ((order or {}).get("totalPrice") or {}).get("currencyCode") or (payment.get("amountPlanned") or {}).get("currencyCode"),
         "currencyCode",
     )
-    share = Decimal(0)
+    # amount × eligible / gross, multiplied first and divided last: a quotient taken first (28 digits)
+    # put an exact half cent just below it (12.60 × 118.26 / 151.20 = 9.855 gave 985, not 986)
+    eligible, denominator = Decimal(0), Decimal(1)
     if order is not None:
         taxed = order.get("taxedPrice") if isinstance(order.get("taxedPrice"), dict) else None
-        denominator = (money(taxed.get("totalGross"), "taxedPrice.totalGross", currency) if taxed
-                       else money(order.get("totalPrice"), "totalPrice", currency))
-        if denominator > 0:
-            share = eligible_amount(order, program, currency) / denominator
+        gross = (money(taxed.get("totalGross"), "taxedPrice.totalGross", currency) if taxed
+                 else money(order.get("totalPrice"), "totalPrice", currency))
+        if gross > 0:
+            eligible, denominator = eligible_amount(order, program, currency), gross
     rows = []
     for txn in refunds:
         tid = native_id(txn, "id")
@@ -189,7 +195,7 @@ def map_payment(payment: dict, tenant: str, program: Program, order: dict | None
                 updated_at=updated_at,
                 counts=txn.get("state") == "Success",
                 currency=currency,
-                refunded_eligible_minor=to_minor(value * share, currency),
+                refunded_eligible_minor=to_minor(value * eligible / denominator, currency),
                 base_currency=None,
                 refunded_eligible_base_minor=None,
             )
