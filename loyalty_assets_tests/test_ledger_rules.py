@@ -631,6 +631,105 @@ def test_of_two_friend_orders_earning_on_one_day_the_first_placed_is_the_first_o
         (500, D(2024, 3, 2), f"magento:default:{first}")]
 
 
+def _referral_rows(conn) -> list[tuple]:
+    return conn.execute(
+        """SELECT s.email, e.points, e.booked_on, e.source_ref, e.description FROM ledger_entries e
+           JOIN member_status s USING (member_id) WHERE e.kind = 'referral' ORDER BY e.booked_on, e.points DESC""").fetchall()
+
+
+def _ann_refers_bo_rewarded_on_2_march(conn, p) -> None:
+    _land_referrals(conn, p, [(10, 1, "ann@example.com", "bo@example.com")])
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com"),
+                          order(2, "2024-03-02 10:00:00", email="bo@example.com", subtotal="30.00")])
+    process(conn, p, D(2024, 3, 3))
+    assert [r[:4] for r in _referral_rows(conn)] == [("ann@example.com", 500, D(2024, 3, 2), "magento:default:2")]
+
+
+@pytest.mark.parametrize("points", [600, 0])
+def test_a_referral_paid_keeps_its_reward_when_referrer_points_change(conn, points):
+    """RULES.md §6: referrer_points when the friend's first order earns; a later configuration is not
+    applied to rewards already paid (600 booked +100, 0 took the 500 back)."""
+    _ann_refers_bo_rewarded_on_2_march(conn, program(referrals={"referrer_points": 500}))
+    later = program(referrals={"referrer_points": points})
+    land(conn, later, orders=[order(3, "2024-03-05 10:00:00", email="cy@example.com", subtotal="10.00")])
+    process(conn, later, D(2024, 3, 6))
+    assert [r[:4] for r in _referral_rows(conn)] == [("ann@example.com", 500, D(2024, 3, 2), "magento:default:2")]
+
+
+def test_a_friend_rewarded_through_one_referral_is_not_rewarded_again_through_an_older_one(conn):
+    """A second referral of Bo (by Cat, created before Ann's) turns up after Ann was paid: Bo's first
+    order is rewarded once, through Ann, and its cancellation takes back exactly that reward."""
+    p = program(referrals={"referrer_points": 500})
+    _ann_refers_bo_rewarded_on_2_march(conn, p)
+    _land_referrals(conn, p, [(9, 2, "cat@example.com", "bo@example.com")])
+    _land_smile(conn, p, "smile.referrals", [
+        {"id": 9, "sender_customer": {"id": 2, "email": "cat@example.com"}, "receiver_customer_email": "bo@example.com",
+         "created_at": "2024-02-28T08:00:00Z", "updated_at": "2024-03-04T08:00:00Z"}])
+    land(conn, p, orders=[order(4, "2024-03-01 11:00:00", email="cat@example.com")])
+    process(conn, p, D(2024, 3, 5))
+    assert [r[:2] for r in _referral_rows(conn)] == [("ann@example.com", 500)]
+    land(conn, p, orders=[order(2, "2024-03-06 10:00:00", email="bo@example.com", subtotal="30.00", state="canceled",
+                                created_at="2024-03-02 10:00:00")])
+    process(conn, p, D(2024, 3, 8))
+    assert [r[:4] for r in _referral_rows(conn)] == [("ann@example.com", 500, D(2024, 3, 2), "magento:default:2"),
+                                                     ("ann@example.com", -500, D(2024, 3, 6), "magento:default:2")]
+
+
+def test_a_rewarded_referral_voided_in_smile_gives_its_reward_back(conn):
+    """The referral link is Smile.io's (RULES.md §9): voided after the reward, the reward is taken back,
+    saying why, and the friend's later cancellation takes nothing more."""
+    p = program(referrals={"referrer_points": 500})
+    _ann_refers_bo_rewarded_on_2_march(conn, p)
+    _land_smile(conn, p, "smile.referrals", [
+        {"id": 10, "sender_customer": {"id": 1, "email": "ann@example.com"}, "receiver_customer_email": "bo@example.com",
+         "created_at": "2024-03-01T08:00:00Z", "updated_at": "2024-03-04T08:00:00Z", "state": "void"}])
+    land(conn, p, orders=[order(2, "2024-03-05 10:00:00", email="bo@example.com", subtotal="30.00", state="canceled",
+                                created_at="2024-03-02 10:00:00")])
+    process(conn, p, D(2024, 3, 6))
+    rows = _referral_rows(conn)
+    assert [r[:4] for r in rows] == [("ann@example.com", 500, D(2024, 3, 2), "magento:default:2"),
+                                     ("ann@example.com", -500, D(2024, 3, 4), "magento:default:2")]
+    assert rows[1][4] == "Referral taken back: the referral was void in smile"
+
+
+def test_a_reward_stands_on_the_order_it_rewarded_when_a_merge_finds_an_older_first_order(conn):
+    """Bo's order 2 earned Ann the reward; a merge then joins Bo to an older identity whose order 5 was
+    canceled before the referral existed. Order 2 is still paid: nothing is taken back."""
+    p = program(referrals={"referrer_points": 500})
+    _land_referrals(conn, p, [(10, 1, "ann@example.com", "bo@example.com")])
+    land(conn, p, orders=[order(1, "2024-02-01 10:00:00", email="ann@example.com"),
+                          order(5, "2024-02-10 10:00:00", email="bo.old@example.com", customer_id=8, subtotal="40.00"),
+                          order(5, "2024-02-15 10:00:00", email="bo.old@example.com", customer_id=8, subtotal="40.00",
+                                state="canceled", created_at="2024-02-10 10:00:00"),
+                          order(2, "2024-03-02 10:00:00", email="bo@example.com", subtotal="30.00")])
+    process(conn, p, D(2024, 3, 3))
+    land(conn, p, customers=[{"id": 8, "email": "bo@example.com", "created_at": "2024-02-01 00:00:00",
+                              "updated_at": "2024-03-04 09:00:00"}],
+         orders=[order(6, "2024-03-04 10:00:00", email="cy@example.com", subtotal="10.00")])
+    process(conn, p, D(2024, 3, 5))
+    assert conn.execute("SELECT count(*) FROM member_merges").fetchall() == [(1,)]
+    assert conn.execute("SELECT points, booked_on, source_ref FROM ledger_entries WHERE kind = 'referral'").fetchall() == [
+        (500, D(2024, 3, 2), "magento:default:2")]
+
+
+def test_a_self_referral_found_after_the_reward_is_taken_back_as_one(conn):
+    """Ann referred ann.alt@, whose order 2 was rewarded; a later order links the two e-mails to one
+    member: the reward is taken back as a self-referral, naming order 2."""
+    p = program(referrals={"referrer_points": 500})
+    _land_referrals(conn, p, [(10, 1, "ann@example.com", "ann.alt@example.com")])
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com", customer_id=7),
+                          order(2, "2024-03-02 10:00:00", email="ann.alt@example.com", subtotal="30.00")])
+    process(conn, p, D(2024, 3, 3))
+    land(conn, p, orders=[order(3, "2024-03-04 10:00:00", email="ann.alt@example.com", customer_id=7, subtotal="10.00")])
+    process(conn, p, D(2024, 3, 5))
+    rows = conn.execute("SELECT points, source_ref, description FROM ledger_entries WHERE kind = 'referral' "
+                        "ORDER BY booked_on, points DESC").fetchall()
+    assert rows == [
+        (500, "magento:default:2", "Referral reward: a referred friend's first order (smile referral)"),
+        (-500, "magento:default:2", "Referral taken back: self-referral: friend and referrer are the same member")]
+    assert conn.execute("SELECT status FROM referral_outcomes").fetchall() == [("refused",)]
+
+
 def test_a_redemption_before_the_first_order_is_booked_on_its_own_day(conn):
     """RULES.md §6: other sources are booked on the day they are observed; the first booking starts at
     the first thing to book, a redemption before any order included (it was folded into the first
