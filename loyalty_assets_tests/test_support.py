@@ -64,6 +64,21 @@ def test_explain_lists_entries_that_sum_to_the_balance(tmp_path):
     assert "+200 =     200  magento:default:1\n" in text
 
 
+def test_explain_shows_a_late_refund_on_the_entry_that_booked_it(tmp_path):
+    """Credit memo 9 is dated 03-02 but fetched after 03-03 was booked: the clawback of 03-06 counted
+    it, not the adjustment of 03-03 it predates."""
+    conn = warehouse.connect(str(tmp_path / "w.duckdb"))
+    p = parse_program("{}")
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00"),
+                          order(1, "2024-03-03 10:00:00", subtotal="120.00", created_at="2024-03-01 10:00:00")])
+    process(conn, p, dt.date(2024, 3, 5))
+    land(conn, p, memos=[memo(9, 1, "2024-03-02 08:00:00", subtotal="30.00")])
+    process(conn, p, dt.date(2024, 3, 6))
+    lines = [line for line in explain(conn, "ann@example.com").splitlines() if "magento:default:1" in line]
+    assert [line.split()[1:3] for line in lines] == [["earn", "+100"], ["adjust", "+20"], ["clawback", "-30"]]
+    assert ["creditmemo:9" in line for line in lines] == [False, False, True]
+
+
 def test_forget_leaves_no_personal_data_and_keeps_amounts(tmp_path):
     path = tmp_path / "w.duckdb"
     build(path, "identity: {match_phone: true}")  # phones are keys: their parsed keys are kept too

@@ -81,15 +81,20 @@ def explain(conn: duckdb.DuckDBPyConnection, email: str) -> str:
            FROM ledger_entries e WHERE e.member_id = ? ORDER BY e.booked_on, e.occurred_at, e.entry_id""",
         [member],
     ).fetchall()
-    # the refunds each order entry counted first: those of its order after the order's previous entry
+    # the refunds each order entry counted first: those its booking knew (dated up to the state it
+    # valued, mapped before it was journaled) that the order's previous entry did not (a refund fetched
+    # late for a closed day counts on the entry that booked it, not on an earlier one it predates)
     refunds = dict(conn.execute(
         """WITH e AS (
-               SELECT entry_id, order_key, occurred_at,
-                      lag(occurred_at) OVER (PARTITION BY order_key ORDER BY booked_on, occurred_at, entry_id) AS prev
-               FROM ledger_entries WHERE member_id = ? AND order_key IS NOT NULL AND kind IN ('earn', 'adjust', 'clawback'))
+               SELECT e.entry_id, e.order_key, e.occurred_at, j.journaled_at,
+                      lag(e.occurred_at) OVER w AS prev_at, lag(j.journaled_at) OVER w AS prev_journaled
+               FROM ledger_entries e JOIN ledger_journal j USING (entry_id)
+               WHERE e.member_id = ? AND e.order_key IS NOT NULL AND e.kind IN ('earn', 'adjust', 'clawback')
+               WINDOW w AS (PARTITION BY e.order_key ORDER BY e.booked_on, j.journaled_at, e.occurred_at, e.entry_id))
            SELECT e.entry_id, string_agg(DISTINCT r.refund_key, ', ' ORDER BY r.refund_key)
            FROM e JOIN refund_versions r ON r.order_key = e.order_key AND r.counts
-                AND r.updated_at <= e.occurred_at AND (e.prev IS NULL OR r.updated_at > e.prev)
+                AND r.updated_at <= e.occurred_at AND r.mapped_at <= e.journaled_at
+                AND NOT coalesce(r.updated_at <= e.prev_at AND r.mapped_at <= e.prev_journaled, FALSE)
            GROUP BY e.entry_id""",
         [member],
     ).fetchall())
