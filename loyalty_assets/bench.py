@@ -532,7 +532,7 @@ def measure_push_volume(conn, program, day: dt.date) -> dict:
            FROM member_status ON CONFLICT DO NOTHING""",
         {"base": SMILE_CUSTOMER_ID_BASE},
     )
-    work = outbox.open_batches(conn, "smile")
+    work, _ = outbox.open_batches(conn, "smile")
     run_id = f"bench-dry-run-{day.isoformat()}"
     outbox.record_dry_run(conn, "smile", work, run_id)  # what the asset writes under LOYALTY_SYNC_DRY_RUN
     would_send = conn.execute(
@@ -587,7 +587,7 @@ def measure_smile_rate(conn, sample: int) -> dict:
     from loyalty_assets.lib import outbox
     from loyalty_assets.sandbox.smile import SmileEmulator
 
-    work = [b for b in outbox.open_batches(conn, "smile") if b.external_customer_id][: max(0, sample)]
+    work = [b for b in outbox.open_batches(conn, "smile")[0] if b.external_customer_id][: max(0, sample)]
     spendable = dict(
         conn.execute(
             "SELECT member_id, points_spendable FROM member_status WHERE list_contains($ids, member_id)",

@@ -31,8 +31,10 @@ def resources_for(box, warehouse):
         "warehouse": Warehouse(database=str(warehouse)),
         "magento": MagentoResource(base_url=env["MAGENTO_BASE_URL"], username=env["MAGENTO_ADMIN_USERNAME"],
                                    password=env["MAGENTO_ADMIN_PASSWORD"]),
-        "smile": SmileResource(api_url=env["SMILE_API_URL"], api_key=env["SMILE_API_KEY"]),
-        "loyaltylion": LoyaltyLionResource(api_url=env["LOYALTYLION_API_URL"], api_key=env["LOYALTYLION_API_KEY"]),
+        # an unknown outcome is looked up by the next run at once here (the settle wait has a test of its own)
+        "smile": SmileResource(api_url=env["SMILE_API_URL"], api_key=env["SMILE_API_KEY"], settle_seconds=0),
+        "loyaltylion": LoyaltyLionResource(api_url=env["LOYALTYLION_API_URL"], api_key=env["LOYALTYLION_API_KEY"],
+                                           settle_seconds=0),
         "salesforce": salesforce_resource(env),
     }
 
@@ -180,6 +182,86 @@ def test_a_target_answering_every_write_with_503_fails_the_push_by_the_third_att
     assert box.smile.transactions(ann["id"]) == []
     smile_points_push(dg.build_asset_context(resources=resources, partition_key="2024-03-02"))  # the target is back
     assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [100]
+
+
+def test_a_write_that_timed_out_is_left_to_settle_before_its_lookup_so_it_is_never_credited_twice(
+        sandbox, warehouse_path):
+    """RULES.md §9: after an uncertain outcome the batch is looked up before anything is sent again. Smile
+    applies a POST the client gave up on (timeout 1 s) 6 s after it came: a lookup at once would find
+    nothing and send it again. The batch waits settle_seconds; then it is found, not resent."""
+    import time
+
+    import dagster as dg
+
+    from loyalty_assets.defs.sync.assets import smile_points_push
+
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00")])
+    (ann,) = box.smile.add_customers([{"email": "ann@example.com", "created_at": "2024-01-01T00:00:00Z"}])
+    env = box.env()
+    resources = resources_for(box, warehouse_path)
+    box.smile.faults.set_script([{"status": 503, "method": "POST", "path": "/v1/points_transactions"}])
+    assert materialize_range("2024-03-01", "2024-03-02", resources).success  # a 503, not applied: unknown
+
+    def push(settle: float):
+        smile = SmileResource(api_url=env["SMILE_API_URL"], api_key=env["SMILE_API_KEY"], timeout_seconds=1.0,
+                              settle_seconds=settle)
+        return smile_points_push(dg.build_asset_context(resources={**resources, "smile": smile},
+                                                        partition_key="2024-03-02"))
+
+    box.smile.faults.set_script([{"delay": 6, "method": "POST", "path": "/v1/points_transactions"}])
+    started = time.monotonic()
+    push(0.0)  # looked up, not there, sent again: times out after 1 s, outcome unknown again
+    assert query(warehouse_path, "SELECT status, attempts FROM outbox WHERE target = 'smile'") == [("sending", 2)]
+    result = push(30.0)
+    assert time.monotonic() - started < 6, "the second push must run while the first POST is still held"
+    assert (result.metadata["in_flight"], result.metadata["attempted"]) == (1, 0)
+    time.sleep(max(0.0, 7 - (time.monotonic() - started)))  # the held POST is applied now
+    assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [100]
+    push(0.0)  # settled: looked up, found, not sent again
+    assert query(warehouse_path, "SELECT status, attempts FROM outbox WHERE target = 'smile'") == [("sent", 3)]
+    assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [100]
+    assert box.smile.balance(ann["id"]) == 100
+
+
+def test_a_members_batches_go_in_order_so_a_debit_never_overtakes_its_credit(sandbox, warehouse_path):
+    """Ann's +100 meets a 503 twice; meanwhile 90 is refunded. Sent before the +100 settled, the -90
+    was refused (422, blocked for good) and Smile kept 100 for our 10. One batch a member a run, in order."""
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00")],
+                  creditmemos=[memo(9, 1, "2024-03-05 10:00:00", subtotal="90.00")],
+                  now=dt.datetime(2024, 3, 3, 12, tzinfo=dt.UTC))
+    (ann,) = box.smile.add_customers([{"email": "ann@example.com", "created_at": "2024-01-01T00:00:00Z"}])
+    resources = resources_for(box, warehouse_path)
+    box.smile.faults.set_script([{"status": 503, "method": "POST", "path": "/v1/points_transactions"}])
+    assert materialize_range("2024-03-01", "2024-03-02", resources).success
+    box.smile.faults.set_script([{"status": 503, "method": "POST", "path": "/v1/points_transactions"}])
+    box.clock.set(dt.datetime(2024, 3, 7, 12, tzinfo=dt.UTC))
+    assert materialize_range("2024-03-03", "2024-03-06", resources).success
+    assert query(warehouse_path, "SELECT points, status FROM outbox WHERE target = 'smile' ORDER BY created_at") == [
+        (100, "sending"), (-90, "pending")]
+    box.smile.faults.clear()
+    for _ in range(2):
+        assert materialize_range("2024-03-06", "2024-03-06", resources).success
+    assert query(warehouse_path, "SELECT points, status FROM outbox WHERE target = 'smile' ORDER BY created_at") == [
+        (100, "sent"), (-90, "sent")]
+    assert [t["points_change"] for t in sorted(box.smile.transactions(ann["id"]), key=lambda t: t["id"])] == [100, -90]
+    assert box.smile.balance(ann["id"]) == 10
+
+
+def test_runs_waiting_for_a_customer_are_no_attempts(sandbox, warehouse_path):
+    """Bo waits two runs for a Smile customer; then his first write meets one 503: that is attempt 1,
+    an unknown outcome the next run settles, not "unknown after 3 attempts"."""
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", email="bo@example.com", subtotal="50.00")])
+    resources = resources_for(box, warehouse_path)
+    assert materialize_range("2024-03-01", "2024-03-02", resources).success
+    assert materialize_range("2024-03-03", "2024-03-03", resources).success
+    assert query(warehouse_path, "SELECT status, attempts FROM outbox WHERE target = 'smile'") == [("awaiting_customer", 0)]
+    (bo,) = box.smile.add_customers([{"email": "bo@example.com", "created_at": "2024-01-01T00:00:00Z"}])
+    box.smile.faults.set_script([{"status": 503, "method": "POST", "path": "/v1/points_transactions"}])
+    assert materialize_range("2024-03-04", "2024-03-04", resources).success
+    assert query(warehouse_path, "SELECT status, attempts FROM outbox WHERE target = 'smile'") == [("sending", 1)]
+    assert materialize_range("2024-03-04", "2024-03-04", resources).success
+    assert [t["points_change"] for t in box.smile.transactions(bo["id"])] == [50]
+    assert query(warehouse_path, "SELECT status, attempts FROM outbox WHERE target = 'smile'") == [("sent", 2)]
 
 
 def test_a_waiting_batch_of_a_member_merged_away_goes_to_the_survivors_customer(sandbox, warehouse_path):

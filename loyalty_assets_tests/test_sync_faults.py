@@ -60,6 +60,7 @@ def open_batches(warehouse) -> int:
 
 
 def test_twenty_percent_faults_end_in_the_fault_free_state(seed, tmp_path, isolated_env, monkeypatch):
+    monkeypatch.setenv("LOYALTY_SYNC_SETTLE_SECONDS", "0")  # the emulator's slow answers take 0.05 s
     with Sandbox(seed, now=NOW) as clean:
         assert materialize_range(START, END, sandbox_resources(clean, tmp_path / "clean.duckdb", monkeypatch)).success
         expected = final_state(clean, tmp_path / "clean.duckdb")
@@ -98,6 +99,7 @@ def _push_and_die(seed, warehouse, kill_after: float, env) -> None:
 
 @pytest.mark.parametrize("trial", range(2))
 def test_killed_pusher_converges_without_duplicates(seed, tmp_path, isolated_env, monkeypatch, trial):
+    monkeypatch.setenv("LOYALTY_SYNC_SETTLE_SECONDS", "0")  # a killed pusher's requests end with it
     with Sandbox(seed, now=NOW) as clean:
         assert materialize_range(START, END, sandbox_resources(clean, tmp_path / "clean.duckdb", monkeypatch)).success
         expected = final_state(clean, tmp_path / "clean.duckdb")

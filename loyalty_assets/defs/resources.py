@@ -15,6 +15,7 @@ from typing import ClassVar
 import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
+from pydantic import Field
 
 from loyalty_assets.lib.warehouse import ensure_schema, warehouse_path
 
@@ -168,6 +169,13 @@ class LoyaltyPlatformResource(dg.ConfigurableResource):
 
     api_url: str | None = None
     api_key: str | None = None
+    timeout_seconds: float = Field(30.0, gt=0, description="HTTP timeout of a request (connect and read)")
+    settle_seconds: float = Field(
+        120.0, ge=0,
+        description="A points write of unknown outcome (timeout, 5xx, lost response) is looked up, and sent "
+        "again if absent, only this long after it was sent: the platform may still apply a request the "
+        "client gave up on, and a lookup before that would credit it twice. Until then the member's "
+        "batches wait.")
 
     @property
     def is_configured(self) -> bool:
@@ -175,7 +183,7 @@ class LoyaltyPlatformResource(dg.ConfigurableResource):
 
     def client(self):
         module, name = self.client_class
-        return getattr(importlib.import_module(module), name)(self.api_url, self.api_key)
+        return getattr(importlib.import_module(module), name)(self.api_url, self.api_key, timeout=self.timeout_seconds)
 
 
 class SmileResource(LoyaltyPlatformResource):
@@ -265,11 +273,25 @@ def target_resources() -> dict:
             password=_env("SALESFORCE_PASSWORD"),
             ca_bundle=_env("SALESFORCE_CA_BUNDLE"),
         ),
-        "smile": SmileResource(api_url=_env("SMILE_API_URL"), api_key=_env("SMILE_API_KEY")),
+        "smile": SmileResource(api_url=_env("SMILE_API_URL"), api_key=_env("SMILE_API_KEY"),
+                               settle_seconds=_settle_seconds()),
         "loyaltylion": LoyaltyLionResource(
-            api_url=_env("LOYALTYLION_API_URL"), api_key=_env("LOYALTYLION_API_KEY")
+            api_url=_env("LOYALTYLION_API_URL"), api_key=_env("LOYALTYLION_API_KEY"), settle_seconds=_settle_seconds()
         ),
     }
+
+
+def _settle_seconds() -> float:
+    """LOYALTY_SYNC_SETTLE_SECONDS: how long a points write of unknown outcome is left to settle before
+    it is looked up (LoyaltyPlatformResource.settle_seconds; default 120)."""
+    text = os.environ.get("LOYALTY_SYNC_SETTLE_SECONDS", "").strip()
+    try:
+        value = float(text) if text else 120.0
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"LOYALTY_SYNC_SETTLE_SECONDS must be a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def unconfigured_resources() -> dict:

@@ -108,24 +108,35 @@ def prepare_batches(conn: duckdb.DuckDBPyConnection, target: str, as_of: dt.date
     return conn.execute("SELECT count(*) FROM push_batches").fetchall()[0][0]
 
 
-def open_batches(conn: duckdb.DuckDBPyConnection, target: str) -> list[Batch]:
-    """The batches to send; a batch of a member merged away since goes to its survivor's customer (the
-    absorbed member's status row is gone: its batch waited for a customer for ever)."""
+def open_batches(conn: duckdb.DuckDBPyConnection, target: str, settle_seconds: float = 0.0) -> tuple[list[Batch], int]:
+    """The batches to send, and how many members wait for a write in flight; a batch of a member merged
+    away since goes to its survivor's customer (the absorbed member's status row is gone: its batch
+    waited for a customer for ever).
+
+    A member's batches go in order, one a run: a later one sent while an earlier one's outcome is
+    unknown could be refused (a debit before the credit it follows: 422) or land out of order. An
+    earliest batch of unknown outcome is looked up only `settle_seconds` after it was sent (the target
+    may still apply a request the client gave up on): until then the member waits."""
     rows = conn.execute(
-        """SELECT o.batch_id, o.member_id, o.points, o.entries, o.status, o.attempts, s.email,
-                  coalesce(o.external_customer_id, l.external_id, ls.external_id,
-                           CASE o.target WHEN 'smile' THEN s.smile_customer_id
-                                         WHEN 'loyaltylion' THEN s.loyaltylion_customer_id END)
-           FROM outbox o
-           LEFT JOIN member_resolution r ON r.member_id = o.member_id
-           LEFT JOIN member_status s ON s.member_id = coalesce(r.survivor_id, o.member_id)
-           LEFT JOIN target_links l ON l.target = o.target AND l.member_id = o.member_id
-           LEFT JOIN target_links ls ON ls.target = o.target AND ls.member_id = r.survivor_id
-           WHERE o.target = ? AND o.status IN ('pending', 'sending', 'awaiting_customer', 'failed')
-           ORDER BY o.created_at, o.batch_id""",
-        [target],
+        """SELECT * FROM (
+               SELECT o.batch_id, o.member_id, o.points, o.entries, o.status, o.attempts, s.email,
+                      coalesce(o.external_customer_id, l.external_id, ls.external_id,
+                               CASE o.target WHEN 'smile' THEN s.smile_customer_id
+                                             WHEN 'loyaltylion' THEN s.loyaltylion_customer_id END) AS customer,
+                      o.status = 'sending' AND o.updated_at > now() - to_microseconds(CAST($settle * 1e6 AS BIGINT))
+                          AS in_flight, o.created_at
+               FROM outbox o
+               LEFT JOIN member_resolution r ON r.member_id = o.member_id
+               LEFT JOIN member_status s ON s.member_id = coalesce(r.survivor_id, o.member_id)
+               LEFT JOIN target_links l ON l.target = o.target AND l.member_id = o.member_id
+               LEFT JOIN target_links ls ON ls.target = o.target AND ls.member_id = r.survivor_id
+               WHERE o.target = $target AND o.status IN ('pending', 'sending', 'awaiting_customer', 'failed')
+               QUALIFY row_number() OVER (PARTITION BY coalesce(r.survivor_id, o.member_id)
+                                          ORDER BY o.created_at, o.batch_id) = 1)
+           ORDER BY created_at, batch_id""",
+        {"target": target, "settle": settle_seconds},
     ).fetchall()
-    return [Batch(*r) for r in rows]
+    return [Batch(*r[:8]) for r in rows if not r[8]], sum(1 for r in rows if r[8])
 
 
 def _chunk(columns: dict[str, list]) -> pa.Table:
@@ -175,13 +186,15 @@ def mark_sending(conn: duckdb.DuckDBPyConnection, target: str, batches: list[Bat
     correlation = {b.batch_id: str(uuid.uuid4()) for b in batches}
     if not batches:
         return correlation
+    # an attempt is a write to the target: a member still without a customer there makes none (its
+    # runs of waiting counted as attempts, and its first write was then "unknown after 3 attempts")
     with registered(conn, "_chunk", _chunk({
         "batch_id": [b.batch_id for b in batches],
         "correlation_id": [correlation[b.batch_id] for b in batches],
-        "attempt": [b.attempts + 1 for b in batches],
+        "attempt": [b.attempts + (b.external_customer_id is not None) for b in batches],
         "summary": [summary(b) for b in batches],
     })):
-        conn.execute("""UPDATE outbox o SET status = 'sending', attempts = o.attempts + 1, updated_at = $now
+        conn.execute("""UPDATE outbox o SET status = 'sending', attempts = c.attempt, updated_at = $now
                         FROM _chunk c WHERE o.batch_id = c.batch_id""", {"now": now})
         conn.execute("""INSERT INTO sync_log SELECT correlation_id, $run_id, $target, 'points_transaction', batch_id,
                                attempt, 'started', NULL, NULL, summary, $now, NULL FROM _chunk""",
@@ -242,19 +255,21 @@ def with_call_status(outcome: Outcome, calls: list) -> Outcome:
 
 
 def record_calls(conn: duckdb.DuckDBPyConnection, target: str, run_id: str | None, correlation: dict[str, str],
-                 calls: list[tuple[str, object]]) -> None:
+                 calls: list[tuple[str, object]], summaries: dict[str, str] | None = None) -> None:
     """One sync_log row per HTTP call of the batches (RULES.md §9: every call), lookups and retries
-    included, under the correlation id of the batch's attempt; its path only (no query string, no key).
-    Written after the attempts' outcomes, which update their rows by that id."""
+    included, under the correlation id of the batch's attempt; its path only (no query string, no key),
+    the batch's masked summary (`summaries`) and the call's time. Written after the attempts' outcomes,
+    which update their rows by that id."""
     attempt: dict[str, int] = {}
     rows = []
     for batch_id, c in calls:
         attempt[batch_id] = attempt.get(batch_id, 0) + 1
         ok = c.status is not None and c.status < 400
+        took = f"{(c.finished_at - c.started_at).total_seconds() * 1000:.0f} ms"
         rows.append((correlation.get(batch_id, str(uuid.uuid4())), run_id, target, f"{c.method} {c.path}", batch_id,
                      attempt[batch_id], "ok" if ok else "error", c.status,
-                     None if c.status is not None and ok else (c.error or f"HTTP {c.status}"),
-                     f"{(c.finished_at - c.started_at).total_seconds() * 1000:.0f} ms", c.started_at, c.finished_at))
+                     took if ok else f"{c.error or f'HTTP {c.status}'} ({took})",
+                     (summaries or {}).get(batch_id), c.started_at, c.finished_at))
     write_sync_log(conn, rows)
 
 

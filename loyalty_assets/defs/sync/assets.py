@@ -21,6 +21,7 @@ from loyalty_assets.lib.outbox import (
     record_calls,
     record_dry_run,
     record_outcomes,
+    summary,
     with_call_status,
 )
 
@@ -38,7 +39,7 @@ def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.M
         if as_of is None:
             return dg.MaterializeResult(metadata={"configured": True, "batches": 0})
         prepared = prepare_in_transaction(conn, name, as_of, exclude_sources=(name,))
-        work = open_batches(conn, name)
+        work, in_flight = open_batches(conn, name, resource.settle_seconds)
     if dry_run():
         with warehouse.connect() as conn:
             record_dry_run(conn, name, work, context.run_id)
@@ -60,13 +61,15 @@ def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.M
                 outcomes.append(with_call_status(push_one(target, b), [c for k, c in calls if k == b.batch_id]))
             with warehouse.connect() as conn:
                 record_outcomes(conn, name, chunk, outcomes, correlation)
-                record_calls(conn, name, context.run_id, correlation, calls)
+                record_calls(conn, name, context.run_id, correlation, calls, {b.batch_id: summary(b) for b in chunk})
             calls.clear()
             for b, o in zip(chunk, outcomes, strict=True):
                 counts.add(o.status)
                 stuck += o.status == "sending" and b.attempts + 1 >= UNKNOWN_LIMIT
-    context.log.info(f"{name}: {prepared} new batches; {counts}")
-    metadata = {"configured": True, "new_batches": prepared, "attempted": len(work), **vars(counts)}
+    context.log.info(f"{name}: {prepared} new batches; {counts}"
+                     + (f"; {in_flight} members wait for a write of unknown outcome to settle" if in_flight else ""))
+    metadata = {"configured": True, "new_batches": prepared, "attempted": len(work), "in_flight": in_flight,
+                **vars(counts)}
     if counts.failed or stuck:
         # CONTRACT.md §1: a configured target that fails fails the run (and `loyalty run` exits non-zero);
         # every outcome is recorded first and the failed batches are sent again by the next run. So is a
