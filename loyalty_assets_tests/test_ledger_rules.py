@@ -457,6 +457,22 @@ def test_a_merged_in_members_tier_expires_as_it_would_have_unmerged(conn, period
                                          (expired_on, "Silver", "Bronze", "retention_expired")]
 
 
+def test_after_a_merge_on_an_open_day_the_status_shows_the_survivors_tier(conn):
+    """Ann is Gold (1600); Bo, Silver, is evaluated on the still open 10 March; a later order that day
+    merges Bo into Ann. Both have a tier row of that day: the status shows the survivor's (Gold, 2210),
+    not the absorbed member's, picked at random before."""
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="1600.00")])
+    process(conn, p, D(2024, 3, 9))
+    land(conn, p, orders=[order(2, "2024-03-10 09:00:00", subtotal="600.00", email="bo@example.com", customer_id=9)])
+    process(conn, p, D(2024, 3, 10), now=dt.datetime(2024, 3, 10, 12, tzinfo=dt.UTC))
+    land(conn, p, orders=[order(3, "2024-03-10 20:00:00", subtotal="10.00", customer_id=9)])
+    process(conn, p, D(2024, 3, 10))
+    assert conn.execute("SELECT count(*) FROM member_merges").fetchall() == [(1,)]
+    assert conn.execute("SELECT email, vip_tier, tier_metric FROM member_status").fetchall() == [
+        ("ann@example.com", "Gold", Decimal("2210.000"))]
+
+
 def test_expiry_after_inactivity_books_the_spendable_balance_negative(conn):
     p = program(expiry={"inactivity_days": 30}, earning={"pending_days": 10})
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00"),

@@ -50,6 +50,10 @@ def test_unknown_key_is_named():
         ("currency: XYZ\n", "currency"),
         ("earning:\n  pending_days: true\n", "earning.pending_days"),
         ("expiry:\n  inactivity_days: yes\n", "expiry.inactivity_days"),
+        # the tier metric has 3 decimal places below 10^15: a finer threshold was reached by less (500.00
+        # reached 500.0004), a larger one stopped every tier evaluation
+        ("tiers:\n  levels: [{name: A, threshold: 0}, {name: B, threshold: 500.0004}]\n", "tiers.levels.1.threshold"),
+        ("tiers:\n  levels: [{name: A, threshold: 0}, {name: B, threshold: 1e16}]\n", "tiers.levels.1.threshold"),
     ],
 )
 def test_bad_value_is_named(text, key):

@@ -76,7 +76,9 @@ def _six_places(v: Decimal, name: str) -> Decimal:
 
 class TierLevel(_Strict):
     name: str = Field(min_length=1)
-    threshold: Decimal = Field(ge=0)
+    # the tier metric is kept to 3 decimal places below 10^15 (DECIMAL(18, 3)): a threshold finer or larger
+    # was rounded (500.0004 reached by 500.00) or stopped every tier evaluation
+    threshold: Decimal = Field(ge=0, lt=Decimal(10) ** 15, decimal_places=3)
 
 
 class Tiers(_Strict):

@@ -57,6 +57,7 @@ platform_ids AS (
 tier_rows AS (
     -- an absorbed member's last row holds until it was merged (as in tier_eval.sql)
     SELECT coalesce(r.survivor_id, t.member_id) AS member_id, t.day, t.earned_rank, t.tier_rank, t.metric,
+           r.survivor_id IS NULL AS own,
            coalesce(lead(t.day) OVER (PARTITION BY t.member_id ORDER BY t.day), mm.merged_on) AS next_day
     FROM tier_days t LEFT JOIN member_resolution r ON r.member_id = t.member_id
     LEFT JOIN (SELECT absorbed_id, min(merged_on) AS merged_on FROM member_merges GROUP BY 1) mm ON mm.absorbed_id = t.member_id
@@ -64,8 +65,10 @@ tier_rows AS (
       AND ($full OR coalesce(r.survivor_id, t.member_id) IN (SELECT member_id FROM members))
 ),
 tiers AS (
-    SELECT member_id, arg_max(tier_rank, day) AS tier_rank, arg_max(metric, day) AS metric,
-           arg_max(earned_rank, day) AS earned_rank
+    -- the latest row; on a day the survivor has a row of its own, that one (an absorbed member's row of
+    -- the same day, evaluated before the merge, was picked at random)
+    SELECT member_id, arg_max(tier_rank, (day, own)) AS tier_rank, arg_max(metric, (day, own)) AS metric,
+           arg_max(earned_rank, (day, own)) AS earned_rank
     FROM tier_rows GROUP BY 1
 ),
 tier_held AS (
