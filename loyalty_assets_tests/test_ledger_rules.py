@@ -352,6 +352,27 @@ def test_two_customers_of_one_store_sharing_an_email_are_not_merged(conn):
     assert by_order["magento:default:3"] == m["magento:default:1"]
 
 
+@pytest.mark.parametrize("day_by_day", [False, True])
+def test_a_shared_email_goes_to_the_oldest_member_not_the_first_to_use_it(conn, day_by_day):
+    """RULES.md §8: a record known only by a contested email joins the oldest of the members. Customer 1
+    (since 03-01, as one@) uses family@ only on 03-10, after customer 2 (since 03-05) did: customer 1's
+    member is the older, so family@ and the guest's order 4 are its."""
+    p = program()
+    orders = [order(1, "2024-03-01 10:00:00", email="one@example.com", customer_id=1),
+              order(2, "2024-03-05 10:00:00", email="family@example.com", customer_id=2, subtotal="40.00"),
+              order(3, "2024-03-10 10:00:00", email="family@example.com", customer_id=1, subtotal="10.00"),
+              order(4, "2024-03-11 10:00:00", email="family@example.com", subtotal="70.00")]
+    for o in orders if day_by_day else [None]:
+        land(conn, p, orders=[o] if o else orders)
+        process(conn, p, D(2024, 3, 12) if o is None else D.fromisoformat(o["updated_at"][:10]))
+    m = dict(conn.execute("SELECT key, member_id FROM member_keys").fetchall())
+    assert m["magento:default:1"] != m["magento:default:2"]
+    assert m["family@example.com"] == m["magento:default:1"]
+    assert dict(conn.execute("SELECT order_key, member_id FROM order_facts").fetchall())["magento:default:4"] == \
+        m["magento:default:1"]
+    assert [r[0] for r in conn.execute("SELECT key FROM identity_conflicts").fetchall()] == ["family@example.com"]
+
+
 def test_a_late_older_record_of_a_second_customer_does_not_merge_the_two(conn, tmp_path):
     """RULES.md §8 guard, with customer 2's older order fetched after customer 1's member took the
     e-mail: two members still, customer 1's keeping its id and points, the e-mail with the oldest."""

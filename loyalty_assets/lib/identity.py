@@ -159,12 +159,34 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
             return
         comps.union(ra, rb)
 
+    stored = conn.execute(
+        "SELECT key, member_id, first_seen_at FROM member_keys WHERE key IN (SELECT key FROM id_scope_keys)").fetchall()
+    existing = {k: m for k, m, _ in stored}
+    resolution = dict(conn.execute("SELECT member_id, survivor_id FROM member_resolution").fetchall())
+    member_seen = dict(conn.execute(
+        """SELECT member_id, min(first_seen_at) FROM member_keys
+           WHERE member_id IN (SELECT member_id FROM id_scope_members) GROUP BY 1""").fetchall())
+
     # Registered identities first, so a shared email cannot glue two customers together before
-    # each has its own component; records are taken oldest first, so a contested email stays
-    # with the oldest member.
-    for email, customer_key, _phone, _ in records:
-        if email and customer_key:
-            link(customer_key, email)
+    # each has its own component; the customers oldest first (RULES.md §8: a contested email stays
+    # with the oldest member, by the earliest sighting of its keys: the customer's, its uncontested
+    # emails', its stored member's), not the first record to use the email.
+    pairs = [(email, customer_key, seen) for email, customer_key, _phone, seen in records if email and customer_key]
+    tenants_of_email: dict[str, set[str]] = {}
+    for email, customer_key, _ in pairs:
+        tenants_of_email.setdefault(email, set()).add(customer_key)
+    contested = {e for e, cks in tenants_of_email.items()
+                 if len({tenant_of(ck) for ck in cks}) < len(cks)}
+    customer_age: dict[str, dt.datetime] = {}
+    for email, customer_key, _ in pairs:
+        ages = [first_seen[customer_key]] + ([] if email in contested else [first_seen[email]])
+        owner = existing.get(customer_key)
+        if owner is not None:
+            owner = resolution.get(owner, owner)
+            ages += [member_seen[owner]] if owner in member_seen else []
+        customer_age[customer_key] = min([*ages, customer_age.get(customer_key, ages[0])])
+    for email, customer_key, _ in sorted(pairs, key=lambda p: (customer_age[p[1]], p[2], p[1], p[0])):
+        link(customer_key, email)
     for email, customer_key, phone, _ in records:
         if phone and (customer_key or email):
             link(customer_key or email, phone)
@@ -174,14 +196,6 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
         first_seen.setdefault(a, dt.datetime.now(dt.UTC))
         first_seen.setdefault(b, dt.datetime.now(dt.UTC))
         link(a, b, forced=True)
-
-    stored = conn.execute(
-        "SELECT key, member_id, first_seen_at FROM member_keys WHERE key IN (SELECT key FROM id_scope_keys)").fetchall()
-    existing = {k: m for k, m, _ in stored}
-    resolution = dict(conn.execute("SELECT member_id, survivor_id FROM member_resolution").fetchall())
-    member_seen = dict(conn.execute(
-        """SELECT member_id, min(first_seen_at) FROM member_keys
-           WHERE member_id IN (SELECT member_id FROM id_scope_members) GROUP BY 1""").fetchall())
     # a record older than its key's stored first sighting (fetched late) makes the key, and its member,
     # older: the survivor of a later merge is then the one a run over every record would choose
     lowered = [(k, first_seen[k]) for k, _m, seen in stored if k in first_seen and first_seen[k] < seen]
