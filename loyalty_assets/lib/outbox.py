@@ -109,34 +109,39 @@ def prepare_batches(conn: duckdb.DuckDBPyConnection, target: str, as_of: dt.date
 
 
 def open_batches(conn: duckdb.DuckDBPyConnection, target: str, settle_seconds: float = 0.0) -> tuple[list[Batch], int]:
-    """The batches to send, and how many members wait for a write in flight; a batch of a member merged
-    away since goes to its survivor's customer (the absorbed member's status row is gone: its batch
-    waited for a customer for ever).
+    """The batches to send in order, and how many members wait for a write in flight; a batch of a
+    member merged away since goes to its survivor's customer (the absorbed member's status row is gone:
+    its batch waited for a customer for ever).
 
-    A member's batches go in order, one a run: a later one sent while an earlier one's outcome is
-    unknown could be refused (a debit before the credit it follows: 422) or land out of order. An
-    earliest batch of unknown outcome is looked up only `settle_seconds` after it was sent (the target
-    may still apply a request the client gave up on): until then the member waits."""
+    A member whose earliest open batch is of unknown outcome waits while that write may still be in
+    flight: it is looked up only `settle_seconds` after it was sent (the target may still apply a
+    request the client gave up on), and its later batches wait behind it (push_points sends a
+    member's batches one after the other, each once the one before went through)."""
     rows = conn.execute(
         """SELECT * FROM (
                SELECT o.batch_id, o.member_id, o.points, o.entries, o.status, o.attempts, s.email,
                       coalesce(o.external_customer_id, l.external_id, ls.external_id,
                                CASE o.target WHEN 'smile' THEN s.smile_customer_id
                                              WHEN 'loyaltylion' THEN s.loyaltylion_customer_id END) AS customer,
-                      o.status = 'sending' AND o.updated_at > now() - to_microseconds(CAST($settle * 1e6 AS BIGINT))
-                          AS in_flight, o.created_at
+                      arg_min(o.status = 'sending' AND o.updated_at > now() - to_microseconds(CAST($settle * 1e6 AS BIGINT)),
+                              (o.created_at, o.batch_id)) OVER (PARTITION BY coalesce(r.survivor_id, o.member_id)) AS waits,
+                      o.created_at
                FROM outbox o
                LEFT JOIN member_resolution r ON r.member_id = o.member_id
                LEFT JOIN member_status s ON s.member_id = coalesce(r.survivor_id, o.member_id)
                LEFT JOIN target_links l ON l.target = o.target AND l.member_id = o.member_id
                LEFT JOIN target_links ls ON ls.target = o.target AND ls.member_id = r.survivor_id
-               WHERE o.target = $target AND o.status IN ('pending', 'sending', 'awaiting_customer', 'failed')
-               QUALIFY row_number() OVER (PARTITION BY coalesce(r.survivor_id, o.member_id)
-                                          ORDER BY o.created_at, o.batch_id) = 1)
+               WHERE o.target = $target AND o.status IN ('pending', 'sending', 'awaiting_customer', 'failed'))
            ORDER BY created_at, batch_id""",
         {"target": target, "settle": settle_seconds},
     ).fetchall()
-    return [Batch(*r[:8]) for r in rows if not r[8]], sum(1 for r in rows if r[8])
+    waiting = {r[1] for r in rows if r[8]}
+    return [Batch(*r[:8]) for r in rows if not r[8]], len(waiting)
+
+
+def queue_key(b: Batch) -> str:
+    """Whose batches go one after the other: the target customer's (members merged share one)."""
+    return b.external_customer_id or f"member:{b.member_id}"
 
 
 def _chunk(columns: dict[str, list]) -> pa.Table:

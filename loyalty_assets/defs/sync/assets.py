@@ -18,6 +18,7 @@ from loyalty_assets.lib.outbox import (
     mark_sending,
     open_batches,
     prepare_in_transaction,
+    queue_key,
     record_calls,
     record_dry_run,
     record_outcomes,
@@ -52,23 +53,37 @@ def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.M
         target = target_cls(client)
         current = [""]
         client.session.on_call = lambda call: calls.append((current[0], call))
-        for chunk in chunks(work):
-            with warehouse.connect() as conn:
-                correlation = mark_sending(conn, name, chunk, context.run_id)
-            outcomes = []
-            for b in chunk:  # HTTP, no DuckDB connection held
-                current[0] = b.batch_id
-                outcomes.append(with_call_status(push_one(target, b), [c for k, c in calls if k == b.batch_id]))
-            with warehouse.connect() as conn:
-                record_outcomes(conn, name, chunk, outcomes, correlation)
-                record_calls(conn, name, context.run_id, correlation, calls, {b.batch_id: summary(b) for b in chunk})
-            calls.clear()
-            for b, o in zip(chunk, outcomes, strict=True):
-                counts.add(o.status)
-                stuck += o.status == "sending" and b.attempts + 1 >= UNKNOWN_LIMIT
+        # a customer's batches one after the other: its first of each, then the next of those whose
+        # batch went through (a debit sent while the credit before it was unknown was refused: 422)
+        queues: dict[str, list] = {}
+        for b in work:
+            queues.setdefault(queue_key(b), []).append(b)
+        round_ = [q.pop(0) for q in queues.values()]
+        attempted = 0
+        while round_:
+            through = []
+            for chunk in chunks(round_):
+                with warehouse.connect() as conn:
+                    correlation = mark_sending(conn, name, chunk, context.run_id)
+                outcomes = []
+                for b in chunk:  # HTTP, no DuckDB connection held
+                    current[0] = b.batch_id
+                    outcomes.append(with_call_status(push_one(target, b), [c for k, c in calls if k == b.batch_id]))
+                with warehouse.connect() as conn:
+                    record_outcomes(conn, name, chunk, outcomes, correlation)
+                    record_calls(conn, name, context.run_id, correlation, calls,
+                                 {b.batch_id: summary(b) for b in chunk})
+                calls.clear()
+                attempted += len(chunk)
+                for b, o in zip(chunk, outcomes, strict=True):
+                    counts.add(o.status)
+                    stuck += o.status == "sending" and b.attempts + 1 >= UNKNOWN_LIMIT
+                    if o.status == "sent":
+                        through.append(queue_key(b))
+            round_ = [queues[k].pop(0) for k in through if queues[k]]
     context.log.info(f"{name}: {prepared} new batches; {counts}"
                      + (f"; {in_flight} members wait for a write of unknown outcome to settle" if in_flight else ""))
-    metadata = {"configured": True, "new_batches": prepared, "attempted": len(work), "in_flight": in_flight,
+    metadata = {"configured": True, "new_batches": prepared, "attempted": attempted, "in_flight": in_flight,
                 **vars(counts)}
     if counts.failed or stuck:
         # CONTRACT.md §1: a configured target that fails fails the run (and `loyalty run` exits non-zero);
