@@ -83,6 +83,11 @@ def test_points_reach_smile_and_salesforce_exactly_once(sandbox, warehouse_path)
                                     AND NOT (started_at <= finished_at)""") == [(0,)]
     logged = query(warehouse_path, "SELECT string_agg(coalesce(payload_summary, '') || coalesce(message, ''), ' ') FROM sync_log")[0][0]
     assert "@example.com" not in logged and box.smile.api_key not in logged
+    # RULES.md §9, every call: the reconciliation's read of each platform's customers too
+    assert query(warehouse_path, """SELECT target, operation, status, http_status, payload_summary FROM sync_log
+                                    WHERE record_key = 'reconciliation' ORDER BY target""") == [
+        ("loyaltylion", "GET /v2/customers", "ok", 200, "customers read for reconciliation: 0"),
+        ("smile", "GET /v1/customers", "ok", 200, "customers read for reconciliation: 1")]
 
     # the same range again: nothing new is sent anywhere
     sf_upserts = len(query(warehouse_path, "SELECT 1 FROM sync_log WHERE target = 'salesforce' AND operation LIKE 'upsert%'"))

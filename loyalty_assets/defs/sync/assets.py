@@ -1,5 +1,7 @@
 """Sync assets: the ledger reaches Smile.io, LoyaltyLion (and Salesforce) exactly once (RULES.md §9)."""
 
+import uuid
+
 import dagster as dg
 
 from loyalty_assets.defs.partitions import PROGRAM, WAREHOUSE_ASSET
@@ -166,10 +168,16 @@ def reconciliation(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         resource = getattr(context.resources, target)
         if not resource.is_configured:
             continue
+        calls: list[tuple[str, object]] = []
         with resource.client() as client:
+            client.session.on_call = lambda call, calls=calls: calls.append(("reconciliation", call))
             customers = client.customers()  # read after the pushes, never with a connection open
         with context.resources.warehouse.connect() as conn:
             compared, drifting = store_reconciliation(conn, target, customers)
+        with context.resources.warehouse.connect() as conn:
+            # RULES.md §9: every call in sync_log, this read's pages too, under one correlation id
+            record_calls(conn, target, context.run_id, {"reconciliation": str(uuid.uuid4())}, calls,
+                         {"reconciliation": f"customers read for reconciliation: {len(customers)}"})
         metadata[f"{target}_members_compared"] = compared
         metadata[f"{target}_members_with_drift"] = drifting
     return dg.MaterializeResult(metadata=metadata or {"configured": False})
