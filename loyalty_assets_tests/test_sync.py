@@ -467,8 +467,10 @@ def test_dry_run_writes_what_would_be_sent_and_sends_nothing(sandbox, warehouse_
     monkeypatch.setenv("LOYALTY_SYNC_DRY_RUN", "1")
     assert materialize_range("2024-03-01", "2024-03-02", resources).success
     assert box.smile.transactions(ann["id"]) == [] and box.salesforce.records("Contact") == []
-    assert query(warehouse_path, "SELECT target, status, count(*) FROM sync_log GROUP BY ALL ORDER BY 1") == [
-        ("loyaltylion", "dry_run", 1), ("smile", "dry_run", 1)]
+    # what each push would send, and the only calls made: the reconciliation's reads
+    assert query(warehouse_path, "SELECT target, operation, status, count(*) FROM sync_log GROUP BY ALL ORDER BY 1, 2") == [
+        ("loyaltylion", "GET /v2/customers", "ok", 1), ("loyaltylion", "points_transaction", "dry_run", 1),
+        ("smile", "GET /v1/customers", "ok", 1), ("smile", "points_transaction", "dry_run", 1)]
     monkeypatch.delenv("LOYALTY_SYNC_DRY_RUN")
     assert materialize_range("2024-03-02", "2024-03-02", resources).success
     assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [120]
