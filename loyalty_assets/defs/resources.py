@@ -281,17 +281,13 @@ def target_resources() -> dict:
     }
 
 
-def _settle_seconds() -> float:
-    """LOYALTY_SYNC_SETTLE_SECONDS: how long a points write of unknown outcome is left to settle before
-    it is looked up (LoyaltyPlatformResource.settle_seconds; default 120)."""
-    text = os.environ.get("LOYALTY_SYNC_SETTLE_SECONDS", "").strip()
-    try:
-        value = float(text) if text else 120.0
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise ValueError(f"LOYALTY_SYNC_SETTLE_SECONDS must be a number of seconds >= 0, got {text!r}")
-    return value
+def _settle_seconds() -> int:
+    """LOYALTY_SYNC_SETTLE_SECONDS: how long, in whole seconds, a points write of unknown outcome is left
+    to settle before it is looked up (LoyaltyPlatformResource.settle_seconds; default 120)."""
+    text = os.environ.get("LOYALTY_SYNC_SETTLE_SECONDS", "").strip() or "120"
+    if not text.isdigit():
+        raise ValueError(f"LOYALTY_SYNC_SETTLE_SECONDS must be a whole number of seconds >= 0, got {text!r}")
+    return int(text)
 
 
 def unconfigured_resources() -> dict:

@@ -24,9 +24,9 @@ from loyalty_assets.lib.outbox import (
     record_calls,
     record_dry_run,
     record_outcomes,
-    summary,
     with_call_status,
 )
+from loyalty_assets.lib.outbox import summary as batch_summary  # salesforce_push has a `summary` of its own
 
 UNKNOWN_LIMIT = 3
 
@@ -74,7 +74,7 @@ def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.M
                 with warehouse.connect() as conn:
                     record_outcomes(conn, name, chunk, outcomes, correlation)
                     record_calls(conn, name, context.run_id, correlation, calls,
-                                 {b.batch_id: summary(b) for b in chunk})
+                                 {b.batch_id: batch_summary(b) for b in chunk})
                 calls.clear()
                 attempted += len(chunk)
                 for b, o in zip(chunk, outcomes, strict=True):
