@@ -494,6 +494,25 @@ def test_after_a_merge_on_an_open_day_the_status_shows_the_survivors_tier(conn):
         ("ann@example.com", "Gold", Decimal("2210.000"))]
 
 
+def test_a_merge_writes_no_tier_change_when_the_survivor_keeps_its_tier(conn):
+    """RULES.md §7 with §8: Ann is Gold from 1 March; Bo reaches Silver on 5 March, a row later than
+    Ann's last; on 10 March Bo merges into Ann, who stays Gold. tier(D−1) is the survivor's own, so the
+    merge day has no change row (the previous tier was read from Bo's later row: 'Silver → Gold')."""
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="1600.00"),
+                          order(2, "2024-03-05 10:00:00", subtotal="600.00", email="bo@example.com", customer_id=9)])
+    process(conn, p, D(2024, 3, 9))
+    email_of = {m: k for k, m in conn.execute("SELECT key, member_id FROM member_keys WHERE key LIKE '%@%'").fetchall()}
+    land(conn, p, orders=[order(3, "2024-03-10 10:00:00", subtotal="10.00", customer_id=9)])
+    process(conn, p, D(2024, 3, 10))
+    assert conn.execute("SELECT count(*) FROM member_merges").fetchall() == [(1,)]
+    changes = [(email_of[m], *rest) for m, *rest in conn.execute(
+        "SELECT member_id, changed_on, from_tier, to_tier, reason FROM vip_tier_changes ORDER BY changed_on").fetchall()]
+    assert changes == [("ann@example.com", D(2024, 3, 1), "Bronze", "Gold", "upgrade"),
+                       ("bo@example.com", D(2024, 3, 5), "Bronze", "Silver", "upgrade")]
+    assert status_of(conn, "ann@example.com")["vip_tier"] == "Gold"
+
+
 def test_expiry_after_inactivity_books_the_spendable_balance_negative(conn):
     p = program(expiry={"inactivity_days": 30}, earning={"pending_days": 10})
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00"),

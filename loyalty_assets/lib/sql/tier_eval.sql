@@ -75,20 +75,38 @@ ranked AS (
     FROM levels n LEFT JOIN history h USING (member_id, day)
 ),
 per_day AS (
-    -- the tier each day a member has a row: the new rows, and the old ones of other days (an absorbed
-    -- member's rows of a day its survivor has one too, by the highest; a group over the new rows as
-    -- well, which are one a day already, cost 0.3 CPU-s at 1M orders)
+    -- the tier each day the member has a row of its own: the new rows, and its old ones of other days
     SELECT member_id, day, metric, prev_metric, earned_rank, tier_rank, TRUE AS is_new FROM ranked
     UNION ALL
-    SELECT o.member_id, o.day, NULL, NULL, NULL, max(o.tier_rank), FALSE FROM old o
-    WHERE NOT EXISTS (SELECT 1 FROM ranked n WHERE n.member_id = o.member_id AND n.day = o.day)
-    GROUP BY o.member_id, o.day
+    SELECT o.member_id, o.day, NULL, NULL, NULL, o.tier_rank, FALSE FROM old o
+    WHERE o.row_member = o.member_id
+      AND NOT EXISTS (SELECT 1 FROM ranked n WHERE n.member_id = o.member_id AND n.day = o.day)
+),
+own AS (
+    -- the previous tier over the same rows, kept for the new ones (not a join of the two: 0.2 s)
+    SELECT member_id, day, metric, prev_metric, earned_rank, tier_rank,
+           coalesce(lag(tier_rank) OVER (PARTITION BY member_id ORDER BY day), 0) AS prev_tier
+    FROM per_day
+    QUALIFY is_new
+),
+absorbed AS (
+    -- an absorbed member's rows, each in force until its next one or the merge
+    SELECT member_id, day, tier_rank,
+           coalesce(lead(day) OVER (PARTITION BY row_member ORDER BY day), merged_on) AS until
+    FROM old WHERE row_member <> member_id
+),
+absorbed_prev AS (
+    SELECT n.member_id, n.day, max(a.tier_rank) AS tier_rank
+    FROM ranked n JOIN absorbed a ON a.member_id = n.member_id AND a.day < n.day
+                                 AND coalesce(a.until, DATE '9999-12-31') >= n.day
+    GROUP BY ALL
 )
--- the previous tier over the same rows, kept for the new ones (not a join of the two: 0.2 s)
-SELECT member_id, day, metric, prev_metric, earned_rank, tier_rank,
-       coalesce(lag(tier_rank) OVER (PARTITION BY member_id ORDER BY day), 0) AS prev_tier
-FROM per_day
-QUALIFY is_new;
+-- tier(D-1) of a member with merged-in rows: the highest of the rows in force on D-1, its own and its
+-- absorbed members' (the latest of them by day made a merge day's 'Silver -> Gold' upgrade of a
+-- member Gold all along, from a later Silver row of the one it absorbed)
+SELECT o.member_id, o.day, o.metric, o.prev_metric, o.earned_rank, o.tier_rank,
+       greatest(o.prev_tier, coalesce(a.tier_rank, 0)) AS prev_tier
+FROM own o LEFT JOIN absorbed_prev a USING (member_id, day);
 
 DELETE FROM tier_days t USING tier_new n WHERE t.member_id = n.member_id AND t.day = n.day;
 INSERT INTO tier_days (member_id, day, metric, prev_metric, earned_rank, tier_rank)
