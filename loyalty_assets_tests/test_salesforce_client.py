@@ -6,7 +6,8 @@ It connects by session id or by the OAuth password flow (and renews an expired s
 upserts by external id with sObject Collections in ⌈n/200⌉ calls up to 2,000 rows and one Bulk API 2.0
 job (at most 10 calls) above; returns every record's outcome, partial failures included; reads
 ``Sforce-Limit-Info`` into ``limits()``; raises ``RequestLimitExceeded`` on 403 without ever retrying
-it; retries ``UNABLE_TO_LOCK_ROW`` (per record and per call), 5xx and lost responses with backoff; and
+it; retries ``UNABLE_TO_LOCK_ROW`` (per record and per call), 429 (after its ``Retry-After``), 5xx and
+lost responses with backoff; and
 queries across ``nextRecordsUrl`` pages, publishes platform events and updates records.
 """
 
@@ -273,6 +274,20 @@ def test_server_errors_and_lost_responses_are_retried(emu: SalesforceEmulator, s
             client.query_all("SELECT Id FROM Contact")
         assert getattr(err.value, "status", None) == 500
 
+
+def test_a_throttle_429_is_retried_after_its_retry_after(emu: SalesforceEmulator, sleeps: Sleeps) -> None:
+    """A 429 is transient like a 5xx: retried, never sooner than the server's Retry-After (it failed
+    the run at once before); one that outlasts the attempts is raised with its status."""
+    with _client(emu, sleeps) as client:
+        emu.faults.set_script([{"status": 429, "retry_after": 2, "method": "PATCH", "path": "composite/sobjects/Contact"}] * 2)
+        results = client.upsert_records("Contact", MEMBER_ID, _contacts(2))
+        assert all(r.success for r in results) and len(emu.records("Contact")) == 2
+        assert sleeps == [2, 2]  # the backoff alone would sleep at most 0.01 s
+
+        emu.faults.set_script([{"status": 429, "retry_after": 1, "path": "/query"}] * 4)
+        with pytest.raises(Exception) as err:
+            client.query_all("SELECT Id FROM Contact")
+        assert getattr(err.value, "status", None) == 429 and sleeps[2:] == [1, 1, 1]
 
 def test_query_events_update_and_describe(emu: SalesforceEmulator, sleeps: Sleeps) -> None:
     with _client(emu, sleeps) as client:

@@ -52,6 +52,7 @@ from loyalty_assets.clients.http import (
     AuthError,
     ClientError,
     RetryPolicy,
+    retry_after_seconds,
     send,
 )
 
@@ -279,6 +280,7 @@ class SalesforceClient:
         self._usage: ApiUsage | None = None
         self._operation = "connect"
         self._attempt = 1
+        self._retry_after: float | None = None  # the last response's Retry-After, in seconds
         self.calls = 0  # HTTP exchanges answered, all operations
         if self._on_response not in session.hooks["response"]:
             session.hooks["response"].append(self._on_response)
@@ -287,6 +289,7 @@ class SalesforceClient:
 
     def _on_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         self.calls += 1
+        self._retry_after = retry_after_seconds(response)
         info = response.headers.get("Sforce-Limit-Info")
         if info:
             usage = parse_limit_info(info)
@@ -323,6 +326,7 @@ class SalesforceClient:
         while True:
             self._attempt = attempt
             last = attempt >= attempts
+            hint = None  # the server's Retry-After, when it answered
             try:
                 return fn()
             except SalesforceExpiredSession as exc:
@@ -346,13 +350,18 @@ class SalesforceClient:
                 raise SalesforceApiError(None, str(exc), self.instance_url) from exc
             except SalesforceError as exc:
                 code, _ = _first_code(exc.content)
-                retryable = (isinstance(exc, SalesforceGeneralError) and exc.status >= 500) or (
+                # 429 and 5xx are transient (a throttle, a gateway); simple-salesforce raises both as
+                # SalesforceGeneralError, and a 429's Retry-After is waited out as clients/http.py does
+                retryable = (isinstance(exc, SalesforceGeneralError) and exc.status in self.policy.retry_statuses) or (
                     isinstance(exc, SalesforceMalformedRequest) and code in RETRYABLE_RECORD_ERRORS
                 )
                 if not retryable or last:
                     raise self._typed(exc) from exc
                 reason = f"HTTP {exc.status} {code or ''}".strip()
+                hint = self._retry_after
             delay = self.policy.backoff(attempt, self.rng)
+            if hint is not None:
+                delay = max(delay, min(hint, self.policy.max_retry_after))
             log.warning(
                 "Salesforce %s failed (%s); retry %d/%d in %.2fs",
                 operation,
