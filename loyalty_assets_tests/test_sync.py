@@ -996,7 +996,8 @@ def test_a_push_the_api_limit_stops_fails_after_logging_its_calls_and_the_next_r
 
 def test_a_whole_call_that_fails_still_leaves_the_calls_before_it_in_the_sync_log(tmp_path):
     """RULES.md §9: every call is logged, also when a whole call fails and the push stops there: the
-    Contact sent before it is in sync_log and sync_state (not sent again), the refused call too."""
+    Contact sent before it is in sync_log and sync_state (not sent again), the refused call too, and
+    each record it carried as failed with the reason."""
     import types
 
     import pytest
@@ -1015,8 +1016,11 @@ def test_a_whole_call_that_fails_still_leaves_the_calls_before_it_in_the_sync_lo
             sf_push.push_salesforce(types.SimpleNamespace(run_id="t"), salesforce_resource(emulator.env()),
                                     Warehouse(database=str(path)))
         assert [c["Loyalty_Member_Id__c"] for c in emulator.records("Contact")] == ["M1"]
-    assert query(path, "SELECT operation, record_key, status FROM sync_log WHERE status IN ('sent', 'failed')") == [
-        ("upsert Contact", "M1", "sent")]
+    # the refused call's records are logged failed, with the reason (the log said nothing of them)
+    logged = query(path, "SELECT operation, record_key, status, message FROM sync_log WHERE status IN ('sent', 'failed') "
+                   "ORDER BY started_at, operation")
+    assert [r[:3] for r in logged] == [("upsert Contact", "M1", "sent"), ("upsert Loyalty_Transaction__c", "E1", "failed")]
+    assert "INVALID_FIELD" in logged[1][3] and "No such column" in logged[1][3]
     assert query(path, "SELECT object, record_key FROM sync_state") == [("Contact", "M1")]
     assert query(path, "SELECT operation, status, http_status FROM sync_log WHERE record_key LIKE '%Loyalty_Transaction__c%'"
                  ) == [("PATCH collections_upsert", "error", 400)]
@@ -1071,3 +1075,36 @@ def test_salesforce_refusing_a_record_fails_the_push_after_logging_it(tmp_path):
                             "ORDER BY record_key, started_at").fetchall()
     conn.close()
     assert attempts == [("M1", 1, "sent"), ("M2", 1, "failed"), ("M2", 2, "failed"), ("M2", 3, "sent"), ("M2", 1, "sent")]
+
+
+def test_salesforce_sync_log_ties_records_to_their_calls_and_masks_the_addresses_refused(tmp_path):
+    """RULES.md §9 and CONTRACT.md §3: a record's row shares the correlation id of the call that
+    carried it and its HTTP status; a call's row says what it carried; an address Salesforce quotes
+    in its refusal is masked in sync_log (it was copied verbatim)."""
+    import dagster as dg
+    import pytest
+
+    from loyalty_assets.defs.sync.assets import salesforce_push
+    from loyalty_assets.lib import warehouse as wh
+    from loyalty_assets.sandbox.salesforce import SalesforceEmulator
+
+    path = tmp_path / "w.duckdb"
+    conn = wh.connect(str(path))
+    conn.execute("""INSERT INTO member_status VALUES
+                    ('M1', 'a@example.com', 10, 0, 10, 'Bronze', 0, NULL, NULL, NULL, NULL, DATE '2024-03-01', now()),
+                    ('M2', 'jo.private@intranet', 20, 0, 20, 'Bronze', 0, NULL, NULL, NULL, NULL, DATE '2024-03-01', now())""")
+    conn.close()
+    with SalesforceEmulator(None, cert_dir=tmp_path) as emulator:
+        resources = {"warehouse": Warehouse(database=str(path)), "salesforce": salesforce_resource(emulator.env())}
+        with pytest.raises(dg.Failure, match="1 records failed"):
+            salesforce_push(dg.build_asset_context(resources=resources, partition_key="2024-03-01"))
+    records = query(path, "SELECT record_key, status, http_status, message, correlation_id FROM sync_log "
+                          "WHERE operation = 'upsert Lead' ORDER BY record_key")
+    assert [r[:3] for r in records] == [("M1", "sent", 200), ("M2", "failed", 200)]
+    assert "INVALID_EMAIL_ADDRESS" in records[1][3] and "j***@i***" in records[1][3]
+    assert query(path, "SELECT count(*) FROM sync_log WHERE concat(message, payload_summary, record_key) ILIKE '%private%' "
+                       "OR concat(message, payload_summary) ILIKE '%intranet%'") == [(0,)]
+    call = query(path, "SELECT operation, status, http_status, payload_summary FROM sync_log WHERE correlation_id = ? "
+                       "AND operation LIKE 'PATCH %'", [records[0][4]])
+    assert call == [("PATCH collections_upsert", "ok", 200, "upsert Lead: 2 record(s)")]
+    assert records[0][4] == records[1][4]

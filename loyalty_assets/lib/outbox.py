@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import os
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -165,6 +166,9 @@ def write_sync_log(conn: duckdb.DuckDBPyConnection, rows: list[tuple]) -> None:
     here, 1 + the failures of the same operation on the same record since it last went through."""
     if not rows:
         return
+    # no raw address in the log whoever wrote the text (a target's error message quotes the e-mail it
+    # refused): message and payload_summary are masked here, in one place (RULES.md §9)
+    rows = [(*r[:8], mask_text(r[8]), mask_text(r[9]), *r[10:]) for r in rows]
     frame = pa.table([pa.array(c, f.type) for c, f in zip(zip(*rows, strict=True), SYNC_LOG_SCHEMA, strict=True)],
                      schema=SYNC_LOG_SCHEMA)
     with registered(conn, "_sync_log_rows", frame):
@@ -287,7 +291,18 @@ def mask_email(email: str | None) -> str:
     if not email or "@" not in email:
         return "-"
     local, _, domain = email.partition("@")
-    return f"{local[:1]}***@{domain[:1]}***.{domain.rsplit('.', 1)[-1]}"
+    top = f".{domain.rsplit('.', 1)[-1]}" if "." in domain else ""  # a dotless domain is not shown whole
+    return f"{local[:1]}***@{domain[:1]}***{top}"
+
+
+EMAIL_IN_TEXT = re.compile(r"[^\s@:;,'\"<>()\[\]]+@[^\s@:;,'\"<>()\[\]]+")
+
+
+def mask_text(text: str | None) -> str | None:
+    """Free text with every e-mail address in it masked; an address already masked stays as it is."""
+    if not text or "@" not in text:
+        return text
+    return EMAIL_IN_TEXT.sub(lambda m: m.group(0) if "***@" in m.group(0) else mask_email(m.group(0)), text)
 
 
 def entry_digest(entry_ids: list[str]) -> str:

@@ -392,21 +392,26 @@ def lead_gone(result) -> str | None:
     return None
 
 
-def _save_push_log(run_id: str, warehouse, calls: list, log_rows: list, state_rows: list) -> None:
-    """sync_log: the records' outcomes and one row per HTTP call; sync_state: what went through."""
-    for c in calls:
+def _save_push_log(run_id: str, warehouse, calls: list, log_rows: list, state_rows: list,
+                   call_steps: dict[int, tuple[str, str]]) -> None:
+    """sync_log: the records' outcomes and one row per HTTP call (under the correlation id and summary
+    of the step whose records it carried, `call_steps`); sync_state: what went through."""
+    for n, c in enumerate(calls):
+        correlation, step = call_steps.get(n, (str(uuid.uuid4()), None))
+        took = f"{c.elapsed_ms:.0f} ms"
+        ok = c.status is not None and c.status < 400
         log_rows.append(
             (
-                str(uuid.uuid4()),
+                correlation,
                 run_id,
                 "salesforce",
                 f"{c.method} {c.operation}",
                 c.path,
                 c.attempt,
-                "ok" if c.status and c.status < 400 else "error",
+                "ok" if ok else "error",
                 c.status,
-                None if c.status else "no response",
-                f"{c.elapsed_ms:.0f} ms",
+                took if ok else f"HTTP {c.status} ({took})" if c.status else "no response",
+                step,
                 c.finished_at - dt.timedelta(milliseconds=c.elapsed_ms),
                 c.finished_at,
             )
@@ -414,6 +419,26 @@ def _save_push_log(run_id: str, warehouse, calls: list, log_rows: list, state_ro
     with warehouse.connect() as conn:
         write_sync_log(conn, log_rows)
         save_sync_state(conn, state_rows)
+
+
+def _step(record: Callable, obj: str, operation: str, keys: list[tuple[str, str | None]], send: Callable[[], list],
+          settled: Callable[[object], str | None] = lambda _r: None) -> list:
+    """Send one step and record each record's outcome. A whole call that failed (a Bulk job that
+    Failed, a 5xx after every retry) is each of its records' failure, recorded with the reason before
+    it stops the push: the log said nothing of it. The API limit stops the push unrecorded (_send_plan)."""
+    from loyalty_assets.clients.http import ApiError
+    from loyalty_assets.clients.salesforce import RecordError, RecordResult, RequestLimitExceeded
+
+    try:
+        results = send()
+    except RequestLimitExceeded:
+        raise
+    except ApiError as exc:
+        error = RecordError(getattr(exc, "error_code", None) or type(exc).__name__, str(exc), ())
+        record(obj, operation, keys, [RecordResult(key=k, success=False, errors=(error,)) for k, _ in keys])
+        raise
+    record(obj, operation, keys, results, settled)
+    return results
 
 
 def _send_plan(client, plan: dict, record: Callable) -> str | None:
@@ -432,8 +457,8 @@ def _send_plan(client, plan: dict, record: Callable) -> str | None:
             usage = client.limits()
             if usage is not None and not usage.allows(len(items) // 200 + 2, max_fraction=SAFETY_MAX_FRACTION):
                 return f"API usage {usage.used}/{usage.max}: stopped below the safety margin"
-            results = upsert_members(client, obj, items, record_type)
-            record(obj, "upsert", [(i["member_id"], i["hash"]) for i in items], results)
+            results = _step(record, obj, "upsert", [(i["member_id"], i["hash"]) for i in items],
+                            lambda obj=obj, items=items: upsert_members(client, obj, items, record_type))
             if obj != "Lead":
                 refused = {i["member_id"] for i, r in zip(items, results, strict=True) if not r.success}
         # a Lead is marked converted once its member's Contact is there (RULES.md §9): with the Contact
@@ -444,8 +469,8 @@ def _send_plan(client, plan: dict, record: Callable) -> str | None:
                 {"Loyalty_Member_Id__c": m, PROGRAM.salesforce.lead_status_field: PROGRAM.salesforce.lead_converted_status}
                 for m in conversions
             ]
-            results = client.upsert_records("Lead", "Loyalty_Member_Id__c", records)
-            record("Lead", "convert", [(m, "converted") for m in conversions], results, lead_gone)
+            _step(record, "Lead", "convert", [(m, "converted") for m in conversions],
+                  lambda: client.upsert_records("Lead", "Loyalty_Member_Id__c", records), lead_gone)
         if plan["transactions"]:
             _send_transactions(client, plan["transactions"], record)
         for ref, fields in plan["requests"]:
@@ -484,8 +509,8 @@ def _send_transactions(client, txns: list[dict], record: Callable) -> None:
             for t in txns]
         record("Loyalty_Transaction__c", "publish", [(t["key"], transaction_hash(t)) for t in txns], outcomes)
     elif PROGRAM.salesforce.transactions_as == "task":
-        results = client.upsert_records("Task", "Transaction_Id__c", [task_record(t) for t in txns])
-        record("Task", "upsert", [(t["key"], transaction_hash(t)) for t in txns], results)
+        _step(record, "Task", "upsert", [(t["key"], transaction_hash(t)) for t in txns],
+              lambda: client.upsert_records("Task", "Transaction_Id__c", [task_record(t) for t in txns]))
     else:
         records = [
             {
@@ -500,8 +525,8 @@ def _send_transactions(client, txns: list[dict], record: Callable) -> None:
             }
             for t in txns
         ]
-        results = client.upsert_records("Loyalty_Transaction__c", "Transaction_Id__c", records)
-        record("Loyalty_Transaction__c", "upsert", [(t["key"], transaction_hash(t)) for t in txns], results)
+        _step(record, "Loyalty_Transaction__c", "upsert", [(t["key"], transaction_hash(t)) for t in txns],
+              lambda: client.upsert_records("Loyalty_Transaction__c", "Transaction_Id__c", records))
 
 
 def push_salesforce(context, resource, warehouse) -> dict:
@@ -518,9 +543,18 @@ def push_salesforce(context, resource, warehouse) -> dict:
     log_rows, state_rows = [], []
     pushed_values = {(obj, i["member_id"]): json.dumps(i["record"], sort_keys=True, default=str)
                      for obj, key in (("Lead", "leads"), (member_object(), "contacts")) for i in plan[key]}
+    call_steps: dict[int, tuple[str, str]] = {}  # a call's index in `calls` -> its step's correlation id, summary
     def record(obj: str, operation: str, items_keys: list[tuple[str, str | None]], results: list,
                settled: Callable[[object], str | None] = lambda _r: None) -> None:
-        """`settled`: for a failure that leaves nothing to do, why (logged `skipped`, not tried again)."""
+        """`settled`: for a failure that leaves nothing to do, why (logged `skipped`, not tried again).
+        The calls made since the last step carried this one's records: they share its correlation id,
+        and each record its last answered status and the step's start."""
+        step_calls = [n for n in range(len(calls)) if n not in call_steps]
+        correlation, summary = str(uuid.uuid4()), f"{operation} {obj}: {len(items_keys)} record(s)"
+        call_steps.update({n: (correlation, summary) for n in step_calls})
+        answered = [calls[n].status for n in step_calls if calls[n].status is not None]
+        started = (calls[step_calls[0]].finished_at - dt.timedelta(milliseconds=calls[step_calls[0]].elapsed_ms)
+                   if step_calls else dt.datetime.now(dt.UTC))
         for (key, hash_), result in zip(items_keys, results, strict=True):
             reason = None if result.success else settled(result)
             status = "sent" if result.success else "skipped" if reason else "failed"
@@ -529,17 +563,17 @@ def push_salesforce(context, resource, warehouse) -> dict:
             )
             log_rows.append(
                 (
-                    str(uuid.uuid4()),
+                    correlation,
                     context.run_id,
                     "salesforce",
                     f"{operation} {obj}",
                     key,
                     None,  # counted by write_sync_log: the failures since the record last went through
                     status,
-                    None,
+                    answered[-1] if answered else None,
                     message,
                     f"{obj} {key}",
-                    now,
+                    started,
                     dt.datetime.now(dt.UTC),
                 )
             )
@@ -552,7 +586,7 @@ def push_salesforce(context, resource, warehouse) -> dict:
             stopped = _send_plan(client, plan, record)
     finally:
         # every call and record outcome so far, also when a whole call failed and the push stops there
-        _save_push_log(context.run_id, warehouse, calls, log_rows, state_rows)
+        _save_push_log(context.run_id, warehouse, calls, log_rows, state_rows, call_steps)
     failed = sum(1 for r in log_rows if r[6] == "failed")
     return {
         "ownership_conflicts": conflicts,
