@@ -44,6 +44,17 @@ def test_earn_partial_refund_and_rerun_books_nothing(conn):
     assert (s["points_spendable"], s["points_pending"], s["as_of"]) == (70, 0, D(2024, 3, 5))
 
 
+def test_an_amount_beyond_the_warehouse_range_is_quarantined_not_a_failed_run(conn):
+    """CONTRACT.md §3: a bad amount is a quarantine row with a reason. One whose minor units exceed
+    BIGINT aborted the whole normalize (a ConversionException), on every later run too."""
+    p = program()
+    huge = order(1, "2024-03-01 10:00:00")
+    huge["subtotal"] = "99999999999999999.99"
+    land(conn, p, orders=[huge, order(2, "2024-03-01 11:00:00", subtotal="40.00", email="bo@example.com")])
+    process(conn, p, D(2024, 3, 2))
+    assert conn.execute("SELECT record_key, reason FROM quarantine").fetchall() == [("magento:default:1", "bad_amount")]
+    assert entries(conn) == [(K2, "earn", 40, D(2024, 3, 1), D(2024, 3, 1))]
+
 def test_cancel_and_full_refund_are_worth_zero_whatever_the_memos_say(conn):
     p = program()
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00"), order(1, "2024-03-03 10:00:00", state="canceled"),

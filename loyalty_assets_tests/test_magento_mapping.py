@@ -96,6 +96,7 @@ def test_minor_units_round_half_up_per_currency():
         (lambda r: r.update(subtotal=1.5), "bad_amount"),
         (lambda r: r.update(subtotal=Decimal("-5")), "negative_amount"),
         (lambda r: r.update(subtotal=Decimal("1e30")), "bad_amount"),  # beyond Decimal's precision: not malformed_record
+        (lambda r: r.update(subtotal="99999999999999999.99"), "bad_amount"),  # beyond the warehouse's BIGINT
         (lambda r: r.update(state="closed_exchange_success"), "unknown_status"),
         (lambda r: (r.pop("customer_email"), r.update(billing_address={})), "missing_email"),
         (lambda r: r.update(order_currency_code="XXX"), "unknown_currency"),

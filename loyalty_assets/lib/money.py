@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 
+from loyalty_assets.lib.records import RecordError
+
 # ISO 4217 minor-unit digits for every currency a shop is likely to use. Unknown codes are an
 # error rather than a guess: a wrong exponent would scale points by 100.
 _DIGITS_0 = {
@@ -77,16 +79,20 @@ def to_decimal(value: object, field: str) -> Decimal:
 
 _SCALE = {0: Decimal(1), 2: Decimal(100), 3: Decimal(1000)}  # 10 ** digits, made once (7 calls a mapped version)
 _ONE = Decimal(1)
+# the largest amount a record may carry, in minor units: sums of a few of them, times a rate or a
+# multiplier, stay within the warehouse's BIGINT columns (one beyond it aborted the whole normalize)
+MAX_MINOR = 10**15
 
 
 def to_minor(amount: Decimal, currency: str) -> int:
     """Round half-up to the currency's minor units once, as an integer."""
     try:
-        return int((amount * _SCALE[currency_digits(currency)]).quantize(_ONE, rounding=ROUND_HALF_UP))
+        minor = int((amount * _SCALE[currency_digits(currency)]).quantize(_ONE, rounding=ROUND_HALF_UP))
     except InvalidOperation as exc:  # beyond Decimal's precision (1e30): a bad amount, not a malformed record
-        from loyalty_assets.lib.records import RecordError
-
         raise RecordError("bad_amount", f"amount {amount} {currency} is out of range") from exc
+    if abs(minor) > MAX_MINOR:
+        raise RecordError("bad_amount", f"amount {amount} {currency} is out of range (over {MAX_MINOR} minor units)")
+    return minor
 
 
 def convert_minor(minor: int, from_currency: str, rate: Decimal, to_currency: str) -> int:
