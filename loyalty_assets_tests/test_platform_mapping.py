@@ -135,6 +135,40 @@ def test_a_bigcommerce_refund_priced_from_its_orders_lines_waits_for_the_order()
         ("bigcommerce:h:refund:12", 4500, True)]
 
 
+
+def test_a_refund_is_priced_from_its_orders_latest_version_not_quarantined():
+    """RULES.md §4 with §3: a malformed later version of the order is quarantined and the order keeps
+    its previous state; a refund after it is priced from that state (24 x 100/120 = 20.00). It was
+    priced from the quarantined payload's bad field and quarantined for good."""
+    import duckdb
+
+    from loyalty_assets.lib import raw
+    from loyalty_assets.lib.normalize import normalize
+    from loyalty_assets.lib.platforms.common import iso_time
+    from loyalty_assets.lib.warehouse import ensure_schema
+
+    conn = duckdb.connect()
+    ensure_schema(conn)
+    good = bc_order(id=180, is_tax_inclusive_pricing=True, subtotal_ex_tax="100.0000", subtotal_inc_tax="120.0000")
+    good["products"] = [{"id": 87, "type": "physical", "quantity": 1, "total_ex_tax": "100.0000"}]
+    bad = {**copy.deepcopy(good), "subtotal_ex_tax": "abc"}
+    refund = real("bigcommerce/refund_v3_get.json")["data"]
+    refund.update(order_id=180, created="2024-03-03T08:00:00+00:00")
+    refund["items"] = [{"item_type": "PRODUCT", "item_id": 87, "quantity": 1, "requested_amount": "24.00"}]
+
+    def land(source, record, modified):
+        raw.insert_versions(conn, source, "h", [record], lambda r: r["id"], lambda r: iso_time(modified, "modified"),
+                            PROGRAM.tz)
+
+    land("bigcommerce.orders", good, "2024-03-01T09:00:00+00:00")
+    land("bigcommerce.orders", bad, "2024-03-02T09:00:00+00:00")
+    land("bigcommerce.refunds", refund, refund["created"])
+    result = normalize(conn, PROGRAM, FxTable({}), dt.date(2024, 3, 3))
+    assert (result.orders, result.refunds, result.quarantined) == (1, 1, 1)
+    assert conn.execute("SELECT source, reason FROM quarantine").fetchall() == [("bigcommerce.orders", "bad_amount")]
+    assert conn.execute("SELECT refund_key, refunded_eligible_minor FROM refund_versions").fetchall() == [
+        ("bigcommerce:h:refund:12", 2000)]
+
 # ---------------------------------------------------------------- commercetools
 
 

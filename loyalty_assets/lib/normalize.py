@@ -265,7 +265,7 @@ class _Orders:
                 FROM (SELECT r.tenant, {self.ORDER_ID_SQL[refund_source]} AS id FROM ({sql}) r)""", params)
 
     def latest(self, source: str, refund_source: str | None = None) -> dict[str, str]:
-        """order key -> latest raw payload; with `refund_source`, of the orders in refund_named."""
+        """order key -> latest raw payload not quarantined; with `refund_source`, of the orders in refund_named."""
         if (source, refund_source) not in self._by_source:
             platform = source.split(".")[0]
             named = ""
@@ -275,10 +275,16 @@ class _Orders:
                         self._ct_payments = self._commercetools_payment_orders()
                     else:
                         self._name_orders(refund_source)
-                named = "AND o.record_id IN (SELECT id FROM refund_named)"  # any tenant's: keyed by tenant below
+                named = "AND r.record_id IN (SELECT id FROM refund_named)"  # any tenant's: keyed by tenant below
+            # the latest version not quarantined (a malformed later version priced the refunds from its
+            # bad fields and quarantined them for good); the latest of all when every one was
             self._by_source[source, refund_source] = dict(self.conn.execute(
-                f"""SELECT '{platform}:' || o.tenant || ':' || o.record_id, arg_max(o.payload, o.modified_at)
-                    FROM raw_records o WHERE o.source = '{source}' {named} GROUP BY 1""").fetchall())
+                f"""SELECT '{platform}:' || r.tenant || ':' || r.record_id,
+                           arg_max(r.payload, (NOT coalesce(q.refused, FALSE), r.modified_at))
+                    FROM raw_records r
+                    LEFT JOIN (SELECT version_key, bool_and(outcome = 'quarantined') AS refused FROM raw_processed
+                               WHERE source = '{source}' GROUP BY 1) q ON q.version_key = {VERSION_KEY_SQL}
+                    WHERE r.source = '{source}' {named} GROUP BY 1""").fetchall())
         return self._by_source[source, refund_source]
 
     def get(self, source: str, order_key: str, refund_source: str | None = None) -> dict | None:
