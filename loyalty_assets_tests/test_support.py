@@ -21,9 +21,9 @@ D = dt.date
 
 def personal_order(entity_id: int, updated: str, **kw) -> dict:
     rec = order(entity_id, updated, email="Jane.Roe@Example.com", customer_id=42, **kw)
-    rec.update(customer_firstname="Jane", customer_lastname="Roe")
+    rec.update(customer_firstname="Jane", customer_lastname="Roe", remote_ip="203.0.113.77")
     rec["billing_address"] = {"email": "jane.roe@example.com", "firstname": "Jane", "lastname": "Roe",
-                              "telephone": "+1 555 0100", "street": ["1 Main St"]}
+                              "telephone": "+1 555 0100", "street": ["1 Main St"], "zip": "78701-2345"}
     return rec
 
 
@@ -85,6 +85,7 @@ def test_forget_leaves_no_personal_data_and_keeps_amounts(tmp_path):
     conn = warehouse.connect(str(path))
     before = every_text(conn)
     assert "jane.roe@example.com" in before and "roe" in before and "555 0100" in before
+    assert "78701" in before and "203.0.113.77" in before
     balances = conn.execute("SELECT points_spendable FROM member_status ORDER BY points_spendable").fetchall()
     # a referral naming her on both sides and a move of her e-mail key between members (identity merges)
     conn.execute("""INSERT INTO referrals VALUES ('smile:default:9', 'smile.referrals', 'smile:default:7', 'Jane.Roe@example.com',
@@ -97,6 +98,7 @@ def test_forget_leaves_no_personal_data_and_keeps_amounts(tmp_path):
     after = every_text(conn)
     assert "jane.roe@example.com" not in after
     assert "roe" not in after.replace("forgotten", "") and "555 0100" not in after and "1 main st" not in after
+    assert "78701" not in after and "203.0.113.77" not in after  # a BigCommerce zip, the shopper's IP
     assert "other@example.com" in after  # nobody else is touched
     assert conn.execute("SELECT points_spendable FROM member_status ORDER BY points_spendable").fetchall() == balances
     assert conn.execute("SELECT count(*) FROM erasures WHERE member_id = ?", [erasure.member_id]).fetchone()[0] == 1

@@ -126,7 +126,10 @@ def explain(conn: duckdb.DuckDBPyConnection, email: str) -> str:
 
 # ---------------------------------------------------------------------------------------- forget
 
-PERSONAL_KEY = re.compile(r"(name|phone|telephone|street|address1|address2|postcode|postal|city|birth|dob|company)",
+# fields whose every text is personal, by key, on every platform (Magento postcode, BigCommerce zip,
+# commercetools postalCode/building/apartment, the shopper's IP address, a VAT id)
+PERSONAL_KEY = re.compile(r"(name|phone|telephone|fax|street|address1|address2|postcode|postal|zip|building|apartment"
+                          r"|city|birth|dob|company|remote_ip|ip_address|customer_ip|forwarded|taxvat|vat_id)",
                           re.IGNORECASE)
 
 
