@@ -152,6 +152,23 @@ def test_same_seed_writes_byte_identical_files(tmp_path):
     assert (a / FILES[0]).read_bytes() != (c / FILES[0]).read_bytes()
 
 
+
+def test_generating_into_a_used_directory_leaves_only_this_seeds_data(tmp_path):
+    """CONTRACT.md §1 (deterministic for a seed): a store left by an earlier run into the same
+    directory was kept and served beside the new data; files of the user's own stay."""
+    used, fresh = tmp_path / "used", tmp_path / "fresh"
+    generate(used, customers=30, days=5, start=START, seed=9)
+    stray = used / "bigcommerce" / "zzstale" / "orders" / "orders.json"
+    stray.parent.mkdir(parents=True)
+    stray.write_text("[]")
+    (used / "notes.txt").write_text("mine")
+    generate(used, customers=3, days=2, start=START, seed=4)
+    generate(fresh, customers=3, days=2, start=START, seed=4)
+    files = sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(used) for p in used.rglob("*") if p.is_file()) == sorted([*files, Path("notes.txt")])
+    for name in files:
+        assert (used / name).read_bytes() == (fresh / name).read_bytes(), name
+
 def test_layout_and_summary(seed_dir, orders, memos, customers):
     root, summary = seed_dir
     for name in FILES:

@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import functools
 import random
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -3647,6 +3648,10 @@ def generate(
     loyaltylion = _generate_loyaltylion(rng, shoppers, window)
     salesforce = _generate_salesforce(rng, shoppers, window)
 
+    # the platforms' folders are replaced, not merged into: a store or file left from an earlier run
+    # (another seed, another size) would be served beside this one (CONTRACT.md §1: deterministic)
+    for name in ("magento", "bigcommerce", "commercetools", "sfcc", "smile", "loyaltylion", "salesforce"):
+        shutil.rmtree(out / name, ignore_errors=True)
     _write_json_array(out / "magento" / "orders" / "orders.json", _by_update(order_records, "entity_id"))
     _write_json_array(
         out / "magento" / "creditmemos" / "creditmemos.json", _by_update(memo_records, "entity_id")
