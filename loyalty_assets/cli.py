@@ -14,10 +14,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIR = Path("data/demo")
 
 
+class UsageError(Exception):
+    """A setting the command cannot start with: one line on stderr and exit 2, not a traceback."""
+
+
 def load_env_file(path: str | None) -> dict[str, str]:
     """KEY=VALUE lines (as `loyalty sandbox --env-file` writes them) into os.environ; the file wins."""
     if not path:
         return {}
+    if not Path(path).is_file():
+        raise UsageError(f"--env-file {path}: no such file")
     values = {}
     for line in Path(path).read_text().splitlines():
         line = line.strip()
@@ -50,6 +56,8 @@ DEFAULT_PG_DB = "dagster"
 def prepare_instance() -> str:
     """Choose the Dagster instance (CONTRACT.md §4): DAGSTER_HOME, else PostgreSQL, else local SQLite."""
     if os.environ.get("DAGSTER_HOME"):
+        if not Path(os.environ["DAGSTER_HOME"]).is_dir():  # Dagster's own error was a traceback
+            raise UsageError(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']} is not a directory")
         return f"DAGSTER_HOME={os.environ['DAGSTER_HOME']}"
     if os.environ.get("DAGSTER_PG_HOST"):
         for key, default in (("DAGSTER_PG_PORT", "5432"), ("DAGSTER_PG_USER", "postgres"),
@@ -365,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except ProgramConfigError as exc:  # RULES.md §1: a clear error naming the key, not a traceback
+    except (ProgramConfigError, UsageError) as exc:  # RULES.md §1: a clear error naming the key, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

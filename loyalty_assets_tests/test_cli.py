@@ -325,6 +325,17 @@ def test_a_bad_program_file_or_a_missing_fx_file_is_a_clear_error(tmp_path: Path
     assert proc.returncode != 0 and f"LOYALTY_FX_FILE: no such file: {missing}" in proc.stdout + proc.stderr
 
 
+
+def test_run_with_a_missing_env_file_or_dagster_home_is_a_clear_error(tmp_path: Path, cwd: Path, cli_env) -> None:
+    """CONTRACT.md §1/§4: a setting `loyalty run` cannot start with is one line on stderr and exit 2
+    (both ended in a traceback)."""
+    missing = tmp_path / "nope.env"
+    proc = loyalty(["run", "--start", "2024-03-04", "--end", "2024-03-04", "--env-file", str(missing)], cwd, cli_env)
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"error: --env-file {missing}: no such file")
+    home = tmp_path / "no_home"
+    proc = loyalty(["run", "--start", "2024-03-04", "--end", "2024-03-04"], cwd, {**cli_env, "DAGSTER_HOME": str(home)})
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"error: DAGSTER_HOME={home} is not a directory")
+
 def test_run_rejects_a_range_outside_the_partitions(cwd: Path, cli_env) -> None:
     proc = loyalty(["run", "--start", "2023-12-30", "--end", "2024-01-02"], cwd, cli_env)
     assert proc.returncode != 0
