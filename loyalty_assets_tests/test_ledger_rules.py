@@ -55,6 +55,24 @@ def test_an_amount_beyond_the_warehouse_range_is_quarantined_not_a_failed_run(co
     assert conn.execute("SELECT record_key, reason FROM quarantine").fetchall() == [("magento:default:1", "bad_amount")]
     assert entries(conn) == [(K2, "earn", 40, D(2024, 3, 1), D(2024, 3, 1))]
 
+
+def test_pending_days_stay_those_the_order_earned_under(conn):
+    """RULES.md §1 and §6: every entry of an order is available on max(booked_on, trigger day +
+    pending_days) with the rules it first earned under. pending_days went from 14 to 0 and a cancel
+    inside the return window was spendable at once (-100 spendable), its entry naming the old rules."""
+    p14 = program(earning={"pending_days": 14})
+    land(conn, p14, orders=[order(1, "2024-03-01 10:00:00"), order(2, "2024-03-01 11:00:00", subtotal="50.00")])
+    process(conn, p14, D(2024, 3, 2))
+    p0 = program(earning={"pending_days": 0})
+    land(conn, p0, orders=[order(1, "2024-03-05 10:00:00", state="canceled", created_at="2024-03-01 10:00:00"),
+                           order(3, "2024-03-05 11:00:00", subtotal="20.00")])
+    process(conn, p0, D(2024, 3, 5))
+    assert entries(conn) == [(K1, "earn", 100, D(2024, 3, 1), D(2024, 3, 15)), (K2, "earn", 50, D(2024, 3, 1), D(2024, 3, 15)),
+                             (K1, "clawback", -100, D(2024, 3, 5), D(2024, 3, 15)),
+                             ("magento:default:3", "earn", 20, D(2024, 3, 5), D(2024, 3, 5))]  # a new order: today's rules
+    s = status_of(conn, "ann@example.com")
+    assert (s["points_spendable"], s["points_pending"]) == (20, 50)
+
 def test_cancel_and_full_refund_are_worth_zero_whatever_the_memos_say(conn):
     p = program()
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00"), order(1, "2024-03-03 10:00:00", state="canceled"),

@@ -97,11 +97,12 @@ def prepare_rules(conn: duckdb.DuckDBPyConnection, program: Program) -> dict:
             "SELECT rule_version, config FROM program_versions WHERE program_id = ?", [program.program_id]).fetchall():
         earning = json.loads(config).get("earning", {})
         terms.append((version, TRIGGER_RANK[earning.get("trigger", "paid")],
-                      _least_minor(Decimal(str(earning.get("min_eligible", "0"))), program.currency)))
+                      _least_minor(Decimal(str(earning.get("min_eligible", "0"))), program.currency),
+                      int(earning.get("pending_days", 0))))
     conn.execute("CREATE OR REPLACE TEMP TABLE rule_terms (rule_version VARCHAR, trigger_rank INTEGER, "
-                 "min_eligible_minor BIGINT)")
+                 "min_eligible_minor BIGINT, pending_days INTEGER)")
     if terms:
-        conn.executemany("INSERT INTO rule_terms VALUES (?, ?, ?)", terms)
+        conn.executemany("INSERT INTO rule_terms VALUES (?, ?, ?, ?)", terms)
     digits = currency_digits(program.currency)
     return {
         "rate": program.earning.points_per_unit,
@@ -109,6 +110,7 @@ def prepare_rules(conn: duckdb.DuckDBPyConnection, program: Program) -> dict:
         "rule_version": program.rule_version,
         "trigger_rank": TRIGGER_RANK[program.earning.trigger],
         "min_eligible_minor": _least_minor(program.earning.min_eligible, program.currency),
+        "pending_days": program.earning.pending_days,
         "unit": Decimal(1).scaleb(-digits),
     }
 
@@ -439,7 +441,7 @@ def _book_days(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, d
         compute_point_values(conn, rules, columns=BOOKING_COLUMNS + (KEPT_COLUMNS if first_booking else ()),
                              rows_since=rows_since)
         keep_points(conn, program, days, scoped if first_booking else None)
-        order_params = {**common, "pending_days": program.earning.pending_days}
+        order_params = common
         if conn.execute("SELECT EXISTS (FROM ledger_journal)").fetchall()[0][0]:
             entries, points = _book_script(conn, "book_order_entries", order_params)
         else:

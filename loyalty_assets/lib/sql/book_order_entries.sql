@@ -37,7 +37,7 @@ SELECT substr(sha256(concat_ws('|', $program_id, k.order_key, CAST(k.booked_day 
        k.kind,
        k.delta AS points,
        k.booked_day AS booked_on,
-       greatest(k.booked_day, CAST(k.trig + to_days($pending_days) AS DATE)) AS available_on,
+       greatest(k.booked_day, CAST(k.trig + to_days(k.use_pending_days) AS DATE)) AS available_on,
        k.order_key,
        k.platform AS source,
        k.order_number AS source_ref,

@@ -1,6 +1,6 @@
 -- What every known order is worth at the end of the day (RULES.md §5), next to what its entries
--- booked so far add up to, and its member then. Rate, multiplier, rounding, rule version, trigger and
--- minimum come from the order's earn entry (its version's, for the last two) once it has one: an order
+-- booked so far add up to, and its member then. Rate, multiplier, rounding, rule version, trigger,
+-- minimum and pending days come from the order's earn entry (its version's, for the last two) once it has one: an order
 -- is valued for ever with the rules in force when it first earned (RULES.md §1).
 CREATE OR REPLACE TEMP TABLE order_values AS
 WITH journal AS (   -- one scan of the journal: what was booked, and the earn entry (one per order)
@@ -34,9 +34,10 @@ priced AS (
            e.trigger_day,
            coalesce(e.booked_points, 0) AS booked_points,
            coalesce(e.booked_points, 0) - coalesce(lt.booked_after, 0) AS booked_upto,
-           -- the trigger and minimum of that version too (temp table rule_terms, ledger.prepare_rules)
+           -- the trigger, minimum and pending days of that version too (temp table rule_terms, ledger.prepare_rules)
            s.life_rank >= coalesce(t.trigger_rank, $trigger_rank) AND s.life_rank < 3 AS earning,
-           coalesce(t.min_eligible_minor, $min_eligible_minor) AS use_min_eligible_minor, m.member_id
+           coalesce(t.min_eligible_minor, $min_eligible_minor) AS use_min_eligible_minor,
+           coalesce(t.pending_days, $pending_days) AS use_pending_days, m.member_id
     FROM order_state s
     LEFT JOIN order_members m USING (order_key, point_at)
     LEFT JOIN journal e USING (order_key)
@@ -48,7 +49,7 @@ priced AS (
 -- whole state (a copy of every column cost 0.3 s at 1M orders), and the member (order_members.sql)
 SELECT order_key, point_at, booked_day, member_id, platform, order_number, created_at, lifecycle, fx_rate,
        refunded_eligible_minor, net_eligible_program_minor, net_program_minor_any, source_version, occurred_at,
-       use_rate, use_multiplier, use_rounding, use_rule_version, trigger_day, booked_points, booked_upto, earning,
+       use_rate, use_multiplier, use_rounding, use_rule_version, use_pending_days, trigger_day, booked_points, booked_upto, earning,
        CASE WHEN NOT earning OR net_eligible_program_minor < use_min_eligible_minor THEN 0
             WHEN use_rounding = 'half_up'
                  THEN round(net_eligible_program_minor * $unit * use_rate * use_multiplier)::BIGINT
