@@ -166,6 +166,42 @@ def test_a_shopper_coming_back_after_forget_is_a_new_member(tmp_path, monkeypatc
     conn.close()
 
 
+
+def test_a_forgotten_members_loyalty_profile_pulled_again_stays_pseudonymized(tmp_path):
+    """CONTRACT.md §1 forget: our pushes change the member's Smile.io customer, so the next pull
+    brings a new version of it with her e-mail and name, which put them back in the warehouse (her
+    e-mail a key of the same member again, in member_status). A profile of a forgotten member is
+    stored pseudonymized; another shopper's is not touched."""
+    from loyalty_assets.lib import raw
+    from loyalty_assets.lib.platforms.common import iso_time
+
+    path = tmp_path / "w.duckdb"
+    build(path)
+    p = parse_program("{}")
+    conn = warehouse.connect(str(path))
+
+    def smile(*customers):
+        raw.insert_versions(conn, "smile.customers", "default", list(customers), lambda r: r["id"],
+                            lambda r: iso_time(r["updated_at"], "updated_at"), p.tz)
+
+    smile({"id": 9, "email": "Jane.Roe@example.com", "first_name": "Jane", "last_name": "Roe",
+           "created_at": "2024-03-04T08:00:00Z", "updated_at": "2024-03-04T08:00:00Z"})
+    process(conn, p, D(2024, 3, 4))
+    member_id = conn.execute("SELECT member_id FROM member_keys WHERE key = 'smile:default:9'").fetchone()[0]
+    erasure = forget(conn, "jane.roe@example.com", "default")
+    assert erasure.member_id == member_id
+    smile({"id": 9, "email": "Jane.Roe@example.com", "first_name": "Jane", "last_name": "Roe", "points_balance": 170,
+           "created_at": "2024-03-04T08:00:00Z", "updated_at": "2024-03-05T08:00:00Z"},
+          {"id": 10, "email": "other@example.com", "first_name": "Otto",
+           "created_at": "2024-03-05T08:00:00Z", "updated_at": "2024-03-05T08:00:00Z"})
+    process(conn, p, D(2024, 3, 5))
+    after = every_text(conn)
+    assert "jane.roe@example.com" not in after and "roe" not in after.replace("forgotten", "")
+    assert "otto" in after  # another shopper's profile as it came
+    assert conn.execute("SELECT email FROM member_status WHERE member_id = ?", [member_id]).fetchall() == [
+        (erasure.pseudonym,)]
+    conn.close()
+
 def test_cli_explain_and_forget(tmp_path):
     path = tmp_path / "w.duckdb"
     build(path)

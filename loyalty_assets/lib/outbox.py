@@ -11,7 +11,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import os
-import re
 import uuid
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from loyalty_assets.lib.ledger import hold_journal
+from loyalty_assets.lib.records import EMAIL_IN_TEXT
 from loyalty_assets.lib.warehouse import first_fill, registered
 
 OPEN_STATUSES = ("pending", "sending", "awaiting_customer", "failed")
@@ -293,9 +293,6 @@ def mask_email(email: str | None) -> str:
     local, _, domain = email.partition("@")
     top = f".{domain.rsplit('.', 1)[-1]}" if "." in domain else ""  # a dotless domain is not shown whole
     return f"{local[:1]}***@{domain[:1]}***{top}"
-
-
-EMAIL_IN_TEXT = re.compile(r"[^\s@:;,'\"<>()\[\]]+@[^\s@:;,'\"<>()\[\]]+")
 
 
 def mask_text(text: str | None) -> str | None:

@@ -28,6 +28,26 @@ RECORD_KEYS = {
 }
 
 
+# the people of the loyalty platforms and the CRM: mirrors of a member, kept by them, not new activity
+PROFILE_SOURCES = {"smile.customers": "smile", "loyaltylion.customers": "loyaltylion",
+                   "salesforce.contacts": "salesforce", "salesforce.leads": "salesforce"}
+
+
+def forgotten_profiles(conn: duckdb.DuckDBPyConnection, source: str) -> dict[str, str]:
+    """Record id -> pseudonym, for the profiles of `source` that belong to a forgotten member
+    (CONTRACT.md §1 forget): they are stored pseudonymized, or the next pull after `loyalty forget`
+    brought the e-mail and names back (the targets keep them until the deletion requests are carried
+    out). Orders are new activity and are not touched: a shopper who comes back is a new member."""
+    platform = PROFILE_SOURCES.get(source)
+    if platform is None or not conn.execute("SELECT EXISTS (FROM erasures)").fetchall()[0][0]:
+        return {}
+    return dict(conn.execute(
+        """SELECT split_part(k.key, ':', 3), e.pseudonym FROM member_keys k
+           LEFT JOIN member_resolution r ON r.member_id = k.member_id
+           JOIN erasures e ON e.member_id = coalesce(r.survivor_id, k.member_id)
+           WHERE starts_with(k.key, $prefix)""", {"prefix": f"{platform}:"}).fetchall())
+
+
 def payload_text(record: object) -> str:
     """Native JSON back out, Decimal numbers unchanged (never through float)."""
     return simplejson.dumps(record, use_decimal=True, sort_keys=True, separators=(",", ":"))
@@ -45,8 +65,14 @@ def insert_versions(
 ) -> tuple[int, int]:
     """Insert versions not seen before; returns (records offered, new versions)."""
     fetched_at = fetched_at or dt.datetime.now(dt.UTC)
+    forgotten = forgotten_profiles(conn, source)
     rows = []
     for rec in records:
+        alias = forgotten.get(str(record_id(rec))) if forgotten else None
+        if alias is not None:
+            from loyalty_assets.lib.support import scrub_profile
+
+            rec = scrub_profile(rec, alias)
         text = payload_text(rec)
         mod = modified_at(rec)
         rows.append(

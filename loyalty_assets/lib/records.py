@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -91,3 +92,7 @@ class CustomerVersion:
     email: str | None
     updated_at: dt.datetime
     created_at: dt.datetime | None
+
+
+# an e-mail address inside free text (an error message, a profile's fields)
+EMAIL_IN_TEXT = re.compile(r"[^\s@:;,'\"<>()\[\]]+@[^\s@:;,'\"<>()\[\]]+")

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import duckdb
 
-from loyalty_assets.lib.records import normalize_email
+from loyalty_assets.lib.records import EMAIL_IN_TEXT, normalize_email
 
 
 class MemberNotFound(LookupError):
@@ -154,6 +154,13 @@ def _scrub(value, emails: re.Pattern, alias: str):
         return alias if emails.fullmatch(value.strip()) else emails.sub(alias, value)
     return value
 
+
+
+def scrub_profile(record: dict, alias: str) -> dict:
+    """A forgotten member's profile as a loyalty platform or the CRM sends it again (our own pushes
+    change it, so the next pull fetches a new version): every address its alias, names, phones and
+    addresses blanked, as forget left the earlier versions."""
+    return _scrub(record, EMAIL_IN_TEXT, alias)
 
 def _record_of(table: str, pk: list) -> tuple:
     """(source, tenant, record id) of a raw row, or of a quarantine row's version key
