@@ -1108,3 +1108,24 @@ def test_salesforce_sync_log_ties_records_to_their_calls_and_masks_the_addresses
                        "AND operation LIKE 'PATCH %'", [records[0][4]])
     assert call == [("PATCH collections_upsert", "ok", 200, "upsert Lead: 2 record(s)")]
     assert records[0][4] == records[1][4]
+
+
+def test_a_crm_edit_of_our_fields_on_a_lead_is_a_conflict_and_our_value_wins(sandbox, warehouse_path):
+    """RULES.md §9: a pulled value that disagrees with one this project owns is logged with both
+    values and the owner's wins, on a Lead as on a Contact (a Lead's fields were never read: a CRM
+    edit there stayed for good)."""
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", state="new", email="cy@example.com", subtotal="100.00")])
+    resources = resources_for(box, warehouse_path)
+    assert materialize_range("2024-03-01", "2024-03-02", resources).success
+    (lead,) = box.salesforce.records("Lead")
+    assert (lead["Loyalty_VIP_Tier__c"], int(lead["Loyalty_Points_Spendable__c"])) == ("Bronze", 0)
+    env = box.env()
+    requests.patch(f"{env['SALESFORCE_INSTANCE_URL']}/services/data/v62.0/sobjects/Lead/{lead['Id']}",
+                   json={"Loyalty_VIP_Tier__c": "Gold", "Loyalty_Points_Spendable__c": 999}, verify=env["SALESFORCE_CA_BUNDLE"],
+                   timeout=5, headers={"Authorization": f"Bearer {env['SALESFORCE_SESSION_ID']}"}).raise_for_status()
+    assert materialize_range("2024-03-03", "2024-03-03", resources).success
+    assert query(warehouse_path, "SELECT attribute, ours, theirs, owner, resolution FROM ownership_conflicts ORDER BY 1") == [
+        ("Lead.Loyalty_Points_Spendable__c", "0", "999", "loyalty_assets", "ours pushed again"),
+        ("Lead.Loyalty_VIP_Tier__c", "Bronze", "Gold", "loyalty_assets", "ours pushed again")]
+    restored = box.salesforce.get_record("Lead", lead["Id"])
+    assert (restored["Loyalty_VIP_Tier__c"], int(restored["Loyalty_Points_Spendable__c"])) == ("Bronze", 0)

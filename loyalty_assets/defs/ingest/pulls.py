@@ -18,7 +18,9 @@ def contact_soql() -> str:
 # every Lead with an e-mail: its id is an identity key (RULES.md §8), and a member the CRM has as an
 # open Lead is written on it rather than given a second one (a converted Lead is read-only). One
 # without an e-mail links no one: a marketing org's bulk of them is not read.
-LEAD_SOQL = "SELECT Id, Email, Loyalty_Member_Id__c, IsConverted, LastModifiedDate FROM Lead WHERE Email != null"
+# Our fields too: a CRM edit of one we own is a conflict, as on a Contact (defs/sync/salesforce.py)
+LEAD_SOQL = ("SELECT Id, Email, Loyalty_Member_Id__c, IsConverted, Loyalty_Points_Spendable__c, Loyalty_Points_Pending__c, "
+             "Loyalty_VIP_Tier__c, LastModifiedDate FROM Lead WHERE Email != null")
 
 REQUEST_SOQL = (
     "SELECT Id, Contact__c, Contact__r.Loyalty_Member_Id__c, Points__c, Reason__c, Status__c, LastModifiedDate "

@@ -205,22 +205,25 @@ OWNED_FIELDS = {"Loyalty_Points_Spendable__c": "points", "Loyalty_Points_Pending
 
 
 def detect_conflicts(conn, program) -> int:
-    """A Contact field edited in the CRM after our last push disagrees with what we pushed: logged
-    with both values; when we own the attribute our value is pushed again (the owner wins)."""
-    rows = conn.execute(
-        """WITH latest AS (
-               -- the version read last; a CRM edit after our push is read after it
-               SELECT record_id, arg_max(payload, fetched_at) AS payload, max(fetched_at) AS fetched_at
-               FROM raw_records WHERE source = 'salesforce.contacts' GROUP BY record_id)
-           SELECT st.record_key, st.pushed_values, l.payload
-           FROM sync_state st
-           JOIN latest l ON json_extract_string(l.payload, '$.Loyalty_Member_Id__c') = st.record_key
-           WHERE st.target = 'salesforce' AND st.object IN ('Contact', 'Account') AND st.pushed_values IS NOT NULL
-             AND l.fetched_at > st.pushed_at"""
-    ).fetchall()
+    """A Contact's or a Lead's field edited in the CRM after our last push disagrees with what we
+    pushed: logged with both values; when we own the attribute our value is pushed again (the owner
+    wins). A Lead's were never read: an edit there stayed for good, unlogged."""
+    rows = []
+    for source, objects, label in (("salesforce.contacts", ["Contact", "Account"], "Contact"),
+                                   ("salesforce.leads", ["Lead"], "Lead")):
+        rows += [(label, objects, *r) for r in conn.execute(
+            """WITH latest AS (
+                   -- the version read last; a CRM edit after our push is read after it
+                   SELECT record_id, arg_max(payload, fetched_at) AS payload, max(fetched_at) AS fetched_at
+                   FROM raw_records WHERE source = $source GROUP BY record_id)
+               SELECT st.record_key, st.pushed_values, l.payload
+               FROM sync_state st
+               JOIN latest l ON json_extract_string(l.payload, '$.Loyalty_Member_Id__c') = st.record_key
+               WHERE st.target = 'salesforce' AND list_contains($objects, st.object) AND st.pushed_values IS NOT NULL
+                 AND l.fetched_at > st.pushed_at""", {"source": source, "objects": objects}).fetchall()]
     found = 0
     now = dt.datetime.now(dt.UTC)
-    for member_id, pushed_text, payload_text in rows:
+    for label, objects, member_id, pushed_text, payload_text in rows:
         pushed, theirs = json.loads(pushed_text), json.loads(payload_text)
         for field, attribute in OWNED_FIELDS.items():
             if field not in theirs or field not in pushed or _same(pushed[field], theirs[field]):
@@ -229,13 +232,13 @@ def detect_conflicts(conn, program) -> int:
             ours_win = owner == "loyalty_assets"
             conn.execute(
                 "INSERT INTO ownership_conflicts VALUES ('salesforce', ?, ?, ?, ?, ?, ?, ?)",
-                [member_id, f"Contact.{field}", str(pushed[field]), str(theirs[field]), owner,
+                [member_id, f"{label}.{field}", str(pushed[field]), str(theirs[field]), owner,
                  "ours pushed again" if ours_win else "theirs kept", now],
             )
             found += 1
             if ours_win:
-                conn.execute("DELETE FROM sync_state WHERE target = 'salesforce' AND object IN ('Contact', 'Account') "
-                             "AND record_key = ?", [member_id])
+                conn.execute("DELETE FROM sync_state WHERE target = 'salesforce' AND list_contains(?, object) "
+                             "AND record_key = ?", [objects, member_id])
     return found
 
 
