@@ -1129,3 +1129,34 @@ def test_a_crm_edit_of_our_fields_on_a_lead_is_a_conflict_and_our_value_wins(san
         ("Lead.Loyalty_VIP_Tier__c", "Bronze", "Gold", "loyalty_assets", "ours pushed again")]
     restored = box.salesforce.get_record("Lead", lead["Id"])
     assert (restored["Loyalty_VIP_Tier__c"], int(restored["Loyalty_Points_Spendable__c"])) == ("Bronze", 0)
+
+
+def test_a_contact_pushed_before_its_member_merged_stays_with_the_survivor(sandbox, warehouse_path):
+    """RULES.md §8 with §9: Bo has a Contact of ours when a later order shows Bo and Ann are one
+    shopper. Pulled back, Bo's Contact names Bo (Loyalty_Member_Id__c), so it joins the survivor;
+    it was a second Contact of one tenant, which the family-address guard split off into a new,
+    invented member (pushed as a Lead), and a request made on it went to that member."""
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00"),
+                          order(2, "2024-03-02 10:00:00", email="bo@example.com", customer_id=7, subtotal="50.00")],
+                  now=dt.datetime(2024, 3, 4, 12, tzinfo=dt.UTC))
+    resources = resources_for(box, warehouse_path)
+    assert materialize_range("2024-03-01", "2024-03-03", resources).success
+    contacts = {c["Loyalty_Member_Id__c"]: c["Id"] for c in box.salesforce.records("Contact")}
+    assert len(contacts) == 2
+    box.magento.add_records("orders", [order(3, "2024-03-04 10:00:00", customer_id=7, subtotal="20.00")])
+    box.clock.set(dt.datetime(2024, 3, 6, 12, tzinfo=dt.UTC))
+    assert materialize_range("2024-03-04", "2024-03-04", resources).success
+    ((survivor, absorbed),) = query(warehouse_path, "SELECT survivor_id, absorbed_id FROM member_merges")
+    # a CRM user, on the absorbed member's Contact (still there), asks for 30 goodwill points
+    box.salesforce.add_records("Loyalty_Adjustment_Request__c", [{
+        "Contact__c": contacts[absorbed], "Points__c": 30, "Reason__c": "Goodwill", "Status__c": "New",
+        "CreatedDate": "2024-03-05T09:00:00.000+0000", "LastModifiedDate": "2024-03-05T09:00:00.000+0000"}])
+    assert materialize_range("2024-03-05", "2024-03-05", resources).success
+    assert materialize_range("2024-03-05", "2024-03-05", resources).success
+    assert query(warehouse_path, "SELECT member_id, points_spendable, salesforce_id FROM member_status") == [
+        (survivor, 200, contacts[survivor])]
+    assert box.salesforce.records("Lead") == []
+    assert query(warehouse_path, "SELECT member_id, points FROM ledger_entries WHERE kind = 'manual'") == [(survivor, 30)]
+    assert [r["Status__c"] for r in box.salesforce.records("Loyalty_Adjustment_Request__c")] == ["Applied"]
+    assert {k: m for k, m in query(warehouse_path, "SELECT key, member_id FROM member_keys WHERE key LIKE 'salesforce:%'")
+            } == {f"salesforce:default:{contacts[survivor]}": survivor, f"salesforce:default:{contacts[absorbed]}": survivor}

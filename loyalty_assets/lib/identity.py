@@ -138,6 +138,7 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
     comps = _Components()
     for key in first_seen:
         comps.add(key)
+    anchored = _anchor_crm_people(conn, comps, first_seen)
     # conflict key -> (the contested key, the customer/manual keys on each side, reason)
     conflicts: dict[str, tuple[str, list[str], str]] = {}
 
@@ -186,7 +187,8 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
             ages += [member_seen[owner]] if owner in member_seen else []
         customer_age[customer_key] = min([*ages, customer_age.get(customer_key, ages[0])])
     for email, customer_key, _ in sorted(pairs, key=lambda p: (customer_age[p[1]], p[2], p[1], p[0])):
-        link(customer_key, email)
+        if customer_key not in anchored:
+            link(customer_key, email)
     for email, customer_key, phone, _ in records:
         if phone and (customer_key or email):
             link(customer_key or email, phone)
@@ -259,6 +261,42 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
         "SELECT count(DISTINCT member_id) FROM member_keys WHERE member_id NOT IN (SELECT absorbed_id FROM member_merges)"
     ).fetchall()[0][0]  # fetched to the end: the connection is free for the caller's next statement
     return IdentitySummary(total, new_members + fast_members, len(new_keys) + fast_keys, len(merges), len(conflicts))
+
+
+def _anchor_crm_people(conn: duckdb.DuckDBPyConnection, comps: _Components, first_seen: dict) -> set[str]:
+    """CRM Contacts and Leads our pushes made name their member (Loyalty_Member_Id__c): each joins that
+    member (its survivor after merges) by the member's oldest key in scope, not by its e-mail, and
+    is no customer of the family-address guard. Pulled back after a merge, the absorbed member's
+    Contact was a second Contact of one tenant: the guard split it off into a new member (and a Lead
+    pushed for it). Returns the keys so joined."""
+    if not conn.execute("SELECT EXISTS (FROM customer_versions WHERE platform = 'salesforce' AND member_ref IS NOT NULL)"
+                        ).fetchall()[0][0]:
+        return set()
+    refs = conn.execute(
+        """WITH latest AS (
+               SELECT customer_key, arg_max(member_ref, updated_at) AS member_ref FROM customer_versions
+               WHERE platform = 'salesforce' AND customer_key IN (SELECT key FROM id_scope_keys) GROUP BY 1),
+           named AS (
+               SELECT l.customer_key, coalesce(r.survivor_id, l.member_ref) AS member_id FROM latest l
+               LEFT JOIN member_resolution r ON r.member_id = l.member_ref WHERE l.member_ref IS NOT NULL),
+           owned AS (
+               SELECT k.key, coalesce(r.survivor_id, k.member_id) AS member_id FROM member_keys k
+               LEFT JOIN member_resolution r ON r.member_id = k.member_id
+               WHERE k.key IN (SELECT key FROM id_scope_keys) AND NOT starts_with(k.key, 'salesforce:'))
+           SELECT n.customer_key, o.key FROM named n JOIN owned o USING (member_id)""").fetchall()
+    anchors: dict[str, str] = {}
+    for crm_key, key in refs:
+        if crm_key in comps.parent and key in first_seen:
+            best = anchors.get(crm_key)
+            if best is None or (first_seen[key], key) < (first_seen[best], best):
+                anchors[crm_key] = key
+    for crm_key, anchor in sorted(anchors.items()):
+        root = comps.find(crm_key)
+        comps.customers[root] = {}  # not a customer the guard keeps apart
+        ra, rb = comps.find(anchor), root
+        if ra != rb:
+            comps.union(ra, rb)
+    return set(anchors)
 
 
 def _split_members(groups: list[list[str]], existing: dict[str, str], resolution: dict[str, str],

@@ -636,15 +636,17 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
             c = mapper(payload, tenant)
             batch.customers.append({"customer_key": c.customer_key, "platform": c.platform, "source_id": c.native_id,
                                     "email": c.email, "created_at": c.created_at, "updated_at": raw["updated_at"],
-                                    "payload_hash": raw["payload_hash"]})
+                                    "payload_hash": raw["payload_hash"], "member_ref": None})
             return "processed"
 
         _each(conn, batch, source, customer_row, since)
     def person_row(tenant, payload, day, rid, raw) -> str:
         record_id, email = events.salesforce_person_email(payload)
+        ref = payload.get("Loyalty_Member_Id__c")
         batch.customers.append({"customer_key": f"salesforce:{tenant}:{record_id}", "platform": "salesforce",
                                 "source_id": record_id, "email": email, "created_at": None,
-                                "updated_at": raw["updated_at"], "payload_hash": raw["payload_hash"]})
+                                "updated_at": raw["updated_at"], "payload_hash": raw["payload_hash"],
+                                "member_ref": ref.strip() if isinstance(ref, str) and ref.strip() else None})
         return "processed"
 
     for source in CRM_PEOPLE:

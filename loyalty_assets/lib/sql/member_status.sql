@@ -43,15 +43,24 @@ balances AS (
     WHERE $full OR member_id IN (SELECT member_id FROM members)
     GROUP BY member_id
 ),
+crm_refs AS (
+    -- the member each CRM record our pushes made names (Loyalty_Member_Id__c)
+    SELECT customer_key AS key, arg_max(member_ref, updated_at) AS member_ref FROM customer_versions
+    WHERE platform = 'salesforce' AND customer_key IN (SELECT key FROM scoped_keys WHERE key LIKE 'salesforce:%')
+    GROUP BY 1
+),
 platform_ids AS (
     -- the oldest key wins: the identity guard keeps a contested email with the oldest customer; in
-    -- Salesforce a Contact before a Lead (by the Lead ids' prefix, identity.LEAD_PREFIX)
-    SELECT member_id,
-           arg_min(split_part(key, ':', 3), first_seen_at) FILTER (WHERE key LIKE 'smile:%') AS smile_id,
-           arg_min(split_part(key, ':', 3), first_seen_at) FILTER (WHERE key LIKE 'loyaltylion:%') AS loyaltylion_id,
-           arg_min(split_part(key, ':', 3), (starts_with(split_part(key, ':', 3), $lead_prefix), first_seen_at))
-               FILTER (WHERE key LIKE 'salesforce:%') AS salesforce_id
-    FROM scoped_keys
+    -- Salesforce a Contact before a Lead (by the Lead ids' prefix, identity.LEAD_PREFIX), then the
+    -- record that names the member itself (not the Contact of one merged into it, which our pushes no
+    -- longer update)
+    SELECT s.member_id,
+           arg_min(split_part(s.key, ':', 3), s.first_seen_at) FILTER (WHERE s.key LIKE 'smile:%') AS smile_id,
+           arg_min(split_part(s.key, ':', 3), s.first_seen_at) FILTER (WHERE s.key LIKE 'loyaltylion:%') AS loyaltylion_id,
+           arg_min(split_part(s.key, ':', 3), (starts_with(split_part(s.key, ':', 3), $lead_prefix),
+                                               c.member_ref IS DISTINCT FROM s.member_id, s.first_seen_at))
+               FILTER (WHERE s.key LIKE 'salesforce:%') AS salesforce_id
+    FROM scoped_keys s LEFT JOIN crm_refs c USING (key)
     GROUP BY 1
 ),
 tier_rows AS (

@@ -110,6 +110,8 @@ CREATE TABLE IF NOT EXISTS customer_versions (
     PRIMARY KEY (customer_key, updated_at, payload_hash)
 );
 ALTER TABLE customer_versions ADD COLUMN IF NOT EXISTS mapped_at TIMESTAMPTZ DEFAULT current_timestamp;
+-- a CRM person's Loyalty_Member_Id__c: the member our push made it for (identity links it there)
+ALTER TABLE customer_versions ADD COLUMN IF NOT EXISTS member_ref VARCHAR;
 
 -- Which raw versions have been mapped, and how: every raw version is processed, quarantined, or
 -- (a refund whose order is unknown yet) waiting, and waiting ones are mapped again on every run.
