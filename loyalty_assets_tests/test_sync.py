@@ -1160,3 +1160,24 @@ def test_a_contact_pushed_before_its_member_merged_stays_with_the_survivor(sandb
     assert [r["Status__c"] for r in box.salesforce.records("Loyalty_Adjustment_Request__c")] == ["Applied"]
     assert {k: m for k, m in query(warehouse_path, "SELECT key, member_id FROM member_keys WHERE key LIKE 'salesforce:%'")
             } == {f"salesforce:default:{contacts[survivor]}": survivor, f"salesforce:default:{contacts[absorbed]}": survivor}
+
+
+def test_a_crm_edit_of_a_contacts_email_keeps_the_contact_and_its_address_with_its_member(sandbox, warehouse_path):
+    """RULES.md §8: a Contact of ours (Loyalty_Member_Id__c) stays with its member, and the new
+    address a CRM user gives it is the member's key too: no member of its own (nor a Lead for one)."""
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00")])
+    resources = resources_for(box, warehouse_path)
+    assert materialize_range("2024-03-01", "2024-03-02", resources).success
+    assert materialize_range("2024-03-02", "2024-03-02", resources).success  # the Contact read back
+    ((member_id,),) = query(warehouse_path, "SELECT member_id FROM member_status")
+    (contact,) = box.salesforce.records("Contact")
+    env = box.env()
+    box.clock.advance(3600)
+    requests.patch(f"{env['SALESFORCE_INSTANCE_URL']}/services/data/v62.0/sobjects/Contact/{contact['Id']}",
+                   json={"Email": "ann.new@example.com"}, verify=env["SALESFORCE_CA_BUNDLE"], timeout=5,
+                   headers={"Authorization": f"Bearer {env['SALESFORCE_SESSION_ID']}"}).raise_for_status()
+    assert materialize_range("2024-03-03", "2024-03-03", resources).success
+    assert query(warehouse_path, "SELECT member_id FROM member_status") == [(member_id,)]
+    assert query(warehouse_path, "SELECT member_id FROM member_keys WHERE key IN ('ann.new@example.com', ?)",
+                 [f"salesforce:default:{contact['Id']}"]) == [(member_id,), (member_id,)]
+    assert box.salesforce.records("Lead") == []

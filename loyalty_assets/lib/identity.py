@@ -138,7 +138,7 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
     comps = _Components()
     for key in first_seen:
         comps.add(key)
-    anchored = _anchor_crm_people(conn, comps, first_seen)
+    _anchor_crm_people(conn, comps, first_seen)
     # conflict key -> (the contested key, the customer/manual keys on each side, reason)
     conflicts: dict[str, tuple[str, list[str], str]] = {}
 
@@ -187,8 +187,7 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
             ages += [member_seen[owner]] if owner in member_seen else []
         customer_age[customer_key] = min([*ages, customer_age.get(customer_key, ages[0])])
     for email, customer_key, _ in sorted(pairs, key=lambda p: (customer_age[p[1]], p[2], p[1], p[0])):
-        if customer_key not in anchored:
-            link(customer_key, email)
+        link(customer_key, email)
     for email, customer_key, phone, _ in records:
         if phone and (customer_key or email):
             link(customer_key or email, phone)
@@ -263,15 +262,15 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
     return IdentitySummary(total, new_members + fast_members, len(new_keys) + fast_keys, len(merges), len(conflicts))
 
 
-def _anchor_crm_people(conn: duckdb.DuckDBPyConnection, comps: _Components, first_seen: dict) -> set[str]:
+def _anchor_crm_people(conn: duckdb.DuckDBPyConnection, comps: _Components, first_seen: dict) -> None:
     """CRM Contacts and Leads our pushes made name their member (Loyalty_Member_Id__c): each joins that
-    member (its survivor after merges) by the member's oldest key in scope, not by its e-mail, and
-    is no customer of the family-address guard. Pulled back after a merge, the absorbed member's
-    Contact was a second Contact of one tenant: the guard split it off into a new member (and a Lead
-    pushed for it). Returns the keys so joined."""
+    member (its survivor after merges) by the member's oldest key in scope, and is no customer of the
+    family-address guard; its e-mail links as any record's (a CRM edit to a new address stays with
+    it). Pulled back after a merge, the absorbed member's Contact was a second Contact of one tenant:
+    the guard split it off into a new member (and a Lead pushed for it)."""
     if not conn.execute("SELECT EXISTS (FROM customer_versions WHERE platform = 'salesforce' AND member_ref IS NOT NULL)"
                         ).fetchall()[0][0]:
-        return set()
+        return
     refs = conn.execute(
         """WITH latest AS (
                SELECT customer_key, arg_max(member_ref, updated_at) AS member_ref FROM customer_versions
@@ -296,7 +295,6 @@ def _anchor_crm_people(conn: duckdb.DuckDBPyConnection, comps: _Components, firs
         ra, rb = comps.find(anchor), root
         if ra != rb:
             comps.union(ra, rb)
-    return set(anchors)
 
 
 def _split_members(groups: list[list[str]], existing: dict[str, str], resolution: dict[str, str],
