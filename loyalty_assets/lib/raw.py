@@ -10,6 +10,7 @@ import duckdb
 import pandas as pd
 import simplejson
 
+from loyalty_assets.lib.support import scrub_profile
 from loyalty_assets.lib.warehouse import registered
 
 # the records of the loyalty platforms and Salesforce (one tenant, `default`): where each source's
@@ -70,8 +71,6 @@ def insert_versions(
     for rec in records:
         alias = forgotten.get(str(record_id(rec))) if forgotten else None
         if alias is not None:
-            from loyalty_assets.lib.support import scrub_profile
-
             rec = scrub_profile(rec, alias)
         text = payload_text(rec)
         mod = modified_at(rec)

@@ -1,7 +1,7 @@
 -- What every known order is worth at the end of the day (RULES.md §5), next to what its entries
 -- booked so far add up to, and its member then. Rate, multiplier, rounding, rule version, trigger,
--- minimum and pending days come from the order's earn entry (its version's, for the last two) once it has one: an order
--- is valued for ever with the rules in force when it first earned (RULES.md §1).
+-- minimum and pending days come from the order's earn entry (its version's, for the last three) once
+-- it has one: an order is valued for ever with the rules in force when it first earned (RULES.md §1).
 CREATE OR REPLACE TEMP TABLE order_values AS
 WITH journal AS (   -- one scan of the journal: what was booked, and the earn entry (one per order)
     SELECT order_key, sum(points)::BIGINT AS booked_points,
