@@ -268,16 +268,10 @@ def _anchor_crm_people(conn: duckdb.DuckDBPyConnection, comps: _Components, firs
     family-address guard; its e-mail links as any record's (a CRM edit to a new address stays with
     it). Pulled back after a merge, the absorbed member's Contact was a second Contact of one tenant:
     the guard split it off into a new member (and a Lead pushed for it)."""
-    if not conn.execute("SELECT EXISTS (FROM customer_versions WHERE platform = 'salesforce' AND member_ref IS NOT NULL)"
-                        ).fetchall()[0][0]:
+    if not conn.execute("SELECT EXISTS (FROM id_crm_named)").fetchall()[0][0]:
         return
     refs = conn.execute(
-        """WITH latest AS (
-               SELECT customer_key, arg_max(member_ref, updated_at) AS member_ref FROM customer_versions
-               WHERE platform = 'salesforce' AND customer_key IN (SELECT key FROM id_scope_keys) GROUP BY 1),
-           named AS (
-               SELECT l.customer_key, coalesce(r.survivor_id, l.member_ref) AS member_id FROM latest l
-               LEFT JOIN member_resolution r ON r.member_id = l.member_ref WHERE l.member_ref IS NOT NULL),
+        """WITH named AS (SELECT * FROM id_crm_named WHERE customer_key IN (SELECT key FROM id_scope_keys)),
            owned AS (
                SELECT k.key, coalesce(r.survivor_id, k.member_id) AS member_id FROM member_keys k
                LEFT JOIN member_resolution r ON r.member_id = k.member_id
@@ -295,6 +289,21 @@ def _anchor_crm_people(conn: duckdb.DuckDBPyConnection, comps: _Components, firs
         ra, rb = comps.find(anchor), root
         if ra != rb:
             comps.union(ra, rb)
+
+
+def _crm_named(conn: duckdb.DuckDBPyConnection) -> None:
+    """id_crm_named (customer_key, member_id): the CRM records of id_records whose latest version names
+    a member (Loyalty_Member_Id__c, our pushes write it), with that member's survivor after merges."""
+    any_named = conn.execute(
+        "SELECT EXISTS (FROM customer_versions WHERE platform = 'salesforce' AND member_ref IS NOT NULL)").fetchall()[0][0]
+    conn.execute(
+        """CREATE OR REPLACE TEMP TABLE id_crm_named AS
+           WITH latest AS (
+               SELECT customer_key, arg_max(member_ref, updated_at) AS member_ref FROM customer_versions
+               WHERE platform = 'salesforce' AND customer_key IN (SELECT customer_key FROM id_records) GROUP BY 1)
+           SELECT l.customer_key, coalesce(r.survivor_id, l.member_ref) AS member_id FROM latest l
+           LEFT JOIN member_resolution r ON r.member_id = l.member_ref WHERE l.member_ref IS NOT NULL AND $any""",
+        {"any": any_named})
 
 
 def _split_members(groups: list[list[str]], existing: dict[str, str], resolution: dict[str, str],
@@ -412,6 +421,9 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
            LEFT JOIN member_keys k ON k.key = rk.key LEFT JOIN member_resolution res ON res.member_id = k.member_id
            WHERE rk.key IS NOT NULL"""
     )
+    _crm_named(conn)
+    # with the members CRM records in scope name: a Contact of ours whose address a CRM user changed
+    # before the first pull has no key anyone owns, and still joins the member it names
     conn.execute(
         f"""CREATE OR REPLACE TEMP TABLE id_scope_members AS
            WITH seeds AS (SELECT rid FROM id_record_owner GROUP BY rid HAVING {_IS_SEED})
@@ -419,7 +431,10 @@ def _records_in_scope(conn: duckdb.DuckDBPyConnection, program: Program, scoped:
            WHERE (NOT $scoped OR rid IN (SELECT rid FROM seeds)) AND member_id IS NOT NULL
            UNION
            SELECT coalesce(res.survivor_id, k.member_id) FROM member_keys k
-           LEFT JOIN member_resolution res ON res.member_id = k.member_id WHERE k.key IN (SELECT unnest($named))""",
+           LEFT JOIN member_resolution res ON res.member_id = k.member_id WHERE k.key IN (SELECT unnest($named))
+           UNION
+           SELECT n.member_id FROM id_crm_named n JOIN id_records r ON r.customer_key = n.customer_key
+           WHERE NOT $scoped OR r.rid IN (SELECT rid FROM seeds)""",
         {"named": named, "scoped": scoped},
     )
     conn.execute(
@@ -503,7 +518,8 @@ def _new_components_in_sql(conn: duckdb.DuckDBPyConnection, program: Program) ->
                               THEN key END
                 HAVING count(*) > 1
                 UNION SELECT label FROM typed WHERE key IN (SELECT unnest(CAST($named AS VARCHAR[])))
-                UNION SELECT label FROM typed WHERE key IN (SELECT key FROM id_record_owner WHERE member_id IS NOT NULL)),
+                UNION SELECT label FROM typed WHERE key IN (SELECT key FROM id_record_owner WHERE member_id IS NOT NULL)
+                UNION SELECT label FROM typed WHERE key IN (SELECT customer_key FROM id_crm_named)),   -- anchored
             seeds AS (
                 SELECT label, arg_min(key, (first_seen, key)) AS seed FROM typed
                 WHERE label NOT IN (SELECT label FROM unclean) GROUP BY label)
@@ -593,6 +609,16 @@ def _records_near_new(conn: duckdb.DuckDBPyConnection, since: dt.datetime, named
             UNION SELECT key FROM identity_conflicts  -- a refused link's record stays a seed (keys of two members)""",
         {"since": since, "named": named},
     )
+    # a seed that is a CRM record naming a member (Loyalty_Member_Id__c) reaches that member's keys:
+    # a Contact of ours a CRM user gave a new address before the first pull shares no key with it
+    conn.execute(
+        """INSERT INTO id_keys
+           SELECT k.key FROM member_keys k LEFT JOIN member_resolution res ON res.member_id = k.member_id
+           WHERE coalesce(res.survivor_id, k.member_id) IN (
+               SELECT coalesce(r.survivor_id, c.member_ref) FROM customer_versions c
+               LEFT JOIN member_resolution r ON r.member_id = c.member_ref
+               WHERE c.platform = 'salesforce' AND c.member_ref IS NOT NULL AND c.customer_key IN (SELECT key FROM id_keys))
+           EXCEPT SELECT key FROM id_keys""")
     by_key = "(email IN (SELECT key FROM id_keys) OR customer_key IN (SELECT key FROM id_keys))"
     # an order version is also reached by its phone's key
     by_phone = by_key if not phones else by_key[:-1] + """ OR EXISTS (
