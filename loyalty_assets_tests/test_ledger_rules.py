@@ -873,10 +873,33 @@ def test_phone_links_members_only_when_enabled_and_the_guard_still_holds(tmp_pat
 
     members, _ = run(False)
     assert members["ann@example.com"] != members["ann.work@example.com"]
+    assert not any(k.startswith("tel:") for k in members)
     members, conflicts = run(True)
     assert members["ann@example.com"] == members["ann.work@example.com"] == members["tel:+16502530000"]
     # two registered customers of one store sharing a phone are not merged through it
     assert members["magento:default:1"] != members["magento:default:2"] and ("phone",) in conflicts
+
+
+@pytest.mark.parametrize("first, second, key", [
+    ("+1 555 123 4567", ("(555) 123-4567", "US"), "tel:+15551234567"),   # a fictional 555 number
+    ("+447700900123", ("07700 900123", "GB"), "tel:+447700900123"),      # a range kept for drama
+])
+def test_phone_keys_are_e164_whatever_range_the_number_is_in(tmp_path, first, second, key):
+    """RULES.md §8: a phone is a key in E.164 with identity.match_phone on, numbers the phonenumbers
+    library does not call valid (ranges not assigned) included; a local-only number is no key."""
+    c = warehouse.connect(str(tmp_path / "w.duckdb"))
+    p = program(identity={"match_phone": True})
+    a, b, d = (order(1, "2024-03-01 10:00:00", email="a@example.com"), order(2, "2024-03-02 10:00:00", email="b@example.com"),
+               order(3, "2024-03-02 11:00:00", email="d@example.com"))
+    a["billing_address"] = {"email": "a@example.com", "telephone": first}
+    b["billing_address"] = {"email": "b@example.com", "telephone": second[0], "country_id": second[1]}
+    d["billing_address"] = {"email": "d@example.com", "telephone": "555-0100", "country_id": "US"}
+    land(c, p, orders=[a, b, d])
+    process(c, p, D(2024, 3, 3))
+    members = dict(c.execute("SELECT key, member_id FROM member_keys").fetchall())
+    assert members["a@example.com"] == members["b@example.com"] == members[key]
+    assert members["d@example.com"] != members[key] and sorted(k for k in members if k.startswith("tel:")) == [key]
+    assert c.execute("SELECT count(*) FROM member_status").fetchall() == [(2,)]
 
 
 def test_manual_must_link_and_cannot_link(conn):

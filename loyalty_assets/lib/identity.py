@@ -91,7 +91,10 @@ class IdentitySummary:
 
 
 def phone_key(raw: object, region: object) -> str | None:
-    """`tel:+<E.164>` for a valid number (national numbers read in the address's country), else None."""
+    """`tel:+<E.164>` for a number of a possible full length (national numbers read in the address's
+    country), else None. Not only "valid" ones: phonenumbers refuses ranges not assigned yet, such as
+    the fictional 555 numbers shops and test data use; a number too short to dial from abroad (a
+    local-only one) is no E.164 key."""
     if not isinstance(raw, str) or not raw.strip():
         return None
     import phonenumbers
@@ -100,7 +103,7 @@ def phone_key(raw: object, region: object) -> str | None:
         number = phonenumbers.parse(raw, str(region).upper() if region else None)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_valid_number(number):
+    if phonenumbers.is_possible_number_with_reason(number) != phonenumbers.ValidationResult.IS_POSSIBLE:
         return None
     return "tel:" + phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
