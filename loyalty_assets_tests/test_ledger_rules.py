@@ -379,6 +379,9 @@ def test_two_customers_of_one_store_sharing_an_email_are_not_merged(conn):
     assert conflict and conflict[0][0] == "family@example.com"
     by_order = dict(conn.execute("SELECT order_key, member_id FROM order_facts").fetchall())
     assert by_order["magento:default:3"] == m["magento:default:1"]
+    # the younger member owns no address key, and shows the one its own orders use (it showed none)
+    assert conn.execute("SELECT member_id, email FROM member_status ORDER BY member_id").fetchall() == sorted(
+        [(m["magento:default:1"], "family@example.com"), (m["magento:default:2"], "family@example.com")])
 
 
 @pytest.mark.parametrize("day_by_day", [False, True])
@@ -583,6 +586,27 @@ def _land_smile(conn, p, source, records):
 
     raw.insert_versions(conn, source, "default", records, lambda r: r["id"],
                         lambda r: iso_time(r.get("updated_at") or r["created_at"], "updated_at"), p.tz)
+
+
+def test_two_loyalty_accounts_of_one_address_are_one_shopper_and_a_family_address_still_is_not(conn):
+    """RULES.md §8: the guard keeps apart two registered customers of one platform tenant, nothing else.
+    Two Smile.io customers of one address (a duplicate account) join that address's member: before,
+    the second was kept apart as a member of its own, with no order and no e-mail. On a family
+    address each joins the oldest of its members, as any record known by that address alone."""
+    p = program()
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com"),
+                          order(2, "2024-03-01 11:00:00", email="family@example.com", customer_id=1),
+                          order(3, "2024-03-02 10:00:00", email="family@example.com", customer_id=2)])
+    _land_smile(conn, p, "smile.customers", [
+        {"id": i, "email": email, "state": "member", "created_at": f"2024-03-0{day}T12:00:00Z"}
+        for i, email, day in ((11, "ann@example.com", 1), (12, " Ann@Example.com", 2),
+                              (13, "family@example.com", 1), (14, "family@example.com", 2))])
+    process(conn, p, D(2024, 3, 3))
+    m = dict(conn.execute("SELECT key, member_id FROM member_keys").fetchall())
+    assert m["smile:default:11"] == m["smile:default:12"] == m["ann@example.com"]
+    assert m["smile:default:13"] == m["smile:default:14"] == m["magento:default:1"] != m["magento:default:2"]
+    assert conn.execute("SELECT count(*), count(email) FROM member_status").fetchall() == [(3, 3)]
+    assert [r[0] for r in conn.execute("SELECT key FROM identity_conflicts").fetchall()] == ["family@example.com"]
 
 
 def _ann_redeems_60_on_2_march(conn):

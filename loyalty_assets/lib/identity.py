@@ -40,13 +40,18 @@ LEAD_PREFIX = "00Q"
 
 
 def tenant_of(customer_key: str) -> str:
-    """What the guard keeps apart: two registered customers of one platform tenant. A Salesforce Lead
-    is a prospect, not an account: each is its own, so a person's Leads (the CRM's duplicates, ours)
-    join their Contact and each other by e-mail."""
-    platform, tenant, native = customer_key.split(":", 2)
-    if platform == "salesforce" and native.startswith(LEAD_PREFIX):
-        return customer_key
+    """What the guard keeps apart: two registered customers of one platform tenant."""
+    platform, tenant, _native = customer_key.split(":", 2)
     return f"{platform}:{tenant}"
+
+
+def guarded(key: str) -> bool:
+    """Whether the family-address guard applies to a key (RULES.md §8): a commerce platform's customer
+    id. Smile.io, LoyaltyLion and Salesforce ids are not: their e-mail is lookup evidence, and two of
+    them sharing an address (a CRM's duplicate Contacts or Leads, two loyalty accounts of one person)
+    are one shopper, not a family. A record known by such an id and a contested address joins the
+    oldest of the address's members."""
+    return key_type(key) == "customer_id"
 
 
 @dataclass
@@ -57,7 +62,7 @@ class _Components:
     def add(self, key: str) -> None:
         if key not in self.parent:
             self.parent[key] = key
-            self.customers[key] = {} if key_type(key) in ("email", "phone") else {tenant_of(key): key}
+            self.customers[key] = {tenant_of(key): key} if guarded(key) else {}
 
     def find(self, key: str) -> str:
         root = key
@@ -180,7 +185,7 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
     for email, customer_key, _ in pairs:
         tenants_of_email.setdefault(email, set()).add(customer_key)
     contested = {e for e, cks in tenants_of_email.items()
-                 if len({tenant_of(ck) for ck in cks}) < len(cks)}
+                 if len({tenant_of(ck) for ck in cks if guarded(ck)}) < len({ck for ck in cks if guarded(ck)})}
     customer_age: dict[str, dt.datetime] = {}
     for email, customer_key, _ in pairs:
         ages = [first_seen[customer_key]] + ([] if email in contested else [first_seen[email]])
@@ -512,13 +517,11 @@ def _new_components_in_sql(conn: duckdb.DuckDBPyConnection, program: Program) ->
             WITH typed AS (
                 SELECT l.label, l.key, s.first_seen, {_KEY_TYPE_SQL} AS key_type
                 FROM id_fast_label l JOIN id_fast_seen s USING (key)),
-            customers AS (SELECT * FROM typed WHERE key_type NOT IN ('email', 'phone')),
+            customers AS (SELECT * FROM typed WHERE key_type = 'customer_id'),   -- guarded()
             unclean AS (
                 SELECT label FROM customers WHERE length(key) - length(replace(key, ':', '')) < 2  -- tenant_of() fails
                 UNION SELECT label FROM customers   -- two customer keys of one tenant
-                GROUP BY label, split_part(key, ':', 1), split_part(key, ':', 2),   -- as tenant_of()
-                         CASE WHEN starts_with(key, 'salesforce:') AND starts_with(split_part(key, ':', 3), $lead_prefix)
-                              THEN key END
+                GROUP BY label, split_part(key, ':', 1), split_part(key, ':', 2)   -- as tenant_of()
                 HAVING count(*) > 1
                 UNION SELECT label FROM typed WHERE key IN (SELECT unnest(CAST($named AS VARCHAR[])))
                 UNION SELECT label FROM typed WHERE key IN (SELECT key FROM id_record_owner WHERE member_id IS NOT NULL)
@@ -529,7 +532,7 @@ def _new_components_in_sql(conn: duckdb.DuckDBPyConnection, program: Program) ->
             SELECT 'M' || upper(substr(sha256($program_id || '|' || s.seed), 1, 15)) AS member_id,
                    t.key, t.key_type, t.first_seen
             FROM typed t JOIN seeds s USING (label)""",
-        {"named": named, "program_id": program.program_id, "lead_prefix": LEAD_PREFIX},
+        {"named": named, "program_id": program.program_id},
     )
     # a component whose id a forgotten member keeps (the hash of its erased first key) goes to the
     # union-find, which gives it another (resolve_members)

@@ -63,6 +63,21 @@ WHERE n.member_id = x.member_id
 """
 
 
+# A member with no address key (the guard gave the family address it shares to the oldest of its
+# members, RULES.md §8) shows the address its own records, found by its customer keys, used last.
+# Run only when there is one: it reads every version.
+EMAIL_FALLBACK_SQL = """
+UPDATE member_status_new n SET email = f.email FROM (
+    SELECT k.member_id, arg_max(v.email, v.updated_at) AS email FROM (
+        SELECT customer_key, email, updated_at FROM order_versions WHERE email IS NOT NULL AND customer_key IS NOT NULL
+        UNION ALL SELECT customer_key, email, updated_at FROM customer_versions WHERE email IS NOT NULL) v
+    JOIN scoped_keys k ON k.key = v.customer_key
+    WHERE k.member_id IN (SELECT member_id FROM member_status_new WHERE email IS NULL)
+    GROUP BY 1) f
+WHERE n.member_id = f.member_id
+"""
+
+
 def _last_refresh(conn: duckdb.DuckDBPyConnection) -> tuple[dt.datetime | None, dt.date | None]:
     row = conn.execute("SELECT refreshed_at, through_day FROM refresh_state WHERE name = 'member_status'").fetchone()
     return (row[0], row[1]) if row else (None, None)
@@ -87,6 +102,8 @@ def refresh_member_status(conn: duckdb.DuckDBPyConnection, program: Program) -> 
             "as_of": as_of, "full": full, "retention": program.tiers.retention, "period": program.tiers.period,
             "since": since, "lead_prefix": LEAD_PREFIX,
         })
+        if conn.execute("SELECT EXISTS (FROM member_status_new WHERE email IS NULL)").fetchall()[0][0]:
+            conn.execute(EMAIL_FALLBACK_SQL)
         if as_of is not None and program.tiers.period == "rolling_365" and program.tiers.retention != "none":
             rules = prepare_rules(conn, program)
             load_levels(conn, program)
