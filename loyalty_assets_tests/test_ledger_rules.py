@@ -1323,6 +1323,27 @@ def test_order_facts_refreshed_day_by_day_equal_a_recompute_from_every_version(t
     assert lifecycle["magento:default:3"] == "fulfilled"
 
 
+def test_an_order_moved_to_another_shopper_is_clawed_back_from_the_member_that_earned_it(conn):
+    """RULES.md §6 (entries journaled with the member they were booked for): an order's entries after
+    its earn go to the member that earned it, so a cancel after its e-mail was corrected to another
+    shopper's takes the points back from the member holding them. Before, the clawback went to the
+    new shopper (a balance of -100) while the first kept 100."""
+    p = program(earning={"pending_days": 0})
+    land(conn, p, orders=[order(1, "2024-06-01 10:00:00", email="ann@example.com"),
+                          order(2, "2024-06-01 11:00:00", email="bob@example.com", subtotal="30.00")])
+    process(conn, p, D(2024, 6, 1))
+    land(conn, p, orders=[order(1, "2024-06-02 10:00:00", email="bob@example.com")])
+    process(conn, p, D(2024, 6, 2))
+    land(conn, p, orders=[order(1, "2024-06-03 10:00:00", email="bob@example.com", state="canceled")])
+    process(conn, p, D(2024, 6, 3))
+    assert (status_of(conn, "ann@example.com")["points_spendable"], status_of(conn, "bob@example.com")["points_spendable"]) \
+        == (0, 30)
+    rows = conn.execute(
+        """SELECT k.key, e.kind, e.points FROM ledger_entries e JOIN member_keys k ON k.member_id = e.member_id
+           WHERE e.order_key = 'magento:default:1' AND k.key LIKE '%@%' ORDER BY e.booked_on""").fetchall()
+    assert rows == [("ann@example.com", "earn", 100), ("ann@example.com", "clawback", -100)]
+
+
 def test_an_order_moved_to_another_shopper_moves_its_tier_contribution_that_day(conn):
     """An order whose e-mail is corrected to another shopper's leaves the first member's tier and
     joins the other's on the day it moves. The members it belonged to come from its order_facts row

@@ -33,7 +33,7 @@ triggered AS (
 ),
 entry_rows AS (SELECT v.*, t.delta, t.booked_before, t.kind, t.trig FROM triggered t JOIN order_values v ON v.rowid = t.value_row)
 SELECT substr(sha256(concat_ws('|', $program_id, k.order_key, CAST(k.booked_day AS VARCHAR), k.kind, k.source_version)), 1, 32) AS entry_id,
-       coalesce(k.member_id, 'UNRESOLVED') AS booked_member_id,
+       coalesce(k.book_member_id, 'UNRESOLVED') AS booked_member_id,
        k.kind,
        k.delta AS points,
        k.booked_day AS booked_on,

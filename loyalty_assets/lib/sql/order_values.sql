@@ -9,7 +9,8 @@ WITH journal AS (   -- one scan of the journal: what was booked, and the earn en
            arg_min(rate, booked_on) FILTER (WHERE kind = 'earn') AS rate,
            arg_min(multiplier, booked_on) FILTER (WHERE kind = 'earn') AS multiplier,
            arg_min(rounding, booked_on) FILTER (WHERE kind = 'earn') AS rounding,
-           arg_min(rule_version, booked_on) FILTER (WHERE kind = 'earn') AS rule_version
+           arg_min(rule_version, booked_on) FILTER (WHERE kind = 'earn') AS rule_version,
+           arg_min(booked_member_id, booked_on) FILTER (WHERE kind = 'earn') AS earn_member_id
     FROM ledger_journal
     WHERE order_key IN (SELECT order_key FROM order_state) AND kind IN ('earn', 'adjust', 'clawback')
     GROUP BY order_key
@@ -37,17 +38,22 @@ priced AS (
            -- the trigger, minimum and pending days of that version too (temp table rule_terms, ledger.prepare_rules)
            s.life_rank >= coalesce(t.trigger_rank, $trigger_rank) AND s.life_rank < 3 AS earning,
            coalesce(t.min_eligible_minor, $min_eligible_minor) AS use_min_eligible_minor,
-           coalesce(t.pending_days, $pending_days) AS use_pending_days, m.member_id
+           coalesce(t.pending_days, $pending_days) AS use_pending_days, m.member_id,
+           -- the member the order's entries are booked for: the one its earn was (its survivor), so a
+           -- clawback after the order moved to another shopper (a corrected e-mail, a key identity
+           -- moved) takes the points from the member holding them (RULES.md §6, Members)
+           coalesce(er.survivor_id, nullif(e.earn_member_id, 'UNRESOLVED'), m.member_id) AS book_member_id
     FROM order_state s
     LEFT JOIN order_members m USING (order_key, point_at)
     LEFT JOIN journal e USING (order_key)
     LEFT JOIN later lt USING (order_key, point_at)
     LEFT JOIN rule_terms t ON t.rule_version = e.rule_version
     LEFT JOIN store_multipliers sm ON sm.store_key = s.store_key
+    LEFT JOIN member_resolution er ON er.member_id = e.earn_member_id
 )
 -- the columns the entries (book_order_entries.sql), tiers, member status and the checks read, not the
 -- whole state (a copy of every column cost 0.3 s at 1M orders), and the member (order_members.sql)
-SELECT order_key, point_at, booked_day, member_id, platform, order_number, created_at, lifecycle, fx_rate,
+SELECT order_key, point_at, booked_day, member_id, book_member_id, platform, order_number, created_at, lifecycle, fx_rate,
        refunded_eligible_minor, net_eligible_program_minor, net_program_minor_any, source_version, occurred_at,
        use_rate, use_multiplier, use_rounding, use_rule_version, use_pending_days, trigger_day, booked_points, booked_upto, earning,
        CASE WHEN NOT earning OR net_eligible_program_minor < use_min_eligible_minor THEN 0
