@@ -17,6 +17,7 @@ and keep state across restarts through ``export_state``/``import_state`` and the
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -450,3 +451,34 @@ def test_a_converted_lead_is_read_only(emu: SalesforceEmulator, sf: Salesforce) 
     assert (contact["LastName"], contact["Email"], contact[MEMBER_ID]) == ("Di", "di@example.com", None)
     with pytest.raises(SalesforceMalformedRequest):
         sf.Lead.update(open_lead, {MEMBER_ID: "M2"})
+
+
+def test_a_seed_exported_from_a_real_org_loads_and_an_unknown_custom_field_does_not(tmp_path: Path) -> None:
+    """CONTRACT.md §2: seeds are records as the org returns them. Their standard fields load (the
+    common ones are described and queryable, the rest, like a related record's object, are left out
+    with a warning); an unknown custom field is a mapping mistake and fails loudly."""
+    folder = tmp_path / "salesforce"
+    (folder / "Contact").mkdir(parents=True)
+    exported = {"attributes": {"type": "Contact", "url": "/services/data/v62.0/sobjects/Contact/003000000000001AAA"},
+                "Id": "003000000000001AAA", "LastName": "Ada", "FirstName": "Ada", "Email": "ada@example.com",
+                "OwnerId": "005000000000001AAA", "Title": "CTO", "MailingCity": "Boston", "MailingPostalCode": "02110",
+                "MobilePhone": "+1 617 555 0100", "LeadSource": "Web", "Birthdate": "1990-12-10",
+                "Owner": {"attributes": {"type": "User"}, "Name": "Sales Rep"}, "AssistantName": "Bo",
+                "LastModifiedDate": "2024-01-02T03:04:05.000+0000", "CreatedDate": "2024-01-01T00:00:00.000+0000"}
+    (folder / "Contact" / "part-1.json").write_text(simplejson.dumps([exported]))
+    warnings: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda r: warnings.append(r.getMessage())
+    logging.getLogger("loyalty_assets.sandbox.salesforce").addHandler(handler)
+    try:
+        emulator = SalesforceEmulator(folder, cert_dir=tmp_path / "certs")
+    finally:
+        logging.getLogger("loyalty_assets.sandbox.salesforce").removeHandler(handler)
+    with emulator:
+        row = _sf(emulator).query("SELECT Id, Email, MailingCity, Title, OwnerId, Birthdate FROM Contact")["records"][0]
+        assert (row["Id"], row["Email"], row["MailingCity"], row["Title"], row["OwnerId"], row["Birthdate"]) == (
+            "003000000000001AAA", "ada@example.com", "Boston", "CTO", "005000000000001AAA", "1990-12-10")
+    assert any("AssistantName, Owner" in w for w in warnings), warnings
+    (folder / "Contact" / "part-1.json").write_text(simplejson.dumps([{**exported, "Shoe_Size__c": 9}]))
+    with pytest.raises(ValueError, match="Shoe_Size__c"):
+        SalesforceEmulator(folder, cert_dir=tmp_path / "certs").load_seed(folder)

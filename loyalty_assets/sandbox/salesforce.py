@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 import secrets
 import ssl
@@ -221,6 +222,20 @@ def _f(name: str, type_: str, length: int = 0, **kw: Any) -> FieldDef:
     return FieldDef(name, type_, length=length, **kw)
 
 
+log = logging.getLogger(__name__)
+
+
+def _standard_person_fields() -> list[FieldDef]:
+    """Standard fields every org's Contact and Lead have, which a real export or query carries."""
+    return [
+        _f("Salutation", "string", 40), _f("Title", "string", 128), _f("MobilePhone", "phone", 40),
+        _f("LeadSource", "string", 40), _f("Description", "textarea", 32000),
+        _f("OwnerId", "reference", 18, reference_to="User", label="Owner ID"),
+        *(_f(f"Mailing{part}", "string", size) for part, size in (("Street", 255), ("City", 40), ("State", 80),
+                                                                   ("PostalCode", 20))),
+    ]
+
+
 def _system_fields() -> list[FieldDef]:
     ro = {"createable": False, "updateable": False}
     return [
@@ -333,6 +348,9 @@ OBJECTS: dict[str, ObjectDef] = {
                 _f("Email", "email", 80),
                 _f("Phone", "phone", 40),
                 _f("MailingCountry", "string", 80),
+                *_standard_person_fields(),
+                _f("Department", "string", 80),
+                _f("Birthdate", "date"),
                 _f("HasOptedOutOfEmail", "boolean", default=False, label="Email Opt Out"),
                 _f("HasOptedOutOfFax", "boolean", default=False, label="Fax Opt Out"),
                 _f("DoNotCall", "boolean", default=False, label="Do Not Call"),
@@ -353,6 +371,10 @@ OBJECTS: dict[str, ObjectDef] = {
                 _f("Email", "email", 80),
                 _f("Phone", "phone", 40),
                 _f("Status", "picklist", 255, picklist=_LEAD_STATUSES, default=_LEAD_STATUSES[0]),
+                *_standard_person_fields(),
+                _f("Street", "textarea", 255), _f("City", "string", 40), _f("State", "string", 80),
+                _f("PostalCode", "string", 20), _f("Country", "string", 80),
+                _f("Industry", "string", 40), _f("Rating", "string", 40), _f("Website", "url", 255),
                 _f("IsConverted", "boolean", default=False, **_RO),
                 _f("ConvertedContactId", "reference", 18, reference_to="Contact", **_RO),
                 _f("HasOptedOutOfEmail", "boolean", default=False, label="Email Opt Out"),
@@ -1127,16 +1149,23 @@ class SalesforceEmulator(Emulator):
     def _insert_many(self, sobject: str, records: list[Any], *, source: str) -> list[str]:
         obj = self._object(sobject, storable=True)
         ids = []
+        skipped: set[str] = set()
         with self._lock:
             for index, record in enumerate(records):
                 if not isinstance(record, dict):
                     raise ValueError(f"{source}: {sobject}[{index}] is not a JSON object")
-                # Read-only fields a seed may carry (e.g. an exported record) are dropped, not refused.
+                # Read-only fields a seed may carry (e.g. an exported record) are dropped, not refused; so
+                # are a seed's standard fields this emulator does not describe (a real org has hundreds,
+                # and a related record's nested object): only an unknown custom field is refused.
                 body = {
                     k: v
                     for k, v in record.items()
                     if k != "attributes" and (obj.field(k) is None or obj.field(k).createable)
                 }
+                if source != "add_records":
+                    skipped |= {k for k in body if obj.field(k) is None and obj.relationship(k) is None
+                                and not k.endswith(("__c", "__r"))}
+                    body = {k: v for k, v in body.items() if k not in skipped}
                 try:
                     record_id, _ = self._write(
                         obj,
@@ -1158,6 +1187,9 @@ class SalesforceEmulator(Emulator):
                 if stored is not None and obj.name == "Lead" and record.get("IsConverted") is True:
                     stored["IsConverted"] = True
                 ids.append(record_id)
+        if skipped:
+            log.warning("%s: %s fields this emulator does not describe were left out: %s", source, sobject,
+                        ", ".join(sorted(skipped)))
         return ids
 
     def convert_lead(self, lead_id: str) -> str:
