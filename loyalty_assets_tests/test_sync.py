@@ -1194,3 +1194,25 @@ def test_a_crm_edit_of_a_contacts_email_keeps_the_contact_and_its_address_with_i
                  [f"salesforce:default:{contact['Id']}"]) == [(member_id,), (member_id,)]
     assert box.salesforce.records("Lead") == []
     assert [c["Loyalty_Member_Id__c"] for c in box.salesforce.records("Contact")] == [member_id]
+
+
+def test_member_status_names_the_salesforce_record_a_push_made_before_it_is_pulled(sandbox, warehouse_path):
+    """CONTRACT.md §3: member_status.salesforce_id is the member's Salesforce record from the run that
+    made it (the upsert's answer, kept in target_links), not only once a later pull finds it: a Contact
+    for a member who earned, a Lead for one who has not, and the Contact once a Lead's member earns."""
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com", subtotal="100.00"),
+                          order(2, "2024-03-01 11:00:00", email="bo@example.com", subtotal="80.00", state="new"),
+                          order(2, "2024-03-03 09:00:00", email="bo@example.com", subtotal="80.00",
+                                created_at="2024-03-01 11:00:00")])
+    resources = resources_for(box, warehouse_path)
+    assert materialize_range("2024-03-01", "2024-03-02", resources).success
+    assert query(warehouse_path, "SELECT count(*) FROM member_keys WHERE key LIKE 'salesforce:%'") == [(0,)]
+    (contact,), (lead,) = box.salesforce.records("Contact"), box.salesforce.records("Lead")
+    by_member = dict(query(warehouse_path, "SELECT member_id, salesforce_id FROM member_status"))
+    assert by_member == {contact["Loyalty_Member_Id__c"]: contact["Id"], lead["Loyalty_Member_Id__c"]: lead["Id"]}
+    assert materialize_range("2024-03-03", "2024-03-03", resources).success   # bo's order is paid: a Contact now
+    bo = lead["Loyalty_Member_Id__c"]
+    bo_contact = box.salesforce.get_record("Contact", bo, "Loyalty_Member_Id__c")
+    assert query(warehouse_path, "SELECT salesforce_id FROM member_status WHERE member_id = ?", [bo]) == [(bo_contact["Id"],)]
+    assert query(warehouse_path, "SELECT target, external_id FROM target_links WHERE member_id = ?", [bo]) == [
+        ("salesforce", bo_contact["Id"])]

@@ -396,9 +396,10 @@ def lead_gone(result) -> str | None:
 
 
 def _save_push_log(run_id: str, warehouse, calls: list, log_rows: list, state_rows: list,
-                   call_steps: dict[int, tuple[str, str]]) -> None:
+                   call_steps: dict[int, tuple[str, str]], links: list[tuple[str, str, str]] = ()) -> None:
     """sync_log: the records' outcomes and one row per HTTP call (under the correlation id and summary
-    of the step whose records it carried, `call_steps`); sync_state: what went through."""
+    of the step whose records it carried, `call_steps`); sync_state: what went through; `links`: the
+    Contact or Lead each member upserted has (save_links)."""
     for n, c in enumerate(calls):
         correlation, step = call_steps.get(n, (str(uuid.uuid4()), None))
         took = f"{c.elapsed_ms:.0f} ms"
@@ -422,6 +423,31 @@ def _save_push_log(run_id: str, warehouse, calls: list, log_rows: list, state_ro
     with warehouse.connect() as conn:
         write_sync_log(conn, log_rows)
         save_sync_state(conn, state_rows)
+        save_links(conn, links)
+
+
+def save_links(conn, links: list[tuple[str, str, str]]) -> None:
+    """(member, object, Id) of the Contacts and Leads upserted: target_links, and member_status's
+    salesforce_id where it had none (CONTRACT.md §3), so the record a run made is named at once, not
+    when a pull of its modification day brings it back as an identity key. A Lead's link gives way
+    to its member's Contact, never the reverse."""
+    if not links:
+        return
+    frame = pa.table({"member_id": [m for m, _, _ in links], "object": [o for _, o, _ in links],
+                      "external_id": [i for _, _, i in links]})
+    with registered(conn, "_links", frame):
+        conn.execute(
+            """INSERT INTO target_links
+               SELECT 'salesforce', member_id, arg_max(external_id, object = 'Contact'), 'upsert ' || max(object), now()
+               FROM _links GROUP BY member_id
+               ON CONFLICT (target, member_id) DO UPDATE SET external_id = excluded.external_id,
+                   matched_by = excluded.matched_by, linked_at = excluded.linked_at
+               WHERE excluded.matched_by = 'upsert Contact' OR target_links.matched_by <> 'upsert Contact'""")
+        conn.execute(
+            f"""UPDATE member_status s SET salesforce_id = l.external_id FROM target_links l
+               WHERE l.target = 'salesforce' AND l.member_id = s.member_id AND l.member_id IN (SELECT member_id FROM _links)
+                 AND (s.salesforce_id IS NULL
+                      OR (starts_with(s.salesforce_id, '{LEAD_PREFIX}') AND NOT starts_with(l.external_id, '{LEAD_PREFIX}')))""")
 
 
 def _step(record: Callable, obj: str, operation: str, keys: list[tuple[str, str | None]], send: Callable[[], list],
@@ -543,7 +569,7 @@ def push_salesforce(context, resource, warehouse) -> dict:
         # midnight east of UTC rejected a valid request modified after the day's end, booked next day)
         booked_until = day_end_utc(last, PROGRAM) if last else None
         plan["requests"] = request_results(conn, booked_until) if booked_until else []
-    log_rows, state_rows = [], []
+    log_rows, state_rows, links = [], [], []
     pushed_values = {(obj, i["member_id"]): json.dumps(i["record"], sort_keys=True, default=str)
                      for obj, key in (("Lead", "leads"), (member_object(), "contacts")) for i in plan[key]}
     call_steps: dict[int, tuple[str, str]] = {}  # a call's index in `calls` -> its step's correlation id, summary
@@ -583,13 +609,15 @@ def push_salesforce(context, resource, warehouse) -> dict:
             if result.success or reason:
                 state_rows.append(("salesforce", obj, key, hash_ or "", dt.datetime.now(dt.UTC),
                                    pushed_values.get((obj, key))))
+            if result.success and operation == "upsert" and obj in ("Contact", "Lead") and result.id:
+                links.append((key, obj, result.id))
 
     try:
         with resource.client(on_call=calls.append) as client:
             stopped = _send_plan(client, plan, record)
     finally:
         # every call and record outcome so far, also when a whole call failed and the push stops there
-        _save_push_log(context.run_id, warehouse, calls, log_rows, state_rows, call_steps)
+        _save_push_log(context.run_id, warehouse, calls, log_rows, state_rows, call_steps, links)
     failed = sum(1 for r in log_rows if r[6] == "failed")
     return {
         "ownership_conflicts": conflicts,

@@ -63,6 +63,11 @@ platform_ids AS (
     FROM scoped_keys s LEFT JOIN crm_refs c USING (key)
     GROUP BY 1
 ),
+sf_links AS (
+    -- the Contact or Lead our push made for the member (its upsert's answer), until a pull brings it
+    SELECT member_id, external_id FROM target_links
+    WHERE target = 'salesforce' AND ($full OR member_id IN (SELECT member_id FROM members))
+),
 tier_rows AS (
     -- an absorbed member's last row holds until it was merged (as in tier_eval.sql)
     SELECT coalesce(r.survivor_id, t.member_id) AS member_id, t.day, t.earned_rank, t.tier_rank, t.metric,
@@ -102,10 +107,16 @@ SELECT m.member_id, e.email,
             WHEN $period = 'calendar_year'
                  THEN make_date(year(CAST($as_of AS DATE)) + CASE WHEN h.earned_this_year > 0 THEN 1 ELSE 0 END, 12, 31)
             ELSE CAST(coalesce(h.last_earned, CAST($as_of AS DATE)) + 365 AS DATE) END AS tier_expires_on,
-       p.smile_id, p.loyaltylion_id, p.salesforce_id
+       p.smile_id, p.loyaltylion_id,
+       -- a pulled Contact, else the Contact a push made, else a pulled Lead, else the Lead a push made
+       CASE WHEN p.salesforce_id IS NULL THEN l.external_id
+            WHEN starts_with(p.salesforce_id, $lead_prefix) AND NOT starts_with(l.external_id, $lead_prefix)
+                THEN l.external_id
+            ELSE p.salesforce_id END AS salesforce_id
 FROM members m
 LEFT JOIN emails e USING (member_id)
 LEFT JOIN balances b USING (member_id)
 LEFT JOIN tiers t USING (member_id)
 LEFT JOIN tier_held h USING (member_id)
-LEFT JOIN platform_ids p USING (member_id);
+LEFT JOIN platform_ids p USING (member_id)
+LEFT JOIN sf_links l USING (member_id);
