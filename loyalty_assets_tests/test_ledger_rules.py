@@ -1344,6 +1344,29 @@ def test_an_order_moved_to_another_shopper_is_clawed_back_from_the_member_that_e
     assert rows == [("ann@example.com", "earn", 100), ("ann@example.com", "clawback", -100)]
 
 
+def test_an_order_that_moved_with_a_contested_email_leaves_the_tier_it_was_counted_for(conn):
+    """RULES.md §7 with §8: family@ moves to customer 1's member (the oldest) on 03-10; the guest's
+    700 order of family@ follows it with its next version (03-15). Customer 2's member, which it made
+    Silver, drops back to Bronze that day: before, it kept the 700 too (Silver, metric 740), so the
+    order counted for two members."""
+    p = program(tiers={"retention": "none"})
+    for o in (order(1, "2024-03-01 10:00:00", email="one@example.com", customer_id=1, subtotal="10.00"),
+              order(2, "2024-03-05 10:00:00", email="family@example.com", customer_id=2, subtotal="40.00"),
+              order(4, "2024-03-06 10:00:00", email="family@example.com", subtotal="700.00"),
+              order(3, "2024-03-10 10:00:00", email="family@example.com", customer_id=1, subtotal="10.00"),
+              order(4, "2024-03-15 10:00:00", email="family@example.com", subtotal="700.00", state="complete",
+                    created_at="2024-03-06 10:00:00")):
+        land(conn, p, orders=[o])
+        process(conn, p, D.fromisoformat(o["updated_at"][:10]))
+    m = dict(conn.execute("SELECT key, member_id FROM member_keys").fetchall())
+    one, two = m["magento:default:1"], m["magento:default:2"]
+    tiers = dict(conn.execute("SELECT member_id, (vip_tier, tier_metric) FROM member_status").fetchall())
+    assert tiers == {one: ("Silver", Decimal("720")), two: ("Bronze", Decimal("40"))}
+    assert conn.execute("SELECT changed_on, from_tier, to_tier, reason FROM vip_tier_changes WHERE member_id = ? "
+                        "ORDER BY changed_on", [two]).fetchall() == [
+        (D(2024, 3, 6), "Bronze", "Silver", "upgrade"), (D(2024, 3, 15), "Silver", "Bronze", "downgrade")]
+
+
 def test_an_order_moved_to_another_shopper_moves_its_tier_contribution_that_day(conn):
     """An order whose e-mail is corrected to another shopper's leaves the first member's tier and
     joins the other's on the day it moves. The members it belonged to come from its order_facts row

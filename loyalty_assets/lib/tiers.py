@@ -119,7 +119,8 @@ def _evaluate(conn: duckdb.DuckDBPyConnection, program: Program, rules: dict, fi
     facts_at = conn.execute("SELECT refreshed_at FROM refresh_state WHERE name = 'order_facts'").fetchall()
     run_script(conn, "tier_pairs", {
         "tz": program.timezone, "first": first, "last": last, "rolling": rolling,
-        "retention": program.tiers.retention, "facts_at": facts_at[0][0] if facts_at else None})
+        "retention": program.tiers.retention, "facts_at": facts_at[0][0] if facts_at else None,
+        "scoped": since is not None})
     new_years = [dt.date(y, 1, 1) for y in range(first.year, last.year + 1) if first <= dt.date(y, 1, 1) <= last]
     if program.tiers.period == "calendar_year" and new_years:  # a new calendar year: everybody
         conn.execute(

@@ -8,7 +8,7 @@ CREATE OR REPLACE TEMP TABLE tier_res AS SELECT member_id, survivor_id FROM memb
 
 CREATE OR REPLACE TEMP TABLE tier_pairs AS
 WITH changed AS (   -- one read of order_facts: the order's member and those its earlier versions had
-    SELECT c.order_key, c.booked_day, f.member_id, f.prior_keys
+    SELECT c.order_key, c.booked_day, f.member_id, f.prior_keys, f.customer_key, f.email
     FROM tier_changed c JOIN order_facts f USING (order_key)
 ),
 order_keys AS (
@@ -22,11 +22,21 @@ order_keys AS (
         WHERE order_key IN (SELECT order_key FROM changed WHERE prior_keys IS NULL))
     WHERE key IS NOT NULL
 ),
+moved AS (   -- changed orders with a key identity has moved to another member at some time (rare)
+    SELECT DISTINCT order_key FROM (
+        SELECT order_key, key FROM order_keys UNION ALL SELECT order_key, unnest([customer_key, email]) FROM changed)
+    WHERE key IN (SELECT key FROM member_key_moves)
+),
 raw AS (
     SELECT k.member_id, c.booked_day AS day
     FROM tier_changed c JOIN order_keys o USING (order_key) JOIN member_keys k ON k.key = o.key
     UNION ALL
     SELECT member_id, booked_day FROM changed
+    UNION ALL   -- the members its entries were booked for: an order that followed a moved key to another
+                -- member leaves the tier of the one it counted for (its keys all name the new one now). A
+                -- first evaluation has every member's orders in tier_changed already
+    SELECT j.booked_member_id, c.booked_day FROM tier_changed c JOIN ledger_journal j USING (order_key)
+    WHERE $scoped AND c.order_key IN (SELECT order_key FROM moved)
     UNION ALL   -- orders created 365 days before leave the rolling window
     SELECT member_id, CAST(timezone($tz, created_at) AS DATE) + 365 FROM order_facts
     WHERE $rolling AND CAST(timezone($tz, created_at) AS DATE) + 365 BETWEEN CAST($first AS DATE) AND CAST($last AS DATE)
