@@ -1344,6 +1344,24 @@ def test_an_order_moved_to_another_shopper_is_clawed_back_from_the_member_that_e
     assert rows == [("ann@example.com", "earn", 100), ("ann@example.com", "clawback", -100)]
 
 
+@pytest.mark.parametrize("retention", ["next_period", "none"])
+def test_a_level_removed_from_the_program_leaves_its_members_at_the_highest_level_left(conn, retention):
+    """RULES.md §1: the program may change between runs. A member Gold under the old levels, whose
+    program now stops at Silver, is Silver from then on, with or without retention: before, with
+    next_period retention member_status failed on a NULL tier name and the run with it."""
+    levels = [{"name": "Bronze", "threshold": "0"}, {"name": "Silver", "threshold": "500"}]
+    land(conn, program(), orders=[order(1, "2024-03-01 10:00:00", subtotal="1600.00")])
+    process(conn, program(tiers={"retention": retention}), D(2024, 3, 1))
+    assert status_of(conn, "ann@example.com")["vip_tier"] == "Gold"
+    fewer = program(tiers={"retention": retention, "levels": levels})
+    land(conn, fewer, orders=[order(2, "2024-03-05 10:00:00", subtotal="100.00")])
+    process(conn, fewer, D(2024, 3, 5))
+    assert status_of(conn, "ann@example.com")["vip_tier"] == "Silver"
+    assert conn.execute("SELECT count(*) FROM tier_days WHERE day >= DATE '2024-03-05' AND tier_rank > 1").fetchall() == [(0,)]
+    assert conn.execute("SELECT changed_on, from_tier, to_tier FROM vip_tier_changes").fetchall() == [
+        (D(2024, 3, 1), "Bronze", "Gold")]
+
+
 def test_an_order_that_moved_with_a_contested_email_leaves_the_tier_it_was_counted_for(conn):
     """RULES.md §7 with §8: family@ moves to customer 1's member (the oldest) on 03-10; the guest's
     700 order of family@ follows it with its next version (03-15). Customer 2's member, which it made

@@ -100,7 +100,7 @@ def refresh_member_status(conn: duckdb.DuckDBPyConnection, program: Program) -> 
             conn.execute(SCOPE_SQL, {"since": since, "prev": prev, "as_of": as_of})
         run_script(conn, "member_status", {
             "as_of": as_of, "full": full, "retention": program.tiers.retention, "period": program.tiers.period,
-            "since": since, "lead_prefix": LEAD_PREFIX,
+            "since": since, "lead_prefix": LEAD_PREFIX, "max_rank": len(program.tiers.levels) - 1,
         })
         if conn.execute("SELECT EXISTS (FROM member_status_new WHERE email IS NULL)").fetchall()[0][0]:
             conn.execute(EMAIL_FALLBACK_SQL)

@@ -70,7 +70,9 @@ sf_links AS (
 ),
 tier_rows AS (
     -- an absorbed member's last row holds until it was merged (as in tier_eval.sql)
-    SELECT coalesce(r.survivor_id, t.member_id) AS member_id, t.day, t.earned_rank, t.tier_rank, t.metric,
+    -- a rank above the levels configured now (a level removed from the program) is the highest left
+    SELECT coalesce(r.survivor_id, t.member_id) AS member_id, t.day, least(t.earned_rank, $max_rank) AS earned_rank,
+           least(t.tier_rank, $max_rank) AS tier_rank, t.metric,
            r.survivor_id IS NULL AS own,
            coalesce(lead(t.day) OVER (PARTITION BY t.member_id ORDER BY t.day), mm.merged_on) AS next_day
     FROM tier_days t LEFT JOIN member_resolution r ON r.member_id = t.member_id

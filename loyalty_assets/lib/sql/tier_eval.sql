@@ -8,8 +8,10 @@ CREATE OR REPLACE TEMP TABLE tier_new AS
 WITH old AS (
     -- merged_on: an absorbed member's rows end when it was merged (its survivor's rows, over the orders
     -- of both, go on from there); without it its last row held for ever
-    SELECT coalesce(r.survivor_id, t.member_id) AS member_id, t.member_id AS row_member, t.day, t.earned_rank, t.tier_rank,
-           mm.merged_on
+    -- a rank above the levels configured now (a level removed from the program) is the highest left
+    SELECT coalesce(r.survivor_id, t.member_id) AS member_id, t.member_id AS row_member, t.day,
+           least(t.earned_rank, len(CAST($thresholds AS DECIMAL(18, 3)[])) - 1) AS earned_rank,
+           least(t.tier_rank, len(CAST($thresholds AS DECIMAL(18, 3)[])) - 1) AS tier_rank, mm.merged_on
     FROM tier_days t LEFT JOIN tier_res r ON r.member_id = t.member_id
     LEFT JOIN (SELECT absorbed_id, min(merged_on) AS merged_on FROM member_merges GROUP BY 1) mm ON mm.absorbed_id = t.member_id
     WHERE coalesce(r.survivor_id, t.member_id) IN (SELECT member_id FROM tier_pairs)
