@@ -4,6 +4,7 @@ balance, tier and every entry with its reason, and the entries add up to the bal
 amounts and keys usable, records the erasure and queues deletions in the targets."""
 
 import datetime as dt
+import re
 import subprocess
 import sys
 
@@ -139,6 +140,30 @@ def test_forget_leaves_other_addresses_alone_and_scrubs_her_quarantined_versions
     erased_at = conn.execute("SELECT erased_at FROM erasures").fetchall()
     forget(conn, first.pseudonym, "default")
     assert conn.execute("SELECT count(*), max(erased_at) > ? FROM erasures", [erased_at[0][0]]).fetchall() == [(1, True)]
+    conn.close()
+
+
+def test_forget_renames_her_addresses_in_the_evidence_of_her_merges(tmp_path):
+    """CONTRACT.md §1 forget, identity keys included: a merge's evidence names the keys that linked the
+    two members (her two addresses here); they are renamed as in member_keys, and explain, which
+    shows the merge, shows no address of hers. Before, both stayed in member_merges.evidence."""
+    p = parse_program("{}")
+    conn = warehouse.connect(str(tmp_path / "w.duckdb"))
+    land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com"),
+                          order(2, "2024-03-02 10:00:00", email="ann.b@example.com", customer_id=7, subtotal="40.00")])
+    process(conn, p, D(2024, 3, 3))
+    land(conn, p, customers=[{"id": 7, "email": "ann@example.com", "created_at": "2024-02-01 00:00:00",
+                              "updated_at": "2024-03-04 09:00:00"}])
+    process(conn, p, D(2024, 3, 5))
+    assert "ann@example.com" in conn.execute("SELECT evidence FROM member_merges").fetchone()[0]
+    erased = forget(conn, "ann@example.com", "default")
+    evidence = conn.execute("SELECT evidence FROM member_merges").fetchone()[0]
+    keys = {k for (k,) in conn.execute("SELECT key FROM member_keys").fetchall()}
+    assert "@example.com" not in evidence and set(evidence.split(", ")) <= keys and erased.pseudonym in evidence
+    assert "example.com" not in explain(conn, erased.pseudonym)
+    conn.close()
+    conn = warehouse.connect(str(tmp_path / "w.duckdb"))  # what is stored (a run's temp tables are gone)
+    assert not {"ann@example.com", "ann.b@example.com"} & set(re.findall(r"[\w.+-]+@[\w.-]+", every_text(conn)))
     conn.close()
 
 

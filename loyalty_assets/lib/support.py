@@ -247,7 +247,9 @@ def forget(conn: duckdb.DuckDBPyConnection, email: str, program_id: str) -> Eras
         phones = [r[0] for r in conn.execute(
             "SELECT key FROM member_keys WHERE member_id IN (SELECT unnest(?)) AND key_type = 'phone'", [ids]).fetchall()]
         counts["member_key_moves"] = 0
+        renamed: dict[str, str] = {}  # her phone and e-mail keys -> their pseudonyms, as member_keys has them
         for n, key in enumerate(phones):
+            renamed[key] = f"tel:{alias}#{n}"
             conn.execute("UPDATE member_keys SET key = ? WHERE key = ?", [f"tel:{alias}#{n}", key])
             conn.execute("UPDATE identity_conflicts SET key = ? WHERE key = ?", [f"tel:{alias}#{n}", key])
             counts["member_key_moves"] += conn.execute(
@@ -255,9 +257,16 @@ def forget(conn: duckdb.DuckDBPyConnection, email: str, program_id: str) -> Eras
         counts["member_keys"] = 0
         for e in sorted(emails):
             target_key = alias if counts["member_keys"] == 0 else f"{alias}#{counts['member_keys']}"
+            renamed[e] = target_key
             counts["member_key_moves"] += conn.execute(
                 "UPDATE member_key_moves SET key = ? WHERE key = ?", [target_key, e]).fetchone()[0]
             counts["member_keys"] += conn.execute("UPDATE member_keys SET key = ? WHERE key = ?", [target_key, e]).fetchone()[0]
+        # the keys a merge named as its evidence (', '-separated), hers as member_keys now has them
+        counts["member_merges"] = conn.execute(
+            """UPDATE member_merges SET evidence = array_to_string(list_transform(string_split(evidence, ', '),
+                   lambda k: coalesce(map_extract_value(MAP(CAST($old AS VARCHAR[]), CAST($new AS VARCHAR[])), k), k)), ', ')
+               WHERE list_has_any(string_split(evidence, ', '), CAST($old AS VARCHAR[]))""",
+            {"old": list(renamed), "new": list(renamed.values())}).fetchone()[0] if renamed else 0
         for column in ("referrer_email", "friend_email"):
             counts[f"referrals_{column}"] = conn.execute(
                 f"UPDATE referrals SET {column} = ? WHERE lower(trim({column})) IN (SELECT unnest(?))", [alias, sorted(emails)]
