@@ -330,10 +330,13 @@ def test_adjustment_requests_and_redemptions_reach_the_ledger_and_back(tmp_path,
 
         entries = query(warehouse_path, "SELECT kind, points, source, source_ref, order_key FROM ledger_entries "
                                         "ORDER BY booked_on, kind")
-        # the redemption is linked to the order its discount code was used on
+        # the redemption names the order its discount code was used on in its description; order_key
+        # holds the order's own entries, which add up to what it is worth (RULES.md §6)
         assert entries == [("earn", 100, "magento", "000000001", "magento:default:1"),
                            ("manual", 250, "salesforce", "a0A000000000001AAA", None),
-                           ("redeem", -30, "smile", "9001", "magento:default:1")]
+                           ("redeem", -30, "smile", "9001", None)]
+        assert query(warehouse_path, "SELECT description FROM ledger_entries WHERE kind = 'redeem'")[0][0].endswith(
+            "(code SAVE3-ABC used on magento:default:1)")
         # Smile gets the member's new spendable points, except the redemption it made itself
         assert [t["points_change"] for t in box.smile.transactions(77) if t.get("internal_note")] == [350]
         applied, rejected = (box.salesforce.get_record("Loyalty_Adjustment_Request__c", i)

@@ -11,7 +11,9 @@ booked AS (   -- up to the day: an open day booked again after a later one compa
     SELECT event_key, sum(points)::BIGINT AS booked_points FROM ledger_journal
     WHERE event_key IS NOT NULL AND booked_on <= CAST($day AS DATE) GROUP BY event_key
 ),
-used_on AS (            -- the order whose discount code is the redemption's reward code
+used_on AS (            -- the order whose discount code is the redemption's reward code: named in the
+                        -- description, not in order_key, which holds an order's own entries (they add up
+                        -- to its value, RULES.md §6; a referral names its order in source_ref likewise)
     SELECT l.event_key, min(c.order_key) AS order_key
     FROM latest l JOIN (
         SELECT DISTINCT order_key, unnest(string_split(discount_codes, ',')) AS code
@@ -35,7 +37,7 @@ SELECT substr(sha256(concat_ws('|', $program_id, l.event_key, CAST($day AS VARCH
        l.points - coalesce(b.booked_points, 0) AS points,
        CAST($day AS DATE) AS booked_on,
        CAST($day AS DATE) AS available_on,
-       u.order_key,
+       NULL AS order_key,
        l.source,
        l.source_ref,
        substr(sha256(l.event_key || '@' || strftime(l.updated_at, '%Y-%m-%dT%H:%M:%S')), 1, 16) AS source_version,
