@@ -609,6 +609,39 @@ def test_two_loyalty_accounts_of_one_address_are_one_shopper_and_a_family_addres
     assert [r[0] for r in conn.execute("SELECT key FROM identity_conflicts").fetchall()] == ["family@example.com"]
 
 
+def test_a_redemption_voided_the_day_it_was_made_books_both_entries_however_the_runs_fall(tmp_path):
+    """RULES.md §6: a redemption books a negative redeem entry, and its cancel a positive one keyed by the
+    same redemption, each on the day it is observed. Claimed at 10:00 and voided at 15:00 on 3 March,
+    the ledger is the same whether one run after the day saw both versions or a run at noon saw the
+    claim and a later one the void. Before, the single run booked nothing at all."""
+    customer = {"id": 900, "merchant_id": "77", "email": "ann@example.com"}
+
+    def claim(tid: int, at: str, state: str) -> dict:
+        cost = 20
+        return {"id": tid, "customer": customer, "points_approved": -cost if state == "approved" else cost,
+                "points_pending": 0, "created_at": at, "resource": "claimed_reward",
+                "claimed_reward": {"id": 302, "point_cost": cost, "state": state, "reward": {"title": "$2 off"}}}
+
+    claimed, voided = claim(5002, "2024-03-03T10:00:00Z", "approved"), claim(5003, "2024-03-03T15:00:00Z", "void")
+    ledgers = []
+    for runs in ([[claimed, voided]], [[claimed], [voided]]):
+        conn = warehouse.connect(str(tmp_path / f"{len(runs)}.duckdb"))
+        p = program()
+        _land_smile(conn, p, "loyaltylion.customers", [{**customer, "created_at": "2024-02-01T00:00:00Z"}])
+        land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com")])
+        for n, batch in enumerate(runs):
+            _land_smile(conn, p, "loyaltylion.transactions", batch)
+            now = dt.datetime(2024, 3, 3, 12, tzinfo=dt.UTC) if n < len(runs) - 1 else FAR_FUTURE
+            process(conn, p, D(2024, 3, 3), now)
+        process(conn, p, D(2024, 3, 4))
+        ledgers.append(conn.execute("SELECT entry_id, kind, points, booked_on FROM ledger_entries WHERE kind = 'redeem' "
+                                    "ORDER BY points").fetchall())
+        assert status_of(conn, "ann@example.com")["points_spendable"] == 100
+        conn.close()
+    assert [(k, pts, day) for _, k, pts, day in ledgers[0]] == [("redeem", -20, D(2024, 3, 3)), ("redeem", 20, D(2024, 3, 3))]
+    assert ledgers[0] == ledgers[1]
+
+
 def _ann_redeems_60_on_2_march(conn):
     """Ann, a Smile.io customer with a 100-point order on 1 March, redeems 60 points on 2 March (its
     points transaction and reward fulfillment landed): the program and the fulfillment."""

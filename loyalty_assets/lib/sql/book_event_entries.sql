@@ -1,15 +1,37 @@
 -- Entries for points events that are not orders (redemptions, manual adjustments), booked like
--- orders: what the event is worth at the end of the day minus what was booked for it so far.
+-- orders: what the event is worth at the end of the day minus what was booked for it so far. A
+-- redemption books each of its versions that changed its worth as an entry of its own (RULES.md §6:
+-- its cancel is a positive entry keyed by it), so a redemption canceled on the day it was made gives
+-- the same two entries whether one run saw both versions or two runs saw one each; what is left to
+-- book goes on its latest version not booked yet (a version fetched late changes nothing).
 CREATE OR REPLACE TEMP TABLE new_entries AS
-WITH latest AS (
-    SELECT * FROM (
-        SELECT e.*, row_number() OVER (PARTITION BY event_key ORDER BY updated_at DESC, payload_hash DESC) AS rn
-        FROM loyalty_events e WHERE e.updated_at < $asof
-    ) WHERE rn = 1
+WITH versions AS (
+    SELECT e.*, e.points - lag(e.points, 1, 0) OVER (PARTITION BY e.event_key ORDER BY e.updated_at, e.payload_hash) AS step,
+           row_number() OVER (PARTITION BY e.event_key ORDER BY e.updated_at DESC, e.payload_hash DESC) AS rn,
+           substr(sha256(e.event_key || '@' || strftime(e.updated_at, '%Y-%m-%dT%H:%M:%S')), 1, 16) AS source_version
+    FROM loyalty_events e WHERE e.updated_at < $asof
 ),
+latest AS (SELECT * FROM versions WHERE rn = 1),
 booked AS (   -- up to the day: an open day booked again after a later one compares with what it had
-    SELECT event_key, sum(points)::BIGINT AS booked_points FROM ledger_journal
-    WHERE event_key IS NOT NULL AND booked_on <= CAST($day AS DATE) GROUP BY event_key
+    SELECT event_key, sum(points)::BIGINT AS booked_points, list(DISTINCT source_version) AS versions
+    FROM ledger_journal WHERE event_key IS NOT NULL AND booked_on <= CAST($day AS DATE) GROUP BY event_key
+),
+unbooked AS (   -- a redemption's versions that changed its worth (and its latest) with no entry yet
+    SELECT v.* FROM versions v LEFT JOIN booked b USING (event_key)
+    WHERE v.kind = 'redeem' AND (v.step <> 0 OR v.rn = 1) AND NOT list_contains(coalesce(b.versions, []), v.source_version)
+),
+to_book AS (   -- those, else the latest version (any other event's)
+    SELECT * FROM unbooked
+    UNION ALL BY NAME
+    SELECT * FROM latest WHERE event_key NOT IN (SELECT event_key FROM unbooked)
+),
+split AS (   -- each its own step, the latest of them what is left (its worth now less the rest)
+    SELECT t.*, CASE WHEN row_number() OVER w = 1
+                     THEN (l.points - coalesce(b.booked_points, 0)) - (sum(t.step) OVER whole - t.step)
+                     ELSE t.step END AS delta
+    FROM to_book t JOIN latest l USING (event_key) LEFT JOIN booked b USING (event_key)
+    WINDOW w AS (PARTITION BY t.event_key ORDER BY t.updated_at DESC, t.payload_hash DESC),
+           whole AS (PARTITION BY t.event_key)
 ),
 used_on AS (            -- the order whose discount code is the redemption's reward code: named in the
                         -- description, not in order_key, which holds an order's own entries (they add up
@@ -34,13 +56,13 @@ SELECT substr(sha256(concat_ws('|', $program_id, l.event_key, CAST($day AS VARCH
                                strftime(l.updated_at, '%Y-%m-%dT%H:%M:%S'))), 1, 32) AS entry_id,
        m.member_id AS booked_member_id,
        l.kind,
-       l.points - coalesce(b.booked_points, 0) AS points,
+       l.delta AS points,
        CAST($day AS DATE) AS booked_on,
        CAST($day AS DATE) AS available_on,
        NULL AS order_key,
        l.source,
        l.source_ref,
-       substr(sha256(l.event_key || '@' || strftime(l.updated_at, '%Y-%m-%dT%H:%M:%S')), 1, 16) AS source_version,
+       l.source_version,
        NULL::BIGINT AS basis_minor,
        NULL::DECIMAL(18, 6) AS rate,
        NULL::DECIMAL(18, 6) AS multiplier,
@@ -53,9 +75,8 @@ SELECT substr(sha256(concat_ws('|', $program_id, l.event_key, CAST($day AS VARCH
                    ELSE '' END AS description,
        now() AS journaled_at,
        l.event_key
-FROM latest l JOIN members m USING (event_key)
+FROM split l JOIN members m USING (event_key)
 LEFT JOIN used_on u USING (event_key)
-LEFT JOIN booked b USING (event_key)
-WHERE m.member_id IS NOT NULL AND l.points <> coalesce(b.booked_points, 0)
+WHERE m.member_id IS NOT NULL AND l.delta <> 0
   -- a request Salesforce shows Rejected stays so (temp table requests_rejected, ledger.py)
   AND NOT (l.kind = 'manual' AND l.source = 'salesforce' AND l.source_ref IN (SELECT source_ref FROM requests_rejected));
