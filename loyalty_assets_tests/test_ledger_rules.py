@@ -642,15 +642,20 @@ def test_a_redemption_voided_the_day_it_was_made_books_both_entries_however_the_
     assert ledgers[0] == ledgers[1]
 
 
-def _ann_redeems_60_on_2_march(conn):
+def _ann_redeems_60_on_2_march(conn, linked: bool = True):
     """Ann, a Smile.io customer with a 100-point order on 1 March, redeems 60 points on 2 March (its
-    points transaction and reward fulfillment landed): the program and the fulfillment."""
+    points transaction and reward fulfillment landed): the program and the fulfillment. `linked`: the
+    fulfillment names its points transaction (as our generator writes it), else it has only the
+    fields Smile documents, and was created two seconds after the spend."""
     p = program()
     _land_smile(conn, p, "smile.customers", [
         {"id": 1, "email": "ann@example.com", "state": "member", "created_at": "2024-02-01T00:00:00Z"}])
     land(conn, p, orders=[order(1, "2024-03-01 10:00:00", email="ann@example.com")])
     fulfillment = {"id": 70, "customer_id": 1, "points_transaction_id": 50, "code": "6OFF-1", "fulfillment_status": "issued",
                    "created_at": "2024-03-02T10:00:00Z", "updated_at": "2024-03-02T10:00:00Z"}
+    if not linked:
+        del fulfillment["points_transaction_id"]
+        fulfillment.update(created_at="2024-03-02T10:00:02Z", updated_at="2024-03-02T10:00:02Z")
     _land_smile(conn, p, "smile.points_transactions", [
         {"id": 50, "customer_id": 1, "points_change": -60, "description": "Redeemed $6 off",
          "created_at": "2024-03-02T10:00:00Z", "updated_at": "2024-03-02T10:00:00Z"}])
@@ -658,11 +663,14 @@ def _ann_redeems_60_on_2_march(conn):
     return p, fulfillment
 
 
-def test_a_smile_redemption_canceled_gives_the_points_back_once(conn):
+@pytest.mark.parametrize("linked", [True, False], ids=["fulfillment_names_its_spend", "documented_fields_only"])
+def test_a_smile_redemption_canceled_gives_the_points_back_once(conn, linked):
     """RULES.md §6: a redemption canceled in the platform books a positive `redeem` entry keyed by the
     same redemption. Smile has no cancel API: its reward fulfillment turns `cancelled` (and Smile's own
-    positive points transaction for it is not booked again)."""
-    p, fulfillment = _ann_redeems_60_on_2_march(conn)
+    positive points transaction for it is not booked again). Smile's documented fulfillment does not
+    name its points transaction: it is the customer's spend made with it (before, nothing was booked)."""
+    p, fulfillment = _ann_redeems_60_on_2_march(conn, linked)
+    land(conn, p, orders=[{**order(2, "2024-03-02 12:00:00", email="ann@example.com"), "coupon_code": "6off-1"}])
     process(conn, p, D(2024, 3, 3))
     _land_smile(conn, p, "smile.reward_fulfillments", [
         {**fulfillment, "fulfillment_status": "cancelled", "updated_at": "2024-03-04T10:00:00Z"}])
@@ -673,8 +681,24 @@ def test_a_smile_redemption_canceled_gives_the_points_back_once(conn):
     rows = conn.execute("SELECT kind, points, booked_on, source_ref FROM ledger_entries WHERE kind = 'redeem' "
                         "ORDER BY booked_on").fetchall()
     assert rows == [("redeem", -60, D(2024, 3, 2), "50"), ("redeem", 60, D(2024, 3, 4), "50")]
-    assert status_of(conn, "ann@example.com")["points_spendable"] == 100
+    assert status_of(conn, "ann@example.com")["points_spendable"] == 200
     assert process(conn, p, D(2024, 3, 5)).entries == 0
+    # the code its fulfillment issued names the order it was used on
+    assert conn.execute("SELECT description FROM ledger_entries WHERE kind = 'redeem' ORDER BY booked_on LIMIT 1"
+                        ).fetchone()[0].endswith("(code 6OFF-1 used on magento:default:2)")
+
+
+def test_a_cancelled_smile_fulfillment_matching_no_spend_is_quarantined(conn):
+    """A cancelled reward fulfillment that names no points transaction and matches no spend of its
+    customer when it was issued (a referral's reward, say) gives nothing back, and says why."""
+    p, fulfillment = _ann_redeems_60_on_2_march(conn, linked=False)
+    _land_smile(conn, p, "smile.reward_fulfillments", [
+        {**fulfillment, "id": 71, "code": "REF-9", "created_at": "2024-03-01T08:00:00Z",
+         "fulfillment_status": "cancelled", "updated_at": "2024-03-03T09:00:00Z"}])
+    process(conn, p, D(2024, 3, 4))
+    assert conn.execute("SELECT kind, points FROM ledger_entries WHERE kind = 'redeem'").fetchall() == [("redeem", -60)]
+    assert conn.execute("SELECT source, reason FROM quarantine").fetchall() == [
+        ("smile.reward_fulfillments", "unknown_redemption")]
 
 
 def test_a_redemption_booked_again_on_its_open_day_after_its_cancel_was_booked_adds_nothing(conn):

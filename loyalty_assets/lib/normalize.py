@@ -113,6 +113,10 @@ def _pending_sql(conn: duckdb.DuckDBPyConnection, columns: str, source: str,
                                 AND p.version_key = {VERSION_KEY_SQL})""", params
 
 
+# How far apart a Smile reward fulfillment and the points transaction of its purchase may be created
+# to be taken as one redemption, when the fulfillment does not name it (_SmileRedemptions)
+REDEMPTION_WINDOW_SECONDS = 120
+
 # Versions read, and mapped rows written, at a time: a first run over a million orders of a platform
 # mapped in Python held every payload and every mapped row at once (6 GB at 1M orders on four platforms).
 PENDING_CHUNK = 20_000
@@ -380,32 +384,53 @@ class _OutboxIds:
         return batch_id in self.ids
 
 
-class _SmileCodes(Mapping):
-    """A Smile redemption's discount code, which is on its reward fulfillment, by points transaction
-    id: read when the first redemption is mapped, so a run without one does not parse every
-    fulfillment the shop ever had."""
+class _SmileRedemptions:
+    """Smile reward fulfillments and the redemption (points transaction) each came from, read when the
+    first redemption or fulfillment is mapped. Smile's documented fulfillment object does not name its
+    points transaction: a fulfillment without `points_transaction_id` is the spend of its customer
+    made within REDEMPTION_WINDOW_SECONDS of it (the purchase creates both at once), the nearest one.
+    `codes`: the discount code of each redemption; `of`: the redemption of each fulfillment."""
 
     def __init__(self, conn: duckdb.DuckDBPyConnection):
         self.conn = conn
-        self.codes: dict[str, str] | None = None
+        self._of: dict[str, str] | None = None
+        self._codes: dict[str, str] | None = None
 
-    def _load(self) -> dict[str, str]:
-        if self.codes is None:
-            self.codes = {str(t): c for t, c in self.conn.execute(
-                """SELECT json_extract_string(p, '$.points_transaction_id'), json_extract_string(p, '$.code') FROM (
-                       SELECT arg_max(payload, modified_at) AS p FROM raw_records
-                       WHERE source = 'smile.reward_fulfillments' GROUP BY record_id)
-                   WHERE json_extract_string(p, '$.code') IS NOT NULL""").fetchall()}
-        return self.codes
+    def _load(self) -> None:
+        if self._of is not None:
+            return
+        rows = self.conn.execute(
+            f"""WITH f AS (
+                    SELECT record_id AS fid, tenant, arg_max(payload, modified_at) AS p FROM raw_records
+                    WHERE source = 'smile.reward_fulfillments' GROUP BY record_id, tenant),
+                t AS (
+                    SELECT record_id AS tid, tenant, arg_max(payload, modified_at) AS p FROM raw_records
+                    WHERE source = 'smile.points_transactions' GROUP BY record_id, tenant),
+                ff AS (
+                    SELECT fid, tenant, json_extract_string(p, '$.customer_id') AS customer,
+                           TRY_CAST(json_extract_string(p, '$.created_at') AS TIMESTAMPTZ) AS at,
+                           json_extract_string(p, '$.points_transaction_id') AS linked,
+                           json_extract_string(p, '$.code') AS code FROM f),
+                tt AS (
+                    SELECT tid, tenant, json_extract_string(p, '$.customer_id') AS customer,
+                           TRY_CAST(json_extract_string(p, '$.created_at') AS TIMESTAMPTZ) AS at FROM t
+                    WHERE TRY_CAST(json_extract_string(p, '$.points_change') AS BIGINT) < 0)
+                SELECT ff.fid, coalesce(ff.linked, arg_min(tt.tid, (abs(epoch(tt.at) - epoch(ff.at)), tt.tid))), ff.code
+                FROM ff LEFT JOIN tt ON ff.linked IS NULL AND tt.tenant = ff.tenant AND tt.customer = ff.customer
+                    AND abs(epoch(tt.at) - epoch(ff.at)) <= {REDEMPTION_WINDOW_SECONDS}
+                GROUP BY ff.fid, ff.linked, ff.code""").fetchall()
+        self._of = {str(f): str(t) for f, t, _ in rows if t is not None}
+        self._codes = {str(t): c for _, t, c in rows if t is not None and c is not None}
 
-    def __getitem__(self, tid: str) -> str:
-        return self._load()[tid]
+    @property
+    def codes(self) -> Mapping[str, str]:
+        self._load()
+        return self._codes
 
-    def __iter__(self):
-        return iter(self._load())
-
-    def __len__(self) -> int:
-        return len(self._load())
+    @property
+    def of(self) -> Mapping[str, str]:
+        self._load()
+        return self._of
 
 
 def _retry_scope(conn: duckdb.DuckDBPyConnection) -> None:
@@ -655,10 +680,10 @@ def normalize(conn: duckdb.DuckDBPyConnection, program: Program, fx: FxTable, to
 
     # Points events that are not orders; our own pushes, read back from the platforms, are skipped.
     ours = _OutboxIds(conn)
-    codes = _SmileCodes(conn)
+    smile = _SmileRedemptions(conn)
     event_mappers = {
-        "smile.points_transactions": lambda p, t: events.smile_redemption(p, t, ours, codes),
-        "smile.reward_fulfillments": events.smile_canceled_redemption,
+        "smile.points_transactions": lambda p, t: events.smile_redemption(p, t, ours, smile),
+        "smile.reward_fulfillments": lambda p, t: events.smile_canceled_redemption(p, t, smile),
         "loyaltylion.transactions": lambda p, t: events.loyaltylion_redemption(p, t, ours),
         "salesforce.adjustment_requests": lambda p, t: events.adjustment_request(p, t, program),
     }

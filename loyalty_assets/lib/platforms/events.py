@@ -3,7 +3,7 @@ redemptions in Smile.io / LoyaltyLion and adjustment requests in Salesforce."""
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Container
 from dataclasses import dataclass
 
 from loyalty_assets.lib.platforms.common import iso_time, native_id
@@ -29,8 +29,9 @@ class LoyaltyEvent:
         return dict(self.__dict__)  # flat fields: no deep copy (asdict was a third of normalize)
 
 
-def smile_redemption(txn: dict, tenant: str, ours: Container[str], codes: Mapping[str, str] | None = None) -> LoyaltyEvent | None:
-    """A Smile points transaction that spent points (not one of our own pushes)."""
+def smile_redemption(txn: dict, tenant: str, ours: Container[str], links=None) -> LoyaltyEvent | None:
+    """A Smile points transaction that spent points (not one of our own pushes). `links`
+    (normalize._SmileRedemptions): its reward fulfillment's discount code, by transaction id."""
     if not isinstance(txn, dict):
         raise RecordError("malformed_record", "points transaction is not a JSON object")
     tid = native_id(txn, "id")
@@ -45,11 +46,11 @@ def smile_redemption(txn: dict, tenant: str, ours: Container[str], codes: Mappin
         event_key=f"smile:{tenant}:redemption:{tid}", kind="redeem", source="smile", source_ref=tid,
         member_key=f"smile:{tenant}:{native_id(txn, 'customer_id')}", member_id_hint=None, points=change,
         status="valid", reason=None, description=str(txn.get("description") or "Redeemed in Smile.io")[:200],
-        reward_code=(codes or {}).get(tid),
+        reward_code=links.codes.get(tid) if links is not None else None,
     )
 
 
-def smile_canceled_redemption(fulfillment: dict, tenant: str) -> LoyaltyEvent | None:
+def smile_canceled_redemption(fulfillment: dict, tenant: str, links=None) -> LoyaltyEvent | None:
     """A Smile reward fulfillment `cancelled` (a redemption canceled in Smile Admin, which has no API
     for it): the redemption of its points transaction is worth 0 from then on, so a positive `redeem`
     entry keyed by that redemption gives the points back (RULES.md §6). Smile's own positive points
@@ -60,7 +61,12 @@ def smile_canceled_redemption(fulfillment: dict, tenant: str) -> LoyaltyEvent | 
         return None
     tid = fulfillment.get("points_transaction_id")
     if tid in (None, "") or isinstance(tid, bool):
-        return None  # not a redemption of points
+        # Smile's documented object does not name it: the spend its purchase made at the same moment
+        tid = links.of.get(native_id(fulfillment, "id")) if links is not None else None
+    if tid in (None, "") or isinstance(tid, bool):
+        raise RecordError("unknown_redemption",
+                          f"cancelled reward fulfillment {fulfillment.get('id')} matches no points spent by its customer "
+                          "when it was issued: nothing to give back")
     return LoyaltyEvent(
         event_key=f"smile:{tenant}:redemption:{tid}", kind="redeem", source="smile", source_ref=str(tid),
         member_key=f"smile:{tenant}:{native_id(fulfillment, 'customer_id')}", member_id_hint=None, points=0,
