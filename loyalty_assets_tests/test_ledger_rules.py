@@ -405,6 +405,28 @@ def test_a_shared_email_goes_to_the_oldest_member_not_the_first_to_use_it(conn, 
     assert [r[0] for r in conn.execute("SELECT key FROM identity_conflicts").fetchall()] == ["family@example.com"]
 
 
+@pytest.mark.parametrize("day_by_day", [False, True])
+def test_a_shared_phone_goes_to_the_oldest_member_not_the_first_to_use_it(conn, day_by_day):
+    """RULES.md §8 with identity.match_phone: a phone two customers of one store share is contested like
+    an e-mail. Customer 1 (since 03-01) uses it only on 03-03, after customer 2 (since 03-02) did: it
+    and the guest who uses it on 03-04 are customer 1's member's. Before, the first record to use the
+    phone decided."""
+    p = program(identity={"match_phone": True})
+    orders = [order(1, "2024-03-01 10:00:00", email="one@example.com", customer_id=1),
+              order(2, "2024-03-02 10:00:00", email="two@example.com", customer_id=2, subtotal="40.00"),
+              order(3, "2024-03-03 10:00:00", email="one@example.com", customer_id=1, subtotal="10.00"),
+              order(4, "2024-03-04 10:00:00", email="guest@example.com", subtotal="70.00")]
+    for o in orders[1:]:
+        o["billing_address"] = {"email": o["customer_email"], "telephone": "+1 650 253 0000"}
+    for o in orders if day_by_day else [None]:
+        land(conn, p, orders=[o] if o else orders)
+        process(conn, p, D(2024, 3, 5) if o is None else D.fromisoformat(o["updated_at"][:10]))
+    m = dict(conn.execute("SELECT key, member_id FROM member_keys").fetchall())
+    assert m["magento:default:1"] != m["magento:default:2"]
+    assert m["tel:+16502530000"] == m["guest@example.com"] == m["magento:default:1"]
+    assert [r[0] for r in conn.execute("SELECT key FROM identity_conflicts").fetchall()] == ["tel:+16502530000"]
+
+
 def test_a_late_older_record_of_a_second_customer_does_not_merge_the_two(conn, tmp_path):
     """RULES.md §8 guard, with customer 2's older order fetched after customer 1's member took the
     e-mail: two members still, customer 1's keeping its id and points, the e-mail with the oldest."""

@@ -196,9 +196,11 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
         customer_age[customer_key] = min([*ages, customer_age.get(customer_key, ages[0])])
     for email, customer_key, _ in sorted(pairs, key=lambda p: (customer_age[p[1]], p[2], p[1], p[0])):
         link(customer_key, email)
-    for email, customer_key, phone, _ in records:
-        if phone and (customer_key or email):
-            link(customer_key or email, phone)
+    # phones likewise: a contested phone stays with the oldest customer, not the first to use it
+    phone_links = [(customer_key or email, phone, seen) for email, customer_key, phone, seen in records
+                   if phone and (customer_key or email)]
+    for owner, phone, _ in sorted(phone_links, key=lambda r: (customer_age.get(r[0], first_seen[r[0]]), r[2], r[0], r[1])):
+        link(owner, phone)
     for a, b in program.identity.must_link:
         comps.add(a)
         comps.add(b)
