@@ -166,28 +166,32 @@ def test_lost_response_is_settled_without_sending_twice_and_422_blocks(sandbox, 
     assert box.smile.balance(ann["id"]) == 50  # nothing half-applied
 
 
-def test_a_target_answering_every_write_with_503_fails_the_push_by_the_third_attempt(sandbox, warehouse_path):
+def test_a_target_answering_every_write_with_503_fails_the_push_at_once(sandbox, warehouse_path):
     """CONTRACT.md §1: a configured target that fails makes the run fail. A 503 to a write leaves its
-    outcome unknown (looked up before any resend, never a failure at once: the next run settles it);
-    a batch still unknown after three attempts fails the step, and nothing is sent twice."""
+    outcome unknown (looked up before any resend; one alone is settled by the next run), and with
+    several unknown and none through the step fails at once: its retries (the step's retry policy)
+    try again, and the run fails with the batches still unknown after three attempts. Before, an
+    outage of every write passed two whole runs. Nothing is sent twice."""
     import dagster as dg
-    import pytest
 
     from loyalty_assets.defs.sync.assets import smile_points_push
 
-    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00")])
-    (ann,) = box.smile.add_customers([{"email": "ann@example.com", "created_at": "2024-01-01T00:00:00Z"}])
+    box = sandbox(orders=[order(1, "2024-03-01 10:00:00", subtotal="100.00"),
+                          order(2, "2024-03-01 11:00:00", email="bo@example.com", subtotal="50.00")])
+    ann, bo = box.smile.add_customers([{"email": "ann@example.com", "created_at": "2024-01-01T00:00:00Z"},
+                                       {"email": "bo@example.com", "created_at": "2024-01-01T00:00:00Z"}])
     resources = resources_for(box, warehouse_path)
-    box.smile.faults.set_script([{"status": 503, "method": "POST", "path": "/v1/points_transactions"}] * 3)
-    assert materialize_range("2024-03-01", "2024-03-02", resources).success  # attempt 1: unknown
-    context = dg.build_asset_context(resources=resources, partition_key="2024-03-02")
-    smile_points_push(context)  # attempt 2: looked up, not there, sent again: unknown again
-    with pytest.raises(dg.Failure, match="1 batches still of unknown outcome after 3 attempts"):
-        smile_points_push(dg.build_asset_context(resources=resources, partition_key="2024-03-02"))
-    assert query(warehouse_path, "SELECT status, attempts FROM outbox WHERE target = 'smile'") == [("sending", 3)]
-    assert box.smile.transactions(ann["id"]) == []
+    box.smile.faults.set_script([{"status": 503, "method": "POST", "path": "/v1/points_transactions"}] * 6)
+    first = materialize_range("2024-03-01", "2024-03-02", resources)
+    assert not first.success
+    (failure,) = first.get_step_failure_events()
+    assert failure.step_key == "smile_points_push"
+    assert "2 writes of unknown outcome and none went through" in str(failure.step_failure_data.error)
+    assert "2 batches still of unknown outcome after 3 attempts" in str(failure.step_failure_data.error)
+    assert query(warehouse_path, "SELECT status, attempts FROM outbox WHERE target = 'smile'") == [("sending", 3)] * 2
+    assert box.smile.transactions(ann["id"]) == box.smile.transactions(bo["id"]) == []
     smile_points_push(dg.build_asset_context(resources=resources, partition_key="2024-03-02"))  # the target is back
-    assert [t["points_change"] for t in box.smile.transactions(ann["id"])] == [100]
+    assert [t["points_change"] for t in box.smile.transactions(ann["id"]) + box.smile.transactions(bo["id"])] == [100, 50]
 
 
 def test_a_write_that_timed_out_is_left_to_settle_before_its_lookup_so_it_is_never_credited_twice(

@@ -274,10 +274,10 @@ def resolve_members(conn: duckdb.DuckDBPyConnection, program: Program, day: dt.d
 
 def _anchor_crm_people(conn: duckdb.DuckDBPyConnection, comps: _Components, first_seen: dict) -> None:
     """CRM Contacts and Leads our pushes made name their member (Loyalty_Member_Id__c): each joins that
-    member (its survivor after merges) by the member's oldest key in scope, and is no customer of the
-    family-address guard; its e-mail links as any record's (a CRM edit to a new address stays with
-    it). Pulled back after a merge, the absorbed member's Contact was a second Contact of one tenant:
-    the guard split it off into a new member (and a Lead pushed for it)."""
+    member (its survivor after merges) by the member's oldest key in scope, also when neither its id
+    nor its address is a key yet (a CRM user edited it before our first pull); its e-mail links as any
+    record's (a CRM edit to a new address stays with it). Pulled back after a merge, the absorbed
+    member's Contact stays with the survivor."""
     if not conn.execute("SELECT EXISTS (FROM id_crm_named)").fetchall()[0][0]:
         return
     refs = conn.execute(
@@ -295,7 +295,6 @@ def _anchor_crm_people(conn: duckdb.DuckDBPyConnection, comps: _Components, firs
                 anchors[crm_key] = key
     for crm_key, anchor in sorted(anchors.items()):
         root = comps.find(crm_key)
-        comps.customers[root] = {}  # not a customer the guard keeps apart
         ra, rb = comps.find(anchor), root
         if ra != rb:
             comps.union(ra, rb)

@@ -29,6 +29,8 @@ from loyalty_assets.lib.outbox import (
 from loyalty_assets.lib.outbox import summary as batch_summary  # salesforce_push has a `summary` of its own
 
 UNKNOWN_LIMIT = 3
+# writes of unknown outcome, with none through, that fail a push at once: the target is down
+DOWN_MIN_UNKNOWN = 2
 
 
 def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.MaterializeResult:
@@ -87,13 +89,18 @@ def push_points(context: dg.AssetExecutionContext, resource, target_cls) -> dg.M
                      + (f"; {in_flight} members wait for a write of unknown outcome to settle" if in_flight else ""))
     metadata = {"configured": True, "new_batches": prepared, "attempted": attempted, "in_flight": in_flight,
                 **vars(counts)}
-    if counts.failed or stuck:
+    down = counts.uncertain >= DOWN_MIN_UNKNOWN and counts.sent == 0
+    if counts.failed or stuck or down:
         # CONTRACT.md §1: a configured target that fails fails the run (and `loyalty run` exits non-zero);
         # every outcome is recorded first and the failed batches are sent again by the next run. So is a
-        # target that keeps answering writes with 5xx or timeouts: one unknown outcome is settled by the
-        # next run's lookup, but a batch still unknown after UNKNOWN_LIMIT attempts means it is failing
+        # target that answers writes with 5xx or timeouts: a single unknown outcome, or one among writes
+        # that went through, is settled by the next run's lookup; several writes unknown and none
+        # through, or a batch still unknown after UNKNOWN_LIMIT attempts, mean it is failing (an outage
+        # of every write passed two runs)
         problems = [f"{counts.failed} of {len(work)} batches failed (outbox status 'failed', reasons in sync_log)"
                     ] if counts.failed else []
+        problems += [f"{counts.uncertain} writes of unknown outcome and none went through (outbox status "
+                     "'sending', looked up before any resend)"] if down else []
         problems += [f"{stuck} batches still of unknown outcome after {UNKNOWN_LIMIT} attempts (outbox status "
                      "'sending', looked up before any resend)"] if stuck else []
         raise dg.Failure(f"{name}: {'; '.join(problems)}; the next run retries them", metadata={**metadata, "stuck": stuck})
