@@ -62,7 +62,8 @@ def prepare_instance() -> str:
     if os.environ.get("DAGSTER_PG_HOST"):
         for key, default in (("DAGSTER_PG_PORT", "5432"), ("DAGSTER_PG_USER", "postgres"),
                              ("DAGSTER_PG_PASSWORD", "postgres")):
-            os.environ.setdefault(key, default)
+            if not os.environ.get(key, "").strip():  # empty counts as unset (instance.pg_server agrees)
+                os.environ[key] = default
         if not os.environ.get("DAGSTER_PG_DB"):
             # Dagster's own database, made on the server the first time (only DAGSTER_PG_HOST given)
             from loyalty_assets.instance import ensure_pg_database
@@ -174,8 +175,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         if args.env_file:
             sandbox.write_env_file(Path(args.env_file))
         for key, value in sandbox.env().items():
-            if "PASSWORD" not in key and "TOKEN" not in key and "SECRET" not in key:
-                print(f"{key}={value}")
+            if not any(word in key for word in ("PASSWORD", "TOKEN", "SECRET", "API_KEY", "SESSION")):
+                print(f"{key}={value}")  # URLs and ids; the credentials only in --env-file
         print("ready", flush=True)
         serve_forever(sandbox)
     finally:

@@ -264,7 +264,10 @@ def test_sandbox_env_file_then_run_twice_books_the_rules_balances_once(
         values = _env_file(env_file)
         assert ENV_KEYS <= set(values), values
         assert values["MAGENTO_BASE_URL"].startswith("http://127.0.0.1:")
-        assert "MAGENTO_ADMIN_PASSWORD" not in printed  # secrets go to the file, not the terminal
+        # secrets go to the file, not the terminal: passwords, tokens, API keys, session ids
+        assert "MAGENTO_ADMIN_PASSWORD" not in printed and "SMILE_API_KEY" not in printed
+        assert "LOYALTYLION_API_KEY" not in printed and "SALESFORCE_SESSION_ID" not in printed
+        assert values["SMILE_API_KEY"] not in printed and "MAGENTO_BASE_URL=" in printed
 
         wh = cli_env["LOYALTY_WAREHOUSE"]
         first = loyalty(

@@ -295,8 +295,9 @@ def test_only_dagster_pg_host_set_makes_dagsters_own_database_once(pg_admin, tmp
 
     server, name = pg_server(), f"loyalty_test_{uuid.uuid4().hex[:12]}"
     monkeypatch.setattr(cli, "DEFAULT_PG_DB", name)
-    for key in ("DAGSTER_HOME", "DAGSTER_PG_DB"):
-        monkeypatch.delenv(key, raising=False)
+    for key in ("DAGSTER_HOME", "DAGSTER_PG_DB"):  # set, then removed: restored (unset) after the test,
+        monkeypatch.setenv(key, "")                # whatever prepare_instance writes (a delenv of an
+        monkeypatch.delenv(key)                    # absent variable records nothing to restore)
     monkeypatch.setenv("DAGSTER_PG_HOST", server["host"])  # the port, user and password as given, else defaults
     monkeypatch.chdir(tmp_path)
     try:
@@ -313,3 +314,23 @@ def test_only_dagster_pg_host_set_makes_dagsters_own_database_once(pg_admin, tmp
     finally:
         with pg_admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_empty_postgres_settings_count_as_unset(pg_url, tmp_path, monkeypatch) -> None:
+    """CONTRACT.md §4: DAGSTER_PG_PORT, _USER and _PASSWORD default to 5432, postgres and postgres; an
+    empty value is unset too, as instance.pg_server reads it (it was left in place for Dagster, whose
+    IntSource failed on it with a traceback)."""
+    from loyalty_assets.cli import prepare_instance
+
+    _, server, name = pg_url
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", "")  # restored (unset) after the test, whatever prepare_instance sets
+    monkeypatch.delenv("DAGSTER_HOME")
+    for key, value in (("HOST", server["host"]), ("PORT", ""), ("USER", " "), ("PASSWORD", ""), ("DB", name)):
+        monkeypatch.setenv(f"DAGSTER_PG_{key}", value)
+    described = prepare_instance()
+    assert (os.environ["DAGSTER_PG_PORT"], os.environ["DAGSTER_PG_USER"], os.environ["DAGSTER_PG_PASSWORD"]) == (
+        "5432", "postgres", "postgres")
+    assert described == f"PostgreSQL {server['host']}:5432/{name}"
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_runs() == []  # the storage Dagster builds from those values connects

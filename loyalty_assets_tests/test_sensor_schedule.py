@@ -211,3 +211,50 @@ def test_a_burst_bigger_than_the_lookahead_does_not_stall_the_sensor(magento) ->
     state = json.loads(cursor)["default/orders"]
     assert state["modified"].startswith("2024-03-07T08:00:00")
     assert requested(tick(resource, cursor)) == []
+
+
+def test_a_change_dated_after_the_last_partition_waits_behind_the_cursor(magento) -> None:
+    """A source whose clock is ahead of ours reports a change dated after the last partition: the tick
+    requests nothing for it and the cursor stays before it, so other days' changes still come (before,
+    every tick failed on the unknown partition and the cursor never moved)."""
+    box, resource = magento
+    cursor = tick(resource).cursor
+    last = dt.date.fromisoformat(daily_partitions.get_last_partition_key())
+    ahead = dt.datetime.combine(last + dt.timedelta(days=2), dt.time(9), tzinfo=dt.UTC)
+    box.magento.add_records("orders", [order(5, ahead.strftime("%Y-%m-%d %H:%M:%S"), email="eve@example.com")])
+    box.clock.advance((ahead - SANDBOX_NOW).total_seconds() + 3600)
+    early = tick(resource, cursor)
+    assert requested(early) == []
+    box.magento.add_records("orders", [order(6, f"{last} 08:00:00", email="fay@example.com")])
+    later = tick(resource, early.cursor)
+    assert [day for day, _ in requested(later)] == [last.isoformat()]
+
+
+def test_the_schedule_skips_its_tick_on_the_programs_first_day() -> None:
+    """Yesterday is before start_date on the first day's tick: a skip with the reason, not an error on
+    a partition that does not exist."""
+    from loyalty_assets.defs.partitions import PROGRAM
+
+    first = dt.datetime.combine(PROGRAM.start_date, dt.time(0, 15), tzinfo=PROGRAM.tz)
+    result = daily_loyalty_schedule(dg.build_schedule_context(scheduled_execution_time=first))
+    assert isinstance(result, dg.SkipReason) and "before the program's start_date" in result.skip_message
+    second = daily_loyalty_schedule(dg.build_schedule_context(scheduled_execution_time=first + dt.timedelta(days=1)))
+    assert second.partition_key == PROGRAM.start_date.isoformat()
+
+
+def test_materializing_in_the_ui_runs_in_process_like_loyalty_run() -> None:
+    """CONTRACT.md §1: materializing in the UI works as `loyalty run` does: the location's implicit
+    asset job (the UI's Materialize, backfills) uses the in-process executor of loyalty_job, not a
+    process per step (4 min for an empty day against 10 s)."""
+    implicit = _REPO.get_implicit_global_asset_job_def()
+    assert implicit.executor_def.name == "in_process" == _REPO.get_job("loyalty_job").executor_def.name
+
+
+def test_a_malformed_settle_time_leaves_the_location_loading(monkeypatch) -> None:
+    from loyalty_assets.defs.resources import _settle_seconds
+
+    monkeypatch.setenv("LOYALTY_SYNC_SETTLE_SECONDS", "2.5")
+    assert _settle_seconds() == 120
+    assert location_definitions().get_repository_def().get_job("loyalty_job") is not None
+    monkeypatch.setenv("LOYALTY_SYNC_SETTLE_SECONDS", "30")
+    assert _settle_seconds() == 30

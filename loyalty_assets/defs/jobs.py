@@ -22,7 +22,10 @@ loyalty_job = dg.define_asset_job(
     execution_timezone=PROGRAM.timezone,
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )
-def daily_loyalty_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    """Shortly after midnight in the program timezone: close yesterday's partition."""
+def daily_loyalty_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    """Shortly after midnight in the program timezone: close yesterday's partition (none before the
+    program's first day: on that day's tick there is nothing to close)."""
     yesterday = context.scheduled_execution_time.astimezone(PROGRAM.tz).date() - dt.timedelta(days=1)
+    if yesterday < PROGRAM.start_date:
+        return dg.SkipReason(f"{yesterday} is before the program's start_date {PROGRAM.start_date}")
     return dg.RunRequest(run_key=f"daily:{yesterday.isoformat()}", partition_key=yesterday.isoformat())

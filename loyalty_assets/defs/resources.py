@@ -6,6 +6,7 @@ location always loads (CONTRACT.md §4). Each commerce resource hands out one cl
 """
 
 import importlib
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -285,8 +286,10 @@ def _settle_seconds() -> int:
     """LOYALTY_SYNC_SETTLE_SECONDS: how long, in whole seconds, a points write of unknown outcome is left
     to settle before it is looked up (LoyaltyPlatformResource.settle_seconds; default 120)."""
     text = os.environ.get("LOYALTY_SYNC_SETTLE_SECONDS", "").strip() or "120"
-    if not text.isdigit():
-        raise ValueError(f"LOYALTY_SYNC_SETTLE_SECONDS must be a whole number of seconds >= 0, got {text!r}")
+    if not text.isdigit():  # the code location still loads: a warning, and the default
+        logging.getLogger(__name__).warning(
+            "LOYALTY_SYNC_SETTLE_SECONDS must be a whole number of seconds >= 0, got %r: using 120", text)
+        return 120
     return int(text)
 
 
@@ -310,4 +313,6 @@ def build_resources() -> dict:
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources=build_resources())
+    # the location's executor: materializing in the UI (its implicit asset job) and backfills run
+    # in-process like loyalty_job (a process per step took 4 min for an empty day, against 10 s)
+    return dg.Definitions(resources=build_resources(), executor=dg.in_process_executor)
