@@ -618,14 +618,18 @@ def _records_near_new(conn: duckdb.DuckDBPyConnection, since: dt.datetime, named
     )
     # a seed that is a CRM record naming a member (Loyalty_Member_Id__c) reaches that member's keys:
     # a Contact of ours a CRM user gave a new address before the first pull shares no key with it
-    conn.execute(
-        """INSERT INTO id_keys
-           SELECT k.key FROM member_keys k LEFT JOIN member_resolution res ON res.member_id = k.member_id
-           WHERE coalesce(res.survivor_id, k.member_id) IN (
-               SELECT coalesce(r.survivor_id, c.member_ref) FROM customer_versions c
-               LEFT JOIN member_resolution r ON r.member_id = c.member_ref
-               WHERE c.platform = 'salesforce' AND c.member_ref IS NOT NULL AND c.customer_key IN (SELECT key FROM id_keys))
-           EXCEPT SELECT key FROM id_keys""")
+    # (looked for only where such records exist: the scan of member_keys is a day's cost otherwise)
+    if conn.execute("SELECT EXISTS (FROM customer_versions WHERE platform = 'salesforce' AND member_ref IS NOT NULL)"
+                    ).fetchall()[0][0]:
+        conn.execute(
+            """INSERT INTO id_keys
+               SELECT k.key FROM member_keys k LEFT JOIN member_resolution res ON res.member_id = k.member_id
+               WHERE coalesce(res.survivor_id, k.member_id) IN (
+                   SELECT coalesce(r.survivor_id, c.member_ref) FROM customer_versions c
+                   LEFT JOIN member_resolution r ON r.member_id = c.member_ref
+                   WHERE c.platform = 'salesforce' AND c.member_ref IS NOT NULL
+                     AND c.customer_key IN (SELECT key FROM id_keys))
+               EXCEPT SELECT key FROM id_keys""")
     by_key = "(email IN (SELECT key FROM id_keys) OR customer_key IN (SELECT key FROM id_keys))"
     # an order version is also reached by its phone's key
     by_phone = by_key if not phones else by_key[:-1] + """ OR EXISTS (
