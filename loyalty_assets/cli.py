@@ -163,6 +163,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     from loyalty_assets.sandbox import EMULATORS, Sandbox, serve_forever
 
+    if args.data and not Path(args.data).is_dir():  # the emulators' loaders ended in a traceback
+        raise UsageError(f"--data {args.data}: no such directory (a seed directory: loyalty generate --out DIR)")
     empty = None
     if not args.data:  # every emulator, empty (CONTRACT.md §1 names all seven), for records added at runtime
         empty = Path(tempfile.mkdtemp(prefix="loyalty-sandbox-empty-"))

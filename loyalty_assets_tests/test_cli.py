@@ -338,6 +338,11 @@ def test_run_with_a_missing_env_file_or_dagster_home_is_a_clear_error(tmp_path: 
     home = tmp_path / "no_home"
     proc = loyalty(["run", "--start", "2024-03-04", "--end", "2024-03-04"], cwd, {**cli_env, "DAGSTER_HOME": str(home)})
     assert (proc.returncode, proc.stderr.strip()) == (2, f"error: DAGSTER_HOME={home} is not a directory")
+    # so is a sandbox seed directory that does not exist
+    seed = tmp_path / "no_seed"
+    proc = loyalty(["sandbox", "--data", str(seed)], cwd, cli_env)
+    assert (proc.returncode, proc.stderr.strip()) == (
+        2, f"error: --data {seed}: no such directory (a seed directory: loyalty generate --out DIR)")
 
 def test_run_rejects_a_range_outside_the_partitions(cwd: Path, cli_env) -> None:
     proc = loyalty(["run", "--start", "2023-12-30", "--end", "2024-01-02"], cwd, cli_env)
@@ -395,3 +400,6 @@ def test_sandbox_without_data_serves_every_emulator_empty_and_a_run_on_it_succee
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    # stopped by SIGTERM, it removes its throwaway CA (a temp folder per start was left behind)
+    ca = Path(settings["SALESFORCE_CA_BUNDLE"])
+    assert ca.is_absolute() and not ca.exists() and not ca.parent.exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -139,6 +140,9 @@ class Sandbox:
     def _stop_emulators(self) -> None:
         for emulator in self.emulators.values():
             emulator.stop()
+        if self._cert_dir is not None:  # the throwaway CA of a sandbox without state_dir (kept with one)
+            shutil.rmtree(self._cert_dir, ignore_errors=True)
+            self._cert_dir = None
 
     def __enter__(self) -> Self:
         return self.start()
