@@ -300,11 +300,16 @@ def _anchor_crm_people(conn: duckdb.DuckDBPyConnection, comps: _Components, firs
             comps.union(ra, rb)
 
 
+def _any_crm_named(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether any CRM record names a member (most warehouses have none: the lookups are skipped)."""
+    return conn.execute(
+        "SELECT EXISTS (FROM customer_versions WHERE platform = 'salesforce' AND member_ref IS NOT NULL)").fetchall()[0][0]
+
+
 def _crm_named(conn: duckdb.DuckDBPyConnection) -> None:
     """id_crm_named (customer_key, member_id): the CRM records of id_records whose latest version names
     a member (Loyalty_Member_Id__c, our pushes write it), with that member's survivor after merges."""
-    any_named = conn.execute(
-        "SELECT EXISTS (FROM customer_versions WHERE platform = 'salesforce' AND member_ref IS NOT NULL)").fetchall()[0][0]
+    any_named = _any_crm_named(conn)
     conn.execute(
         """CREATE OR REPLACE TEMP TABLE id_crm_named AS
            WITH latest AS (
@@ -619,8 +624,7 @@ def _records_near_new(conn: duckdb.DuckDBPyConnection, since: dt.datetime, named
     # a seed that is a CRM record naming a member (Loyalty_Member_Id__c) reaches that member's keys:
     # a Contact of ours a CRM user gave a new address before the first pull shares no key with it
     # (looked for only where such records exist: the scan of member_keys is a day's cost otherwise)
-    if conn.execute("SELECT EXISTS (FROM customer_versions WHERE platform = 'salesforce' AND member_ref IS NOT NULL)"
-                    ).fetchall()[0][0]:
+    if _any_crm_named(conn):
         conn.execute(
             """INSERT INTO id_keys
                SELECT k.key FROM member_keys k LEFT JOIN member_resolution res ON res.member_id = k.member_id
